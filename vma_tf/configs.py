@@ -1,0 +1,278 @@
+"""Experiment configuration: frozen dataclasses and the paper's presets.
+
+A `Config` is fully resolved (no defaults hidden elsewhere); `train_and_evaluate`
+writes it to `WORKDIR/config.json`, and `Config.from_dict` reads it back.
+Launchers override fields with `override(config, **flat_values)` using the flat
+flag names in `FLAG_FIELDS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value. The message is one line naming the flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where examples and memory contents come from.
+
+    Attributes:
+        dataset: `"binarized_mnist"` (Larochelle's fixed binarisation).
+        task: `"recall"`: each step fills memory with `memory_size` random training
+            images and draws the targets from that memory (paper Fig. 2A);
+            `"batches"`: ordinary shuffled minibatches of the training set (learned
+            memory or no memory).
+        eval_memory_size: extra test-time memory size evaluated for `recall`
+            (the paper's 2048-test-image memory); 0 disables it.
+        eval_batches: number of batches per evaluation (0 = the whole split,
+            remainder dropped so XLA sees one static shape).
+        data_dir: explicit data directory (else `$VMA_DATA_DIR`, then `./data`).
+    """
+    dataset: str = "binarized_mnist"
+    task: str = "batches"
+    eval_memory_size: int = 0
+    eval_batches: int = 0
+    data_dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The generative model.
+
+    Attributes:
+        kind: `"vma"` (variational memory addressing) or `"vae"` (no memory).
+        memory: `"episodic"` (contents given per batch) or `"learned"` (trainable
+            `[memory_size, memory_dim]` parameter). Ignored for `vae`.
+        memory_size: |M|, the number of memory slots.
+        memory_dim: size of one learned memory entry (episodic entries have the
+            shape of an image).
+        hidden_units: hidden layer sizes of every MLP (paper: 256, 128).
+        latent_dim: |z| (paper: 32 on MNIST).
+        embed_dim: size of the matching space for q(a|x) and p(a) (128).
+        similarity: `"normalized"` (paper eq. 5), `"dot"` or `"cosine"`.
+        prior: `"learned"` (query e^p) or `"flat"` (p(a) = 1/|M|).
+        num_samples: K, samples from q per example for the bound and VIMCO.
+        baseline: VIMCO leave-one-out baseline, `"arithmetic"` (paper) or
+            `"geometric"` (Mnih & Rezende 2016).
+        decoder_context: where p(x|z, m_a) sees m_a: `"first"` layer only
+            (an MLP on [z, m_a]) or `"all"` layers (skip paths from m_a).
+    """
+    kind: str = "vma"
+    memory: str = "episodic"
+    memory_size: int = 256
+    memory_dim: int = 256
+    hidden_units: tuple[int, ...] = (256, 128)
+    latent_dim: int = 32
+    embed_dim: int = 128
+    similarity: str = "normalized"
+    prior: str = "learned"
+    num_samples: int = 4
+    baseline: str = "arithmetic"
+    decoder_context: str = "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping.
+
+    Attributes:
+        steps: total optimiser steps (the run resumes until it reaches this).
+        batch_size: B, targets per step.
+        learning_rate: Adam learning rate (paper: best of 1e-4, 3e-4).
+        seed: seeds parameters, data order and every sample.
+        log_every: steps between train-metric lines; `eval_every`,
+            `checkpoint_every` and `steps` must be multiples of it.
+        eval_every: steps between evaluations on the validation split.
+        checkpoint_every: steps between checkpoints.
+        keep_checkpoints: how many checkpoints to keep.
+        jit: compile train/test steps with XLA (`jit_compile=True`).
+    """
+    steps: int = 100_000
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    seed: int = 0
+    log_every: int = 100
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    jit: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        try:
+            model = dict(d["model"])
+            model["hidden_units"] = tuple(model["hidden_units"])
+            return cls(name=d["name"], data=DataConfig(**d["data"]),
+                                  model=ModelConfig(**model), train=TrainConfig(**d["train"]))
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"not a vma_tf config: {e}") from None
+
+
+# Flat flag name -> (section, field). The launcher exposes these as flags.
+FLAG_FIELDS = {
+        "steps": ("train", "steps"),
+        "batch_size": ("train", "batch_size"),
+        "learning_rate": ("train", "learning_rate"),
+        "seed": ("train", "seed"),
+        "log_every": ("train", "log_every"),
+        "eval_every": ("train", "eval_every"),
+        "checkpoint_every": ("train", "checkpoint_every"),
+        "jit": ("train", "jit"),
+        "num_samples": ("model", "num_samples"),
+        "memory_size": ("model", "memory_size"),
+        "similarity": ("model", "similarity"),
+        "prior": ("model", "prior"),
+        "baseline": ("model", "baseline"),
+    "decoder_context": ("model", "decoder_context"),
+        "data_dir": ("data", "data_dir"),
+        "eval_memory_size": ("data", "eval_memory_size"),
+        "eval_batches": ("data", "eval_batches"),
+}
+
+# Fields that may change when a run is resumed (they do not change the model).
+RESUMABLE_FIELDS = {
+        ("train", f) for f in ("steps", "log_every", "eval_every",
+                                                      "checkpoint_every", "keep_checkpoints", "jit")
+} | {("data", "data_dir"), ("data", "eval_batches"),
+          ("data", "eval_memory_size")}
+
+
+def override(config: Config, **values: Any) -> Config:
+    """Returns `config` with flat flag values (see `FLAG_FIELDS`) replaced.
+
+    `None` values are ignored, so unset flags keep the preset's value.
+    """
+    sections = {"data": {}, "model": {}, "train": {}}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key not in FLAG_FIELDS:
+            raise ConfigError(f"unknown config field {key!r}; known: "
+                                                f"{', '.join(sorted(FLAG_FIELDS))}")
+        section, field = FLAG_FIELDS[key]
+        sections[section][field] = value
+    return dataclasses.replace(
+            config,
+            data=dataclasses.replace(config.data, **sections["data"]),
+            model=dataclasses.replace(config.model, **sections["model"]),
+            train=dataclasses.replace(config.train, **sections["train"]))
+
+
+def _choice(flag: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"--{flag}={value!r} is not allowed; choose one of "
+                                            f"{', '.join(map(str, allowed))}")
+
+
+def _at_least(flag: str, value: float, minimum: float, why: str = "") -> None:
+    if value < minimum:
+        raise ConfigError(f"--{flag}={value} must be >= {minimum}{why}")
+
+
+# Sizes of the splits the tasks draw from, for early, one-line errors.
+SPLIT_SIZES = {"binarized_mnist": {"train": 50_000, "valid": 10_000,
+                                                                      "test": 10_000}}
+
+
+def validate(config: Config) -> Config:
+    """Checks every value; raises `ConfigError` naming the flag. Returns config."""
+    d, m, t = config.data, config.model, config.train
+    _choice("dataset", d.dataset, tuple(SPLIT_SIZES))
+    _choice("task", d.task, ("recall", "batches"))
+    _choice("kind", m.kind, ("vma", "vae"))
+    _choice("memory", m.memory, ("episodic", "learned"))
+    _choice("similarity", m.similarity, ("normalized", "dot", "cosine"))
+    _choice("prior", m.prior, ("learned", "flat"))
+    _choice("baseline", m.baseline, ("arithmetic", "geometric"))
+    _choice("decoder_context", m.decoder_context, ("first", "all"))
+    _at_least("num_samples", m.num_samples, 2,
+                        " (VIMCO's leave-one-out baseline needs K >= 2)")
+    _at_least("memory_size", m.memory_size, 1)
+    _at_least("latent_dim", m.latent_dim, 1)
+    _at_least("embed_dim", m.embed_dim, 1)
+    _at_least("steps", t.steps, 1)
+    _at_least("batch_size", t.batch_size, 1)
+    _at_least("log_every", t.log_every, 1)
+    _at_least("eval_batches", d.eval_batches, 0)
+    _at_least("eval_memory_size", d.eval_memory_size, 0)
+    if not (t.learning_rate > 0 and math.isfinite(t.learning_rate)):
+        raise ConfigError(f"--learning_rate={t.learning_rate} must be a positive "
+                                            "finite number")
+    for flag in ("steps", "eval_every", "checkpoint_every"):
+        value = getattr(t, flag)
+        if value < 1 or value % t.log_every:
+            raise ConfigError(f"--{flag}={value} must be a positive multiple of "
+                                                f"--log_every={t.log_every}")
+    sizes = SPLIT_SIZES[d.dataset]
+    if m.kind == "vma" and d.task == "recall":
+        if m.memory != "episodic":
+            raise ConfigError("--task=recall needs episodic memory (images in "
+                                                "memory); got memory='learned'")
+        biggest = min(sizes.values())
+        if m.memory_size > sizes["train"]:
+            raise ConfigError(f"--memory_size={m.memory_size} exceeds the "
+                                                f"{sizes['train']} training images of {d.dataset}")
+        if max(m.memory_size, d.eval_memory_size) > biggest:
+            raise ConfigError(
+                    f"--eval_memory_size/--memory_size="
+                    f"{max(m.memory_size, d.eval_memory_size)} exceeds the {biggest} "
+                    f"images of the smallest evaluation split of {d.dataset}")
+    if d.task == "batches":
+        if m.kind == "vma" and m.memory != "learned":
+            raise ConfigError("--task=batches with kind='vma' needs learned memory "
+                                                "(nothing would fill an episodic memory)")
+        if t.batch_size > min(sizes.values()):
+            raise ConfigError(f"--batch_size={t.batch_size} exceeds the smallest "
+                                                f"split of {d.dataset} ({min(sizes.values())})")
+    return config
+
+
+def _mnist(name: str, data: DataConfig, model: ModelConfig) -> Config:
+    return Config(name=name, data=data, model=model, train=TrainConfig())
+
+
+PRESETS: dict[str, Config] = {
+        # Fig. 2A: memory of |M| training images, targets drawn from it.
+        "mnist_recall": _mnist(
+                "mnist_recall",
+                DataConfig(task="recall", eval_memory_size=2048, eval_batches=20),
+                ModelConfig(kind="vma", memory="episodic", memory_size=256)),
+        # Section 4.1 "learned memory": |M| in {64, ..., 1024}, m_a in R^256.
+        "mnist_learned": _mnist(
+                "mnist_learned", DataConfig(task="batches"),
+                ModelConfig(kind="vma", memory="learned", memory_size=256,
+                                        memory_dim=256)),
+        # Baseline: the same encoder/decoder, no memory.
+        "mnist_vae": _mnist(
+                "mnist_vae", DataConfig(task="batches"), ModelConfig(kind="vae")),
+}
+
+DEFAULT_PRESET = "mnist_recall"
+
+
+def get_preset(name: str) -> Config:
+    """Returns the named preset. Raises `ConfigError` for unknown names."""
+    if name not in PRESETS:
+        raise ConfigError(f"--preset={name!r} is unknown; choose one of "
+                                            f"{', '.join(sorted(PRESETS))}")
+    return PRESETS[name]

@@ -1,0 +1,301 @@
+"""The VMA model and the memory-less VAE baseline, with their `train_step`.
+
+Both models implement `compute_terms(x, memory, num_samples, seed)`, returning
+the `[K, B]` log importance weights and the diagnostics. The shared
+`LatentVariableModel.train_step` only composes: sample a seed, compute the
+terms, hand the log-weights to the estimator (`vma_tf.estimators`), apply the
+gradients, update metrics.
+
+Inputs are batches `{"x": [B, *x], "memory": [|M|, *entry]}` (`"memory"` only
+for episodic memory).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vma_tf import estimators
+from vma_tf.modeling import networks, sampling
+from vma_tf.modeling.addressing import AddressingHead
+from vma_tf.modeling.memory import MemoryBuffer
+
+tfd = tfp.distributions
+
+METRIC_NAMES = ("loss", "nll_bound", "kl_a", "kl_z", "recon")
+
+
+class Terms(NamedTuple):
+    """Per-example quantities of one K-sample evaluation.
+
+    Attributes:
+        log_weights: `[K, B]` log p(x, a_k, z_k) - log q(a_k, z_k | x).
+        log_q_a: `[K, B]` log q(a_k | x), or None for a model without addresses.
+        kl_a: `[B]` KL(q(a|x) || p(a)), exact over all slots (0 without memory).
+        kl_z: `[B]` analytic KL(q(z|x,a_k) || p(z|a_k)), averaged over the K
+            sampled addresses.
+        recon: `[B]` -log p(x | a_k, z_k) averaged over the K samples.
+        addresses: `[K, B]` sampled addresses (or None).
+    """
+    log_weights: tf.Tensor
+    log_q_a: tf.Tensor | None
+    kl_a: tf.Tensor
+    kl_z: tf.Tensor
+    recon: tf.Tensor
+    addresses: tf.Tensor | None = None
+
+
+def _seed(seed) -> tf.Tensor:
+    return tf.cast(seed, tf.int32)
+
+
+class LatentVariableModel(keras.Model):
+    """Base class: the VIMCO / IWAE `train_step` and `test_step`.
+
+    Args:
+        num_samples: K.
+        baseline: VIMCO baseline, `"arithmetic"` or `"geometric"`.
+        seed: seeds the training and evaluation `keras.random.SeedGenerator`s.
+    """
+
+    def __init__(self, num_samples: int = 4, baseline: str = "arithmetic",
+                              seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 for VIMCO; got {num_samples}")
+        self.num_samples = num_samples
+        self.baseline = baseline
+        self.seed_generator = keras.random.SeedGenerator(seed, name="train_seed")
+        self._eval_seed = seed + 1
+        self.eval_seed_generator = keras.random.SeedGenerator(
+                self._eval_seed, name="eval_seed")
+        self.first_nonfinite_step = keras.Variable(
+                -1, dtype="int64", trainable=False, name="first_nonfinite_step")
+        self._trackers = [keras.metrics.Mean(name=n) for n in METRIC_NAMES]
+
+    # -- subclasses implement -------------------------------------------------
+    def compute_terms(self, x, memory=None, num_samples=None, seed=None,
+                                        addresses=None) -> Terms:
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------
+    @property
+    def metrics(self):
+        return list(self._trackers)
+
+    def objective(self, terms: Terms) -> tf.Tensor:
+        """`[B]` surrogate: value L_K, gradient VIMCO (or IWAE without a)."""
+        if terms.log_q_a is None:
+            return estimators.iwae_bound(terms.log_weights)
+        return estimators.vimco_objective(terms.log_weights, terms.log_q_a,
+                                                                            self.baseline)
+
+    @staticmethod
+    def _unpack(data):
+        if isinstance(data, (tuple, list)):  # Keras may wrap as (x,).
+            data = data[0]
+        return data["x"], data.get("memory")
+
+    def _update_metrics(self, loss, terms: Terms):
+        bound = estimators.iwae_bound(terms.log_weights)
+        values = (loss, -tf.reduce_mean(bound), tf.reduce_mean(terms.kl_a),
+                            tf.reduce_mean(terms.kl_z), tf.reduce_mean(terms.recon))
+        for tracker, value in zip(self._trackers, values):
+            tracker.update_state(value)
+        return {t.name: t.result() for t in self._trackers}
+
+    def loss_and_terms(self, x, memory, seed):
+        terms = self.compute_terms(x, memory, self.num_samples, seed)
+        loss = -tf.reduce_mean(self.objective(terms))
+        if self.losses:
+            loss = loss + tf.add_n(self.losses)
+        return loss, terms
+
+    def train_step(self, data):
+        x, memory = self._unpack(data)
+        seed = self.seed_generator.next()
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            loss, terms = self.loss_and_terms(x, memory, seed)
+        grads = tape.gradient(loss, variables)
+        finite = tf.math.is_finite(loss)
+        for g in grads:
+            if g is not None:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        step = tf.cast(self.optimizer.iterations, tf.int64) + 1
+        first = self.first_nonfinite_step
+        first.assign(tf.where(tf.logical_and(first < 0, tf.logical_not(finite)),
+                                                    step, first))
+        self.optimizer.apply(grads, variables)
+        return self._update_metrics(loss, terms)
+
+    def test_step(self, data):
+        x, memory = self._unpack(data)
+        loss, terms = self.loss_and_terms(x, memory, self.eval_seed_generator.next())
+        return self._update_metrics(loss, terms)
+
+    def call(self, inputs, training=False):
+        """Per-example K-sample bound L_K, `[B]` (evaluation seed stream)."""
+        x, memory = self._unpack(inputs)
+        terms = self.compute_terms(x, memory, self.num_samples,
+                                                              self.eval_seed_generator.next())
+        return estimators.iwae_bound(terms.log_weights)
+
+    def reset_eval_seed(self):
+        """Restarts the evaluation seed stream (same eval samples every time)."""
+        state = self.eval_seed_generator.state
+        state.assign(tf.constant([self._eval_seed, 0], state.dtype))
+
+
+class VMA(LatentVariableModel):
+    """Variational Memory Addressing (paper eq. 1-3).
+
+    p(x|M) = sum_a p(a|M) ∫ p(z|m_a) p(x|z, m_a) dz, with
+    q(a, z|M, x) = q(a|M, x) q(z|m_a, x).
+
+    Per-memory-entry work — embeddings e_a, prior logits, p(z|m_a) parameters
+    and the memory halves of the q(z|.) and p(x|.) first layers — is computed
+    once per call and gathered by the sampled addresses.
+
+    Args:
+        memory: `MemoryBuffer` (learned or episodic).
+        addressing: `AddressingHead` for q(a|x) and p(a).
+        prior_net: network `[|M|, *entry]` -> `[|M|, 2 Z]` for p(z|m_a).
+        encoder: `ConditionalMLP` for q(z|x, m_a), output `2 Z`.
+        decoder: `ConditionalMLP` for p(x|z, m_a), output = logits of x.
+        x_event_ndims: number of event dims of x (1 for flat images).
+    """
+
+    def __init__(self, memory: MemoryBuffer, addressing: AddressingHead,
+                              prior_net, encoder, decoder, x_event_ndims: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.memory = memory
+        self.addressing = addressing
+        self.prior_net = prior_net
+        self.encoder = encoder
+        self.decoder = decoder
+        self.x_event_ndims = x_event_ndims
+
+    def memory_state(self, memory=None) -> dict[str, tf.Tensor]:
+        """Per-entry tensors, each `[|M|, ...]`, computed once per step."""
+        m = self.memory(memory)
+        e = self.addressing.embed_memory(m)
+        return {
+                "memory": m,
+                "embeddings": e,
+                "prior_logits": self.addressing.prior_logits(e),
+                "prior_z": self.prior_net(m),
+                "encoder": self.encoder.memory_features(m),
+                "decoder": self.decoder.memory_features(m),
+        }
+
+    def address_distributions(self, x, memory=None, state=None):
+        """Returns `(q_a, p_a)` over the slots of `memory`."""
+        state = state or self.memory_state(memory)
+        q_a = tfd.Categorical(
+                logits=self.addressing.posterior_logits(state["embeddings"], x))
+        p_a = tfd.Categorical(logits=state["prior_logits"])
+        return q_a, p_a
+
+    def compute_terms(self, x, memory=None, num_samples=None, seed=None,
+                                        addresses=None) -> Terms:
+        """K-sample log-weights and diagnostics.
+
+        Args:
+            x: `[B, *x]` targets (0/1 floats).
+            memory: `[|M|, *entry]` episodic contents (None for learned memory).
+            num_samples: K.
+            seed: stateless seed `[2]`; same seed => same samples.
+            addresses: optional `[K, B]` int addresses to use instead of sampling
+                from q(a|x) (exact enumeration in tests).
+
+        Returns:
+            `Terms`.
+        """
+        num_samples = num_samples or self.num_samples
+        x = tf.cast(x, self.compute_dtype)
+        state = self.memory_state(memory)
+        q_a, p_a = self.address_distributions(x, state=state)
+        seed_a, seed_z = tf.unstack(
+            tf.random.experimental.stateless_split(_seed(seed), 2))
+        if addresses is None:
+            addresses = sampling.sample(q_a, seed_a, [num_samples])       # [K, B]
+        log_q_a = q_a.log_prob(addresses)                              # [K, B]
+        log_p_a = p_a.log_prob(addresses)                              # [K, B]
+        gather = lambda t: tf.gather(t, addresses)                     # [K, B, ..]
+        q_z = networks.gaussian(self.encoder(x, gather(state["encoder"])))
+        p_z = networks.gaussian(gather(state["prior_z"]))
+        z = sampling.sample(q_z, seed_z)                                # [K, B, Z]
+        logits = self.decoder(z, gather(state["decoder"]))
+        log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
+        log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z) + log_p_a - log_q_a
+        return Terms(
+                log_weights=log_weights,
+                log_q_a=log_q_a,
+                kl_a=tfd.kl_divergence(q_a, p_a),
+                kl_z=tf.reduce_mean(tfd.kl_divergence(q_z, p_z), axis=0),
+                recon=-tf.reduce_mean(log_px, axis=0),
+                addresses=addresses)
+
+    def sample(self, addresses, memory=None, seed=None):
+        """Bernoulli means of p(x|z, m_a) with z ~ p(z|m_a) for given addresses.
+
+        Args:
+            addresses: `[N]` int slots.
+            memory: `[|M|, *entry]` episodic contents (None for learned memory).
+            seed: stateless seed `[2]`.
+
+        Returns:
+            `[N, *x]` pixel probabilities.
+        """
+        state = self.memory_state(memory)
+        gather = lambda t: tf.gather(t, addresses)
+        z = sampling.sample(networks.gaussian(gather(state["prior_z"])), _seed(seed))
+        return tf.sigmoid(self.decoder(z, gather(state["decoder"])))
+
+    def sample_prior_addresses(self, num, memory=None, seed=None):
+        """`[num]` addresses a ~ p(a)."""
+        state = self.memory_state(memory)
+        return tfd.Categorical(logits=state["prior_logits"]).sample(
+                num, seed=_seed(seed))
+
+
+class VAE(LatentVariableModel):
+    """The memory-less baseline: p(z) = N(0, I), q(z|x), p(x|z).
+
+    Uses the same encoder/decoder networks as `VMA` without the memory half, and
+    the IWAE gradient (there is no discrete latent).
+    """
+
+    def __init__(self, encoder, decoder, latent_dim: int, x_event_ndims: int = 1,
+                              **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.latent_dim = latent_dim
+        self.x_event_ndims = x_event_ndims
+
+    def compute_terms(self, x, memory=None, num_samples=None, seed=None,
+                                        addresses=None) -> Terms:
+        num_samples = num_samples or self.num_samples
+        x = tf.cast(x, self.compute_dtype)
+        q_z = networks.gaussian(self.encoder(x))                       # [B]
+        p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
+        z = sampling.sample(q_z, _seed(seed), [num_samples])           # [K, B, Z]
+        log_px = networks.bernoulli(self.decoder(z), self.x_event_ndims).log_prob(x)
+        log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z)
+        batch = tf.shape(x)[:1]
+        return Terms(
+                log_weights=log_weights, log_q_a=None,
+                kl_a=tf.zeros(batch, x.dtype),
+                kl_z=tfd.kl_divergence(q_z, p_z),
+                recon=-tf.reduce_mean(log_px, axis=0))
+
+    def sample(self, num, seed=None):
+        """`[num, *x]` pixel probabilities with z ~ N(0, I)."""
+        z = networks.standard_gaussian(self.latent_dim, self.compute_dtype).sample(
+                num, seed=_seed(seed))
+        return tf.sigmoid(self.decoder(z))

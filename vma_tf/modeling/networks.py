@@ -1,0 +1,142 @@
+"""Fully connected networks and the distributions they parameterise.
+
+`ConditionalMLP` is the memory-conditioned network used for q(z|x, m_a) and
+p(x|z, m_a): an MLP on the concatenation [input, m_a]. Its first layer is split
+into W_x input + W_m m_a + b, and the memory half W_m m is computed once per
+memory entry (`memory_features`) and gathered by address, instead of once per
+(sample, example) pair. The result equals the MLP on the concatenation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+class MLP(keras.layers.Layer):
+    """Dense ReLU stack, optionally followed by a linear output layer.
+
+    Unlike `keras.Sequential`, it accepts inputs of any rank `[..., D]`
+    (e.g. `[K, B, D]` for K samples), applying each `Dense` to the last axis.
+    """
+
+    def __init__(self, hidden_units: Sequence[int], output_dim: int | None,
+                 activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = tuple(hidden_units)
+        self.output_dim = output_dim
+        self.activation = activation
+        self.dense_layers = [keras.layers.Dense(u, activation=activation,
+                                                name=f"dense_{i}")
+                             for i, u in enumerate(hidden_units)]
+        if output_dim is not None:
+            self.dense_layers.append(keras.layers.Dense(output_dim, name="out"))
+
+    def call(self, inputs):
+        h = inputs
+        for layer in self.dense_layers:
+            h = layer(h)
+        return h
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units,
+                "output_dim": self.output_dim, "activation": self.activation}
+
+
+def mlp(hidden_units: Sequence[int], output_dim: int | None,
+        activation: str = "relu", name: str | None = None) -> MLP:
+    """Shorthand for `MLP(hidden_units, output_dim, activation, name=name)`."""
+    return MLP(hidden_units, output_dim, activation, name=name)
+
+
+class ConditionalMLP(keras.layers.Layer):
+    """MLP on [input, context] with the context half computed per memory entry.
+
+    Layer i computes act(W_i h + C_i m + b_i). With `context="first"` only the
+    first layer sees the context (exactly an MLP on the concatenation
+    [input, m]); with `context="all"` every layer, including the linear
+    output, gets its own projection C_i m — a skip path from the memory entry
+    to each layer (the MLP analogue of the paper's skip connections from the
+    memory pyramid into the decoder).
+
+    Args:
+        hidden_units: hidden layer sizes, at least one.
+        output_dim: size of the linear output.
+        context: `"first"` or `"all"`.
+
+    Methods:
+        memory_features(memory): `[|M|, Dm]` -> `[|M|, F]`, once per step.
+        call(inputs, features): inputs `[..., Dx]`, gathered features
+            `[..., F]` (leading dims broadcast) -> `[..., output_dim]`.
+    """
+
+    def __init__(self, hidden_units: Sequence[int], output_dim: int,
+                 activation: str = "relu", context: str = "first", **kwargs):
+        super().__init__(**kwargs)
+        if not hidden_units:
+            raise ValueError("ConditionalMLP needs at least one hidden layer")
+        if context not in ("first", "all"):
+            raise ValueError(f"context must be 'first' or 'all'; got {context!r}")
+        self.hidden_units = tuple(hidden_units)
+        self.output_dim = output_dim
+        self.context = context
+        self.activation = keras.activations.get(activation)
+        sizes = self.hidden_units + (output_dim,)
+        self.dense_layers = [keras.layers.Dense(u, name=f"dense_{i}")
+                             for i, u in enumerate(sizes)]
+        n_ctx = 1 if context == "first" else len(sizes)
+        self._context_sizes = sizes[:n_ctx]
+        self.context_proj = keras.layers.Dense(sum(self._context_sizes),
+                                               use_bias=False,
+                                               name="context_proj")
+
+    def memory_features(self, memory):
+        return self.context_proj(memory)
+
+    def call(self, inputs, features):
+        contexts = tf.split(features, self._context_sizes, axis=-1)
+        h = inputs
+        last = len(self.dense_layers) - 1
+        for i, layer in enumerate(self.dense_layers):
+            h = layer(h)
+            if i < len(contexts):
+                h = h + contexts[i]
+            if i < last:
+                h = self.activation(h)
+        return h
+
+
+def gaussian(params, min_scale: float = 1e-3) -> tfd.Distribution:
+    """Diagonal Gaussian from `[..., 2 Z]` (loc, softplus-scale) params.
+
+    Returns:
+        A distribution with batch shape `[...]` and event shape `[Z]`.
+    """
+    loc, raw_scale = tf.split(params, 2, axis=-1)
+    scale = tf.nn.softplus(raw_scale) + min_scale
+    return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
+
+
+def standard_gaussian(latent_dim: int, dtype) -> tfd.Distribution:
+    """N(0, I) with event shape `[latent_dim]`."""
+    zeros = tf.zeros([latent_dim], dtype)
+    return tfd.Independent(tfd.Normal(zeros, tf.ones_like(zeros)), 1)
+
+
+def bernoulli(logits, event_ndims: int = 1) -> tfd.Distribution:
+    """Independent Bernoulli pixels; `log_prob` accepts float 0/1 images.
+
+    Args:
+        logits: `[..., *event]` logits.
+        event_ndims: number of trailing event dimensions (1 for flat images).
+
+    Returns:
+        A distribution with batch shape `[...]`.
+    """
+    return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=logits.dtype),
+                                                  reinterpreted_batch_ndims=event_ndims)

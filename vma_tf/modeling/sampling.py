@@ -1,0 +1,92 @@
+"""Seeded noise that is identical with and without XLA, on CPU and GPU.
+
+TF's stateless float samplers (`stateless_normal`, `stateless_categorical`, and
+hence `tfd.*.sample`) use different bit-to-float transforms in XLA and in the
+TF kernels, so a compiled and an uncompiled step draw different samples from
+one seed. The integer Philox bits are identical everywhere, so all noise here
+is derived from them: uniforms from the top 24 bits, standard normals by the
+inverse CDF, categorical samples by the Gumbel-max trick. Same seed ⇒ same
+samples (to ~1 ulp of the transcendental functions) whatever the compilation.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+def uniform(shape, seed, dtype=tf.float32) -> tf.Tensor:
+    """U(0, 1) samples of `shape`, strictly inside (0, 1).
+
+    Args:
+        shape: output shape.
+        seed: stateless seed, int `[2]`.
+        dtype: float dtype of the result.
+
+    Returns:
+        `shape` tensor of `dtype`.
+    """
+    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None,
+                                       maxval=None, dtype=tf.uint32)
+    top24 = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
+    u = (tf.cast(top24, tf.float32) + 0.5) * (2.0 ** -24)
+    return tf.cast(u, dtype)
+
+
+def standard_normal(shape, seed, dtype=tf.float32) -> tf.Tensor:
+    """N(0, 1) samples of `shape` by the inverse CDF of `uniform`."""
+    return tf.math.ndtri(uniform(shape, seed, dtype))
+
+
+def categorical(logits, num_samples: int, seed) -> tf.Tensor:
+    """Samples `[num_samples, *batch]` int32 from `Categorical(logits)`.
+
+    Gumbel-max: argmax_a (logits_a + G_a) with G_a = -log(-log U_a) is an exact
+    sample from softmax(logits).
+
+    Args:
+        logits: `[*batch, n]` logits.
+        num_samples: number of samples.
+        seed: stateless seed, int `[2]`.
+
+    Returns:
+        `[num_samples, *batch]` indices in `[0, n)`.
+    """
+    logits = tf.convert_to_tensor(logits)
+    shape = tf.concat([[num_samples], tf.shape(logits)], axis=0)
+    gumbel = -tf.math.log(-tf.math.log(uniform(shape, seed, logits.dtype)))
+    return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
+
+
+def sample(dist: tfd.Distribution, seed, sample_shape=()) -> tf.Tensor:
+    """Samples a `Categorical` or a (possibly `Independent`) `Normal`.
+
+    Normal samples are reparameterised (loc + scale * eps), so gradients flow
+    to the parameters exactly as with `dist.sample`.
+
+    Args:
+        dist: `tfd.Categorical`, `tfd.Normal` or `tfd.Independent(tfd.Normal)`.
+        seed: stateless seed, int `[2]`.
+        sample_shape: leading sample shape (a tuple of at most one int for
+            `Categorical`).
+
+    Returns:
+        `[*sample_shape, *batch, *event]` samples.
+    """
+    sample_shape = tuple(sample_shape)
+    if isinstance(dist, tfd.Categorical):
+        if len(sample_shape) > 1:
+            raise ValueError("categorical sample_shape must have rank <= 1")
+        n = sample_shape[0] if sample_shape else 1
+        out = categorical(dist.logits_parameter(), n, seed)
+        return out if sample_shape else out[0]
+    base = dist.distribution if isinstance(dist, tfd.Independent) else dist
+    if not isinstance(base, tfd.Normal):
+        raise TypeError(f"cannot sample {type(base).__name__} here")
+    loc, scale = base.loc, base.scale
+    shape = tf.concat([tf.constant(sample_shape, tf.int32),
+                       tf.broadcast_dynamic_shape(tf.shape(loc), tf.shape(scale))],
+                      axis=0)
+    return loc + scale * standard_normal(shape, seed, loc.dtype)
