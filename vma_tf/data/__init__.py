@@ -1,0 +1,1 @@
+"""Locating, verifying and loading the datasets used by the VMA experiments."""

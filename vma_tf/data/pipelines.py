@@ -1,0 +1,177 @@
+"""tf.data pipelines for the MNIST experiments.
+
+Every training batch is a pure function of `(seed, step)`: the pipeline starts
+from `tf.data.Dataset.counter(start_step)` and draws each batch with stateless
+random ops seeded by the step. A run resumed at step S therefore sees exactly
+the batches an uninterrupted run sees from step S on, and the data position is
+just the step counter stored in the checkpoint.
+
+Batches are dicts `{"x": [B, 784] float32}` plus `"memory": [|M|, 784]` for
+episodic memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from vma_tf.configs import Config
+from vma_tf.data.mnist import load_binarized_mnist
+
+# Distinct streams so train/eval/memory draws never share random numbers.
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1
+
+
+def _step_seed(seed: int, stream: int, step) -> tf.Tensor:
+    """Stateless seed `[2]` for `step` of one stream."""
+    step = tf.cast(step, tf.int64)
+    return tf.stack([tf.constant(seed, tf.int64) * 2 + stream, step])
+
+
+def _random_subset(num_items: int, size: int, seed) -> tf.Tensor:
+    """`[size]` distinct indices in `[0, num_items)`, uniformly at random."""
+    keys = tf.random.stateless_uniform([num_items], seed=seed)
+    return tf.math.top_k(keys, k=size, sorted=False).indices
+
+
+def recall_batch_fn(images: tf.Tensor, memory_size: int, batch_size: int,
+                    seed: int, stream: int) -> Callable[[tf.Tensor], dict]:
+    """Batch maker for the train-to-recall task (paper Fig. 2A).
+
+    Memory holds `memory_size` distinct random images; the `batch_size`
+    targets are drawn uniformly (with replacement) from that memory.
+
+    Args:
+        images: `[N, D]` uint8 0/1 images.
+        memory_size: |M|.
+        batch_size: B.
+        seed: run seed.
+        stream: random stream id.
+
+    Returns:
+        `step -> {"x": [B, D], "memory": [|M|, D]}` float32.
+    """
+    num_items = int(images.shape[0])
+
+    def make(step):
+        seed_m, seed_x = tf.unstack(tf.random.experimental.stateless_split(
+            _step_seed(seed, stream, step), 2))
+        memory = tf.gather(images, _random_subset(num_items, memory_size, seed_m))
+        targets = tf.random.stateless_uniform([batch_size], seed=seed_x,
+                                              maxval=memory_size, dtype=tf.int32)
+        memory = tf.cast(memory, tf.float32)
+        return {"x": tf.gather(memory, targets), "memory": memory}
+
+    return make
+
+
+def epoch_batch_fn(images: tf.Tensor, batch_size: int, seed: int,
+                   stream: int) -> Callable[[tf.Tensor], dict]:
+    """Batch maker for shuffled epochs without replacement.
+
+    Position p = step * B + i is example `index_shuffle(p mod N)` of the
+    permutation for epoch p // N, so epochs are reshuffled and batches may
+    straddle an epoch boundary.
+
+    Returns:
+        `step -> {"x": [B, D]}` float32.
+    """
+    num_items = int(images.shape[0])
+
+    def make(step):
+        pos = tf.cast(step, tf.int64) * batch_size + tf.range(batch_size,
+                                                               dtype=tf.int64)
+        epoch = pos // num_items
+        seeds = tf.stack([tf.fill([batch_size], tf.constant(seed, tf.int64)),
+                          tf.fill([batch_size], tf.constant(stream, tf.int64)),
+                          epoch], axis=1)
+        idx = tf.random.experimental.index_shuffle(
+            pos % num_items, seed=seeds, max_index=num_items - 1)
+        return {"x": tf.cast(tf.gather(images, idx), tf.float32)}
+
+    return make
+
+
+def _from_counter(make, start: int, count: int | None = None) -> tf.data.Dataset:
+    ds = tf.data.Dataset.counter(start)
+    if count is not None:
+        ds = ds.take(count)
+    return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass
+class MnistData:
+    """Datasets of one MNIST experiment.
+
+    Attributes:
+        train: infinite training batches from `start_step`.
+        evals: `split name -> finite dataset` (e.g. `"valid"`, `"valid_m2048"`).
+        final_evals: the same for the test split, run at the end of training.
+        sample_memory: `[|M|, D]` test images for sample figures (episodic
+            memory), or None.
+        x_shape: shape of one example, `(784,)`.
+    """
+    train: tf.data.Dataset
+    evals: dict[str, tf.data.Dataset]
+    final_evals: dict[str, tf.data.Dataset]
+    sample_memory: np.ndarray | None
+    x_shape: tuple[int, ...] = (784,)
+
+
+def _eval_sets(config: Config, split: str, images: np.ndarray
+               ) -> dict[str, tf.data.Dataset]:
+    d, m, t = config.data, config.model, config.train
+    imgs = tf.constant(images)
+    if m.kind == "vma" and d.task == "recall":
+        batches = d.eval_batches or 20
+        out = {}
+        sizes = [m.memory_size]
+        if d.eval_memory_size and d.eval_memory_size != m.memory_size:
+            sizes.append(d.eval_memory_size)
+        for size in sizes:
+            name = split if size == m.memory_size else f"{split}_m{size}"
+            make = recall_batch_fn(imgs, size, t.batch_size, t.seed,
+                                   _EVAL_STREAM)
+            out[name] = _from_counter(make, 0, batches)
+        return out
+    n = images.shape[0] // t.batch_size
+    if d.eval_batches:
+        n = min(n, d.eval_batches)
+    xs = tf.data.Dataset.from_tensor_slices(
+        {"x": tf.cast(imgs[: n * t.batch_size], tf.float32)})
+    return {split: xs.batch(t.batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE)}
+
+
+def mnist_data(config: Config, start_step: int = 0) -> MnistData:
+    """Builds the datasets for a binarized-MNIST config.
+
+    Args:
+        config: a validated `Config` with `data.dataset == "binarized_mnist"`.
+        start_step: first training step (resume position).
+
+    Returns:
+        `MnistData`.
+    """
+    d, m, t = config.data, config.model, config.train
+    train = load_binarized_mnist("train", d.data_dir)
+    valid = load_binarized_mnist("valid", d.data_dir)
+    test = load_binarized_mnist("test", d.data_dir)
+    train_images = tf.constant(train)
+    if m.kind == "vma" and d.task == "recall":
+        make = recall_batch_fn(train_images, m.memory_size, t.batch_size,
+                               t.seed, _TRAIN_STREAM)
+        rng = np.random.default_rng(t.seed)
+        sample_memory = test[rng.choice(len(test), m.memory_size,
+                                        replace=False)].astype(np.float32)
+    else:
+        make = epoch_batch_fn(train_images, t.batch_size, t.seed, _TRAIN_STREAM)
+        sample_memory = None
+    return MnistData(train=_from_counter(make, start_step),
+                     evals=_eval_sets(config, "valid", valid),
+                     final_evals=_eval_sets(config, "test", test),
+                     sample_memory=sample_memory)
