@@ -64,8 +64,10 @@ def main(argv):
         _fail(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.workdir:
         _fail("--workdir is required (the run directory)")
-    from vma_tf import configs, training
+    # configs and data.files do not import TensorFlow: bad flags fail fast.
+    from vma_tf import configs
     from vma_tf.data.files import DataError
+    from vma_tf.errors import NonFiniteError
 
     try:
         if FLAGS.config_json:
@@ -80,9 +82,10 @@ def main(argv):
         config = configs.override(
             base, **{k: getattr(FLAGS, k) for k in _OVERRIDES})
         configs.validate(config)
+        from vma_tf import training
         summary = training.train_and_evaluate(
             config, os.path.expanduser(FLAGS.workdir), progress=FLAGS.progress)
-    except (configs.ConfigError, DataError, training.NonFiniteError) as e:
+    except (configs.ConfigError, DataError, NonFiniteError) as e:
         _fail(str(e))
     print(training.format_summary(summary))
 

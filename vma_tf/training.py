@@ -35,19 +35,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vma_tf import configs, plotting
+from vma_tf import checkpointing, configs, plotting
 from vma_tf.configs import Config, ConfigError
 from vma_tf.data.pipelines import mnist_data
+from vma_tf.errors import NonFiniteError, WorkdirError
 from vma_tf.modeling.builders import build_mlp_model
 from vma_tf.modeling.models import METRIC_NAMES, VMA, LatentVariableModel
-
-
-class NonFiniteError(RuntimeError):
-    """The loss or a gradient became NaN/Inf."""
-
-
-class WorkdirError(ConfigError):
-    """The workdir cannot be used (unwritable, locked, or a different run)."""
 
 
 # -- workdir helpers ----------------------------------------------------------
@@ -285,11 +278,11 @@ def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
     t = config.train
     example = next(iter(data.train))
     model = build_model(config, data.x_shape, example)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    checkpoint = checkpointing.make_checkpoint(model)
     manager = tf.train.CheckpointManager(
         checkpoint, workdir / "checkpoints", max_to_keep=t.keep_checkpoints)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpointing.restore(checkpoint, manager.latest_checkpoint)
     start_step = int(model.optimizer.iterations.numpy())
     if start_step:
         print(f"Resuming from {manager.latest_checkpoint} at step {start_step}")

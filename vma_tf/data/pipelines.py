@@ -87,9 +87,12 @@ def epoch_batch_fn(images: tf.Tensor, batch_size: int, seed: int,
         epoch = pos // num_items
         seeds = tf.stack([tf.fill([batch_size], tf.constant(seed, tf.int64)),
                           tf.fill([batch_size], tf.constant(stream, tf.int64)),
-                          epoch], axis=1)
-        idx = tf.random.experimental.index_shuffle(
-            pos % num_items, seed=seeds, max_index=num_items - 1)
+                          epoch], axis=1)                             # [B, 3]
+        # The raw op: tf.random.experimental.index_shuffle mis-pads [n, 3]
+        # seeds (TF 2.21).
+        idx = tf.raw_ops.RandomIndexShuffle(
+            index=pos % num_items, seed=seeds,
+            max_index=tf.constant(num_items - 1, tf.int64), rounds=4)
         return {"x": tf.cast(tf.gather(images, idx), tf.float32)}
 
     return make

@@ -3,7 +3,7 @@
 TF's stateless float samplers (`stateless_normal`, `stateless_categorical`, and
 hence `tfd.*.sample`) use different bit-to-float transforms in XLA and in the
 TF kernels, so a compiled and an uncompiled step draw different samples from
-one seed. The integer Philox bits are identical everywhere, so all noise here
+one seed. The integer Philox bits are identical everywhere (for non-negative seeds), so all noise here
 is derived from them: uniforms from the top 24 bits, standard normals by the
 inverse CDF, categorical samples by the Gumbel-max trick. Same seed ⇒ same
 samples (to ~1 ulp of the transcendental functions) whatever the compilation.
@@ -28,6 +28,10 @@ def uniform(shape, seed, dtype=tf.float32) -> tf.Tensor:
     Returns:
         `shape` tensor of `dtype`.
     """
+    # XLA and the TF kernels disagree on negative int32 seeds (as produced by
+    # `stateless_split`); clearing the sign bit makes them agree.
+    seed = tf.bitwise.bitwise_and(tf.cast(seed, tf.int32),
+                                  tf.constant(0x7FFFFFFF, tf.int32))
     bits = tf.random.stateless_uniform(shape, seed=seed, minval=None,
                                        maxval=None, dtype=tf.uint32)
     top24 = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))

@@ -1,0 +1,123 @@
+"""End-to-end training: files, exact resume, NaN guard, locks, bad workdirs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vma_tf import configs, training
+from vma_tf.errors import NonFiniteError, WorkdirError
+from vma_tf.modeling.models import LatentVariableModel
+
+
+def tiny(preset="mnist_recall", **overrides):
+    base = dict(memory_size=8, steps=40, batch_size=8, log_every=10,
+                eval_every=20, checkpoint_every=20, eval_batches=2)
+    if preset == "mnist_recall":
+        base["eval_memory_size"] = 32
+    base.update(overrides)
+    return configs.override(configs.get_preset(preset), **base)
+
+
+def checkpoint_values(workdir):
+    path = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    return {n: tf.train.load_variable(path, n)
+            for n, _ in tf.train.list_variables(path) if n.startswith("model/")}
+
+
+def read_metrics(workdir):
+    return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("preset", ["mnist_recall", "mnist_learned", "mnist_vae"])
+def test_run_writes_everything(tmp_path, preset):
+    summary = training.train_and_evaluate(tiny(preset), tmp_path, progress=False)
+    assert summary["step"] == 40
+    for name in ("config.json", "metrics.jsonl", "samples.png", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    assert any((tmp_path / "tb").iterdir())
+    saved = configs.Config.from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert saved == tiny(preset)
+    rows = read_metrics(tmp_path)
+    keys = {"split", "step", "loss", "nll_bound", "kl_a", "kl_z", "recon",
+            "steps_per_sec"}
+    assert all(keys <= set(r) for r in rows)
+    assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
+    splits = {r["split"] for r in rows}
+    assert {"train", "valid", "test"} <= splits
+    if preset == "mnist_recall":
+        assert {"valid_m32", "test_m32"} <= splits
+    # Every model variable is in the checkpoint (weights, seeds, memory).
+    values = checkpoint_values(tmp_path)
+    n_model_vars = len([k for k in values if "/.ATTRIBUTES/" in k])
+    assert n_model_vars >= (15 if preset == "mnist_vae" else 30)
+    if preset == "mnist_learned":
+        assert any("memory.Smemory" in k for k in values)  # "/" is escaped ".S"
+
+
+def test_resume_is_exact(tmp_path):
+    """20 steps + resume to 40 == 40 uninterrupted steps, bit for bit."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    training.train_and_evaluate(tiny(), full, progress=False)
+    training.train_and_evaluate(tiny(steps=20), part, progress=False)
+    summary = training.train_and_evaluate(tiny(), part, progress=False)
+    assert summary["steps_this_run"] == 20
+    a, b = checkpoint_values(full), checkpoint_values(part)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    train = lambda w: [(r["step"], r["loss"]) for r in read_metrics(w)
+                       if r["split"] == "train"]
+    assert train(full) == train(part)
+
+
+def test_rerun_after_completion_only_evaluates(tmp_path):
+    training.train_and_evaluate(tiny(steps=20), tmp_path, progress=False)
+    summary = training.train_and_evaluate(tiny(steps=20), tmp_path, progress=False)
+    assert summary["steps_this_run"] == 0 and summary["step"] == 20
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    original = LatentVariableModel.objective
+
+    def poisoned(self, terms):
+        value = original(self, terms)
+        bad = tf.cast(self.optimizer.iterations >= 25, value.dtype)
+        return value + bad * float("nan")
+
+    monkeypatch.setattr(LatentVariableModel, "objective", poisoned)
+    with pytest.raises(NonFiniteError, match="step 26") as err:
+        training.train_and_evaluate(tiny(), tmp_path, progress=False)
+    assert "ckpt-20" in str(err.value) and "\n" not in str(err.value)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-20")
+    assert np.all([np.all(np.isfinite(v)) for v in
+                   checkpoint_values(tmp_path).values() if v.dtype.kind == "f"])
+
+
+def test_second_run_on_a_locked_workdir_refuses(tmp_path):
+    import fcntl
+    tmp_path.mkdir(exist_ok=True)
+    fd = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(WorkdirError, match="in use"):
+            training.train_and_evaluate(tiny(), tmp_path, progress=False)
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path):
+    training.train_and_evaluate(tiny(steps=20), tmp_path, progress=False)
+    with pytest.raises(WorkdirError, match="memory_size"):
+        training.train_and_evaluate(tiny(steps=40, memory_size=4), tmp_path,
+                                    progress=False)
+
+
+def test_unwritable_workdir_writes_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(WorkdirError, match="not writable"):
+        training.train_and_evaluate(tiny(), blocker / "run", progress=False)
