@@ -68,6 +68,7 @@ def main(argv):
     from vma_tf import configs
     from vma_tf.data.files import DataError
     from vma_tf.errors import NonFiniteError
+    from vma_tf.workdir import preflight
 
     try:
         if FLAGS.config_json:
@@ -81,10 +82,11 @@ def main(argv):
             base = configs.get_preset(FLAGS.preset)
         config = configs.override(
             base, **{k: getattr(FLAGS, k) for k in _OVERRIDES})
-        configs.validate(config)
+        # Every input check before TensorFlow loads: errors stay one clean line.
+        workdir = preflight(config, FLAGS.workdir)
         from vma_tf import training
-        summary = training.train_and_evaluate(
-            config, os.path.expanduser(FLAGS.workdir), progress=FLAGS.progress)
+        summary = training.train_and_evaluate(config, workdir,
+                                              progress=FLAGS.progress)
     except (configs.ConfigError, DataError, NonFiniteError) as e:
         _fail(str(e))
     print(training.format_summary(summary))

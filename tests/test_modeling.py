@@ -194,6 +194,16 @@ def test_categorical_sampler_frequencies_and_determinism():
     np.testing.assert_array_equal(a.numpy(), again.numpy())
 
 
+def test_extreme_random_bits_give_finite_noise():
+    """The extreme bit patterns map inside (0, 1): finite normals and Gumbels."""
+    bits = tf.constant([0, 1, 2**31, 2**32 - 2, 2**32 - 1], tf.uint64)
+    for dtype in (tf.float32, tf.float64):
+        u = sampling.bits_to_unit(tf.cast(bits, tf.uint32), dtype).numpy()
+        assert np.all(u > 0) and np.all(u < 1)
+        assert np.all(np.isfinite(tf.math.ndtri(u).numpy()))
+        assert np.all(np.isfinite(-np.log(-np.log(u))))
+
+
 def test_normal_sampler_is_reparameterised():
     loc = tf.Variable([0.5, -1.0])
     with tf.GradientTape() as tape:

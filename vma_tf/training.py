@@ -21,82 +21,27 @@ position is restored with the step counter.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import os
 import pathlib
-import tempfile
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from vma_tf import checkpointing, configs, plotting
-from vma_tf.configs import Config, ConfigError
+from vma_tf import checkpointing, plotting
+from vma_tf.configs import Config
 from vma_tf.data.pipelines import mnist_data
-from vma_tf.errors import NonFiniteError, WorkdirError
+from vma_tf.errors import NonFiniteError
+from vma_tf.workdir import atomic_write, preflight, workdir_lock
 from vma_tf.modeling.builders import build_mlp_model
 from vma_tf.modeling.models import METRIC_NAMES, VMA, LatentVariableModel
 
 
-# -- workdir helpers ----------------------------------------------------------
-
-def _atomic_write(path: pathlib.Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _check_workdir(workdir: pathlib.Path, config: Config) -> None:
-    """Fails early (nothing written) on an unusable workdir or config clash."""
-    probe = workdir
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise WorkdirError(f"--workdir={workdir} is not writable ({probe} "
-                           "is not a writable directory)")
-    saved = workdir / "config.json"
-    if not saved.exists():
-        return
-    try:
-        old = Config.from_dict(json.loads(saved.read_text()))
-    except (ValueError, ConfigError) as e:
-        raise WorkdirError(f"{saved} is not a readable vma_tf config ({e}); "
-                           "use another --workdir") from None
-    old_d, new_d = old.to_dict(), config.to_dict()
-    for section in ("data", "model", "train"):
-        for key, value in new_d[section].items():
-            if (section, key) in configs.RESUMABLE_FIELDS:
-                continue
-            if old_d[section].get(key) != value:
-                raise WorkdirError(
-                    f"--workdir={workdir} holds a run with {section}.{key}="
-                    f"{old_d[section].get(key)!r}, not {value!r}; use another "
-                    "--workdir or the same flags to resume")
-    if old.name != config.name:
-        raise WorkdirError(f"--workdir={workdir} holds a {old.name!r} run, not "
-                           f"{config.name!r}")
-
-
-@contextlib.contextmanager
-def _workdir_lock(workdir: pathlib.Path) -> Iterator[None]:
-    """Exclusive lock so two runs never write one workdir."""
-    fd = os.open(workdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WorkdirError(f"--workdir={workdir} is in use by another run "
-                               "(lock held on .lock)") from None
-        yield
-    finally:
-        os.close(fd)
-
+# -- metrics ------------------------------------------------------------------
 
 class MetricsLog:
     """Appends JSON lines to metrics.jsonl and scalars to TensorBoard."""
@@ -106,7 +51,7 @@ class MetricsLog:
         if self.path.exists():  # Drop lines past the checkpoint we resume from.
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= start_step]
-            _atomic_write(self.path, "".join(k + "\n" for k in kept))
+            atomic_write(self.path, "".join(k + "\n" for k in kept))
         self.writer = tf.summary.create_file_writer(str(workdir / "tb"))
 
     def write(self, split: str, step: int, values: dict[str, float],
@@ -264,13 +209,11 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike,
         vma_tf.data.files.DataError: missing or corrupt data (nothing written).
         NonFiniteError: NaN/Inf in training (last good checkpoint kept).
     """
-    configs.validate(config)
-    workdir = pathlib.Path(workdir).absolute()
-    _check_workdir(workdir, config)
-    data = mnist_data(config)  # Loads and verifies the files before writing.
+    workdir = preflight(config, workdir)
+    data = mnist_data(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    with _workdir_lock(workdir):
-        _atomic_write(workdir / "config.json", config.to_json() + "\n")
+    with workdir_lock(workdir):
+        atomic_write(workdir / "config.json", config.to_json() + "\n")
         return _train(config, workdir, data, progress)
 
 
@@ -315,7 +258,7 @@ def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
                "steps_this_run": trained, "wall_time_sec": wall,
                "steps_per_sec": trained / wall if trained else None,
                "metrics": last, "samples_png": str(workdir / "samples.png")}
-    _atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.writer.flush()
     return summary
 

@@ -4,7 +4,7 @@ TF's stateless float samplers (`stateless_normal`, `stateless_categorical`, and
 hence `tfd.*.sample`) use different bit-to-float transforms in XLA and in the
 TF kernels, so a compiled and an uncompiled step draw different samples from
 one seed. The integer Philox bits are identical everywhere (for non-negative seeds), so all noise here
-is derived from them: uniforms from the top 24 bits, standard normals by the
+is derived from them: uniforms from the top 23 bits, standard normals by the
 inverse CDF, categorical samples by the Gumbel-max trick. Same seed ⇒ same
 samples (to ~1 ulp of the transcendental functions) whatever the compilation.
 """
@@ -15,6 +15,18 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 tfd = tfp.distributions
+
+
+def bits_to_unit(bits: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
+    """Maps uint32 random bits to (0, 1), never reaching 0 or 1.
+
+    Uses the top 23 bits: u = (b + 1/2) / 2^23 lies in [2^-24, 1 - 2^-24],
+    both ends exactly representable in float32 (with 24 bits, the top value
+    2^24 - 1/2 rounds to 2^24 and u becomes 1.0, so ndtri(u) = inf).
+    """
+    top23 = tf.bitwise.right_shift(bits, tf.constant(9, tf.uint32))
+    u = (tf.cast(top23, tf.float32) + 0.5) * (2.0 ** -23)
+    return tf.cast(u, dtype)
 
 
 def uniform(shape, seed, dtype=tf.float32) -> tf.Tensor:
@@ -34,9 +46,7 @@ def uniform(shape, seed, dtype=tf.float32) -> tf.Tensor:
                                   tf.constant(0x7FFFFFFF, tf.int32))
     bits = tf.random.stateless_uniform(shape, seed=seed, minval=None,
                                        maxval=None, dtype=tf.uint32)
-    top24 = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
-    u = (tf.cast(top24, tf.float32) + 0.5) * (2.0 ** -24)
-    return tf.cast(u, dtype)
+    return bits_to_unit(bits, dtype)
 
 
 def standard_normal(shape, seed, dtype=tf.float32) -> tf.Tensor:

@@ -1,0 +1,38 @@
+# vma_tf — common tasks. `make train` and `make test` create .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SHARED_DATA := $(abspath ../shared/data)
+# Data lookup: --data_dir, then $VMA_DATA_DIR, then ./data, then download.
+ifneq ($(wildcard $(SHARED_DATA)/SHA256SUMS),)
+export VMA_DATA_DIR ?= $(SHARED_DATA)
+endif
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+PRESET  ?= mnist_recall
+WORKDIR ?= $(HOME)/vma_runs/$(PRESET)
+ARGS    ?=
+
+.PHONY: venv train test test-slow clean-venv
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+## The main job: the default preset, resumable (rerun continues), progress bar,
+## summary and samples.png at the end. Override: make train PRESET=mnist_vae ARGS="--steps=1000"
+train: venv
+	$(PY) -m launchers.train --preset=$(PRESET) --workdir=$(WORKDIR) $(ARGS)
+
+## The default test suite (< 15 min on 2 cores; long runs are marked slow).
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+clean-venv:
+	rm -rf $(VENV)

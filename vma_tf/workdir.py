@@ -1,0 +1,96 @@
+"""Run-directory checks, locking and atomic writes (no TensorFlow import).
+
+`preflight(config, workdir)` runs every check that can fail on user input —
+config values, the workdir, the data files — before anything is written, so
+launchers can report one clean error line before TensorFlow even loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import tempfile
+from typing import Iterator
+
+from vma_tf import configs
+from vma_tf.configs import Config, ConfigError
+from vma_tf.data.files import find_file
+from vma_tf.errors import WorkdirError
+
+# Data files each dataset needs (verified by sha256 in preflight).
+DATASET_FILES = {
+    "binarized_mnist": tuple(f"binarized_mnist_{s}.amat.gz"
+                             for s in ("train", "valid", "test")),
+}
+
+
+def atomic_write(path: pathlib.Path, text: str) -> None:
+    """Writes `text` to `path` via a temporary file and `os.replace`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def check_workdir(workdir: pathlib.Path, config: Config) -> None:
+    """Fails (nothing written) on an unusable workdir or another run's config."""
+    probe = workdir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise WorkdirError(f"--workdir={workdir} is not writable ({probe} "
+                           "is not a writable directory)")
+    saved = workdir / "config.json"
+    if not saved.exists():
+        return
+    try:
+        old = Config.from_dict(json.loads(saved.read_text()))
+    except (ValueError, ConfigError) as e:
+        raise WorkdirError(f"{saved} is not a readable vma_tf config ({e}); "
+                           "use another --workdir") from None
+    if old.name != config.name:
+        raise WorkdirError(f"--workdir={workdir} holds a {old.name!r} run, not "
+                           f"{config.name!r}")
+    old_d, new_d = old.to_dict(), config.to_dict()
+    for section in ("data", "model", "train"):
+        for key, value in new_d[section].items():
+            if (section, key) in configs.RESUMABLE_FIELDS:
+                continue
+            if old_d[section].get(key) != value:
+                raise WorkdirError(
+                    f"--workdir={workdir} holds a run with {section}.{key}="
+                    f"{old_d[section].get(key)!r}, not {value!r}; use another "
+                    "--workdir or the same flags to resume")
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: pathlib.Path) -> Iterator[None]:
+    """Exclusive `flock` on `workdir/.lock`: two runs never share a workdir."""
+    fd = os.open(workdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkdirError(f"--workdir={workdir} is in use by another run "
+                               "(lock held on .lock)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def preflight(config: Config, workdir: str | os.PathLike) -> pathlib.Path:
+    """Validates config, workdir and data files; returns the absolute workdir.
+
+    Raises:
+        ConfigError / WorkdirError: bad values or workdir.
+        vma_tf.data.files.DataError: missing or corrupt data files.
+    """
+    configs.validate(config)
+    workdir = pathlib.Path(workdir).expanduser().absolute()
+    check_workdir(workdir, config)
+    for name in DATASET_FILES[config.data.dataset]:
+        find_file(name, config.data.data_dir)
+    return workdir
