@@ -41,6 +41,10 @@ class AddressingHead(keras.layers.Layer):
                     shape=(embed_dim,), name="prior_query",
                     initializer=keras.initializers.RandomNormal(stddev=0.1))
 
+    def build(self, *args, **kwargs):
+        # Sublayers are built lazily on their first call.
+        self.built = True
+
     def embed_memory(self, memory):
         """`[|M|, *entry]` -> `[|M|, E]` memory embeddings e_a."""
         return self.memory_embedder(memory)
