@@ -20,38 +20,62 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("preset", "mnist_recall", "Named experiment preset.")
-flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it "
-                    "holds a checkpoint).")
-flags.DEFINE_string("config_json", None, "Start from this config.json instead "
-                    "of --preset (e.g. a tuned config).")
+flags.DEFINE_string(
+    "workdir", None, "Run directory (created; resumed if it holds a checkpoint)."
+)
+flags.DEFINE_string(
+    "config_json",
+    None,
+    "Start from this config.json instead of --preset (e.g. a tuned config).",
+)
 flags.DEFINE_integer("steps", None, "Total optimiser steps.")
 flags.DEFINE_integer("batch_size", None, "Targets per step (B).")
 flags.DEFINE_integer("num_samples", None, "Samples K from q per example (>= 2).")
 flags.DEFINE_integer("memory_size", None, "Memory slots |M|.")
 flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
 flags.DEFINE_integer("seed", None, "Seed for parameters, data and samples.")
-flags.DEFINE_string("data_dir", None, "Data directory (else $VMA_DATA_DIR, "
-                    "then ./data).")
+flags.DEFINE_string(
+    "data_dir", None, "Data directory (else $VMA_DATA_DIR, then ./data)."
+)
 flags.DEFINE_integer("log_every", None, "Steps between train-metric lines.")
 flags.DEFINE_integer("eval_every", None, "Steps between evaluations.")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints.")
-flags.DEFINE_integer("eval_memory_size", None, "Extra test-time memory size "
-                     "for recall (0: none).")
+flags.DEFINE_integer(
+    "eval_memory_size", None, "Extra test-time memory size for recall (0: none)."
+)
 flags.DEFINE_integer("eval_batches", None, "Batches per evaluation (0: all).")
-flags.DEFINE_enum("similarity", None, ["normalized", "dot", "cosine"],
-                  "Similarity S(m, x).")
+flags.DEFINE_enum(
+    "similarity", None, ["normalized", "dot", "cosine"], "Similarity S(m, x)."
+)
 flags.DEFINE_enum("prior", None, ["learned", "flat"], "Address prior p(a).")
-flags.DEFINE_enum("baseline", None, ["arithmetic", "geometric"],
-                  "VIMCO leave-one-out baseline.")
-flags.DEFINE_enum("decoder_context", None, ["first", "all"],
-                  "Which decoder layers see m_a.")
+flags.DEFINE_enum(
+    "baseline", None, ["arithmetic", "geometric"], "VIMCO leave-one-out baseline."
+)
+flags.DEFINE_enum(
+    "decoder_context", None, ["first", "all"], "Which decoder layers see m_a."
+)
 flags.DEFINE_boolean("jit", None, "Compile steps with XLA (jit_compile=True).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 
-_OVERRIDES = ("steps", "batch_size", "num_samples", "memory_size",
-              "learning_rate", "seed", "data_dir", "log_every", "eval_every",
-              "checkpoint_every", "eval_memory_size", "eval_batches",
-              "similarity", "prior", "baseline", "decoder_context", "jit")
+_OVERRIDES = (
+    "steps",
+    "batch_size",
+    "num_samples",
+    "memory_size",
+    "learning_rate",
+    "seed",
+    "data_dir",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "eval_memory_size",
+    "eval_batches",
+    "similarity",
+    "prior",
+    "baseline",
+    "decoder_context",
+    "jit",
+)
 
 
 def _fail(message: str) -> None:
@@ -77,16 +101,16 @@ def main(argv):
                     base = configs.Config.from_dict(json.load(f))
             except (OSError, ValueError) as e:
                 raise configs.ConfigError(
-                    f"--config_json={FLAGS.config_json}: {e}") from None
+                    f"--config_json={FLAGS.config_json}: {e}"
+                ) from None
         else:
             base = configs.get_preset(FLAGS.preset)
-        config = configs.override(
-            base, **{k: getattr(FLAGS, k) for k in _OVERRIDES})
+        config = configs.override(base, **{k: getattr(FLAGS, k) for k in _OVERRIDES})
         # Every input check before TensorFlow loads: errors stay one clean line.
         workdir = preflight(config, FLAGS.workdir)
         from vma_tf import training
-        summary = training.train_and_evaluate(config, workdir,
-                                              progress=FLAGS.progress)
+
+        summary = training.train_and_evaluate(config, workdir, progress=FLAGS.progress)
     except (configs.ConfigError, DataError, NonFiniteError) as e:
         _fail(str(e))
     print(training.format_summary(summary))

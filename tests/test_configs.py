@@ -26,8 +26,9 @@ def test_paper_settings():
 
 
 def test_override_ignores_none_and_rejects_unknown():
-    cfg = configs.override(configs.get_preset("mnist_recall"), memory_size=16,
-                           steps=None)
+    cfg = configs.override(
+        configs.get_preset("mnist_recall"), memory_size=16, steps=None
+    )
     assert cfg.model.memory_size == 16 and cfg.train.steps == 100_000
     with pytest.raises(configs.ConfigError, match="unknown config field"):
         configs.override(cfg, colour="red")
@@ -38,14 +39,51 @@ def test_configs_are_frozen():
         configs.get_preset("mnist_recall").train.steps = 3
 
 
-@pytest.mark.parametrize("overrides,flag", [
-    (dict(num_samples=1), "--num_samples"),
-    (dict(memory_size=0), "--memory_size"),
-    (dict(baseline="mean"), "--baseline"),
-    (dict(eval_every=150), "--eval_every"),
-    (dict(eval_memory_size=20000), "--eval_memory_size"),
-])
+@pytest.mark.parametrize(
+    "overrides,flag",
+    [
+        (dict(num_samples=1), "--num_samples"),
+        (dict(memory_size=0), "--memory_size"),
+        (dict(baseline="mean"), "--baseline"),
+        (dict(eval_every=150), "--eval_every"),
+        (dict(eval_memory_size=20000), "--eval_memory_size"),
+    ],
+)
 def test_validation_names_the_flag(overrides, flag):
     cfg = configs.override(configs.get_preset("mnist_recall"), **overrides)
     with pytest.raises(configs.ConfigError, match=flag):
         configs.validate(cfg)
+
+
+def test_omniglot_episode_sizes_are_derived():
+    cfg = configs.get_preset("omniglot_fewshot")
+    assert (cfg.train.batch_size, cfg.model.memory_size) == (32, 32)
+    cfg = configs.override(cfg, memory_per_class=8, confounder_classes=2)
+    assert (cfg.train.batch_size, cfg.model.memory_size) == (32, 80)
+    configs.validate(cfg)
+    with pytest.raises(configs.ConfigError, match="--batch_size=64 conflicts"):
+        configs.override(cfg, batch_size=64)
+
+
+@pytest.mark.parametrize(
+    "overrides,flag",
+    [
+        (dict(targets_per_class=10, memory_per_class=11), "--targets_per_class"),
+        (dict(batch_classes=100, confounder_classes=50), "--batch_classes"),
+        (dict(batch_classes=0), "--batch_classes"),
+    ],
+)
+def test_omniglot_episode_validation(overrides, flag):
+    cfg = configs.override(configs.get_preset("omniglot_fewshot"), **overrides)
+    with pytest.raises(configs.ConfigError, match=flag):
+        configs.validate(cfg)
+
+
+def test_omniglot_presets():
+    learned = configs.get_preset("omniglot_learned")
+    assert learned.model.memory == "learned" and learned.model.channels == 32
+    assert learned.model.weight_decay == 3e-4
+    gmn = configs.get_preset("omniglot_gmn")
+    assert gmn.model.channels < 64 and gmn.model.weight_decay == 3e-4
+    assert configs.get_preset("omniglot_fewshot_soft").model.kind == "soft_attention"
+    assert configs.get_preset("omniglot_fewshot").model.latent_dim == 64

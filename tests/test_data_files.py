@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from vma_tf.data import files
-from vma_tf.data.files import REGISTRY, DataError, DataFile, find_file, resolve_data_dirs
+from vma_tf.data.files import (
+    REGISTRY,
+    DataError,
+    DataFile,
+    find_file,
+    resolve_data_dirs,
+)
 from vma_tf.data.mnist import _parse_amat, load_binarized_mnist
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -25,7 +31,9 @@ FAKE_SHA = hashlib.sha256(FAKE_BYTES).hexdigest()
 
 def _shared_data_dir() -> pathlib.Path | None:
     env = os.environ.get("VMA_DATA_DIR")
-    for candidate in ([pathlib.Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "data"]:
+    for candidate in ([pathlib.Path(env)] if env else []) + [
+        REPO_ROOT.parent / "shared" / "data"
+    ]:
         if (candidate / "SHA256SUMS").is_file():
             return candidate
     return None
@@ -42,7 +50,9 @@ def _listing(root: pathlib.Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def _fake_urlopen(payload: bytes, calls: list[str] | None = None) -> Callable[..., io.BytesIO]:
+def _fake_urlopen(
+    payload: bytes, calls: list[str] | None = None
+) -> Callable[..., io.BytesIO]:
     def urlopen(url: str, timeout: float | None = None) -> io.BytesIO:
         assert timeout is not None and timeout <= 120
         if calls is not None:
@@ -193,7 +203,9 @@ def test_registry_matches_sha256sums() -> None:
         assert entry.name == name
         assert all(url.startswith(("http://", "https://")) for url in entry.urls)
     for split in ("train", "valid", "test"):
-        assert REGISTRY[f"binarized_mnist_{split}.amat.gz"].decompressed_sha256 is not None
+        assert (
+            REGISTRY[f"binarized_mnist_{split}.amat.gz"].decompressed_sha256 is not None
+        )
 
 
 # ------------------------------------------------------------------------ downloads
@@ -218,13 +230,17 @@ def test_missing_file_without_network(
     assert _listing(tmp_path) == []
 
 
-def test_missing_file_download_disabled(fake_entry: DataFile, isolated: pathlib.Path) -> None:
+def test_missing_file_download_disabled(
+    fake_entry: DataFile, isolated: pathlib.Path
+) -> None:
     with pytest.raises(DataError, match="downloads are disabled"):
         find_file(FAKE_NAME, download=False)
     assert _listing(isolated) == []
 
 
-def test_missing_file_without_url(isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_file_without_url(
+    isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(REGISTRY, FAKE_NAME, DataFile(FAKE_NAME, FAKE_SHA, ()))
     with pytest.raises(DataError, match="no upstream URL"):
         find_file(FAKE_NAME)
@@ -257,7 +273,9 @@ def test_download_of_real_file(
     path = find_file(name, str(target_dir))
     assert path == target_dir / name
     assert path.read_bytes() == data
-    assert calls == ["https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz"]
+    assert calls == [
+        "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz"
+    ]
     assert _listing(target_dir) == [name]
 
 
@@ -304,7 +322,9 @@ def test_interrupted_download_leaves_nothing(
                 raise TimeoutError("read timed out (test)")
             return super().read(10)
 
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Broken(FAKE_BYTES))
+    monkeypatch.setattr(
+        urllib.request, "urlopen", lambda url, timeout=None: Broken(FAKE_BYTES)
+    )
     with pytest.raises(DataError, match="read timed out"):
         find_file(FAKE_NAME)
     assert _listing(isolated) == []
@@ -334,7 +354,9 @@ def test_load_binarized_mnist_bad_split() -> None:
 
 
 @needs_shared
-@pytest.mark.parametrize("split, n", [("train", 50000), ("valid", 10000), ("test", 10000)])
+@pytest.mark.parametrize(
+    "split, n", [("train", 50000), ("valid", 10000), ("test", 10000)]
+)
 def test_load_binarized_mnist(split: str, n: int) -> None:
     images = load_binarized_mnist(split, str(SHARED))
     assert images.shape == (n, 784)

@@ -17,10 +17,12 @@ tfd = tfp.distributions
 
 # -- float64 NumPy references --------------------------------------------------
 
+
 def np_log_mean_exp(x, axis=0):
     m = np.max(x, axis=axis, keepdims=True)
-    return np.squeeze(np.log(np.mean(np.exp(x - m), axis=axis, keepdims=True))
-                      + m, axis)
+    return np.squeeze(
+        np.log(np.mean(np.exp(x - m), axis=axis, keepdims=True)) + m, axis
+    )
 
 
 def np_learning_signals(log_w, baseline):
@@ -52,20 +54,26 @@ def test_learning_signals_match_numpy_reference(baseline):
     rng = np.random.default_rng(0)
     log_w = rng.normal(scale=30.0, size=(5, 7))  # Wide range: stability.
     got = estimators.learning_signals(tf.constant(log_w), baseline).numpy()
-    np.testing.assert_allclose(got, np_learning_signals(log_w, baseline),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        got, np_learning_signals(log_w, baseline), rtol=1e-10, atol=1e-10
+    )
 
 
-@pytest.mark.parametrize("baseline,tfp_fn", [
-    ("arithmetic", tfp.stats.log_loomean_exp),
-    ("geometric", tfp.stats.log_soomean_exp)])
+@pytest.mark.parametrize(
+    "baseline,tfp_fn",
+    [
+        ("arithmetic", tfp.stats.log_loomean_exp),
+        ("geometric", tfp.stats.log_soomean_exp),
+    ],
+)
 def test_leave_one_out_matches_tfp_stats_and_is_more_accurate(baseline, tfp_fn):
     """Same quantity as tfp.stats where that is accurate; exact where it is not."""
     rng = np.random.default_rng(4)
     narrow = rng.normal(scale=1.0, size=(4, 50))
     ours = estimators.leave_one_out_bounds(tf.constant(narrow), baseline)[1]
-    np.testing.assert_allclose(ours.numpy(), tfp_fn(narrow, axis=0)[0].numpy(),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ours.numpy(), tfp_fn(narrow, axis=0)[0].numpy(), rtol=1e-12
+    )
     # Realistic float32 spread (log-weights differing by tens of nats).
     wide = rng.normal(scale=5.0, size=(4, 5000))
     ref = np_learning_signals(wide, baseline)
@@ -83,11 +91,11 @@ def test_bound_value_is_log_mean_exp():
     log_q = rng.normal(size=(4, 3))
     want = np_log_mean_exp(log_w)
     for baseline in estimators.BASELINES:
-        got = estimators.vimco_objective(tf.constant(log_w), tf.constant(log_q),
-                                         baseline).numpy()
+        got = estimators.vimco_objective(
+            tf.constant(log_w), tf.constant(log_q), baseline
+        ).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-12)
-    np.testing.assert_allclose(estimators.iwae_bound(log_w).numpy(), want,
-                               rtol=1e-12)
+    np.testing.assert_allclose(estimators.iwae_bound(log_w).numpy(), want, rtol=1e-12)
 
 
 @pytest.mark.parametrize("baseline", ["arithmetic", "geometric"])
@@ -98,16 +106,19 @@ def test_address_coefficient_is_paper_omega(baseline):
     log_q = tf.constant(rng.normal(size=(4, 5)))
     with tf.GradientTape() as tape:
         tape.watch(log_q)
-        obj = tf.reduce_sum(estimators.vimco_objective(rest - log_q, log_q,
-                                                       baseline))
+        obj = tf.reduce_sum(estimators.vimco_objective(rest - log_q, log_q, baseline))
     grad = tape.gradient(obj, log_q).numpy()
     log_w = (rest - log_q).numpy()
-    w = np.exp(log_w - log_w.max(0)); w /= w.sum(0)
+    w = np.exp(log_w - log_w.max(0))
+    w /= w.sum(0)
     want = np_learning_signals(log_w, baseline) - w
     np.testing.assert_allclose(grad, want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(
         estimators.address_gradient_coefficients(rest - log_q, baseline).numpy(),
-        want, rtol=1e-10, atol=1e-12)
+        want,
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def test_fewer_than_two_samples_is_an_error():
@@ -118,9 +129,16 @@ def test_fewer_than_two_samples_is_an_error():
 
 
 def _tiny_vma(memory):
-    config = ModelConfig(kind="vma", memory=memory, memory_size=3, memory_dim=4,
-                         hidden_units=(6,), latent_dim=2, embed_dim=3,
-                         num_samples=3)
+    config = ModelConfig(
+        kind="vma",
+        memory=memory,
+        memory_size=3,
+        memory_dim=4,
+        hidden_units=(6,),
+        latent_dim=2,
+        embed_dim=3,
+        num_samples=3,
+    )
     keras.utils.set_random_seed(0)
     model = build_mlp_model(config, (5,), seed=0)
     rng = np.random.default_rng(3)
@@ -149,17 +167,22 @@ def _enumerated_gradients(model, x, mem, baseline, objective):
         expected_estimator = tf.constant(0.0, tf.float64)
         exact_objective = tf.constant(0.0, tf.float64)
         for tup in itertools.product(range(3), repeat=3):
-            a = tf.constant([[t] * batch for t in tup], tf.int32)     # [K, B]
+            a = tf.constant([[t] * batch for t in tup], tf.int32)  # [K, B]
             terms = model.compute_terms(x, mem, 3, seed=seed, addresses=a)
-            prob = tf.exp(tf.reduce_sum(terms.log_q_a, axis=0))         # [B]
+            prob = tf.exp(tf.reduce_sum(terms.log_q_a, axis=0))  # [B]
             expected_estimator += tf.reduce_sum(
-                tf.stop_gradient(prob) * objective(terms, baseline))
+                tf.stop_gradient(prob) * objective(terms, baseline)
+            )
             exact_objective += tf.reduce_sum(
-                prob * estimators.iwae_bound(terms.log_weights))
+                prob * estimators.iwae_bound(terms.log_weights)
+            )
     est = tape.gradient(expected_estimator, variables)
     exact = tape.gradient(exact_objective, variables)
-    return ([e.numpy() for e in est], [g.numpy() for g in exact],
-            [v.path for v in variables])
+    return (
+        [e.numpy() for e in est],
+        [g.numpy() for g in exact],
+        [v.path for v in variables],
+    )
 
 
 def _vimco(terms, baseline):
@@ -183,35 +206,44 @@ def test_enumeration_detects_a_biased_estimator(float64):
     """The same check fails for the pathwise-only gradient (no score term)."""
     model, x, mem = _tiny_vma("learned")
     pathwise = lambda terms, _: estimators.iwae_bound(terms.log_weights)
-    est, exact, names = _enumerated_gradients(model, x, mem, "arithmetic",
-                                              pathwise)
+    est, exact, names = _enumerated_gradients(model, x, mem, "arithmetic", pathwise)
     addressing = [i for i, n in enumerate(names) if "embedder" in n]
     assert addressing
-    assert any(not np.allclose(est[i], exact[i], rtol=1e-3, atol=1e-6)
-               for i in addressing)
+    assert any(
+        not np.allclose(est[i], exact[i], rtol=1e-3, atol=1e-6) for i in addressing
+    )
 
 
 def test_agrees_with_tfp_vi_vimco(float64):
     """Same samples => same value and gradient as tfp.vi's VIMCO (geometric)."""
     logits = tf.Variable([0.3, -0.2, 0.5, 0.1], dtype=tf.float64)
     target = tf.constant([-1.0, -3.0, -0.5, -2.0], tf.float64)
-    target_log_prob = lambda a: tf.gather(target, a) * tf.reduce_sum(logits ** 2)
+    target_log_prob = lambda a: tf.gather(target, a) * tf.reduce_sum(logits**2)
     seed = tf.constant([5, 6], tf.int32)
     k = 5
     with tf.GradientTape(persistent=True) as tape:
         q = tfd.Categorical(logits=logits)
         tfp_loss = tfp.vi.monte_carlo_variational_loss(
-            target_log_prob, q, sample_size=1, importance_sample_size=k,
+            target_log_prob,
+            q,
+            sample_size=1,
+            importance_sample_size=k,
             discrepancy_fn=tfp.vi.kl_reverse,
-            gradient_estimator=tfp.vi.GradientEstimators.VIMCO, seed=seed)
+            gradient_estimator=tfp.vi.GradientEstimators.VIMCO,
+            seed=seed,
+        )
         # Reproduce tfp's draws: csiszar_vimco samples [K, 1] with the first
         # half of split_seed(seed, 2).
         sample_seed, _ = tfp.random.split_seed(seed, 2)
         a = tf.stop_gradient(q.sample([k, 1], seed=sample_seed))
         log_q = q.log_prob(a)
-        ours = -tf.reduce_mean(estimators.vimco_objective(
-            target_log_prob(a) - log_q, log_q, "geometric"))
+        ours = -tf.reduce_mean(
+            estimators.vimco_objective(target_log_prob(a) - log_q, log_q, "geometric")
+        )
     np.testing.assert_allclose(ours.numpy(), tfp_loss.numpy(), rtol=1e-12)
-    np.testing.assert_allclose(tape.gradient(ours, logits).numpy(),
-                               tape.gradient(tfp_loss, logits).numpy(),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        tape.gradient(ours, logits).numpy(),
+        tape.gradient(tfp_loss, logits).numpy(),
+        rtol=1e-10,
+        atol=1e-12,
+    )

@@ -13,8 +13,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def run(args, tmp_path, env=None):
     return subprocess.run(
         [sys.executable, "-m", "launchers.train", "--progress=false", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, **(env or {})})
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 BAD = [
@@ -61,11 +65,18 @@ def test_missing_data_offline_names_file_and_sha(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     workdir = tmp_path / "run"
-    proc = run([f"--workdir={workdir}", f"--data_dir={empty}"], tmp_path,
-               env={"VMA_DATA_DIR": str(empty),
-                    # Any download attempt fails at once.
-                    "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-                    "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
+    proc = run(
+        [f"--workdir={workdir}", f"--data_dir={empty}"],
+        tmp_path,
+        env={
+            "VMA_DATA_DIR": str(empty),
+            # Any download attempt fails at once.
+            "http_proxy": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "https_proxy": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+        },
+    )
     assert proc.returncode != 0
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1, err

@@ -23,13 +23,15 @@ def _binary(rng, shape):
 
 
 def _model(kind="vma", memory="episodic", seed=0, **kw):
-    cfg = configs.ModelConfig(kind=kind, memory=memory, memory_size=M,
-                              memory_dim=16, num_samples=K, **kw)
+    cfg = configs.ModelConfig(
+        kind=kind, memory=memory, memory_size=M, memory_dim=16, num_samples=K, **kw
+    )
     keras.utils.set_random_seed(seed)
     return build_mlp_model(cfg, (D,), seed=seed)
 
 
 # -- MemoryBuffer ----------------------------------------------------------
+
 
 def test_learned_memory_is_a_trainable_variable_and_can_be_overridden():
     mem = MemoryBuffer((16,), size=M, learned=True)
@@ -51,6 +53,7 @@ def test_episodic_memory_needs_contents_of_the_right_shape():
 
 
 # -- NormalizedSimilarity -------------------------------------------------
+
 
 @pytest.mark.parametrize("variant", ["normalized", "dot", "cosine"])
 def test_similarity_values(variant):
@@ -93,6 +96,7 @@ def test_all_zero_inputs_sample_valid_addresses():
 
 # -- Addressing head and distribution shapes --------------------------------
 
+
 def test_addressing_distributions_shapes_and_shared_embedding():
     model = _model()
     rng = np.random.default_rng(1)
@@ -102,8 +106,7 @@ def test_addressing_distributions_shapes_and_shared_embedding():
     assert q_a.batch_shape == (B,) and q_a.event_shape == ()
     assert q_a.logits.shape == (B, M)
     assert p_a.batch_shape == () and p_a.logits.shape == (M,)
-    np.testing.assert_allclose(tf.reduce_sum(q_a.probs_parameter(), -1), 1.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(tf.reduce_sum(q_a.probs_parameter(), -1), 1.0, rtol=1e-6)
     # p(a) shares h with q(a|x): its gradient reaches the memory embedder.
     with tf.GradientTape() as tape:
         _, p_a = model.address_distributions(x, mem)
@@ -116,15 +119,14 @@ def test_addressing_distributions_shapes_and_shared_embedding():
 def test_flat_prior_is_uniform():
     model = _model(prior="flat")
     rng = np.random.default_rng(2)
-    _, p_a = model.address_distributions(_binary(rng, (B, D)),
-                                         _binary(rng, (M, D)))
-    np.testing.assert_allclose(p_a.probs_parameter().numpy(), np.full(M, 1 / M),
-                               rtol=1e-6)
+    _, p_a = model.address_distributions(_binary(rng, (B, D)), _binary(rng, (M, D)))
+    np.testing.assert_allclose(
+        p_a.probs_parameter().numpy(), np.full(M, 1 / M), rtol=1e-6
+    )
 
 
 def test_addressing_head_call_returns_categoricals():
-    head = AddressingHead(networks.mlp((8,), 4), networks.mlp((8,), 4),
-                          embed_dim=4)
+    head = AddressingHead(networks.mlp((8,), 4), networks.mlp((8,), 4), embed_dim=4)
     q_a, p_a = head(tf.ones([M, 4]), tf.ones([B, 3]))
     assert q_a.batch_shape == (B,) and p_a.batch_shape == ()
 
@@ -164,8 +166,10 @@ def test_conditional_mlp_equals_mlp_on_concatenation(context):
     net = networks.ConditionalMLP((7, 5), 3, context=context)
     inp, mem = rng.normal(size=(K, B, 4)), rng.normal(size=(M, 6))
     a = rng.integers(0, M, size=(K, B))
-    got = net(tf.constant(inp, tf.float32),
-              tf.gather(net.memory_features(tf.constant(mem, tf.float32)), a))
+    got = net(
+        tf.constant(inp, tf.float32),
+        tf.gather(net.memory_features(tf.constant(mem, tf.float32)), a),
+    )
     # Reference: each layer on the concatenation [h, m_a].
     relu = lambda v: np.maximum(v, 0)
     w_ctx = net.context_proj.kernel.numpy()
@@ -182,6 +186,7 @@ def test_conditional_mlp_equals_mlp_on_concatenation(context):
 
 
 # -- sampling ---------------------------------------------------------------
+
 
 def test_categorical_sampler_frequencies_and_determinism():
     logits = tf.math.log(tf.constant([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]]))
@@ -216,8 +221,10 @@ def test_normal_sampler_is_reparameterised():
 def test_sampling_is_identical_with_and_without_xla():
     logits = tf.random.stateless_normal([B, M], seed=[0, 1])
     seed = tf.constant([9, -9])  # Negative seeds come out of stateless_split.
-    f = lambda l, s: (sampling.categorical(l, K, s),
-                      sampling.standard_normal([K, B, 3], s))
+    f = lambda l, s: (
+        sampling.categorical(l, K, s),
+        sampling.standard_normal([K, B, 3], s),
+    )
     a1, z1 = f(logits, seed)
     a2, z2 = tf.function(f, jit_compile=True)(logits, seed)
     np.testing.assert_array_equal(a1.numpy(), a2.numpy())
@@ -225,6 +232,7 @@ def test_sampling_is_identical_with_and_without_xla():
 
 
 # -- the compiled train step -------------------------------------------------
+
 
 def _fit_losses(jit, kind="vma", memory="episodic", steps=3):
     model = _model(kind=kind, memory=memory, seed=0)
@@ -236,19 +244,20 @@ def _fit_losses(jit, kind="vma", memory="episodic", steps=3):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
     assert model.jit_compile is jit
     ds = tf.data.Dataset.from_tensors(data).repeat()
-    hist = model.fit(ds, steps_per_epoch=1, epochs=steps, verbose=0,
-                     shuffle=False)
+    hist = model.fit(ds, steps_per_epoch=1, epochs=steps, verbose=0, shuffle=False)
     return hist.history, [v.numpy() for v in model.trainable_variables], model
 
 
-@pytest.mark.parametrize("kind,memory", [("vma", "episodic"), ("vma", "learned"),
-                                         ("vae", "episodic")])
+@pytest.mark.parametrize(
+    "kind,memory", [("vma", "episodic"), ("vma", "learned"), ("vae", "episodic")]
+)
 def test_xla_step_matches_uncompiled_step(kind, memory):
     h_xla, w_xla, _ = _fit_losses(True, kind, memory)
     h_tf, w_tf, _ = _fit_losses(False, kind, memory)
     for name in ("loss", "nll_bound", "kl_a", "kl_z", "recon"):
-        np.testing.assert_allclose(h_xla[name], h_tf[name], rtol=1e-4,
-                                   atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(
+            h_xla[name], h_tf[name], rtol=1e-4, atol=1e-4, err_msg=name
+        )
     # Adam moves each weight by up to lr = 1e-3 per step, even for a gradient
     # near 0 whose sign rounding can flip: bound the worst weight by one step,
     # and require the bulk to agree to float precision.
@@ -269,8 +278,13 @@ def test_nonfinite_step_is_recorded():
     _, _, model = _fit_losses(True, steps=2)
     assert int(model.first_nonfinite_step.numpy()) == -1
     bad = {"x": tf.fill([B, D], float("nan")), "memory": tf.zeros([M, D])}
-    model.fit(tf.data.Dataset.from_tensors(bad).repeat(), steps_per_epoch=2,
-              epochs=1, verbose=0, shuffle=False)
+    model.fit(
+        tf.data.Dataset.from_tensors(bad).repeat(),
+        steps_per_epoch=2,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+    )
     assert int(model.first_nonfinite_step.numpy()) == 3  # 1-based step.
 
 

@@ -33,7 +33,8 @@ def make_checkpoint(model: keras.Model) -> tf.train.Checkpoint:
     """Checkpoint of all variables of a built model and its built optimizer."""
     return tf.train.Checkpoint(
         model=_variable_map(model.variables, strip_scope=False),
-        optimizer=_variable_map(model.optimizer.variables, strip_scope=True))
+        optimizer=_variable_map(model.optimizer.variables, strip_scope=True),
+    )
 
 
 def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:

@@ -23,22 +23,34 @@ class DataConfig:
     """Where examples and memory contents come from.
 
     Attributes:
-        dataset: `"binarized_mnist"` (Larochelle's fixed binarisation).
+        dataset: `"binarized_mnist"` (Larochelle's fixed binarisation);
+            `"omniglot_fewshot"` (26x26, the 45/5 alphabet split);
+            `"omniglot_gmn"` (28x28, the GMN background/evaluation split);
+            `"omniglot_learned"` (28x28, all characters, drawers 15/5).
         task: `"recall"`: each step fills memory with `memory_size` random training
             images and draws the targets from that memory (paper Fig. 2A);
             `"batches"`: ordinary shuffled minibatches of the training set (learned
-            memory or no memory).
+            memory or no memory); `"episodes"`: few-shot episodes (Omniglot).
+        batch_classes: characters per episode (targets come from these).
+        targets_per_class: targets per character; batch = classes * targets.
+        memory_per_class: other examples of each character put in memory.
+        confounder_classes: extra characters with examples only in memory.
         eval_memory_size: extra test-time memory size evaluated for `recall`
             (the paper's 2048-test-image memory); 0 disables it.
         eval_batches: number of batches per evaluation (0 = the whole split,
             remainder dropped so XLA sees one static shape).
         data_dir: explicit data directory (else `$VMA_DATA_DIR`, then `./data`).
     """
+
     dataset: str = "binarized_mnist"
     task: str = "batches"
     eval_memory_size: int = 0
     eval_batches: int = 0
     data_dir: str | None = None
+    batch_classes: int = 8
+    targets_per_class: int = 4
+    memory_per_class: int = 4
+    confounder_classes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +58,12 @@ class ModelConfig:
     """The generative model.
 
     Attributes:
-        kind: `"vma"` (variational memory addressing) or `"vae"` (no memory).
+        kind: `"vma"` (variational memory addressing), `"vae"` (no memory) or
+            `"soft_attention"` (z top-level, soft memory read-out).
+        architecture: `"mlp"` (MNIST, section 4.1) or `"conv"` (Omniglot,
+            section 4.2).
+        channels: feature maps of every conv layer (conv only).
+        weight_decay: L2 penalty on all parameters except learned memory.
         memory: `"episodic"` (contents given per batch) or `"learned"` (trainable
             `[memory_size, memory_dim]` parameter). Ignored for `vae`.
         memory_size: |M|, the number of memory slots.
@@ -63,7 +80,11 @@ class ModelConfig:
         decoder_context: where p(x|z, m_a) sees m_a: `"first"` layer only
             (an MLP on [z, m_a]) or `"all"` layers (skip paths from m_a).
     """
+
     kind: str = "vma"
+    architecture: str = "mlp"
+    channels: int = 64
+    weight_decay: float = 0.0
     memory: str = "episodic"
     memory_size: int = 256
     memory_dim: int = 256
@@ -93,6 +114,7 @@ class TrainConfig:
         keep_checkpoints: how many checkpoints to keep.
         jit: compile train/test steps with XLA (`jit_compile=True`).
     """
+
     steps: int = 100_000
     batch_size: int = 32
     learning_rate: float = 3e-4
@@ -122,39 +144,55 @@ class Config:
         try:
             model = dict(d["model"])
             model["hidden_units"] = tuple(model["hidden_units"])
-            return cls(name=d["name"], data=DataConfig(**d["data"]),
-                                  model=ModelConfig(**model), train=TrainConfig(**d["train"]))
+            return cls(
+                name=d["name"],
+                data=DataConfig(**d["data"]),
+                model=ModelConfig(**model),
+                train=TrainConfig(**d["train"]),
+            )
         except (KeyError, TypeError) as e:
             raise ConfigError(f"not a vma_tf config: {e}") from None
 
 
 # Flat flag name -> (section, field). The launcher exposes these as flags.
 FLAG_FIELDS = {
-        "steps": ("train", "steps"),
-        "batch_size": ("train", "batch_size"),
-        "learning_rate": ("train", "learning_rate"),
-        "seed": ("train", "seed"),
-        "log_every": ("train", "log_every"),
-        "eval_every": ("train", "eval_every"),
-        "checkpoint_every": ("train", "checkpoint_every"),
-        "jit": ("train", "jit"),
-        "num_samples": ("model", "num_samples"),
-        "memory_size": ("model", "memory_size"),
-        "similarity": ("model", "similarity"),
-        "prior": ("model", "prior"),
-        "baseline": ("model", "baseline"),
+    "steps": ("train", "steps"),
+    "batch_size": ("train", "batch_size"),
+    "learning_rate": ("train", "learning_rate"),
+    "seed": ("train", "seed"),
+    "log_every": ("train", "log_every"),
+    "eval_every": ("train", "eval_every"),
+    "checkpoint_every": ("train", "checkpoint_every"),
+    "jit": ("train", "jit"),
+    "num_samples": ("model", "num_samples"),
+    "memory_size": ("model", "memory_size"),
+    "similarity": ("model", "similarity"),
+    "prior": ("model", "prior"),
+    "baseline": ("model", "baseline"),
     "decoder_context": ("model", "decoder_context"),
-        "data_dir": ("data", "data_dir"),
-        "eval_memory_size": ("data", "eval_memory_size"),
-        "eval_batches": ("data", "eval_batches"),
+    "channels": ("model", "channels"),
+    "weight_decay": ("model", "weight_decay"),
+    "batch_classes": ("data", "batch_classes"),
+    "targets_per_class": ("data", "targets_per_class"),
+    "memory_per_class": ("data", "memory_per_class"),
+    "confounder_classes": ("data", "confounder_classes"),
+    "data_dir": ("data", "data_dir"),
+    "eval_memory_size": ("data", "eval_memory_size"),
+    "eval_batches": ("data", "eval_batches"),
 }
 
 # Fields that may change when a run is resumed (they do not change the model).
 RESUMABLE_FIELDS = {
-        ("train", f) for f in ("steps", "log_every", "eval_every",
-                                                      "checkpoint_every", "keep_checkpoints", "jit")
-} | {("data", "data_dir"), ("data", "eval_batches"),
-          ("data", "eval_memory_size")}
+    ("train", f)
+    for f in (
+        "steps",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "jit",
+    )
+} | {("data", "data_dir"), ("data", "eval_batches"), ("data", "eval_memory_size")}
 
 
 def override(config: Config, **values: Any) -> Config:
@@ -167,21 +205,49 @@ def override(config: Config, **values: Any) -> Config:
         if value is None:
             continue
         if key not in FLAG_FIELDS:
-            raise ConfigError(f"unknown config field {key!r}; known: "
-                                                f"{', '.join(sorted(FLAG_FIELDS))}")
+            raise ConfigError(
+                f"unknown config field {key!r}; known: {', '.join(sorted(FLAG_FIELDS))}"
+            )
         section, field = FLAG_FIELDS[key]
         sections[section][field] = value
-    return dataclasses.replace(
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, **sections["data"]),
+        model=dataclasses.replace(config.model, **sections["model"]),
+        train=dataclasses.replace(config.train, **sections["train"]),
+    )
+    if config.data.task == "episodes":
+        derived = episode_sizes(config.data)
+        for key, value in zip(("batch_size", "memory_size"), derived):
+            if values.get(key) is not None and values[key] != value:
+                raise ConfigError(
+                    f"--{key}={values[key]} conflicts with the episode: it is "
+                    f"derived as {value} from --batch_classes, "
+                    "--targets_per_class, --memory_per_class and "
+                    "--confounder_classes"
+                )
+        config = dataclasses.replace(
             config,
-            data=dataclasses.replace(config.data, **sections["data"]),
-            model=dataclasses.replace(config.model, **sections["model"]),
-            train=dataclasses.replace(config.train, **sections["train"]))
+            train=dataclasses.replace(config.train, batch_size=derived[0]),
+            model=dataclasses.replace(config.model, memory_size=derived[1]),
+        )
+    return config
+
+
+def episode_sizes(data: DataConfig) -> tuple[int, int]:
+    """`(batch_size, memory_size)` of a few-shot episode."""
+    return (
+        data.batch_classes * data.targets_per_class,
+        (data.batch_classes + data.confounder_classes) * data.memory_per_class,
+    )
 
 
 def _choice(flag: str, value: Any, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"--{flag}={value!r} is not allowed; choose one of "
-                                            f"{', '.join(map(str, allowed))}")
+        raise ConfigError(
+            f"--{flag}={value!r} is not allowed; choose one of "
+            f"{', '.join(map(str, allowed))}"
+        )
 
 
 def _at_least(flag: str, value: float, minimum: float, why: str = "") -> None:
@@ -189,24 +255,43 @@ def _at_least(flag: str, value: float, minimum: float, why: str = "") -> None:
         raise ConfigError(f"--{flag}={value} must be >= {minimum}{why}")
 
 
-# Sizes of the splits the tasks draw from, for early, one-line errors.
-SPLIT_SIZES = {"binarized_mnist": {"train": 50_000, "valid": 10_000,
-                                                                      "test": 10_000}}
+# Sizes of the splits the tasks draw from, for early, one-line errors:
+# images for MNIST and the learned-memory Omniglot split, characters for the
+# episodic Omniglot splits (20 drawers each).
+SPLIT_SIZES = {
+    "binarized_mnist": {"train": 50_000, "valid": 10_000, "test": 10_000},
+    "omniglot_fewshot": {"train": 1479, "test": 144},
+    "omniglot_gmn": {"train": 964, "test": 659},
+    "omniglot_learned": {"train": 1623 * 15, "test": 1623 * 5},
+}
+DRAWERS_PER_CHARACTER = 20
+EPISODIC_DATASETS = ("omniglot_fewshot", "omniglot_gmn")
 
 
 def validate(config: Config) -> Config:
     """Checks every value; raises `ConfigError` naming the flag. Returns config."""
     d, m, t = config.data, config.model, config.train
     _choice("dataset", d.dataset, tuple(SPLIT_SIZES))
-    _choice("task", d.task, ("recall", "batches"))
-    _choice("kind", m.kind, ("vma", "vae"))
+    _choice("task", d.task, ("recall", "batches", "episodes"))
+    _choice("kind", m.kind, ("vma", "vae", "soft_attention"))
+    _choice("architecture", m.architecture, ("mlp", "conv"))
+    _at_least("channels", m.channels, 1)
+    _at_least("weight_decay", m.weight_decay, 0.0)
     _choice("memory", m.memory, ("episodic", "learned"))
     _choice("similarity", m.similarity, ("normalized", "dot", "cosine"))
     _choice("prior", m.prior, ("learned", "flat"))
     _choice("baseline", m.baseline, ("arithmetic", "geometric"))
     _choice("decoder_context", m.decoder_context, ("first", "all"))
-    _at_least("num_samples", m.num_samples, 2,
-                        " (VIMCO's leave-one-out baseline needs K >= 2)")
+    if d.task == "episodes":  # Before the sizes derived from them.
+        for flag in ("batch_classes", "targets_per_class", "memory_per_class"):
+            _at_least(flag, getattr(d, flag), 1)
+        _at_least("confounder_classes", d.confounder_classes, 0)
+    _at_least(
+        "num_samples",
+        m.num_samples,
+        2,
+        " (VIMCO's leave-one-out baseline needs K >= 2)",
+    )
     _at_least("memory_size", m.memory_size, 1)
     _at_least("latent_dim", m.latent_dim, 1)
     _at_least("embed_dim", m.embed_dim, 1)
@@ -216,34 +301,76 @@ def validate(config: Config) -> Config:
     _at_least("eval_batches", d.eval_batches, 0)
     _at_least("eval_memory_size", d.eval_memory_size, 0)
     if not (t.learning_rate > 0 and math.isfinite(t.learning_rate)):
-        raise ConfigError(f"--learning_rate={t.learning_rate} must be a positive "
-                                            "finite number")
+        raise ConfigError(
+            f"--learning_rate={t.learning_rate} must be a positive finite number"
+        )
     for flag in ("steps", "eval_every", "checkpoint_every"):
         value = getattr(t, flag)
         if value < 1 or value % t.log_every:
-            raise ConfigError(f"--{flag}={value} must be a positive multiple of "
-                                                f"--log_every={t.log_every}")
+            raise ConfigError(
+                f"--{flag}={value} must be a positive multiple of "
+                f"--log_every={t.log_every}"
+            )
     sizes = SPLIT_SIZES[d.dataset]
     if m.kind == "vma" and d.task == "recall":
         if m.memory != "episodic":
-            raise ConfigError("--task=recall needs episodic memory (images in "
-                                                "memory); got memory='learned'")
+            raise ConfigError(
+                "--task=recall needs episodic memory (images in "
+                "memory); got memory='learned'"
+            )
         biggest = min(sizes.values())
         if m.memory_size > sizes["train"]:
-            raise ConfigError(f"--memory_size={m.memory_size} exceeds the "
-                                                f"{sizes['train']} training images of {d.dataset}")
+            raise ConfigError(
+                f"--memory_size={m.memory_size} exceeds the "
+                f"{sizes['train']} training images of {d.dataset}"
+            )
         if max(m.memory_size, d.eval_memory_size) > biggest:
             raise ConfigError(
-                    f"--eval_memory_size/--memory_size="
-                    f"{max(m.memory_size, d.eval_memory_size)} exceeds the {biggest} "
-                    f"images of the smallest evaluation split of {d.dataset}")
+                f"--eval_memory_size/--memory_size="
+                f"{max(m.memory_size, d.eval_memory_size)} exceeds the {biggest} "
+                f"images of the smallest evaluation split of {d.dataset}"
+            )
+    if (d.task == "episodes") != (d.dataset in EPISODIC_DATASETS):
+        raise ConfigError(
+            f"dataset {d.dataset!r} does not fit task {d.task!r}: "
+            f"episodes are for {', '.join(EPISODIC_DATASETS)}"
+        )
+    if d.dataset != "binarized_mnist" and m.architecture != "conv":
+        raise ConfigError(f"dataset {d.dataset!r} needs architecture='conv'")
+    if m.kind == "soft_attention" and m.architecture != "conv":
+        raise ConfigError("kind='soft_attention' needs architecture='conv'")
+    if d.task == "episodes":
+        if d.targets_per_class + d.memory_per_class > DRAWERS_PER_CHARACTER:
+            raise ConfigError(
+                f"--targets_per_class={d.targets_per_class} + --memory_per_class="
+                f"{d.memory_per_class} exceeds the {DRAWERS_PER_CHARACTER} "
+                "drawings of each character"
+            )
+        chars = min(sizes.values())
+        if d.batch_classes + d.confounder_classes > chars:
+            raise ConfigError(
+                f"--batch_classes={d.batch_classes} + --confounder_classes="
+                f"{d.confounder_classes} exceeds the {chars} characters of the "
+                f"smallest split of {d.dataset}"
+            )
+        if (t.batch_size, m.memory_size) != episode_sizes(d):
+            raise ConfigError(
+                f"batch_size={t.batch_size}/memory_size={m.memory_size} do not "
+                f"match the episode {episode_sizes(d)}"
+            )
+        if m.kind != "vae" and m.memory != "episodic":
+            raise ConfigError("--task=episodes needs episodic memory")
     if d.task == "batches":
         if m.kind == "vma" and m.memory != "learned":
-            raise ConfigError("--task=batches with kind='vma' needs learned memory "
-                                                "(nothing would fill an episodic memory)")
+            raise ConfigError(
+                "--task=batches with kind='vma' needs learned memory "
+                "(nothing would fill an episodic memory)"
+            )
         if t.batch_size > min(sizes.values()):
-            raise ConfigError(f"--batch_size={t.batch_size} exceeds the smallest "
-                                                f"split of {d.dataset} ({min(sizes.values())})")
+            raise ConfigError(
+                f"--batch_size={t.batch_size} exceeds the smallest "
+                f"split of {d.dataset} ({min(sizes.values())})"
+            )
     return config
 
 
@@ -252,20 +379,81 @@ def _mnist(name: str, data: DataConfig, model: ModelConfig) -> Config:
 
 
 PRESETS: dict[str, Config] = {
-        # Fig. 2A: memory of |M| training images, targets drawn from it.
-        "mnist_recall": _mnist(
-                "mnist_recall",
-                DataConfig(task="recall", eval_memory_size=2048, eval_batches=20),
-                ModelConfig(kind="vma", memory="episodic", memory_size=256)),
-        # Section 4.1 "learned memory": |M| in {64, ..., 1024}, m_a in R^256.
-        "mnist_learned": _mnist(
-                "mnist_learned", DataConfig(task="batches"),
-                ModelConfig(kind="vma", memory="learned", memory_size=256,
-                                        memory_dim=256)),
-        # Baseline: the same encoder/decoder, no memory.
-        "mnist_vae": _mnist(
-                "mnist_vae", DataConfig(task="batches"), ModelConfig(kind="vae")),
+    # Fig. 2A: memory of |M| training images, targets drawn from it.
+    "mnist_recall": _mnist(
+        "mnist_recall",
+        DataConfig(task="recall", eval_memory_size=2048, eval_batches=20),
+        ModelConfig(kind="vma", memory="episodic", memory_size=256),
+    ),
+    # Section 4.1 "learned memory": |M| in {64, ..., 1024}, m_a in R^256.
+    "mnist_learned": _mnist(
+        "mnist_learned",
+        DataConfig(task="batches"),
+        ModelConfig(kind="vma", memory="learned", memory_size=256, memory_dim=256),
+    ),
+    # Baseline: the same encoder/decoder, no memory.
+    "mnist_vae": _mnist(
+        "mnist_vae", DataConfig(task="batches"), ModelConfig(kind="vae")
+    ),
 }
+
+
+def _omniglot(
+    name: str,
+    dataset: str,
+    kind: str = "vma",
+    memory: str = "episodic",
+    memory_size: int | None = None,
+    channels: int = 64,
+    weight_decay: float = 0.0,
+    hidden_units=(256,),
+) -> Config:
+    task = "episodes" if dataset in EPISODIC_DATASETS else "batches"
+    data = DataConfig(dataset=dataset, task=task, eval_batches=20)
+    model = ModelConfig(
+        kind=kind,
+        architecture="conv",
+        channels=channels,
+        weight_decay=weight_decay,
+        memory=memory,
+        memory_size=memory_size or 0,
+        hidden_units=hidden_units,
+        latent_dim=64,
+        embed_dim=128,
+    )
+    config = Config(name=name, data=data, model=model, train=TrainConfig())
+    return override(config)  # Derives batch and memory size of episodes.
+
+
+PRESETS.update(
+    {
+        # Section 4.2 few-shot: 8 characters x 4 targets, 4 more of each in memory.
+        "omniglot_fewshot": _omniglot("omniglot_fewshot", "omniglot_fewshot"),
+        "omniglot_fewshot_vae": _omniglot(
+            "omniglot_fewshot_vae", "omniglot_fewshot", kind="vae"
+        ),
+        "omniglot_fewshot_soft": _omniglot(
+            "omniglot_fewshot_soft", "omniglot_fewshot", kind="soft_attention"
+        ),
+        # Learned memory: |M| = 256 entries of 28x28, 32 maps, L2 3e-4 except M.
+        "omniglot_learned": _omniglot(
+            "omniglot_learned",
+            "omniglot_learned",
+            memory="learned",
+            memory_size=256,
+            channels=32,
+            weight_decay=3e-4,
+        ),
+        # GMN split (Table 1): smaller channels and MLPs, L2 3e-4.
+        "omniglot_gmn": _omniglot(
+            "omniglot_gmn",
+            "omniglot_gmn",
+            channels=32,
+            weight_decay=3e-4,
+            hidden_units=(128,),
+        ),
+    }
+)
 
 DEFAULT_PRESET = "mnist_recall"
 
@@ -273,6 +461,7 @@ DEFAULT_PRESET = "mnist_recall"
 def get_preset(name: str) -> Config:
     """Returns the named preset. Raises `ConfigError` for unknown names."""
     if name not in PRESETS:
-        raise ConfigError(f"--preset={name!r} is unknown; choose one of "
-                                            f"{', '.join(sorted(PRESETS))}")
+        raise ConfigError(
+            f"--preset={name!r} is unknown; choose one of {', '.join(sorted(PRESETS))}"
+        )
     return PRESETS[name]

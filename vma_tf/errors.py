@@ -18,5 +18,4 @@ class CheckpointMismatchError(ConfigError):
     """A checkpoint does not hold exactly this model's variables."""
 
 
-__all__ = ["CheckpointMismatchError", "ConfigError", "NonFiniteError",
-           "WorkdirError"]
+__all__ = ["CheckpointMismatchError", "ConfigError", "NonFiniteError", "WorkdirError"]

@@ -43,12 +43,14 @@ def _check_log_weights(log_weights: tf.Tensor, min_samples: int) -> tf.Tensor:
     log_weights = tf.convert_to_tensor(log_weights)
     if log_weights.shape.rank is not None and log_weights.shape.rank < 1:
         raise ValueError(
-                f"log_weights must have shape [K, B]; got rank {log_weights.shape.rank}")
+            f"log_weights must have shape [K, B]; got rank {log_weights.shape.rank}"
+        )
     num_samples = log_weights.shape[0]
     if num_samples is not None and num_samples < min_samples:
         raise ValueError(
-                f"num_samples (K) must be >= {min_samples} for this estimator; got "
-                f"K={num_samples} (VIMCO's leave-one-out baseline needs another sample)")
+            f"num_samples (K) must be >= {min_samples} for this estimator; got "
+            f"K={num_samples} (VIMCO's leave-one-out baseline needs another sample)"
+        )
     return log_weights
 
 
@@ -66,8 +68,9 @@ def iwae_bound(log_weights: tf.Tensor) -> tf.Tensor:
     return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
 
 
-def leave_one_out_bounds(log_weights: tf.Tensor,
-                         baseline: str = "arithmetic") -> tuple[tf.Tensor, tf.Tensor]:
+def leave_one_out_bounds(
+    log_weights: tf.Tensor, baseline: str = "arithmetic"
+) -> tuple[tf.Tensor, tf.Tensor]:
     """The bound L_K and its leave-one-out baselines L_{-k}.
 
     L_{-k} is computed as a masked `logsumexp` over the other samples, which is
@@ -91,7 +94,7 @@ def leave_one_out_bounds(log_weights: tf.Tensor,
         raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}")
     k = tf.shape(log_weights)[0]
     kf = tf.cast(k, log_weights.dtype)
-    others = log_weights[tf.newaxis]                       # [1(k), K(j), B]
+    others = log_weights[tf.newaxis]  # [1(k), K(j), B]
     left_out = tf.eye(k, dtype=tf.bool)[:, :, tf.newaxis]  # [K(k), K(j), 1]
     if baseline == "arithmetic":
         fill = tf.constant(-float("inf"), log_weights.dtype)
@@ -100,13 +103,12 @@ def leave_one_out_bounds(log_weights: tf.Tensor,
         total = tf.reduce_sum(log_weights, axis=0, keepdims=True)
         fill = ((total - log_weights) / (kf - 1.0))[:, tf.newaxis]  # [K, 1, B]
         count = kf
-    masked = tf.where(left_out, fill, others)              # [K, K, B]
+    masked = tf.where(left_out, fill, others)  # [K, K, B]
     loo = tf.reduce_logsumexp(masked, axis=1) - tf.math.log(count)
     return iwae_bound(log_weights), loo
 
 
-def learning_signals(log_weights: tf.Tensor,
-                                          baseline: str = "arithmetic") -> tf.Tensor:
+def learning_signals(log_weights: tf.Tensor, baseline: str = "arithmetic") -> tf.Tensor:
     """VIMCO's per-sample learning signals L - L_{-k} (no gradient flows).
 
     Args:
@@ -125,20 +127,22 @@ def normalized_weights(log_weights: tf.Tensor) -> tf.Tensor:
     return tf.nn.softmax(log_weights, axis=0)
 
 
-def address_gradient_coefficients(log_weights: tf.Tensor,
-                                                                    baseline: str = "arithmetic") -> tf.Tensor:
+def address_gradient_coefficients(
+    log_weights: tf.Tensor, baseline: str = "arithmetic"
+) -> tf.Tensor:
     """The paper's omega_phi^(k) = (L - L_{-k}) - w~_k, `[K, B]`.
 
     This is the total coefficient the VIMCO gradient puts on
     grad log q(a_k | x) when `log_weights` includes `-log q(a_k | x)`.
     """
-    return (learning_signals(log_weights, baseline) -
-                    tf.stop_gradient(normalized_weights(log_weights)))
+    return learning_signals(log_weights, baseline) - tf.stop_gradient(
+        normalized_weights(log_weights)
+    )
 
 
-def vimco_objective(log_weights: tf.Tensor,
-                                        log_q_a: tf.Tensor,
-                                        baseline: str = "arithmetic") -> tf.Tensor:
+def vimco_objective(
+    log_weights: tf.Tensor, log_q_a: tf.Tensor, baseline: str = "arithmetic"
+) -> tf.Tensor:
     """Surrogate with value L_K and the VIMCO gradient (paper eq. 8).
 
     Maximise it (minimise its negation). `log_weights` must be differentiable
@@ -161,4 +165,3 @@ def vimco_objective(log_weights: tf.Tensor,
     score = tf.reduce_sum(signals * log_q_a, axis=0)
     # Adds zero to the value, signals * grad log q to the gradient.
     return bound + (score - tf.stop_gradient(score))
-

@@ -11,17 +11,18 @@ def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
     """Tiles `[R, C, H, W]` images into one `[R*(H+pad)-pad, C*(W+pad)-pad]`
     array, padding with 0.5 grey."""
     rows, cols, h, w = images.shape
-    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad), 0.5,
-                  np.float32)
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad), 0.5, np.float32)
     for r in range(rows):
         for c in range(cols):
-            out[r * (h + pad):r * (h + pad) + h,
-                c * (w + pad):c * (w + pad) + w] = images[r, c]
+            out[
+                r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w
+            ] = images[r, c]
     return out
 
 
-def save_grid(path: str | os.PathLike, images: np.ndarray,
-              title: str | None = None) -> None:
+def save_grid(
+    path: str | os.PathLike, images: np.ndarray, title: str | None = None
+) -> None:
     """Writes `[R, C, H, W]` images in [0, 1] as a PNG grid."""
     from matplotlib.figure import Figure  # No pyplot: no global backend state.
 

@@ -21,9 +21,18 @@ from vma_tf.data.files import find_file
 from vma_tf.errors import WorkdirError
 
 # Data files each dataset needs (verified by sha256 in preflight).
+_OMNIGLOT28 = ("omniglot28_background.npz", "omniglot28_evaluation.npz")
 DATASET_FILES = {
-    "binarized_mnist": tuple(f"binarized_mnist_{s}.amat.gz"
-                             for s in ("train", "valid", "test")),
+    "binarized_mnist": tuple(
+        f"binarized_mnist_{s}.amat.gz" for s in ("train", "valid", "test")
+    ),
+    "omniglot_fewshot": (
+        "omniglot105_background.npz",
+        "omniglot105_evaluation.npz",
+        "omniglot_characters.csv",
+    ),
+    "omniglot_gmn": _OMNIGLOT28,
+    "omniglot_learned": _OMNIGLOT28,
 }
 
 
@@ -41,19 +50,22 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise WorkdirError(f"--workdir={workdir} is not writable ({probe} "
-                           "is not a writable directory)")
+        raise WorkdirError(
+            f"--workdir={workdir} is not writable ({probe} is not a writable directory)"
+        )
     saved = workdir / "config.json"
     if not saved.exists():
         return
     try:
         old = Config.from_dict(json.loads(saved.read_text()))
     except (ValueError, ConfigError) as e:
-        raise WorkdirError(f"{saved} is not a readable vma_tf config ({e}); "
-                           "use another --workdir") from None
+        raise WorkdirError(
+            f"{saved} is not a readable vma_tf config ({e}); use another --workdir"
+        ) from None
     if old.name != config.name:
-        raise WorkdirError(f"--workdir={workdir} holds a {old.name!r} run, not "
-                           f"{config.name!r}")
+        raise WorkdirError(
+            f"--workdir={workdir} holds a {old.name!r} run, not {config.name!r}"
+        )
     old_d, new_d = old.to_dict(), config.to_dict()
     for section in ("data", "model", "train"):
         for key, value in new_d[section].items():
@@ -63,7 +75,8 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> None:
                 raise WorkdirError(
                     f"--workdir={workdir} holds a run with {section}.{key}="
                     f"{old_d[section].get(key)!r}, not {value!r}; use another "
-                    "--workdir or the same flags to resume")
+                    "--workdir or the same flags to resume"
+                )
 
 
 @contextlib.contextmanager
@@ -74,8 +87,9 @@ def workdir_lock(workdir: pathlib.Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise WorkdirError(f"--workdir={workdir} is in use by another run "
-                               "(lock held on .lock)") from None
+            raise WorkdirError(
+                f"--workdir={workdir} is in use by another run (lock held on .lock)"
+            ) from None
         yield
     finally:
         os.close(fd)

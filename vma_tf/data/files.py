@@ -239,7 +239,9 @@ def _copy_hashed(src: BinaryIO, dst: BinaryIO, compress: bool) -> str:
     """Copy ``src`` to ``dst`` (gzipping if ``compress``); return the sha256 of the bytes read."""
     digest = hashlib.sha256()
     if compress:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=dst, compresslevel=9, mtime=0) as gz:
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=dst, compresslevel=9, mtime=0
+        ) as gz:
             while chunk := src.read(_CHUNK):
                 digest.update(chunk)
                 gz.write(chunk)
@@ -285,7 +287,10 @@ def _download(entry: DataFile, target: pathlib.Path) -> str | None:
             _download_one(url, target, entry)
         except DataError as exc:
             reasons.append(str(exc))
-        except (OSError, ValueError) as exc:  # URLError/HTTPError/timeouts are OSErrors.
+        except (
+            OSError,
+            ValueError,
+        ) as exc:  # URLError/HTTPError/timeouts are OSErrors.
             reasons.append(f"{url}: {type(exc).__name__}: {exc}")
         else:
             return None

@@ -66,7 +66,9 @@ def _load_cached(resolved_path: str, size: int, mtime_ns: int) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes())
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot be decompressed ({type(exc).__name__}: {exc})") from exc
+        raise DataError(
+            f"{path}: cannot be decompressed ({type(exc).__name__}: {exc})"
+        ) from exc
     images = _parse_amat(raw, str(path))
     images.flags.writeable = False
     return images

@@ -1,4 +1,4 @@
-"""tf.data pipelines for the MNIST experiments.
+"""tf.data pipelines: stateless batch makers and the MNIST experiments.
 
 Every training batch is a pure function of `(seed, step)`: the pipeline starts
 from `tf.data.Dataset.counter(start_step)` and draws each batch with stateless
@@ -37,8 +37,9 @@ def _random_subset(num_items: int, size: int, seed) -> tf.Tensor:
     return tf.math.top_k(keys, k=size, sorted=False).indices
 
 
-def recall_batch_fn(images: tf.Tensor, memory_size: int, batch_size: int,
-                    seed: int, stream: int) -> Callable[[tf.Tensor], dict]:
+def recall_batch_fn(
+    images: tf.Tensor, memory_size: int, batch_size: int, seed: int, stream: int
+) -> Callable[[tf.Tensor], dict]:
     """Batch maker for the train-to-recall task (paper Fig. 2A).
 
     Memory holds `memory_size` distinct random images; the `batch_size`
@@ -57,19 +58,22 @@ def recall_batch_fn(images: tf.Tensor, memory_size: int, batch_size: int,
     num_items = int(images.shape[0])
 
     def make(step):
-        seed_m, seed_x = tf.unstack(tf.random.experimental.stateless_split(
-            _step_seed(seed, stream, step), 2))
+        seed_m, seed_x = tf.unstack(
+            tf.random.experimental.stateless_split(_step_seed(seed, stream, step), 2)
+        )
         memory = tf.gather(images, _random_subset(num_items, memory_size, seed_m))
-        targets = tf.random.stateless_uniform([batch_size], seed=seed_x,
-                                              maxval=memory_size, dtype=tf.int32)
+        targets = tf.random.stateless_uniform(
+            [batch_size], seed=seed_x, maxval=memory_size, dtype=tf.int32
+        )
         memory = tf.cast(memory, tf.float32)
         return {"x": tf.gather(memory, targets), "memory": memory}
 
     return make
 
 
-def epoch_batch_fn(images: tf.Tensor, batch_size: int, seed: int,
-                   stream: int) -> Callable[[tf.Tensor], dict]:
+def epoch_batch_fn(
+    images: tf.Tensor, batch_size: int, seed: int, stream: int
+) -> Callable[[tf.Tensor], dict]:
     """Batch maker for shuffled epochs without replacement.
 
     Position p = step * B + i is example `index_shuffle(p mod N)` of the
@@ -82,51 +86,64 @@ def epoch_batch_fn(images: tf.Tensor, batch_size: int, seed: int,
     num_items = int(images.shape[0])
 
     def make(step):
-        pos = tf.cast(step, tf.int64) * batch_size + tf.range(batch_size,
-                                                               dtype=tf.int64)
+        pos = tf.cast(step, tf.int64) * batch_size + tf.range(
+            batch_size, dtype=tf.int64
+        )
         epoch = pos // num_items
-        seeds = tf.stack([tf.fill([batch_size], tf.constant(seed, tf.int64)),
-                          tf.fill([batch_size], tf.constant(stream, tf.int64)),
-                          epoch], axis=1)                             # [B, 3]
+        seeds = tf.stack(
+            [
+                tf.fill([batch_size], tf.constant(seed, tf.int64)),
+                tf.fill([batch_size], tf.constant(stream, tf.int64)),
+                epoch,
+            ],
+            axis=1,
+        )  # [B, 3]
         # The raw op: tf.random.experimental.index_shuffle mis-pads [n, 3]
         # seeds (TF 2.21).
         idx = tf.raw_ops.RandomIndexShuffle(
-            index=pos % num_items, seed=seeds,
-            max_index=tf.constant(num_items - 1, tf.int64), rounds=4)
+            index=pos % num_items,
+            seed=seeds,
+            max_index=tf.constant(num_items - 1, tf.int64),
+            rounds=4,
+        )
         return {"x": tf.cast(tf.gather(images, idx), tf.float32)}
 
     return make
 
 
-def _from_counter(make, start: int, count: int | None = None) -> tf.data.Dataset:
+def from_counter(make, start: int, count: int | None = None) -> tf.data.Dataset:
     ds = tf.data.Dataset.counter(start)
     if count is not None:
         ds = ds.take(count)
-    return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE,
-                  deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return ds.map(
+        make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).prefetch(tf.data.AUTOTUNE)
 
 
 @dataclasses.dataclass
-class MnistData:
-    """Datasets of one MNIST experiment.
+class ExperimentData:
+    """Datasets of one experiment.
 
     Attributes:
         train: infinite training batches from `start_step`.
-        evals: `split name -> finite dataset` (e.g. `"valid"`, `"valid_m2048"`).
+        evals: `split name -> finite dataset` evaluated periodically (e.g.
+            `"valid"`, `"valid_m2048"`).
         final_evals: the same for the test split, run at the end of training.
-        sample_memory: `[|M|, D]` test images for sample figures (episodic
+        sample_memory: `[|M|, *x]` test images for sample figures (episodic
             memory), or None.
-        x_shape: shape of one example, `(784,)`.
+        x_shape: shape of one example, e.g. `(784,)` or `(26, 26, 1)`.
     """
+
     train: tf.data.Dataset
     evals: dict[str, tf.data.Dataset]
     final_evals: dict[str, tf.data.Dataset]
     sample_memory: np.ndarray | None
-    x_shape: tuple[int, ...] = (784,)
+    x_shape: tuple[int, ...]
 
 
-def _eval_sets(config: Config, split: str, images: np.ndarray
-               ) -> dict[str, tf.data.Dataset]:
+def _eval_sets(
+    config: Config, split: str, images: np.ndarray
+) -> dict[str, tf.data.Dataset]:
     d, m, t = config.data, config.model, config.train
     imgs = tf.constant(images)
     if m.kind == "vma" and d.task == "recall":
@@ -137,20 +154,29 @@ def _eval_sets(config: Config, split: str, images: np.ndarray
             sizes.append(d.eval_memory_size)
         for size in sizes:
             name = split if size == m.memory_size else f"{split}_m{size}"
-            make = recall_batch_fn(imgs, size, t.batch_size, t.seed,
-                                   _EVAL_STREAM)
-            out[name] = _from_counter(make, 0, batches)
+            make = recall_batch_fn(imgs, size, t.batch_size, t.seed, _EVAL_STREAM)
+            out[name] = from_counter(make, 0, batches)
         return out
-    n = images.shape[0] // t.batch_size
-    if d.eval_batches:
-        n = min(n, d.eval_batches)
+    return {split: sequential_batches(images, t.batch_size, d.eval_batches)}
+
+
+def sequential_batches(
+    images: np.ndarray, batch_size: int, max_batches: int = 0
+) -> tf.data.Dataset:
+    """The first `max_batches` (0: all) full batches `{"x": [B, *x]}` float32.
+
+    The remainder is dropped so the compiled step sees one static shape.
+    """
+    n = images.shape[0] // batch_size
+    if max_batches:
+        n = min(n, max_batches)
     xs = tf.data.Dataset.from_tensor_slices(
-        {"x": tf.cast(imgs[: n * t.batch_size], tf.float32)})
-    return {split: xs.batch(t.batch_size, drop_remainder=True)
-            .prefetch(tf.data.AUTOTUNE)}
+        {"x": tf.cast(images[: n * batch_size], tf.float32)}
+    )
+    return xs.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def mnist_data(config: Config, start_step: int = 0) -> MnistData:
+def mnist_data(config: Config, start_step: int = 0) -> ExperimentData:
     """Builds the datasets for a binarized-MNIST config.
 
     Args:
@@ -158,7 +184,7 @@ def mnist_data(config: Config, start_step: int = 0) -> MnistData:
         start_step: first training step (resume position).
 
     Returns:
-        `MnistData`.
+        `ExperimentData`.
     """
     d, m, t = config.data, config.model, config.train
     train = load_binarized_mnist("train", d.data_dir)
@@ -166,15 +192,20 @@ def mnist_data(config: Config, start_step: int = 0) -> MnistData:
     test = load_binarized_mnist("test", d.data_dir)
     train_images = tf.constant(train)
     if m.kind == "vma" and d.task == "recall":
-        make = recall_batch_fn(train_images, m.memory_size, t.batch_size,
-                               t.seed, _TRAIN_STREAM)
+        make = recall_batch_fn(
+            train_images, m.memory_size, t.batch_size, t.seed, _TRAIN_STREAM
+        )
         rng = np.random.default_rng(t.seed)
-        sample_memory = test[rng.choice(len(test), m.memory_size,
-                                        replace=False)].astype(np.float32)
+        sample_memory = test[
+            rng.choice(len(test), m.memory_size, replace=False)
+        ].astype(np.float32)
     else:
         make = epoch_batch_fn(train_images, t.batch_size, t.seed, _TRAIN_STREAM)
         sample_memory = None
-    return MnistData(train=_from_counter(make, start_step),
-                     evals=_eval_sets(config, "valid", valid),
-                     final_evals=_eval_sets(config, "test", test),
-                     sample_memory=sample_memory)
+    return ExperimentData(
+        train=from_counter(make, start_step),
+        evals=_eval_sets(config, "valid", valid),
+        final_evals=_eval_sets(config, "test", test),
+        sample_memory=sample_memory,
+        x_shape=(784,),
+    )

@@ -27,9 +27,15 @@ class AddressingHead(keras.layers.Layer):
         learned_prior: learn e^p (True) or use p(a) = 1/|M| (False).
     """
 
-    def __init__(self, memory_embedder, query_embedder, embed_dim: int,
-                              similarity: NormalizedSimilarity | None = None,
-                              learned_prior: bool = True, **kwargs):
+    def __init__(
+        self,
+        memory_embedder,
+        query_embedder,
+        embed_dim: int,
+        similarity: NormalizedSimilarity | None = None,
+        learned_prior: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.memory_embedder = memory_embedder
         self.query_embedder = query_embedder
@@ -38,8 +44,10 @@ class AddressingHead(keras.layers.Layer):
         self.embed_dim = embed_dim
         if learned_prior:
             self.prior_query = self.add_weight(
-                    shape=(embed_dim,), name="prior_query",
-                    initializer=keras.initializers.RandomNormal(stddev=0.1))
+                shape=(embed_dim,),
+                name="prior_query",
+                initializer=keras.initializers.RandomNormal(stddev=0.1),
+            )
 
     def build(self, *args, **kwargs):
         # Sublayers are built lazily on their first call.

@@ -1,4 +1,8 @@
-"""Builds models from a `ModelConfig`: the paper's MNIST MLP architecture.
+"""Builds models from a `ModelConfig`: MNIST MLPs and Omniglot conv nets.
+
+`build_model` dispatches on `config.architecture`.
+
+MLP (`build_mlp_model`):
 
 Section 4.1: 2-layer MLPs with 256 and 128 ReLU units, |z| = 32, a 128-d
 matching space. The encoder q(z|x, m_a) uses the hidden sizes as given
@@ -12,15 +16,108 @@ from __future__ import annotations
 from typing import Sequence
 
 from vma_tf.configs import ModelConfig
-from vma_tf.modeling import networks
+from vma_tf.modeling import conv, networks
 from vma_tf.modeling.addressing import AddressingHead
 from vma_tf.modeling.memory import MemoryBuffer
-from vma_tf.modeling.models import VAE, VMA, LatentVariableModel
+from vma_tf.modeling.models import VAE, VMA, LatentVariableModel, SoftAttentionVAE
 from vma_tf.modeling.similarity import NormalizedSimilarity
 
 
-def build_mlp_model(config: ModelConfig, x_shape: Sequence[int],
-                                        seed: int = 0) -> LatentVariableModel:
+def _common(config: ModelConfig, seed: int) -> dict:
+    return dict(
+        num_samples=config.num_samples,
+        baseline=config.baseline,
+        seed=seed,
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_model(
+    config: ModelConfig, x_shape: Sequence[int], seed: int = 0
+) -> LatentVariableModel:
+    """The model of `config` for examples of shape `x_shape`."""
+    if config.architecture == "conv":
+        return build_conv_model(config, x_shape, seed)
+    return build_mlp_model(config, x_shape, seed)
+
+
+def build_conv_model(
+    config: ModelConfig, x_shape: Sequence[int], seed: int = 0
+) -> LatentVariableModel:
+    """Omniglot conv VMA, VAE or soft-attention model (see `modeling.conv`).
+
+    Args:
+        config: the model configuration (`architecture == "conv"`).
+        x_shape: `(H, W, C)` of one image.
+        seed: seed of the model's sampling streams.
+    """
+    if len(x_shape) != 3:
+        raise ValueError(f"conv models take (H, W, C) images; got {x_shape}")
+    ch, hidden, z = config.channels, tuple(config.hidden_units), config.latent_dim
+    common = _common(config, seed)
+    pyramid = conv.ConvPyramid(ch, name="pyramid")  # Tied: q, p(z|m), p(x|.)
+    decoder = lambda conditional: conv.ConvDecoder(
+        x_shape, ch, z, conditional=conditional, name="decoder"
+    )
+    if config.kind == "vae":
+        return VAE(
+            encoder=conv.ConvEncoder(
+                pyramid, hidden, 2 * z, conditional=False, name="encoder"
+            ),
+            decoder=decoder(False),
+            latent_dim=z,
+            x_event_ndims=3,
+            name="vae",
+            **common,
+        )
+    embedder = lambda name: conv.ConvEmbedder(ch, hidden, config.embed_dim, name=name)
+    if config.memory == "learned":
+        memory = MemoryBuffer(
+            x_shape, size=config.memory_size, learned=True, stddev=0.5, name="memory"
+        )
+    else:
+        memory = MemoryBuffer(x_shape, learned=False, name="memory")
+    similarity = NormalizedSimilarity(config.similarity)
+    if config.kind == "soft_attention":
+        return SoftAttentionVAE(
+            memory=memory,
+            memory_embedder=embedder("memory_embedder"),
+            query_net=networks.mlp(hidden, config.embed_dim, name="query_net"),
+            similarity=similarity,
+            encoder=conv.ConvEncoder(
+                pyramid, hidden, 2 * z, conditional=False, name="encoder"
+            ),
+            memory_net=pyramid,
+            decoder=decoder(True),
+            latent_dim=z,
+            x_event_ndims=3,
+            name="soft_attention",
+            **common,
+        )
+    addressing = AddressingHead(
+        memory_embedder=embedder("memory_embedder"),
+        query_embedder=embedder("query_embedder"),
+        embed_dim=config.embed_dim,
+        similarity=similarity,
+        learned_prior=config.prior == "learned",
+        name="addressing",
+    )
+    return VMA(
+        memory=memory,
+        addressing=addressing,
+        prior_net=conv.TopMLP(hidden, 2 * z, name="prior_z"),
+        encoder=conv.ConvEncoder(pyramid, hidden, 2 * z, name="encoder"),
+        decoder=decoder(True),
+        x_event_ndims=3,
+        memory_net=pyramid,
+        name="vma",
+        **common,
+    )
+
+
+def build_mlp_model(
+    config: ModelConfig, x_shape: Sequence[int], seed: int = 0
+) -> LatentVariableModel:
     """MLP VMA or VAE for flat images of shape `x_shape` (e.g. `(784,)`).
 
     Args:
@@ -36,30 +133,37 @@ def build_mlp_model(config: ModelConfig, x_shape: Sequence[int],
     x_dim = int(x_shape[0])
     hidden = tuple(config.hidden_units)
     z2 = 2 * config.latent_dim
-    common = dict(num_samples=config.num_samples, baseline=config.baseline,
-                                seed=seed)
+    common = dict(num_samples=config.num_samples, baseline=config.baseline, seed=seed)
     if config.kind == "vae":
-        return VAE(encoder=networks.mlp(hidden, z2, name="encoder"),
-                              decoder=networks.mlp(hidden[::-1], x_dim, name="decoder"),
-                              latent_dim=config.latent_dim, name="vae", **common)
+        return VAE(
+            encoder=networks.mlp(hidden, z2, name="encoder"),
+            decoder=networks.mlp(hidden[::-1], x_dim, name="decoder"),
+            latent_dim=config.latent_dim,
+            name="vae",
+            **common,
+        )
     if config.memory == "learned":
-        memory = MemoryBuffer((config.memory_dim,), size=config.memory_size,
-                                                    learned=True, name="memory")
+        memory = MemoryBuffer(
+            (config.memory_dim,), size=config.memory_size, learned=True, name="memory"
+        )
     else:
         memory = MemoryBuffer((x_dim,), learned=False, name="memory")
     addressing = AddressingHead(
-            memory_embedder=networks.mlp(hidden, config.embed_dim,
-                                                                      name="memory_embedder"),
-            query_embedder=networks.mlp(hidden, config.embed_dim,
-                                                                    name="query_embedder"),
-            embed_dim=config.embed_dim,
-            similarity=NormalizedSimilarity(config.similarity),
-            learned_prior=config.prior == "learned", name="addressing")
+        memory_embedder=networks.mlp(hidden, config.embed_dim, name="memory_embedder"),
+        query_embedder=networks.mlp(hidden, config.embed_dim, name="query_embedder"),
+        embed_dim=config.embed_dim,
+        similarity=NormalizedSimilarity(config.similarity),
+        learned_prior=config.prior == "learned",
+        name="addressing",
+    )
     return VMA(
-            memory=memory, addressing=addressing,
-            prior_net=networks.mlp(hidden, z2, name="prior_z"),
-            encoder=networks.ConditionalMLP(hidden, z2, name="encoder"),
-            decoder=networks.ConditionalMLP(hidden[::-1], x_dim,
-                                        context=config.decoder_context,
-                                        name="decoder"),
-            name="vma", **common)
+        memory=memory,
+        addressing=addressing,
+        prior_net=networks.mlp(hidden, z2, name="prior_z"),
+        encoder=networks.ConditionalMLP(hidden, z2, name="encoder"),
+        decoder=networks.ConditionalMLP(
+            hidden[::-1], x_dim, context=config.decoder_context, name="decoder"
+        ),
+        name="vma",
+        **common,
+    )

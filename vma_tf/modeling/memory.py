@@ -27,8 +27,14 @@ class MemoryBuffer(keras.layers.Layer):
         `[|M|, *entry_shape]` memory contents.
     """
 
-    def __init__(self, entry_shape: Sequence[int], size: int | None = None,
-                              learned: bool = False, stddev: float = 1.0, **kwargs):
+    def __init__(
+        self,
+        entry_shape: Sequence[int],
+        size: int | None = None,
+        learned: bool = False,
+        stddev: float = 1.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if learned and (size is None or size < 1):
             raise ValueError(f"learned memory needs size >= 1; got {size}")
@@ -38,23 +44,35 @@ class MemoryBuffer(keras.layers.Layer):
         self.stddev = stddev
         if learned:
             self.memory = self.add_weight(
-                    shape=(size,) + self.entry_shape, name="memory",
-                    initializer=keras.initializers.RandomNormal(stddev=stddev),
-                    trainable=True)
+                shape=(size,) + self.entry_shape,
+                name="memory",
+                initializer=keras.initializers.RandomNormal(stddev=stddev),
+                trainable=True,
+            )
 
     def call(self, contents=None):
         if contents is None:
             if not self.learned:
-                raise ValueError("episodic MemoryBuffer needs `contents` "
-                                                  f"[|M|, {', '.join(map(str, self.entry_shape))}]")
+                raise ValueError(
+                    "episodic MemoryBuffer needs `contents` "
+                    f"[|M|, {', '.join(map(str, self.entry_shape))}]"
+                )
             return tf.convert_to_tensor(self.memory)
         contents = tf.convert_to_tensor(contents, dtype=self.compute_dtype)
         if contents.shape.rank is not None and (
-                tuple(contents.shape[1:]) != self.entry_shape):
-            raise ValueError(f"memory entries must have shape {self.entry_shape}; "
-                                              f"got contents of shape {tuple(contents.shape)}")
+            tuple(contents.shape[1:]) != self.entry_shape
+        ):
+            raise ValueError(
+                f"memory entries must have shape {self.entry_shape}; "
+                f"got contents of shape {tuple(contents.shape)}"
+            )
         return contents
 
     def get_config(self):
-        return {**super().get_config(), "entry_shape": self.entry_shape,
-                        "size": self.size, "learned": self.learned, "stddev": self.stddev}
+        return {
+            **super().get_config(),
+            "entry_shape": self.entry_shape,
+            "size": self.size,
+            "learned": self.learned,
+            "stddev": self.stddev,
+        }

@@ -40,6 +40,7 @@ class Terms(NamedTuple):
         recon: `[B]` -log p(x | a_k, z_k) averaged over the K samples.
         addresses: `[K, B]` sampled addresses (or None).
     """
+
     log_weights: tf.Tensor
     log_q_a: tf.Tensor | None
     kl_a: tf.Tensor
@@ -59,11 +60,20 @@ class LatentVariableModel(keras.Model):
         num_samples: K.
         baseline: VIMCO baseline, `"arithmetic"` or `"geometric"`.
         seed: seeds the training and evaluation `keras.random.SeedGenerator`s.
+        weight_decay: L2 penalty `weight_decay * sum(theta^2)` added to the
+            loss for every trainable variable except learned memory.
     """
 
-    def __init__(self, num_samples: int = 4, baseline: str = "arithmetic",
-                              seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        num_samples: int = 4,
+        baseline: str = "arithmetic",
+        seed: int = 0,
+        weight_decay: float = 0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.weight_decay = weight_decay
         if num_samples < 2:
             raise ValueError(f"num_samples must be >= 2 for VIMCO; got {num_samples}")
         self.num_samples = num_samples
@@ -71,14 +81,17 @@ class LatentVariableModel(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed, name="train_seed")
         self._eval_seed = seed + 1
         self.eval_seed_generator = keras.random.SeedGenerator(
-                self._eval_seed, name="eval_seed")
+            self._eval_seed, name="eval_seed"
+        )
         self.first_nonfinite_step = keras.Variable(
-                -1, dtype="int64", trainable=False, name="first_nonfinite_step")
+            -1, dtype="int64", trainable=False, name="first_nonfinite_step"
+        )
         self._trackers = [keras.metrics.Mean(name=n) for n in METRIC_NAMES]
 
     # -- subclasses implement -------------------------------------------------
-    def compute_terms(self, x, memory=None, num_samples=None, seed=None,
-                                        addresses=None) -> Terms:
+    def compute_terms(
+        self, x, memory=None, num_samples=None, seed=None, addresses=None
+    ) -> Terms:
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------
@@ -90,8 +103,9 @@ class LatentVariableModel(keras.Model):
         """`[B]` surrogate: value L_K, gradient VIMCO (or IWAE without a)."""
         if terms.log_q_a is None:
             return estimators.iwae_bound(terms.log_weights)
-        return estimators.vimco_objective(terms.log_weights, terms.log_q_a,
-                                                                            self.baseline)
+        return estimators.vimco_objective(
+            terms.log_weights, terms.log_q_a, self.baseline
+        )
 
     @staticmethod
     def _unpack(data):
@@ -101,15 +115,37 @@ class LatentVariableModel(keras.Model):
 
     def _update_metrics(self, loss, terms: Terms):
         bound = estimators.iwae_bound(terms.log_weights)
-        values = (loss, -tf.reduce_mean(bound), tf.reduce_mean(terms.kl_a),
-                            tf.reduce_mean(terms.kl_z), tf.reduce_mean(terms.recon))
+        values = (
+            loss,
+            -tf.reduce_mean(bound),
+            tf.reduce_mean(terms.kl_a),
+            tf.reduce_mean(terms.kl_z),
+            tf.reduce_mean(terms.recon),
+        )
         for tracker, value in zip(self._trackers, values):
             tracker.update_state(value)
         return {t.name: t.result() for t in self._trackers}
 
+    def no_decay_variables(self) -> list:
+        """Variables exempt from weight decay (learned memory)."""
+        return []
+
+    def l2_penalty(self) -> tf.Tensor:
+        """`sum(theta^2)` over trainable variables except `no_decay_variables`."""
+        skip = {id(v) for v in self.no_decay_variables()}
+        return tf.add_n(
+            [
+                tf.reduce_sum(tf.square(v))
+                for v in self.trainable_variables
+                if id(v) not in skip
+            ]
+        )
+
     def loss_and_terms(self, x, memory, seed):
         terms = self.compute_terms(x, memory, self.num_samples, seed)
         loss = -tf.reduce_mean(self.objective(terms))
+        if self.weight_decay:
+            loss = loss + self.weight_decay * self.l2_penalty()
         if self.losses:
             loss = loss + tf.add_n(self.losses)
         return loss, terms
@@ -127,8 +163,9 @@ class LatentVariableModel(keras.Model):
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
         step = tf.cast(self.optimizer.iterations, tf.int64) + 1
         first = self.first_nonfinite_step
-        first.assign(tf.where(tf.logical_and(first < 0, tf.logical_not(finite)),
-                                                    step, first))
+        first.assign(
+            tf.where(tf.logical_and(first < 0, tf.logical_not(finite)), step, first)
+        )
         self.optimizer.apply(grads, variables)
         return self._update_metrics(loss, terms)
 
@@ -140,8 +177,9 @@ class LatentVariableModel(keras.Model):
     def call(self, inputs, training=False):
         """Per-example K-sample bound L_K, `[B]` (evaluation seed stream)."""
         x, memory = self._unpack(inputs)
-        terms = self.compute_terms(x, memory, self.num_samples,
-                                                              self.eval_seed_generator.next())
+        terms = self.compute_terms(
+            x, memory, self.num_samples, self.eval_seed_generator.next()
+        )
         return estimators.iwae_bound(terms.log_weights)
 
     def reset_eval_seed(self):
@@ -167,12 +205,29 @@ class VMA(LatentVariableModel):
         encoder: `ConditionalMLP` for q(z|x, m_a), output `2 Z`.
         decoder: `ConditionalMLP` for p(x|z, m_a), output = logits of x.
         x_event_ndims: number of event dims of x (1 for flat images).
+        memory_net: optional shared feature network applied once to every
+            memory entry (the tied conv pyramid); `prior_net`,
+            `encoder.memory_features` and `decoder.memory_features` then
+            receive its output instead of the raw entries.
+
+    `encoder` and `decoder` implement `memory_features(features)` (per-entry
+    tensors, any nest) and `call(input, gathered_features)`.
     """
 
-    def __init__(self, memory: MemoryBuffer, addressing: AddressingHead,
-                              prior_net, encoder, decoder, x_event_ndims: int = 1, **kwargs):
+    def __init__(
+        self,
+        memory: MemoryBuffer,
+        addressing: AddressingHead,
+        prior_net,
+        encoder,
+        decoder,
+        x_event_ndims: int = 1,
+        memory_net=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.memory = memory
+        self.memory_net = memory_net
         self.addressing = addressing
         self.prior_net = prior_net
         self.encoder = encoder
@@ -183,25 +238,31 @@ class VMA(LatentVariableModel):
         """Per-entry tensors, each `[|M|, ...]`, computed once per step."""
         m = self.memory(memory)
         e = self.addressing.embed_memory(m)
+        features = m if self.memory_net is None else self.memory_net(m)
         return {
-                "memory": m,
-                "embeddings": e,
-                "prior_logits": self.addressing.prior_logits(e),
-                "prior_z": self.prior_net(m),
-                "encoder": self.encoder.memory_features(m),
-                "decoder": self.decoder.memory_features(m),
+            "memory": m,
+            "embeddings": e,
+            "prior_logits": self.addressing.prior_logits(e),
+            "prior_z": self.prior_net(features),
+            "encoder": self.encoder.memory_features(features),
+            "decoder": self.decoder.memory_features(features),
         }
+
+    def no_decay_variables(self):
+        return list(self.memory.trainable_variables)
 
     def address_distributions(self, x, memory=None, state=None):
         """Returns `(q_a, p_a)` over the slots of `memory`."""
         state = state or self.memory_state(memory)
         q_a = tfd.Categorical(
-                logits=self.addressing.posterior_logits(state["embeddings"], x))
+            logits=self.addressing.posterior_logits(state["embeddings"], x)
+        )
         p_a = tfd.Categorical(logits=state["prior_logits"])
         return q_a, p_a
 
-    def compute_terms(self, x, memory=None, num_samples=None, seed=None,
-                                        addresses=None) -> Terms:
+    def compute_terms(
+        self, x, memory=None, num_samples=None, seed=None, addresses=None
+    ) -> Terms:
         """K-sample log-weights and diagnostics.
 
         Args:
@@ -220,25 +281,29 @@ class VMA(LatentVariableModel):
         state = self.memory_state(memory)
         q_a, p_a = self.address_distributions(x, state=state)
         seed_a, seed_z = tf.unstack(
-            tf.random.experimental.stateless_split(_seed(seed), 2))
+            tf.random.experimental.stateless_split(_seed(seed), 2)
+        )
         if addresses is None:
-            addresses = sampling.sample(q_a, seed_a, [num_samples])       # [K, B]
-        log_q_a = q_a.log_prob(addresses)                              # [K, B]
-        log_p_a = p_a.log_prob(addresses)                              # [K, B]
-        gather = lambda t: tf.gather(t, addresses)                     # [K, B, ..]
+            addresses = sampling.sample(q_a, seed_a, [num_samples])  # [K, B]
+        log_q_a = q_a.log_prob(addresses)  # [K, B]
+        log_p_a = p_a.log_prob(addresses)  # [K, B]
+        gather = lambda t: tf.nest.map_structure(  # [K, B, ..]
+            lambda u: tf.gather(u, addresses), t
+        )
         q_z = networks.gaussian(self.encoder(x, gather(state["encoder"])))
         p_z = networks.gaussian(gather(state["prior_z"]))
-        z = sampling.sample(q_z, seed_z)                                # [K, B, Z]
+        z = sampling.sample(q_z, seed_z)  # [K, B, Z]
         logits = self.decoder(z, gather(state["decoder"]))
         log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
         log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z) + log_p_a - log_q_a
         return Terms(
-                log_weights=log_weights,
-                log_q_a=log_q_a,
-                kl_a=tfd.kl_divergence(q_a, p_a),
-                kl_z=tf.reduce_mean(tfd.kl_divergence(q_z, p_z), axis=0),
-                recon=-tf.reduce_mean(log_px, axis=0),
-                addresses=addresses)
+            log_weights=log_weights,
+            log_q_a=log_q_a,
+            kl_a=tfd.kl_divergence(q_a, p_a),
+            kl_z=tf.reduce_mean(tfd.kl_divergence(q_z, p_z), axis=0),
+            recon=-tf.reduce_mean(log_px, axis=0),
+            addresses=addresses,
+        )
 
     def sample(self, addresses, memory=None, seed=None):
         """Bernoulli means of p(x|z, m_a) with z ~ p(z|m_a) for given addresses.
@@ -252,7 +317,7 @@ class VMA(LatentVariableModel):
             `[N, *x]` pixel probabilities.
         """
         state = self.memory_state(memory)
-        gather = lambda t: tf.gather(t, addresses)
+        gather = lambda t: tf.nest.map_structure(lambda u: tf.gather(u, addresses), t)
         z = sampling.sample(networks.gaussian(gather(state["prior_z"])), _seed(seed))
         return tf.sigmoid(self.decoder(z, gather(state["decoder"])))
 
@@ -260,7 +325,8 @@ class VMA(LatentVariableModel):
         """`[num]` addresses a ~ p(a)."""
         state = self.memory_state(memory)
         return tfd.Categorical(logits=state["prior_logits"]).sample(
-                num, seed=_seed(seed))
+            num, seed=_seed(seed)
+        )
 
 
 class VAE(LatentVariableModel):
@@ -270,32 +336,135 @@ class VAE(LatentVariableModel):
     the IWAE gradient (there is no discrete latent).
     """
 
-    def __init__(self, encoder, decoder, latent_dim: int, x_event_ndims: int = 1,
-                              **kwargs):
+    def __init__(
+        self, encoder, decoder, latent_dim: int, x_event_ndims: int = 1, **kwargs
+    ):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.latent_dim = latent_dim
         self.x_event_ndims = x_event_ndims
 
-    def compute_terms(self, x, memory=None, num_samples=None, seed=None,
-                                        addresses=None) -> Terms:
+    def compute_terms(
+        self, x, memory=None, num_samples=None, seed=None, addresses=None
+    ) -> Terms:
         num_samples = num_samples or self.num_samples
         x = tf.cast(x, self.compute_dtype)
-        q_z = networks.gaussian(self.encoder(x))                       # [B]
+        q_z = networks.gaussian(self.encoder(x))  # [B]
         p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
-        z = sampling.sample(q_z, _seed(seed), [num_samples])           # [K, B, Z]
+        z = sampling.sample(q_z, _seed(seed), [num_samples])  # [K, B, Z]
         log_px = networks.bernoulli(self.decoder(z), self.x_event_ndims).log_prob(x)
         log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z)
         batch = tf.shape(x)[:1]
         return Terms(
-                log_weights=log_weights, log_q_a=None,
-                kl_a=tf.zeros(batch, x.dtype),
-                kl_z=tfd.kl_divergence(q_z, p_z),
-                recon=-tf.reduce_mean(log_px, axis=0))
+            log_weights=log_weights,
+            log_q_a=None,
+            kl_a=tf.zeros(batch, x.dtype),
+            kl_z=tfd.kl_divergence(q_z, p_z),
+            recon=-tf.reduce_mean(log_px, axis=0),
+        )
 
     def sample(self, num, seed=None):
         """`[num, *x]` pixel probabilities with z ~ N(0, I)."""
         z = networks.standard_gaussian(self.latent_dim, self.compute_dtype).sample(
-                num, seed=_seed(seed))
+            num, seed=_seed(seed)
+        )
         return tf.sigmoid(self.decoder(z))
+
+
+class SoftAttentionVAE(LatentVariableModel):
+    """Soft-attention memory baseline (paper section 4.2, Fig. 1A).
+
+    z is the top-level latent: p(z) = N(0, I), q(z|x); attention weights
+    w(z) = softmax_a S(h(m_a), g(z)) against the memory embeddings, and the
+    read-out m(z) = sum_a w_a m_a conditions the decoder exactly where VMA's
+    m_a does (through the shared pyramid and the same skip paths). There is
+    no discrete latent, so training uses the IWAE gradient.
+
+    Args:
+        memory: `MemoryBuffer`.
+        memory_embedder: h, `[|M|, *entry]` -> `[|M|, E]`.
+        query_net: g, `[..., Z]` -> `[..., E]`.
+        similarity: a `NormalizedSimilarity`.
+        encoder: q(z|x) network (memory-less `ConvEncoder`/`MLP`), `2 Z` outputs.
+        memory_net: feature network applied to m(z) (the shared pyramid).
+        decoder: conditional decoder taking `memory_features(memory_net(m))`.
+        latent_dim: Z.
+        x_event_ndims: event dims of x.
+    """
+
+    def __init__(
+        self,
+        memory: MemoryBuffer,
+        memory_embedder,
+        query_net,
+        similarity,
+        encoder,
+        memory_net,
+        decoder,
+        latent_dim: int,
+        x_event_ndims: int = 3,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.memory = memory
+        self.memory_embedder = memory_embedder
+        self.query_net = query_net
+        self.similarity = similarity
+        self.encoder = encoder
+        self.memory_net = memory_net
+        self.decoder = decoder
+        self.latent_dim = latent_dim
+        self.x_event_ndims = x_event_ndims
+
+    def no_decay_variables(self):
+        return list(self.memory.trainable_variables)
+
+    def attention_readout(self, z, m):
+        """`m(z)` `[K, B, *entry]` and weights `[K, B, |M|]` for z `[K, B, Z]`."""
+        weights = tf.nn.softmax(
+            self.similarity(self.memory_embedder(m), self.query_net(z)), axis=-1
+        )
+        flat_m = tf.reshape(m, [tf.shape(m)[0], -1])
+        read = tf.linalg.matmul(weights, flat_m)  # [K, B, D]
+        shape = tf.concat([tf.shape(z)[:-1], tf.shape(m)[1:]], 0)
+        return tf.reshape(read, shape), weights
+
+    def _decode(self, z, m_z):
+        lead = tf.shape(z)[:-1]
+        entry_rank = m_z.shape.rank - z.shape.rank + 1
+        folded = tf.reshape(m_z, tf.concat([[-1], tf.shape(m_z)[-entry_rank:]], 0))
+        features = self.decoder.memory_features(self.memory_net(folded))
+        unfold = lambda t: tf.reshape(t, tf.concat([lead, tf.shape(t)[1:]], 0))
+        return self.decoder(z, tf.nest.map_structure(unfold, features))
+
+    def compute_terms(
+        self, x, memory=None, num_samples=None, seed=None, addresses=None
+    ) -> Terms:
+        num_samples = num_samples or self.num_samples
+        x = tf.cast(x, self.compute_dtype)
+        m = self.memory(memory)
+        q_z = networks.gaussian(self.encoder(x))  # [B]
+        p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
+        z = sampling.sample(q_z, _seed(seed), [num_samples])  # [K, B, Z]
+        m_z, _ = self.attention_readout(z, m)
+        log_px = networks.bernoulli(self._decode(z, m_z), self.x_event_ndims).log_prob(
+            x
+        )
+        log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z)
+        return Terms(
+            log_weights=log_weights,
+            log_q_a=None,
+            kl_a=tf.zeros(tf.shape(x)[:1], x.dtype),
+            kl_z=tfd.kl_divergence(q_z, p_z),
+            recon=-tf.reduce_mean(log_px, axis=0),
+        )
+
+    def sample(self, num, memory=None, seed=None):
+        """`[num, *x]` pixel probabilities with z ~ N(0, I)."""
+        m = self.memory(memory)
+        z = sampling.standard_normal(
+            [1, num, self.latent_dim], _seed(seed), self.compute_dtype
+        )
+        m_z, _ = self.attention_readout(z, m)
+        return tf.sigmoid(self._decode(z, m_z))[0]

@@ -25,15 +25,21 @@ class MLP(keras.layers.Layer):
     (e.g. `[K, B, D]` for K samples), applying each `Dense` to the last axis.
     """
 
-    def __init__(self, hidden_units: Sequence[int], output_dim: int | None,
-                 activation: str = "relu", **kwargs):
+    def __init__(
+        self,
+        hidden_units: Sequence[int],
+        output_dim: int | None,
+        activation: str = "relu",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.hidden_units = tuple(hidden_units)
         self.output_dim = output_dim
         self.activation = activation
-        self.dense_layers = [keras.layers.Dense(u, activation=activation,
-                                                name=f"dense_{i}")
-                             for i, u in enumerate(hidden_units)]
+        self.dense_layers = [
+            keras.layers.Dense(u, activation=activation, name=f"dense_{i}")
+            for i, u in enumerate(hidden_units)
+        ]
         if output_dim is not None:
             self.dense_layers.append(keras.layers.Dense(output_dim, name="out"))
 
@@ -44,12 +50,20 @@ class MLP(keras.layers.Layer):
         return h
 
     def get_config(self):
-        return {**super().get_config(), "hidden_units": self.hidden_units,
-                "output_dim": self.output_dim, "activation": self.activation}
+        return {
+            **super().get_config(),
+            "hidden_units": self.hidden_units,
+            "output_dim": self.output_dim,
+            "activation": self.activation,
+        }
 
 
-def mlp(hidden_units: Sequence[int], output_dim: int | None,
-        activation: str = "relu", name: str | None = None) -> MLP:
+def mlp(
+    hidden_units: Sequence[int],
+    output_dim: int | None,
+    activation: str = "relu",
+    name: str | None = None,
+) -> MLP:
     """Shorthand for `MLP(hidden_units, output_dim, activation, name=name)`."""
     return MLP(hidden_units, output_dim, activation, name=name)
 
@@ -75,8 +89,14 @@ class ConditionalMLP(keras.layers.Layer):
             `[..., F]` (leading dims broadcast) -> `[..., output_dim]`.
     """
 
-    def __init__(self, hidden_units: Sequence[int], output_dim: int,
-                 activation: str = "relu", context: str = "first", **kwargs):
+    def __init__(
+        self,
+        hidden_units: Sequence[int],
+        output_dim: int,
+        activation: str = "relu",
+        context: str = "first",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not hidden_units:
             raise ValueError("ConditionalMLP needs at least one hidden layer")
@@ -87,13 +107,14 @@ class ConditionalMLP(keras.layers.Layer):
         self.context = context
         self.activation = keras.activations.get(activation)
         sizes = self.hidden_units + (output_dim,)
-        self.dense_layers = [keras.layers.Dense(u, name=f"dense_{i}")
-                             for i, u in enumerate(sizes)]
+        self.dense_layers = [
+            keras.layers.Dense(u, name=f"dense_{i}") for i, u in enumerate(sizes)
+        ]
         n_ctx = 1 if context == "first" else len(sizes)
         self._context_sizes = sizes[:n_ctx]
-        self.context_proj = keras.layers.Dense(sum(self._context_sizes),
-                                               use_bias=False,
-                                               name="context_proj")
+        self.context_proj = keras.layers.Dense(
+            sum(self._context_sizes), use_bias=False, name="context_proj"
+        )
 
     def memory_features(self, memory):
         return self.context_proj(memory)
@@ -138,5 +159,7 @@ def bernoulli(logits, event_ndims: int = 1) -> tfd.Distribution:
     Returns:
         A distribution with batch shape `[...]`.
     """
-    return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=logits.dtype),
-                                                  reinterpreted_batch_ndims=event_ndims)
+    return tfd.Independent(
+        tfd.Bernoulli(logits=logits, dtype=logits.dtype),
+        reinterpreted_batch_ndims=event_ndims,
+    )

@@ -25,7 +25,7 @@ def bits_to_unit(bits: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
     2^24 - 1/2 rounds to 2^24 and u becomes 1.0, so ndtri(u) = inf).
     """
     top23 = tf.bitwise.right_shift(bits, tf.constant(9, tf.uint32))
-    u = (tf.cast(top23, tf.float32) + 0.5) * (2.0 ** -23)
+    u = (tf.cast(top23, tf.float32) + 0.5) * (2.0**-23)
     return tf.cast(u, dtype)
 
 
@@ -42,10 +42,12 @@ def uniform(shape, seed, dtype=tf.float32) -> tf.Tensor:
     """
     # XLA and the TF kernels disagree on negative int32 seeds (as produced by
     # `stateless_split`); clearing the sign bit makes them agree.
-    seed = tf.bitwise.bitwise_and(tf.cast(seed, tf.int32),
-                                  tf.constant(0x7FFFFFFF, tf.int32))
-    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None,
-                                       maxval=None, dtype=tf.uint32)
+    seed = tf.bitwise.bitwise_and(
+        tf.cast(seed, tf.int32), tf.constant(0x7FFFFFFF, tf.int32)
+    )
+    bits = tf.random.stateless_uniform(
+        shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32
+    )
     return bits_to_unit(bits, dtype)
 
 
@@ -100,7 +102,11 @@ def sample(dist: tfd.Distribution, seed, sample_shape=()) -> tf.Tensor:
     if not isinstance(base, tfd.Normal):
         raise TypeError(f"cannot sample {type(base).__name__} here")
     loc, scale = base.loc, base.scale
-    shape = tf.concat([tf.constant(sample_shape, tf.int32),
-                       tf.broadcast_dynamic_shape(tf.shape(loc), tf.shape(scale))],
-                      axis=0)
+    shape = tf.concat(
+        [
+            tf.constant(sample_shape, tf.int32),
+            tf.broadcast_dynamic_shape(tf.shape(loc), tf.shape(scale)),
+        ],
+        axis=0,
+    )
     return loc + scale * standard_normal(shape, seed, loc.dtype)

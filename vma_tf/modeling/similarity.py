@@ -37,8 +37,9 @@ class NormalizedSimilarity(keras.layers.Layer):
     def __init__(self, variant: str = "normalized", eps: float = 1e-6, **kwargs):
         super().__init__(**kwargs)
         if variant not in VARIANTS:
-            raise ValueError(f"similarity variant must be one of {VARIANTS}; "
-                                              f"got {variant!r}")
+            raise ValueError(
+                f"similarity variant must be one of {VARIANTS}; got {variant!r}"
+            )
         self.variant = variant
         self.eps = eps
 

@@ -1,0 +1,83 @@
+"""`make_data(config, start_step)`: the datasets of any experiment config."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from vma_tf.configs import Config
+from vma_tf.data import omniglot
+from vma_tf.data.pipelines import (
+    ExperimentData,
+    epoch_batch_fn,
+    from_counter,
+    mnist_data,
+    sequential_batches,
+)
+
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1
+
+
+def _episodes(
+    config: Config, split: omniglot.OmniglotSet, stream: int, confounders: int
+):
+    d = config.data
+    return omniglot.episode_batch_fn(
+        tf.constant(split.images),
+        tf.constant(split.alphabet),
+        batch_classes=d.batch_classes,
+        targets_per_class=d.targets_per_class,
+        memory_per_class=d.memory_per_class,
+        confounder_classes=confounders,
+        seed=config.train.seed,
+        stream=stream,
+    )
+
+
+def omniglot_episode_data(config: Config, start_step: int = 0) -> ExperimentData:
+    """Few-shot episodes: train characters for training, test characters for
+    evaluation (periodic and final, 20 fixed episodes by default)."""
+    d = config.data
+    if d.dataset == "omniglot_fewshot":
+        train, test = omniglot.fewshot_split(omniglot.load_fewshot26(d.data_dir))
+    else:
+        train, test = omniglot.load_gmn28(d.data_dir)
+    make_train = _episodes(config, train, _TRAIN_STREAM, d.confounder_classes)
+    make_test = _episodes(config, test, _EVAL_STREAM, 0)
+    evals = {"test": from_counter(make_test, 0, d.eval_batches or 20)}
+    x_shape = tuple(train.images.shape[2:]) + (1,)
+    return ExperimentData(
+        train=from_counter(make_train, start_step),
+        evals=evals,
+        final_evals=evals,
+        sample_memory=make_test(tf.constant(0, tf.int64))["memory"].numpy(),
+        x_shape=x_shape,
+    )
+
+
+def omniglot_learned_data(config: Config, start_step: int = 0) -> ExperimentData:
+    """28x28 Omniglot as plain shuffled batches (learned memory or VAE)."""
+    train, test = omniglot.load_learned28(config.data.data_dir)
+    train, test = train[..., np.newaxis], test[..., np.newaxis]
+    t = config.train
+    make = epoch_batch_fn(tf.constant(train), t.batch_size, t.seed, _TRAIN_STREAM)
+    evals = {"test": sequential_batches(test, t.batch_size, config.data.eval_batches)}
+    return ExperimentData(
+        train=from_counter(make, start_step),
+        evals=evals,
+        final_evals={"test": sequential_batches(test, t.batch_size)},
+        sample_memory=None,
+        x_shape=train.shape[1:],
+    )
+
+
+def make_data(config: Config, start_step: int = 0) -> ExperimentData:
+    """Datasets for `config`; training batches start at `start_step`."""
+    dataset = config.data.dataset
+    if dataset == "binarized_mnist":
+        return mnist_data(config, start_step)
+    if dataset in ("omniglot_fewshot", "omniglot_gmn"):
+        return omniglot_episode_data(config, start_step)
+    if dataset == "omniglot_learned":
+        return omniglot_learned_data(config, start_step)
+    raise ValueError(f"unknown dataset {dataset!r}")

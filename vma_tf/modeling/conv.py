@@ -1,0 +1,256 @@
+"""Convolutional networks of the Omniglot experiments (paper section 4.2).
+
+Architecture, with the choices where the paper is ambiguous:
+
+* `ConvPyramid`: 6 conv layers, 3x3 kernels, `channels` maps (48 or 64; 32
+  for the small model), ReLU, stride 2 in every second layer: 26 -> 26 -> 13
+  -> 13 -> 7 -> 7 -> 4 (or 28 -> 14 -> 7 -> 4). It returns the last activation
+  at each resolution, `(a1, a3, a5, a6)`, for the decoder's skip paths.
+* **Tying.** One `ConvPyramid` instance is shared by q(z|m, x), p(z|m) and
+  p(x|m, z) ("we tie the parameters of the convolutional downscaling layers
+  in q(z|m) and p(x|m, z)"). The paper feeds q "the concatenation of x and
+  m"; we concatenate at the pyramid output — q(z|x, m_a) =
+  MLP([P(x), P(m_a)]) — so the pyramid of every memory entry is computed once
+  per step and shared by q, p(z|m) and the decoder, and P(x) once per
+  target. (A channel-wise concatenation at the input could not share one
+  pyramid with p(x|m, z), whose input is m alone.)
+* `ConvEncoder` q(z|x, m_a): the flattened top of P(x) and P(m_a) into an
+  MLP with one hidden layer and 2|z| outputs.
+* `TopMLP` p(z|m_a): the flattened top of P(m_a) into an MLP -> 2|z|.
+* `ConvDecoder` p(x|m_a, z): P(m_a)'s top is mapped to a |z|-vector,
+  concatenated with z, projected to a 4x4 map and upscaled by
+  transposed convolutions (conv 3x3 stride 1, transposed conv 3x3 stride 2,
+  cropped to the pyramid's sizes) mirroring the pyramid; **skip paths** add
+  the pyramid activation of m_a at each resolution (4, 7, 13, 26) to the
+  matching upscaling layer. Without memory (the VAE) there are no skips.
+* `ConvEmbedder` h(m), h^q(x): their own (untied) pyramid, flattened, an MLP
+  with one hidden layer, and a linear map into the matching space.
+
+All layers take images `[N, H, W, C]`; the decoder and encoder also accept
+extra leading sample dims (`[K, B, ...]`), folded into the batch for the
+convolutions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from vma_tf.modeling.networks import MLP, ConditionalMLP
+
+
+def _fold(x, inner_rank: int):
+    """Folds leading dims of `x` into one batch dim; returns (x, leading shape)."""
+    shape = tf.shape(x)
+    split = x.shape.rank - inner_rank
+    folded = tf.reshape(x, tf.concat([[-1], shape[split:]], 0))
+    return folded, shape[:split]
+
+
+def _unfold(x, lead, inner_rank: int):
+    """Inverse of `_fold`: `[N, *inner]` -> `[*lead, *inner]`."""
+    return tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0))
+
+
+class ConvPyramid(keras.layers.Layer):
+    """Downscaling pyramid: 6 conv 3x3 layers, stride 2 in every second one.
+
+    Call args:
+        images: `[N, H, W, C]`.
+
+    Returns:
+        Tuple of the last activation at each resolution, finest first:
+        `([N, H, W, ch], [N, H/2, W/2, ch], [N, H/4, ...], [N, H/8, ...])`
+        (sizes rounded up).
+    """
+
+    def __init__(self, channels: int = 64, num_layers: int = 6, **kwargs):
+        super().__init__(**kwargs)
+        if num_layers < 2 or num_layers % 2:
+            raise ValueError(f"num_layers must be even and >= 2; got {num_layers}")
+        self.channels = channels
+        self.num_layers = num_layers
+        self.convs = [
+            keras.layers.Conv2D(
+                channels,
+                3,
+                strides=1 + i % 2,
+                padding="same",
+                activation="relu",
+                name=f"conv_{i}",
+            )
+            for i in range(num_layers)
+        ]
+
+    def call(self, images):
+        outputs = []
+        h = images
+        for i, conv in enumerate(self.convs):
+            h = conv(h)
+            # The last activation at each resolution: a0, a2, a4 (each
+            # followed by a stride-2 layer) and the top a5.
+            if i % 2 == 0 or i == self.num_layers - 1:
+                outputs.append(h)
+        return tuple(outputs)
+
+
+def _flat_top(features):
+    top = features[-1]
+    return tf.reshape(top, tf.concat([tf.shape(top)[:1], [-1]], 0))
+
+
+class TopMLP(keras.layers.Layer):
+    """MLP on the flattened top of a pyramid's features (e.g. p(z|m_a))."""
+
+    def __init__(self, hidden_units: Sequence[int], output_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp = MLP(hidden_units, output_dim, name="mlp")
+
+    def call(self, features):
+        return self.mlp(_flat_top(features))
+
+
+class ConvEncoder(keras.layers.Layer):
+    """q(z|x, m_a) = MLP([P(x), P(m_a)]) with a shared (tied) pyramid P.
+
+    Args:
+        pyramid: the shared `ConvPyramid`.
+        hidden_units: hidden sizes of the MLP (paper: one hidden layer).
+        output_dim: 2|z|.
+        conditional: False for the memory-less VAE (q(z|x) = MLP(P(x))).
+
+    Methods:
+        memory_features(features): pyramid features of |M| entries ->
+            `[|M|, hidden_units[0]]`.
+        call(x, gathered): `[B, H, W, C]` and `[..., B, hidden]` -> `[..., B, out]`.
+    """
+
+    def __init__(
+        self,
+        pyramid: ConvPyramid,
+        hidden_units: Sequence[int],
+        output_dim: int,
+        conditional: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.pyramid = pyramid
+        self.conditional = conditional
+        if conditional:
+            self.head = ConditionalMLP(hidden_units, output_dim, name="head")
+        else:
+            self.head = MLP(hidden_units, output_dim, name="head")
+
+    def memory_features(self, features):
+        return self.head.memory_features(_flat_top(features))
+
+    def call(self, x, gathered=None):
+        top = _flat_top(self.pyramid(x))
+        if not self.conditional:
+            return self.head(top)
+        return self.head(top, gathered)
+
+
+class ConvDecoder(keras.layers.Layer):
+    """p(x|m_a, z): transposed-conv upscaling with skip paths from P(m_a).
+
+    Args:
+        image_shape: `(H, W, C)` of the output.
+        channels: feature maps (as the pyramid).
+        latent_dim: |z|; P(m_a)'s top is also mapped to a |z|-vector.
+        num_layers: conv layers, as the pyramid (6).
+        conditional: False for the VAE (no memory, no skips).
+
+    Methods:
+        memory_features(features): per-entry `(m_vec [|M|, |z|], skips...)`.
+        call(z, gathered): `z` `[..., Z]` and gathered per-entry features with
+            the same leading dims -> logits `[..., H, W, C]`.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        channels: int = 64,
+        latent_dim: int = 64,
+        num_layers: int = 6,
+        conditional: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.channels = channels
+        self.conditional = conditional
+        h, w, c = self.image_shape
+        sizes = [(h, w)]
+        for _ in range(num_layers // 2):
+            sizes.append(((sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2))
+        self.sizes = sizes  # e.g. [(26,26),(13,13),(7,7),(4,4)]
+        top_h, top_w = sizes[-1]
+        if conditional:
+            self.m_proj = keras.layers.Dense(latent_dim, name="m_proj")
+        self.to_map = keras.layers.Dense(
+            top_h * top_w * channels, activation=None, name="to_map"
+        )
+        self.convs, self.upconvs = [], []
+        for i in range(num_layers // 2):
+            self.convs.append(
+                keras.layers.Conv2D(
+                    channels, 3, padding="same", activation="relu", name=f"conv_{i}"
+                )
+            )
+            self.upconvs.append(
+                keras.layers.Conv2DTranspose(
+                    channels, 3, strides=2, padding="same", name=f"upconv_{i}"
+                )
+            )
+        self.out = keras.layers.Conv2D(c, 3, padding="same", name="logits")
+
+    def memory_features(self, features):
+        """`(m_vec, skip_top, ..., skip_full)` for |M| entries."""
+        skips = tuple(reversed(features))  # coarsest first: 4, 7, 13, 26
+        return (self.m_proj(_flat_top(features)),) + skips
+
+    def call(self, z, gathered=None):
+        z, lead = _fold(z, 1)
+        top_h, top_w = self.sizes[-1]
+        if self.conditional:
+            m_vec = _fold(gathered[0], 1)[0]
+            skips = [_fold(g, 3)[0] for g in gathered[1:]]
+            h = self.to_map(tf.concat([z, m_vec], axis=-1))
+        else:
+            skips = None
+            h = self.to_map(z)
+        h = tf.reshape(h, [-1, top_h, top_w, self.channels])
+        if skips:
+            h = h + skips[0]
+        h = tf.nn.relu(h)
+        for i, (conv, upconv) in enumerate(zip(self.convs, self.upconvs)):
+            h = conv(h)
+            th, tw = self.sizes[-2 - i]
+            h = upconv(h)[:, :th, :tw, :]
+            if skips:
+                h = h + skips[i + 1]
+            h = tf.nn.relu(h)
+        logits = self.out(h)
+        return _unfold(logits, lead, 3)
+
+
+class ConvEmbedder(keras.layers.Layer):
+    """h(m) or h^q(x): own pyramid -> flatten -> MLP (1 hidden) -> `[N, E]`."""
+
+    def __init__(
+        self,
+        channels: int,
+        hidden_units: Sequence[int],
+        embed_dim: int,
+        num_layers: int = 6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.pyramid = ConvPyramid(channels, num_layers, name="pyramid")
+        self.mlp = MLP(hidden_units, embed_dim, name="mlp")
+
+    def call(self, images):
+        return self.mlp(_flat_top(self.pyramid(images)))
