@@ -54,28 +54,16 @@ flags.DEFINE_enum(
 flags.DEFINE_enum(
     "decoder_context", None, ["first", "all"], "Which decoder layers see m_a."
 )
+flags.DEFINE_integer("channels", None, "Feature maps of every conv layer (Omniglot).")
+flags.DEFINE_float("weight_decay", None, "L2 penalty on all parameters except M.")
+flags.DEFINE_integer("batch_classes", None, "Characters per few-shot episode.")
+flags.DEFINE_integer("targets_per_class", None, "Targets per character.")
+flags.DEFINE_integer(
+    "memory_per_class", None, "Other examples of each character in memory."
+)
+flags.DEFINE_integer("confounder_classes", None, "Extra characters only in memory.")
 flags.DEFINE_boolean("jit", None, "Compile steps with XLA (jit_compile=True).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
-
-_OVERRIDES = (
-    "steps",
-    "batch_size",
-    "num_samples",
-    "memory_size",
-    "learning_rate",
-    "seed",
-    "data_dir",
-    "log_every",
-    "eval_every",
-    "checkpoint_every",
-    "eval_memory_size",
-    "eval_batches",
-    "similarity",
-    "prior",
-    "baseline",
-    "decoder_context",
-    "jit",
-)
 
 
 def _fail(message: str) -> None:
@@ -105,7 +93,9 @@ def main(argv):
                 ) from None
         else:
             base = configs.get_preset(FLAGS.preset)
-        config = configs.override(base, **{k: getattr(FLAGS, k) for k in _OVERRIDES})
+        config = configs.override(
+            base, **{k: getattr(FLAGS, k) for k in configs.FLAG_FIELDS}
+        )
         # Every input check before TensorFlow loads: errors stay one clean line.
         workdir = preflight(config, FLAGS.workdir)
         from vma_tf import training
