@@ -141,19 +141,16 @@ def _resolve(name: str, data_dir: PathLike | None) -> tuple[str, int, int]:
     return str(path), stat.st_size, stat.st_mtime_ns
 
 
+# What a truncated or corrupted .npz raises on reading.
+_NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _load_npz_array(path: str, key: str) -> np.ndarray:
     """One array of an ``.npz`` file, with read errors turned into DataError."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             return npz[key]
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        EOFError,
-        zipfile.BadZipFile,
-        zlib.error,
-    ) as exc:
+    except _NPZ_ERRORS as exc:
         raise DataError(
             f"{path}: cannot read array {key!r} ({type(exc).__name__}: {exc})"
         ) from exc
@@ -295,14 +292,7 @@ def _load_gmn_set(path: str, set_name: str) -> OmniglotSet:
         with np.load(path, allow_pickle=False) as npz:
             keys = sorted(npz.files)
             arrays = [npz[k] for k in keys]
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        EOFError,
-        zipfile.BadZipFile,
-        zlib.error,
-    ) as exc:
+    except _NPZ_ERRORS as exc:
         raise DataError(
             f"{path}: cannot be read ({type(exc).__name__}: {exc})"
         ) from exc
