@@ -293,3 +293,29 @@ def test_models_are_keras3():
     assert isinstance(model, keras.Model) and isinstance(model, VMA)
     assert keras.__version__.startswith("3.")
     assert isinstance(_model(kind="vae"), VAE)
+
+
+def test_chunked_draws_reproduce_the_unchunked_draw():
+    """Samples [k0, k0 + k) drawn with offset k0 equal that slice of one draw."""
+    seed = tf.constant([4, -5])
+    logits = tf.random.stateless_normal([3, 7], seed=[1, 2])
+    full = sampling.categorical(logits, 10, seed)
+    parts = [
+        sampling.categorical(logits, 3, seed, 0),
+        sampling.categorical(logits, 5, seed, 3),
+        sampling.categorical(logits, 2, seed, 8),
+    ]
+    np.testing.assert_array_equal(tf.concat(parts, 0).numpy(), full.numpy())
+    normal = tfd.Independent(tfd.Normal(tf.zeros([3, 5]), 1.0), 1)
+    full = sampling.sample(normal, seed, [9])
+    parts = [
+        sampling.sample(normal, seed, [4], 0),
+        sampling.sample(normal, seed, [5], 4),
+    ]
+    np.testing.assert_array_equal(tf.concat(parts, 0).numpy(), full.numpy())
+    public = tf.random.stateless_uniform(
+        [11], seed=[4, 5], minval=None, maxval=None, dtype=tf.uint32, alg="philox"
+    )
+    np.testing.assert_array_equal(
+        sampling.random_bits([11], [4, 5]).numpy(), public.numpy()
+    )

@@ -90,9 +90,21 @@ class LatentVariableModel(keras.Model):
 
     # -- subclasses implement -------------------------------------------------
     def compute_terms(
-        self, x, memory=None, num_samples=None, seed=None, addresses=None
+        self,
+        x,
+        memory=None,
+        num_samples=None,
+        seed=None,
+        addresses=None,
+        state=None,
+        sample_offset=0,
     ) -> Terms:
+        """K-sample log-weights and diagnostics; see `VMA.compute_terms`."""
         raise NotImplementedError
+
+    def memory_state(self, memory=None):
+        """Per-memory-entry tensors reusable across calls (None: no memory)."""
+        return None
 
     # -- shared ---------------------------------------------------------------
     @property
@@ -261,7 +273,14 @@ class VMA(LatentVariableModel):
         return q_a, p_a
 
     def compute_terms(
-        self, x, memory=None, num_samples=None, seed=None, addresses=None
+        self,
+        x,
+        memory=None,
+        num_samples=None,
+        seed=None,
+        addresses=None,
+        state=None,
+        sample_offset=0,
     ) -> Terms:
         """K-sample log-weights and diagnostics.
 
@@ -272,19 +291,25 @@ class VMA(LatentVariableModel):
             seed: stateless seed `[2]`; same seed => same samples.
             addresses: optional `[K, B]` int addresses to use instead of sampling
                 from q(a|x) (exact enumeration in tests).
+            state: `memory_state(memory)` computed before, to reuse the
+                per-entry work across calls (evaluation in chunks).
+            sample_offset: index of the first of these K samples in a longer
+                draw with the same seed: chunks [k0, k0 + k) of one draw
+                reproduce the unchunked draw exactly.
 
         Returns:
             `Terms`.
         """
         num_samples = num_samples or self.num_samples
         x = tf.cast(x, self.compute_dtype)
-        state = self.memory_state(memory)
+        if state is None:
+            state = self.memory_state(memory)
         q_a, p_a = self.address_distributions(x, state=state)
         seed_a, seed_z = tf.unstack(
             tf.random.experimental.stateless_split(_seed(seed), 2)
         )
         if addresses is None:
-            addresses = sampling.sample(q_a, seed_a, [num_samples])  # [K, B]
+            addresses = sampling.sample(q_a, seed_a, [num_samples], sample_offset)
         log_q_a = q_a.log_prob(addresses)  # [K, B]
         log_p_a = p_a.log_prob(addresses)  # [K, B]
         gather = lambda t: tf.nest.map_structure(  # [K, B, ..]
@@ -292,7 +317,7 @@ class VMA(LatentVariableModel):
         )
         q_z = networks.gaussian(self.encoder(x, gather(state["encoder"])))
         p_z = networks.gaussian(gather(state["prior_z"]))
-        z = sampling.sample(q_z, seed_z)  # [K, B, Z]
+        z = sampling.sample(q_z, seed_z, (), sample_offset)  # [K, B, Z]
         logits = self.decoder(z, gather(state["decoder"]))
         log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
         log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z) + log_p_a - log_q_a
@@ -346,13 +371,20 @@ class VAE(LatentVariableModel):
         self.x_event_ndims = x_event_ndims
 
     def compute_terms(
-        self, x, memory=None, num_samples=None, seed=None, addresses=None
+        self,
+        x,
+        memory=None,
+        num_samples=None,
+        seed=None,
+        addresses=None,
+        state=None,
+        sample_offset=0,
     ) -> Terms:
         num_samples = num_samples or self.num_samples
         x = tf.cast(x, self.compute_dtype)
         q_z = networks.gaussian(self.encoder(x))  # [B]
         p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
-        z = sampling.sample(q_z, _seed(seed), [num_samples])  # [K, B, Z]
+        z = sampling.sample(q_z, _seed(seed), [num_samples], sample_offset)
         log_px = networks.bernoulli(self.decoder(z), self.x_event_ndims).log_prob(x)
         log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z)
         batch = tf.shape(x)[:1]
@@ -439,14 +471,21 @@ class SoftAttentionVAE(LatentVariableModel):
         return self.decoder(z, tf.nest.map_structure(unfold, features))
 
     def compute_terms(
-        self, x, memory=None, num_samples=None, seed=None, addresses=None
+        self,
+        x,
+        memory=None,
+        num_samples=None,
+        seed=None,
+        addresses=None,
+        state=None,
+        sample_offset=0,
     ) -> Terms:
         num_samples = num_samples or self.num_samples
         x = tf.cast(x, self.compute_dtype)
         m = self.memory(memory)
         q_z = networks.gaussian(self.encoder(x))  # [B]
         p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
-        z = sampling.sample(q_z, _seed(seed), [num_samples])  # [K, B, Z]
+        z = sampling.sample(q_z, _seed(seed), [num_samples], sample_offset)
         m_z, _ = self.attention_readout(z, m)
         log_px = networks.bernoulli(self._decode(z, m_z), self.x_event_ndims).log_prob(
             x

@@ -29,34 +29,65 @@ def bits_to_unit(bits: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
     return tf.cast(u, dtype)
 
 
-def uniform(shape, seed, dtype=tf.float32) -> tf.Tensor:
-    """U(0, 1) samples of `shape`, strictly inside (0, 1).
+def random_bits(shape, seed, offset=0) -> tf.Tensor:
+    """uint32 Philox bits of `shape`, addressable by element `offset`.
+
+    The result equals elements `[offset, offset + size)` of the flattened bits
+    of one long draw with this seed, so a K-sample draw can be produced in
+    chunks that reproduce the unchunked draw exactly (Philox is counter-based:
+    4 words per counter step). Identical in XLA and the TF kernels.
 
     Args:
         shape: output shape.
         seed: stateless seed, int `[2]`.
-        dtype: float dtype of the result.
+        offset: number of elements of this stream drawn before (int scalar).
 
     Returns:
-        `shape` tensor of `dtype`.
+        `shape` uint32 tensor.
     """
     # XLA and the TF kernels disagree on negative int32 seeds (as produced by
     # `stateless_split`); clearing the sign bit makes them agree.
     seed = tf.bitwise.bitwise_and(
         tf.cast(seed, tf.int32), tf.constant(0x7FFFFFFF, tf.int32)
     )
-    bits = tf.random.stateless_uniform(
-        shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32
+    key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
+    offset = tf.cast(offset, tf.int64)
+    lane = tf.cast(offset % 4, tf.int32)
+    counter = counter + tf.stack(
+        [tf.cast(offset // 4, tf.uint64), tf.constant(0, tf.uint64)]
     )
-    return bits_to_unit(bits, dtype)
+    size = tf.reduce_prod(tf.cast(shape, tf.int32))
+    flat = tf.raw_ops.StatelessRandomUniformFullIntV2(
+        shape=tf.reshape(size + lane, [1]),
+        key=key,
+        counter=counter,
+        alg=1,  # Philox, explicitly: the same on every device.
+        dtype=tf.uint32,
+    )
+    return tf.reshape(flat[lane:], shape)
 
 
-def standard_normal(shape, seed, dtype=tf.float32) -> tf.Tensor:
+def uniform(shape, seed, dtype=tf.float32, offset=0) -> tf.Tensor:
+    """U(0, 1) samples of `shape`, strictly inside (0, 1).
+
+    Args:
+        shape: output shape.
+        seed: stateless seed, int `[2]`.
+        dtype: float dtype of the result.
+        offset: elements of this stream drawn before (see `random_bits`).
+
+    Returns:
+        `shape` tensor of `dtype`.
+    """
+    return bits_to_unit(random_bits(shape, seed, offset), dtype)
+
+
+def standard_normal(shape, seed, dtype=tf.float32, offset=0) -> tf.Tensor:
     """N(0, 1) samples of `shape` by the inverse CDF of `uniform`."""
-    return tf.math.ndtri(uniform(shape, seed, dtype))
+    return tf.math.ndtri(uniform(shape, seed, dtype, offset))
 
 
-def categorical(logits, num_samples: int, seed) -> tf.Tensor:
+def categorical(logits, num_samples: int, seed, offset=0) -> tf.Tensor:
     """Samples `[num_samples, *batch]` int32 from `Categorical(logits)`.
 
     Gumbel-max: argmax_a (logits_a + G_a) with G_a = -log(-log U_a) is an exact
@@ -66,17 +97,21 @@ def categorical(logits, num_samples: int, seed) -> tf.Tensor:
         logits: `[*batch, n]` logits.
         num_samples: number of samples.
         seed: stateless seed, int `[2]`.
+        offset: samples of this stream drawn before: samples
+            `[offset, offset + num_samples)` of one long draw are returned.
 
     Returns:
         `[num_samples, *batch]` indices in `[0, n)`.
     """
     logits = tf.convert_to_tensor(logits)
     shape = tf.concat([[num_samples], tf.shape(logits)], axis=0)
-    gumbel = -tf.math.log(-tf.math.log(uniform(shape, seed, logits.dtype)))
+    elements = tf.cast(offset, tf.int64) * tf.size(logits, out_type=tf.int64)
+    u = uniform(shape, seed, logits.dtype, elements)
+    gumbel = -tf.math.log(-tf.math.log(u))
     return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
 
 
-def sample(dist: tfd.Distribution, seed, sample_shape=()) -> tf.Tensor:
+def sample(dist: tfd.Distribution, seed, sample_shape=(), offset=0) -> tf.Tensor:
     """Samples a `Categorical` or a (possibly `Independent`) `Normal`.
 
     Normal samples are reparameterised (loc + scale * eps), so gradients flow
@@ -87,6 +122,9 @@ def sample(dist: tfd.Distribution, seed, sample_shape=()) -> tf.Tensor:
         seed: stateless seed, int `[2]`.
         sample_shape: leading sample shape (a tuple of at most one int for
             `Categorical`).
+        offset: slices along the leading axis of the result (the sample axis,
+            or the first batch axis without one) drawn before; see
+            `random_bits`.
 
     Returns:
         `[*sample_shape, *batch, *event]` samples.
@@ -96,7 +134,7 @@ def sample(dist: tfd.Distribution, seed, sample_shape=()) -> tf.Tensor:
         if len(sample_shape) > 1:
             raise ValueError("categorical sample_shape must have rank <= 1")
         n = sample_shape[0] if sample_shape else 1
-        out = categorical(dist.logits_parameter(), n, seed)
+        out = categorical(dist.logits_parameter(), n, seed, offset)
         return out if sample_shape else out[0]
     base = dist.distribution if isinstance(dist, tfd.Independent) else dist
     if not isinstance(base, tfd.Normal):
@@ -109,4 +147,6 @@ def sample(dist: tfd.Distribution, seed, sample_shape=()) -> tf.Tensor:
         ],
         axis=0,
     )
-    return loc + scale * standard_normal(shape, seed, loc.dtype)
+    per_slice = tf.reduce_prod(tf.cast(shape[1:], tf.int64))
+    elements = tf.cast(offset, tf.int64) * per_slice
+    return loc + scale * standard_normal(shape, seed, loc.dtype, elements)
