@@ -72,3 +72,79 @@ def test_more_samples_tighten_the_bound_on_average():
 def test_mean_and_stderr():
     mean, se = mean_and_stderr(np.array([1.0, 2.0, 3.0, 4.0]))
     assert mean == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def test_nll_protocol_on_a_trained_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from test_training import tiny
+
+    from vma_tf import training
+    from vma_tf.evaluation import load_run, nll_protocol
+
+    training.train_and_evaluate(tiny(steps=20), tmp_path, progress=False)
+    config, model, data, step = load_run(tmp_path)
+    assert step == 20
+    result = nll_protocol(model, data.final_evals, 30, num_examples=10, chunk_size=7)
+    assert set(result) == {"test", "test_m32"}
+    for split in result.values():
+        assert split["num_examples"] == 10 and split["num_samples"] == 30
+        for key in ("nll_bound", "kl_a", "kl_z", "recon"):
+            assert np.isfinite(split[key]["mean"]) and split[key]["stderr"] >= 0
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launchers.evaluate",
+            f"--workdir={tmp_path}",
+            "--num_samples=10",
+            "--num_examples=8",
+            f"--out={tmp_path / 'ev'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "ev" / "nll.json").read_text())
+    assert report["step"] == 20 and report["results"]["test"]["num_samples"] == 10
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--num_samples=0"], "--num_samples=0 must be >= 1"),
+        (["--protocol=bogus"], "protocol"),
+    ],
+)
+def test_evaluate_bad_flags(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    (tmp_path / "config.json").write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "launchers.evaluate", f"--workdir={tmp_path}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and message in proc.stderr
+
+
+def test_evaluate_needs_a_run(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "launchers.evaluate", f"--workdir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert (
+        proc.stderr.strip()
+        == f"error: --workdir={tmp_path} has no config.json (not a run)"
+    )

@@ -88,3 +88,83 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     if values.size < 2:
         return float(values.mean()), float("nan")
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+
+
+def load_run(workdir):
+    """Rebuilds the model of a training workdir from its newest checkpoint.
+
+    Args:
+        workdir: a directory written by `train_and_evaluate`.
+
+    Returns:
+        `(config, model, data, step)`.
+
+    Raises:
+        vma_tf.errors.WorkdirError: no config or no checkpoint in `workdir`.
+    """
+    import json
+    import pathlib
+
+    from vma_tf import checkpointing
+    from vma_tf.configs import Config
+    from vma_tf.data.experiments import make_data
+    from vma_tf.errors import WorkdirError
+    from vma_tf.training import build_model
+
+    workdir = pathlib.Path(workdir).expanduser()
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise WorkdirError(f"--workdir={workdir} has no config.json (not a run)")
+    config = Config.from_dict(json.loads(config_path.read_text()))
+    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    if latest is None:
+        raise WorkdirError(f"--workdir={workdir} has no checkpoint yet")
+    data = make_data(config)
+    model = build_model(config, data.x_shape, next(iter(data.train)))
+    checkpointing.restore(checkpointing.make_checkpoint(model), latest)
+    return config, model, data, int(model.optimizer.iterations.numpy())
+
+
+def nll_protocol(
+    model,
+    evals,
+    num_samples: int,
+    num_examples: int = 0,
+    chunk_size: int = 100,
+    seed: int = 0,
+) -> dict:
+    """Test bound L_K (K up to thousands, streamed) on each evaluation split.
+
+    Args:
+        model: a restored model.
+        evals: `split -> dataset` of batches `{"x", "memory"?}` (the run's
+            final evaluation sets: the same memory construction as training).
+        num_samples: K.
+        num_examples: stop after this many examples per split (0: all).
+        chunk_size: samples per chunk.
+        seed: evaluation seed.
+
+    Returns:
+        `{split: {metric: {"mean", "stderr"}, "num_examples", "num_samples"}}`.
+    """
+    stream = StreamedBound(model, chunk_size)
+    out = {}
+    for split, ds in evals.items():
+        values = {k: [] for k in ("nll_bound", "kl_a", "kl_z", "recon")}
+        seen = 0
+        for i, batch in enumerate(ds):
+            res = stream(batch["x"], batch.get("memory"), num_samples, seed=(seed, i))
+            take = len(res["nll_bound"])
+            if num_examples:
+                take = min(take, num_examples - seen)
+            for k in values:
+                values[k].append(res[k][:take])
+            seen += take
+            if num_examples and seen >= num_examples:
+                break
+        summary = {}
+        for k, v in values.items():
+            mean, se = mean_and_stderr(np.concatenate(v))
+            summary[k] = {"mean": mean, "stderr": se}
+        out[split] = {**summary, "num_examples": seen, "num_samples": num_samples}
+    return out
