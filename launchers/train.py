@@ -62,6 +62,9 @@ flags.DEFINE_integer(
     "memory_per_class", None, "Other examples of each character in memory."
 )
 flags.DEFINE_integer("confounder_classes", None, "Extra characters only in memory.")
+flags.DEFINE_enum(
+    "skip_mode", None, ["concat", "add"], "How the conv decoder joins skip paths."
+)
 flags.DEFINE_boolean("jit", None, "Compile steps with XLA (jit_compile=True).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 

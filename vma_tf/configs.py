@@ -79,6 +79,8 @@ class ModelConfig:
             `"geometric"` (Mnih & Rezende 2016).
         decoder_context: where p(x|z, m_a) sees m_a: `"first"` layer only
             (an MLP on [z, m_a]) or `"all"` layers (skip paths from m_a).
+        skip_mode: how the conv decoder joins the skip paths from m_a's
+            pyramid: `"concat"` or `"add"` (conv only).
     """
 
     kind: str = "vma"
@@ -96,6 +98,7 @@ class ModelConfig:
     num_samples: int = 4
     baseline: str = "arithmetic"
     decoder_context: str = "all"
+    skip_mode: str = "concat"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +173,7 @@ FLAG_FIELDS = {
     "prior": ("model", "prior"),
     "baseline": ("model", "baseline"),
     "decoder_context": ("model", "decoder_context"),
+    "skip_mode": ("model", "skip_mode"),
     "channels": ("model", "channels"),
     "weight_decay": ("model", "weight_decay"),
     "batch_classes": ("data", "batch_classes"),
@@ -282,6 +286,7 @@ def validate(config: Config) -> Config:
     _choice("prior", m.prior, ("learned", "flat"))
     _choice("baseline", m.baseline, ("arithmetic", "geometric"))
     _choice("decoder_context", m.decoder_context, ("first", "all"))
+    _choice("skip_mode", m.skip_mode, ("concat", "add"))
     if d.task == "episodes":  # Before the sizes derived from them.
         for flag in ("batch_classes", "targets_per_class", "memory_per_class"):
             _at_least(flag, getattr(d, flag), 1)

@@ -57,7 +57,12 @@ def build_conv_model(
     common = _common(config, seed)
     pyramid = conv.ConvPyramid(ch, name="pyramid")  # Tied: q, p(z|m), p(x|.)
     decoder = lambda conditional: conv.ConvDecoder(
-        x_shape, ch, z, conditional=conditional, name="decoder"
+        x_shape,
+        ch,
+        z,
+        conditional=conditional,
+        skip_mode=config.skip_mode,
+        name="decoder",
     )
     if config.kind == "vae":
         return VAE(

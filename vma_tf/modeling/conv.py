@@ -20,9 +20,10 @@ Architecture, with the choices where the paper is ambiguous:
 * `ConvDecoder` p(x|m_a, z): P(m_a)'s top is mapped to a |z|-vector,
   concatenated with z, projected to a 4x4 map and upscaled by
   transposed convolutions (conv 3x3 stride 1, transposed conv 3x3 stride 2,
-  cropped to the pyramid's sizes) mirroring the pyramid; **skip paths** add
-  the pyramid activation of m_a at each resolution (4, 7, 13, 26) to the
-  matching upscaling layer. Without memory (the VAE) there are no skips.
+  cropped to the pyramid's sizes) mirroring the pyramid; **skip paths**
+  concatenate the pyramid activation of m_a at each resolution (4, 7, 13, 26)
+  to the matching upscaling layer (U-Net style), so the next conv learns how
+  much of the template to use. Without memory (the VAE) there are no skips.
 * `ConvEmbedder` h(m), h^q(x): their own (untied) pyramid, flattened, an MLP
   with one hidden layer, and a linear map into the matching space.
 
@@ -162,6 +163,10 @@ class ConvDecoder(keras.layers.Layer):
         latent_dim: |z|; P(m_a)'s top is also mapped to a |z|-vector.
         num_layers: conv layers, as the pyramid (6).
         conditional: False for the VAE (no memory, no skips).
+        skip_mode: `"concat"` (default): the skip activation is concatenated
+            to the upscaling path and the next conv learns how much of the
+            template to use; `"add"`: added before the ReLU (the decoder
+            cannot weight it apart from its own features; measured worse).
 
     Methods:
         memory_features(features): per-entry `(m_vec [|M|, |z|], skips...)`.
@@ -176,9 +181,13 @@ class ConvDecoder(keras.layers.Layer):
         latent_dim: int = 64,
         num_layers: int = 6,
         conditional: bool = True,
+        skip_mode: str = "concat",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if skip_mode not in ("concat", "add"):
+            raise ValueError(f"skip_mode must be 'concat' or 'add'; got {skip_mode!r}")
+        self.skip_mode = skip_mode
         self.image_shape = tuple(int(s) for s in image_shape)
         self.channels = channels
         self.conditional = conditional
@@ -212,6 +221,14 @@ class ConvDecoder(keras.layers.Layer):
         skips = tuple(reversed(features))  # coarsest first: 4, 7, 13, 26
         return (self.m_proj(_flat_top(features)),) + skips
 
+    def _merge(self, h, skip):
+        """ReLU of the upscaling path, joined with the skip activation of m_a."""
+        if skip is None:
+            return tf.nn.relu(h)
+        if self.skip_mode == "add":
+            return tf.nn.relu(h + skip)
+        return tf.concat([tf.nn.relu(h), skip], axis=-1)
+
     def call(self, z, gathered=None):
         z, lead = _fold(z, 1)
         top_h, top_w = self.sizes[-1]
@@ -223,16 +240,12 @@ class ConvDecoder(keras.layers.Layer):
             skips = None
             h = self.to_map(z)
         h = tf.reshape(h, [-1, top_h, top_w, self.channels])
-        if skips:
-            h = h + skips[0]
-        h = tf.nn.relu(h)
+        h = self._merge(h, skips[0] if skips else None)
         for i, (conv, upconv) in enumerate(zip(self.convs, self.upconvs)):
             h = conv(h)
             th, tw = self.sizes[-2 - i]
             h = upconv(h)[:, :th, :tw, :]
-            if skips:
-                h = h + skips[i + 1]
-            h = tf.nn.relu(h)
+            h = self._merge(h, skips[i + 1] if skips else None)
         logits = self.out(h)
         return _unfold(logits, lead, 3)
 
