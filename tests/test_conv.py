@@ -33,7 +33,9 @@ def _images(shape, seed=0):
     return tf.constant((rng.uniform(size=shape) > 0.7).astype(np.float32))
 
 
-@pytest.mark.parametrize("size,expected", [(26, [26, 13, 7, 4]), (28, [28, 14, 7, 4])])
+@pytest.mark.parametrize(
+    "size,expected", [(26, [26, 26, 13, 7, 4]), (28, [28, 28, 14, 7, 4])]
+)
 def test_pyramid_resolutions(size, expected):
     feats = conv.ConvPyramid(6)(tf.zeros([2, size, size, 1]))
     assert [f.shape[1] for f in feats] == expected
@@ -42,7 +44,7 @@ def test_pyramid_resolutions(size, expected):
 
 @pytest.mark.parametrize("size", [26, 28])
 def test_decoder_and_encoder_shapes(size):
-    pyramid = conv.ConvPyramid(6)
+    pyramid = conv.ConvPyramid(6, joint=True)
     feats = pyramid(tf.zeros([M, size, size, 1]))
     dec = conv.ConvDecoder((size, size, 1), channels=6, latent_dim=3)
     per_entry = dec.memory_features(feats)

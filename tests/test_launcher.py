@@ -33,11 +33,18 @@ BAD = [
     (["--steps=abc"], "steps"),
     (["positional"], "unexpected arguments"),
     (
-        ["--preset=omniglot_fewshot", "--targets_per_class=15", "--memory_per_class=10"],
+        [
+            "--preset=omniglot_fewshot",
+            "--targets_per_class=15",
+            "--memory_per_class=10",
+        ],
         "--targets_per_class=15 + --memory_per_class=10 exceeds",
     ),
     (["--preset=omniglot_fewshot", "--batch_size=64"], "--batch_size=64 conflicts"),
-    (["--preset=omniglot_fewshot", "--batch_classes=200"], "exceeds the 144 characters"),
+    (
+        ["--preset=omniglot_fewshot", "--batch_classes=200"],
+        "exceeds the 144 characters",
+    ),
 ]
 
 

@@ -55,7 +55,10 @@ def build_conv_model(
         raise ValueError(f"conv models take (H, W, C) images; got {x_shape}")
     ch, hidden, z = config.channels, tuple(config.hidden_units), config.latent_dim
     common = _common(config, seed)
-    pyramid = conv.ConvPyramid(ch, name="pyramid")  # Tied: q, p(z|m), p(x|.)
+    joint = config.kind == "vma"  # q(z|x, m_a) on [m_a, x].
+    pyramid = conv.ConvPyramid(
+        ch, joint=joint, name="pyramid"
+    )  # Tied: q, p(z|m), p(x|.)
     decoder = lambda conditional: conv.ConvDecoder(
         x_shape,
         ch,

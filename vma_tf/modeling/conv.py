@@ -8,13 +8,12 @@ Architecture, with the choices where the paper is ambiguous:
   at each resolution, `(a1, a3, a5, a6)`, for the decoder's skip paths.
 * **Tying.** One `ConvPyramid` instance is shared by q(z|m, x), p(z|m) and
   p(x|m, z) ("we tie the parameters of the convolutional downscaling layers
-  in q(z|m) and p(x|m, z)"). The paper feeds q "the concatenation of x and
-  m"; we concatenate at the pyramid output — q(z|x, m_a) =
-  MLP([P(x), P(m_a)]) — so the pyramid of every memory entry is computed once
-  per step and shared by q, p(z|m) and the decoder, and P(x) once per
-  target. (A channel-wise concatenation at the input could not share one
-  pyramid with p(x|m, z), whose input is m alone.)
-* `ConvEncoder` q(z|x, m_a): the flattened top of P(x) and P(m_a) into an
+  in q(z|m) and p(x|m, z)"). q takes "the concatenation of x and m" as
+  input: its first layer is conv_m(m_a) + conv_x(x), and p's pyramid of m
+  alone is the same network with x = 0 (conv_x is q's only extra
+  parameter). conv_m(m) and m's whole pyramid are computed once per memory
+  entry; the rest of q's pyramid runs per (sample, target) pair.
+* `ConvEncoder` q(z|x, m_a): the flattened top of the joint pyramid into an
   MLP with one hidden layer and 2|z| outputs.
 * `TopMLP` p(z|m_a): the flattened top of P(m_a) into an MLP -> 2|z|.
 * `ConvDecoder` p(x|m_a, z): P(m_a)'s top is mapped to a |z|-vector,
@@ -39,7 +38,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from vma_tf.modeling.networks import MLP, ConditionalMLP
+from vma_tf.modeling.networks import MLP
 
 
 def _fold(x, inner_rank: int):
@@ -58,16 +57,25 @@ def _unfold(x, lead, inner_rank: int):
 class ConvPyramid(keras.layers.Layer):
     """Downscaling pyramid: 6 conv 3x3 layers, stride 2 in every second one.
 
+    With `joint=True` the first layer also has an x-half, for q(z|x, m_a)
+    on the channel concatenation [m_a, x]: conv([m, x]) = conv_m(m) + conv_x(x).
+    The m-half (`convs[0]`) and every later layer are shared with the pyramid
+    of m alone, so p's pyramid is q's with x = 0 (fully tied), and conv_m(m)
+    is computed once per memory entry.
+
     Call args:
         images: `[N, H, W, C]`.
 
     Returns:
-        Tuple of the last activation at each resolution, finest first:
-        `([N, H, W, ch], [N, H/2, W/2, ch], [N, H/4, ...], [N, H/8, ...])`
-        (sizes rounded up).
+        `(pre0, a0, a2, a4, top)`: the first layer's pre-activation
+        `[N, H, W, ch]`, then the last activation at each resolution, finest
+        first: `[N, H, W, ch]`, `[N, H/2, W/2, ch]`, `[N, H/4, ...]`,
+        `[N, H/8, ...]` (sizes rounded up).
     """
 
-    def __init__(self, channels: int = 64, num_layers: int = 6, **kwargs):
+    def __init__(
+        self, channels: int = 64, num_layers: int = 6, joint: bool = False, **kwargs
+    ):
         super().__init__(**kwargs)
         if num_layers < 2 or num_layers % 2:
             raise ValueError(f"num_layers must be even and >= 2; got {num_layers}")
@@ -79,19 +87,32 @@ class ConvPyramid(keras.layers.Layer):
                 3,
                 strides=1 + i % 2,
                 padding="same",
-                activation="relu",
+                activation=None if i == 0 else "relu",
                 name=f"conv_{i}",
             )
             for i in range(num_layers)
         ]
+        self.joint_conv = None
+        if joint:
+            self.joint_conv = keras.layers.Conv2D(
+                channels, 3, padding="same", use_bias=False, name="conv_0_joint"
+            )
+
+    def build(self, *args, **kwargs):
+        # Sublayers (and the joint half, used only by q) build on first call.
+        self.built = True
 
     def call(self, images):
-        outputs = []
-        h = images
-        for i, conv in enumerate(self.convs):
-            h = conv(h)
+        return self.from_preactivation(self.convs[0](images))
+
+    def from_preactivation(self, pre):
+        """The pyramid from the first layer's pre-activation `[N, H, W, ch]`."""
+        h = tf.nn.relu(pre)
+        outputs = [pre, h]
+        for i in range(1, self.num_layers):
+            h = self.convs[i](h)
             # The last activation at each resolution: a0, a2, a4 (each
-            # followed by a stride-2 layer) and the top a5.
+            # followed by a stride-2 layer) and the top.
             if i % 2 == 0 or i == self.num_layers - 1:
                 outputs.append(h)
         return tuple(outputs)
@@ -114,18 +135,19 @@ class TopMLP(keras.layers.Layer):
 
 
 class ConvEncoder(keras.layers.Layer):
-    """q(z|x, m_a) = MLP([P(x), P(m_a)]) with a shared (tied) pyramid P.
+    """q(z|x, m_a): the tied pyramid on the concatenation [m_a, x], then an MLP.
 
     Args:
-        pyramid: the shared `ConvPyramid`.
+        pyramid: the shared `ConvPyramid` (`joint=True` when conditional).
         hidden_units: hidden sizes of the MLP (paper: one hidden layer).
         output_dim: 2|z|.
         conditional: False for the memory-less VAE (q(z|x) = MLP(P(x))).
 
     Methods:
-        memory_features(features): pyramid features of |M| entries ->
-            `[|M|, hidden_units[0]]`.
-        call(x, gathered): `[B, H, W, C]` and `[..., B, hidden]` -> `[..., B, out]`.
+        memory_features(features): the pyramid's first-layer pre-activation of
+            the |M| entries, `[|M|, H, W, ch]` (computed once per step).
+        call(x, gathered): `[B, H, W, C]` and `[..., B, H, W, ch]` ->
+            `[..., B, out]`; the rest of the pyramid runs per (sample, target).
     """
 
     def __init__(
@@ -137,21 +159,23 @@ class ConvEncoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if conditional and pyramid.joint_conv is None:
+            raise ValueError("a conditional ConvEncoder needs ConvPyramid(joint=True)")
         self.pyramid = pyramid
         self.conditional = conditional
-        if conditional:
-            self.head = ConditionalMLP(hidden_units, output_dim, name="head")
-        else:
-            self.head = MLP(hidden_units, output_dim, name="head")
+        self.head = MLP(hidden_units, output_dim, name="head")
 
     def memory_features(self, features):
-        return self.head.memory_features(_flat_top(features))
+        return features[0]
 
     def call(self, x, gathered=None):
-        top = _flat_top(self.pyramid(x))
         if not self.conditional:
-            return self.head(top)
-        return self.head(top, gathered)
+            return self.head(_flat_top(self.pyramid(x)))
+        pre = gathered + self.pyramid.joint_conv(x)  # [..., B, H, W, ch]
+        folded, lead = _fold(pre, 3)
+        top = _flat_top(self.pyramid.from_preactivation(folded))
+        top = tf.reshape(top, tf.concat([lead, tf.shape(top)[1:]], 0))
+        return self.head(top)
 
 
 class ConvDecoder(keras.layers.Layer):
@@ -218,7 +242,7 @@ class ConvDecoder(keras.layers.Layer):
 
     def memory_features(self, features):
         """`(m_vec, skip_top, ..., skip_full)` for |M| entries."""
-        skips = tuple(reversed(features))  # coarsest first: 4, 7, 13, 26
+        skips = tuple(reversed(features[1:]))  # coarsest first: 4, 7, 13, 26
         return (self.m_proj(_flat_top(features)),) + skips
 
     def _merge(self, h, skip):
