@@ -43,10 +43,14 @@ def np_learning_signals(log_w, baseline):
 
 @pytest.fixture
 def float64():
-    old = keras.config.floatx()
+    # Both: once any layer has been built, the global dtype policy is cached
+    # and set_floatx alone no longer changes new layers' dtype.
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     yield
-    keras.config.set_floatx(old)
+    keras.config.set_floatx(old_floatx)
+    keras.config.set_dtype_policy(old_policy)
 
 
 @pytest.mark.parametrize("baseline", ["arithmetic", "geometric"])
