@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags  # noqa: E402
+
+from launchers.common import check_common, fail  # noqa: E402
 
 FLAGS = flags.FLAGS
 PROTOCOLS = ("nll",)
@@ -30,22 +31,14 @@ flags.DEFINE_integer("seed", 0, "Evaluation seed.")
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; all options are --flags")
-    if not FLAGS.workdir:
-        _fail("--workdir is required (a run directory)")
+    check_common(argv, FLAGS.workdir, "a run directory")
     workdir = pathlib.Path(FLAGS.workdir).expanduser()
     if not (workdir / "config.json").is_file():
-        _fail(f"--workdir={workdir} has no config.json (not a run)")
+        fail(f"--workdir={workdir} has no config.json (not a run)")
     for flag, minimum in (("num_samples", 1), ("chunk_size", 1), ("num_examples", 0)):
         if getattr(FLAGS, flag) < minimum:
-            _fail(f"--{flag}={getattr(FLAGS, flag)} must be >= {minimum}")
+            fail(f"--{flag}={getattr(FLAGS, flag)} must be >= {minimum}")
     out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else workdir / "eval"
 
     from vma_tf import evaluation
@@ -63,7 +56,7 @@ def main(argv):
             FLAGS.seed,
         )
     except (ConfigError, DataError) as e:
-        _fail(str(e))
+        fail(str(e))
     report = {
         "workdir": str(workdir),
         "preset": config.name,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags  # noqa: E402
+
+from launchers.common import check_common, fail  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -69,16 +70,8 @@ flags.DEFINE_boolean("jit", None, "Compile steps with XLA (jit_compile=True).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; all options are --flags")
-    if not FLAGS.workdir:
-        _fail("--workdir is required (the run directory)")
+    check_common(argv, FLAGS.workdir, "the run directory")
     # configs and data.files do not import TensorFlow: bad flags fail fast.
     from vma_tf import configs
     from vma_tf.data.files import DataError
@@ -105,7 +98,7 @@ def main(argv):
 
         summary = training.train_and_evaluate(config, workdir, progress=FLAGS.progress)
     except (configs.ConfigError, DataError, NonFiniteError) as e:
-        _fail(str(e))
+        fail(str(e))
     print(training.format_summary(summary))
 
 
