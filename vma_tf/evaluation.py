@@ -120,7 +120,7 @@ def load_run(workdir):
     if latest is None:
         raise WorkdirError(f"--workdir={workdir} has no checkpoint yet")
     data = make_data(config)
-    model = build_model(config, data.x_shape, next(iter(data.train)))
+    model = build_model(config, data.x_shape, data.make_batch(tf.constant(0, tf.int64)))
     checkpointing.restore(checkpointing.make_checkpoint(model), latest)
     return config, model, data, int(model.optimizer.iterations.numpy())
 

@@ -268,7 +268,7 @@ def train_and_evaluate(
 
 def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
     t = config.train
-    example = next(iter(data.train))
+    example = data.make_batch(tf.constant(0, tf.int64))
     model = build_model(config, data.x_shape, example)
     checkpoint = checkpointing.make_checkpoint(model)
     manager = tf.train.CheckpointManager(
@@ -279,7 +279,6 @@ def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
     start_step = int(model.optimizer.iterations.numpy())
     if start_step:
         print(f"Resuming from {manager.latest_checkpoint} at step {start_step}")
-        data = make_data(config, start_step=start_step)
     log = MetricsLog(workdir, start_step)
     memory = None if data.sample_memory is None else tf.constant(data.sample_memory)
     x_hw = data.x_shape[:2] if len(data.x_shape) == 3 else (28, 28)
@@ -290,7 +289,7 @@ def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
     t0 = time.perf_counter()
     if start_step < t.steps:
         model.fit(
-            data.train,
+            data.train(start_step),
             epochs=t.steps // t.log_every,
             initial_epoch=start_step // t.log_every,
             steps_per_epoch=t.log_every,

@@ -1,4 +1,4 @@
-"""`make_data(config, start_step)`: the datasets of any experiment config."""
+"""`make_data(config)`: the datasets of any experiment config."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _episodes(
     )
 
 
-def omniglot_episode_data(config: Config, start_step: int = 0) -> ExperimentData:
+def omniglot_episode_data(config: Config) -> ExperimentData:
     """Few-shot episodes: train characters for training, test characters for
     evaluation (periodic and final, 20 fixed episodes by default)."""
     d = config.data
@@ -47,7 +47,7 @@ def omniglot_episode_data(config: Config, start_step: int = 0) -> ExperimentData
     evals = {"test": from_counter(make_test, 0, d.eval_batches or 20)}
     x_shape = tuple(train.images.shape[2:]) + (1,)
     return ExperimentData(
-        train=from_counter(make_train, start_step),
+        make_batch=make_train,
         evals=evals,
         final_evals=evals,
         sample_memory=make_test(tf.constant(0, tf.int64))["memory"].numpy(),
@@ -55,7 +55,7 @@ def omniglot_episode_data(config: Config, start_step: int = 0) -> ExperimentData
     )
 
 
-def omniglot_learned_data(config: Config, start_step: int = 0) -> ExperimentData:
+def omniglot_learned_data(config: Config) -> ExperimentData:
     """28x28 Omniglot as plain shuffled batches (learned memory or VAE)."""
     train, test = omniglot.load_learned28(config.data.data_dir)
     train, test = train[..., np.newaxis], test[..., np.newaxis]
@@ -63,7 +63,7 @@ def omniglot_learned_data(config: Config, start_step: int = 0) -> ExperimentData
     make = epoch_batch_fn(tf.constant(train), t.batch_size, t.seed, _TRAIN_STREAM)
     evals = {"test": sequential_batches(test, t.batch_size, config.data.eval_batches)}
     return ExperimentData(
-        train=from_counter(make, start_step),
+        make_batch=make,
         evals=evals,
         final_evals={"test": sequential_batches(test, t.batch_size)},
         sample_memory=None,
@@ -71,13 +71,13 @@ def omniglot_learned_data(config: Config, start_step: int = 0) -> ExperimentData
     )
 
 
-def make_data(config: Config, start_step: int = 0) -> ExperimentData:
-    """Datasets for `config`; training batches start at `start_step`."""
+def make_data(config: Config) -> ExperimentData:
+    """Datasets for `config`."""
     dataset = config.data.dataset
     if dataset == "binarized_mnist":
-        return mnist_data(config, start_step)
+        return mnist_data(config)
     if dataset in ("omniglot_fewshot", "omniglot_gmn"):
-        return omniglot_episode_data(config, start_step)
+        return omniglot_episode_data(config)
     if dataset == "omniglot_learned":
-        return omniglot_learned_data(config, start_step)
+        return omniglot_learned_data(config)
     raise ValueError(f"unknown dataset {dataset!r}")

@@ -125,7 +125,8 @@ class ExperimentData:
     """Datasets of one experiment.
 
     Attributes:
-        train: infinite training batches from `start_step`.
+        make_batch: `step -> batch`, a pure function of the step; `train(s)`
+            is the infinite training dataset from step `s`.
         evals: `split name -> finite dataset` evaluated periodically (e.g.
             `"valid"`, `"valid_m2048"`).
         final_evals: the same for the test split, run at the end of training.
@@ -134,11 +135,15 @@ class ExperimentData:
         x_shape: shape of one example, e.g. `(784,)` or `(26, 26, 1)`.
     """
 
-    train: tf.data.Dataset
+    make_batch: Callable[[tf.Tensor], dict]
     evals: dict[str, tf.data.Dataset]
     final_evals: dict[str, tf.data.Dataset]
     sample_memory: np.ndarray | None
     x_shape: tuple[int, ...]
+
+    def train(self, start_step: int = 0) -> tf.data.Dataset:
+        """Training batches from `start_step` on (the resume position)."""
+        return from_counter(self.make_batch, start_step)
 
 
 def _eval_sets(
@@ -176,12 +181,11 @@ def sequential_batches(
     return xs.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def mnist_data(config: Config, start_step: int = 0) -> ExperimentData:
+def mnist_data(config: Config) -> ExperimentData:
     """Builds the datasets for a binarized-MNIST config.
 
     Args:
         config: a validated `Config` with `data.dataset == "binarized_mnist"`.
-        start_step: first training step (resume position).
 
     Returns:
         `ExperimentData`.
@@ -203,7 +207,7 @@ def mnist_data(config: Config, start_step: int = 0) -> ExperimentData:
         make = epoch_batch_fn(train_images, t.batch_size, t.seed, _TRAIN_STREAM)
         sample_memory = None
     return ExperimentData(
-        train=from_counter(make, start_step),
+        make_batch=make,
         evals=_eval_sets(config, "valid", valid),
         final_evals=_eval_sets(config, "test", test),
         sample_memory=sample_memory,
