@@ -57,14 +57,18 @@ def random_bits(shape, seed, offset=0) -> tf.Tensor:
         [tf.cast(offset // 4, tf.uint64), tf.constant(0, tf.uint64)]
     )
     size = tf.reduce_prod(tf.cast(shape, tf.int32))
+    # Always 4 spare words, and a gather rather than a slice: neither the
+    # drawn shape nor a slice start may depend on `offset`, or XLA compiles a
+    # new program for every offset (both must be compile-time constants).
     flat = tf.raw_ops.StatelessRandomUniformFullIntV2(
-        shape=tf.reshape(size + lane, [1]),
+        shape=tf.reshape(size + 4, [1]),
         key=key,
         counter=counter,
         alg=1,  # Philox, explicitly: the same on every device.
         dtype=tf.uint32,
     )
-    return tf.reshape(flat[lane:], shape)
+    flat = tf.gather(flat, tf.range(size) + lane)
+    return tf.reshape(flat, shape)
 
 
 def uniform(shape, seed, dtype=tf.float32, offset=0) -> tf.Tensor:
