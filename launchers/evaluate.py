@@ -1,10 +1,26 @@
-r"""Evaluate a trained run: `python -m launchers.evaluate --workdir=DIR --protocol=nll`.
+r"""Evaluate a trained run: `python -m launchers.evaluate --workdir=DIR --protocol=NAME`.
 
-Writes `OUT/<protocol>.json` (default OUT = DIR/eval) with every number as mean
-and standard error. Example:
+Writes `OUT/<protocol>.json` (default OUT = DIR/eval) with every number as
+mean and standard error (accuracies with a 95 % interval), and the protocol's
+PNG figures next to it. Protocols (see `vma_tf.protocols`):
+
+  nll             L_K on the test set, K up to thousands, streamed in chunks
+  recall_sizes    MNIST recall model: memory of 256..2048 test images
+  gmn_table       Table 1 (GMN split): T examples from C characters in memory
+  robustness      Fig. 5: confounding characters / examples per character
+  kl_breakdown    Fig. 4B: --workdir=DIR1,DIR2,... (e.g. 1, 4, 8 per class)
+  classification  N-way k-shot accuracy (q(a|x) and importance weighted)
+  figures         learning curves, samples, q(a|x) histograms
+
+Example:
 
   python -m launchers.evaluate --workdir=~/vma_runs/recall16 --protocol=nll \
       --num_samples=1000 --num_examples=640
+
+--num_samples is K of the bound (for classification: z-samples per memory
+entry of the importance-weighted form); --num_examples is the number of test
+examples (nll, recall_sizes, robustness points), sequences per row
+(gmn_table) or episodes (classification); 0 keeps each protocol's default.
 """
 
 from __future__ import annotations
@@ -20,48 +36,94 @@ from absl import app, flags  # noqa: E402
 from launchers.common import check_common, fail  # noqa: E402
 
 FLAGS = flags.FLAGS
-PROTOCOLS = ("nll",)
+PROTOCOLS = (
+    "nll",
+    "recall_sizes",
+    "gmn_table",
+    "robustness",
+    "kl_breakdown",
+    "classification",
+    "figures",
+)
 
-flags.DEFINE_string("workdir", None, "Run directory written by launchers.train.")
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "Run directory written by launchers.train (comma list for kl_breakdown).",
+)
 flags.DEFINE_enum("protocol", "nll", PROTOCOLS, "What to measure.")
-flags.DEFINE_integer("num_samples", 1000, "Importance samples K per example.")
-flags.DEFINE_integer("num_examples", 0, "Examples per split (0: all).")
+flags.DEFINE_integer(
+    "num_samples", None, "Importance samples K (default 1000; 10 for classification)."
+)
+flags.DEFINE_integer(
+    "num_examples", 0, "Examples/sequences/episodes (0: protocol default)."
+)
 flags.DEFINE_integer("chunk_size", 100, "Samples per chunk (bounds memory).")
 flags.DEFINE_integer("seed", 0, "Evaluation seed.")
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
 
 
+def _summary_lines(result: dict, prefix: str = "") -> list[str]:
+    """One line per leaf group of `{"mean", "stderr"}` / accuracy numbers."""
+    lines = []
+    numbers = []
+    for key, value in result.items():
+        if isinstance(value, dict) and "mean" in value and "stderr" in value:
+            numbers.append(f"{key}={value['mean']:.3f}±{value['stderr']:.3f}")
+        elif isinstance(value, dict) and "accuracy" in value:
+            numbers.append(
+                f"{key}={100 * value['accuracy']:.1f}%±{100 * value['ci95']:.1f}"
+            )
+        elif isinstance(value, dict):
+            lines += _summary_lines(value, f"{prefix}{key} ")
+    if numbers:
+        lines.insert(0, f"{prefix.strip():<22} " + " ".join(numbers))
+    return lines
+
+
 def main(argv):
     check_common(argv, FLAGS.workdir, "a run directory")
-    workdir = pathlib.Path(FLAGS.workdir).expanduser()
-    if not (workdir / "config.json").is_file():
-        fail(f"--workdir={workdir} has no config.json (not a run)")
-    for flag, minimum in (("num_samples", 1), ("chunk_size", 1), ("num_examples", 0)):
-        if getattr(FLAGS, flag) < minimum:
-            fail(f"--{flag}={getattr(FLAGS, flag)} must be >= {minimum}")
-    out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else workdir / "eval"
+    workdirs = [pathlib.Path(w).expanduser() for w in FLAGS.workdir.split(",") if w]
+    if len(workdirs) > 1 and FLAGS.protocol != "kl_breakdown":
+        fail("--workdir takes several runs only with --protocol=kl_breakdown")
+    for workdir in workdirs:
+        if not (workdir / "config.json").is_file():
+            fail(f"--workdir={workdir} has no config.json (not a run)")
+    num_samples = FLAGS.num_samples
+    if num_samples is None:
+        num_samples = 10 if FLAGS.protocol == "classification" else 1000
+    for flag, value, minimum in (
+        ("num_samples", num_samples, 1),
+        ("chunk_size", FLAGS.chunk_size, 1),
+        ("num_examples", FLAGS.num_examples, 0),
+    ):
+        if value < minimum:
+            fail(f"--{flag}={value} must be >= {minimum}")
+    out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else workdirs[0] / "eval"
 
-    from vma_tf import evaluation
+    from vma_tf import protocols
     from vma_tf.configs import ConfigError
     from vma_tf.data.files import DataError
+    from vma_tf.errors import WorkdirError
 
+    options = dict(
+        num_samples=num_samples,
+        num_examples=FLAGS.num_examples,
+        chunk_size=FLAGS.chunk_size,
+        seed=FLAGS.seed,
+    )
     try:
-        config, model, data, step = evaluation.load_run(workdir)
-        result = evaluation.nll_protocol(
-            model,
-            data.final_evals,
-            FLAGS.num_samples,
-            FLAGS.num_examples,
-            FLAGS.chunk_size,
-            FLAGS.seed,
-        )
-    except (ConfigError, DataError) as e:
+        runs = [protocols.load(w) for w in workdirs]
+        target = runs if FLAGS.protocol == "kl_breakdown" else runs[0]
+        result, figures = protocols.PROTOCOLS[FLAGS.protocol](target, **options)
+    except (ConfigError, DataError, WorkdirError) as e:
         fail(str(e))
     report = {
-        "workdir": str(workdir),
-        "preset": config.name,
-        "step": step,
+        "workdirs": [str(w) for w in workdirs],
+        "presets": [r.config.name for r in runs],
+        "steps": [r.step for r in runs],
         "protocol": FLAGS.protocol,
+        "options": options,
         "results": result,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -69,16 +131,21 @@ def main(argv):
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, path)
-    print(f"{config.name} @ step {step}, K = {FLAGS.num_samples}")
-    for split, r in result.items():
-        print(
-            f"{split:<14} n={r['num_examples']:<6}"
-            + "".join(
-                f" {k}={r[k]['mean']:.3f}±{r[k]['stderr']:.3f}"
-                for k in ("nll_bound", "kl_a", "kl_z", "recon")
-            )
-        )
-    print(f"wrote {path}")
+    written = [path]
+    for name, draw in figures.items():
+        png = out / f"{name}.png"
+        tmp = out / f".{name}.tmp.png"
+        draw(tmp)
+        os.replace(tmp, png)
+        written.append(png)
+    run = runs[0]
+    print(
+        f"{run.config.name} @ step {run.step}, protocol {FLAGS.protocol}, K = {num_samples}"
+    )
+    for line in _summary_lines(result):
+        print(line)
+    for p in written:
+        print(f"wrote {p}")
 
 
 if __name__ == "__main__":

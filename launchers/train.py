@@ -66,6 +66,12 @@ flags.DEFINE_integer("confounder_classes", None, "Extra characters only in memor
 flags.DEFINE_enum(
     "skip_mode", None, ["concat", "add"], "How the conv decoder joins skip paths."
 )
+flags.DEFINE_integer(
+    "skip_levels", None, "Decoder resolutions (coarsest first) with skips from m_a."
+)
+flags.DEFINE_boolean(
+    "tie_pyramid", None, "Share q(z|x,m)'s conv layers with m's pyramid (conv)."
+)
 flags.DEFINE_boolean("jit", None, "Compile steps with XLA (jit_compile=True).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 

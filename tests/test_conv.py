@@ -53,7 +53,8 @@ def test_decoder_and_encoder_shapes(size):
     logits = dec(tf.zeros([K, B, 3]), gathered)
     assert logits.shape == (K, B, size, size, 1)
     enc = conv.ConvEncoder(pyramid, (8,), 6)
-    out = enc(tf.zeros([B, size, size, 1]), tf.gather(enc.memory_features(feats), a))
+    m = tf.zeros([M, size, size, 1])
+    out = enc(tf.zeros([B, size, size, 1]), tf.gather(enc.memory_features(m), a))
     assert out.shape == (K, B, 6)
     vae_dec = conv.ConvDecoder((size, size, 1), 6, 3, conditional=False)
     assert vae_dec(tf.zeros([K, B, 3])).shape == (K, B, size, size, 1)
@@ -83,41 +84,58 @@ def test_conv_models_terms_shapes(preset, cls):
     assert np.all(np.isfinite(terms.log_weights.numpy()))
 
 
-def _vma():
-    model = build_model(_config(), (26, 26, 1), seed=0)
+def _vma(**model):
+    model = build_model(_config(**model), (26, 26, 1), seed=0)
     x, memory = _images([B, 26, 26, 1]), _images([M, 26, 26, 1], 1)
     model.compute_terms(x, memory, K, seed=(0, 0))
     return model, x, memory
 
 
-def test_tied_pyramid_is_one_set_of_variables_with_gradients_from_both_paths():
-    model, x, memory = _vma()
-    pyramid = model.memory_net
-    assert model.encoder.pyramid is pyramid  # One layer object, not a copy.
+@pytest.mark.parametrize("tie_q", [False, True])
+def test_tied_pyramid_is_one_set_of_variables_with_gradients_from_both_paths(tie_q):
+    model, x, memory = _vma(tie_pyramid=tie_q)
+    pyramid = model.memory_net  # m's pyramid: p(z|m_a) and p(x|z, m_a).
     ids = [id(v) for v in model.trainable_variables]
     assert len(ids) == len(set(ids))
     pyr_ids = {id(v) for v in pyramid.trainable_variables}
     assert pyr_ids and pyr_ids <= set(ids)
-    # Untied: the embedders have pyramids of their own.
+    # The embedders have pyramids of their own.
     emb = model.addressing.memory_embedder.pyramid
     assert not pyr_ids & {id(v) for v in emb.trainable_variables}
+    enc_ids = {id(v) for v in model.encoder.pyramid.trainable_variables}
+    if tie_q:
+        assert model.encoder.pyramid is pyramid  # One layer object, not a copy.
+    else:
+        assert model.encoder.pyramid is not pyramid and not enc_ids & pyr_ids
     kernel = pyramid.convs[-1].kernel
     a = tf.zeros([K, B], tf.int32)
     gather = lambda t: tf.nest.map_structure(lambda u: tf.gather(u, a), t)
     with tf.GradientTape(persistent=True) as tape:
         feats = pyramid(memory)
-        # q path: P(x) only (memory features held fixed).
-        q_out = model.encoder(
-            x, tf.stop_gradient(gather(model.encoder.memory_features(feats)))
-        )
-        # p path: P(m) into the decoder only.
-        p_out = model.decoder(
-            tf.zeros([K, B, 3]), gather(model.decoder.memory_features(feats))
-        )
-        q_loss, p_loss = tf.reduce_sum(q_out**2), tf.reduce_sum(p_out**2)
-    for loss in (q_loss, p_loss):
+        losses = {
+            # p(z|m_a) path.
+            "prior": tf.reduce_sum(model.prior_net(feats) ** 2),
+            # p(x|z, m_a) path.
+            "decoder": tf.reduce_sum(
+                model.decoder(
+                    tf.zeros([K, B, 3]), gather(model.decoder.memory_features(feats))
+                )
+                ** 2
+            ),
+            # q(z|x, m_a) path, x only (memory half held fixed).
+            "encoder": tf.reduce_sum(
+                model.encoder(
+                    x, tf.stop_gradient(gather(model.encoder.memory_features(memory)))
+                )
+                ** 2
+            ),
+        }
+    for name, loss in losses.items():
         g = tape.gradient(loss, kernel)
-        assert g is not None and np.any(g.numpy() != 0)
+        if name == "encoder" and not tie_q:
+            assert g is None, name
+        else:
+            assert g is not None and np.any(g.numpy() != 0), name
 
 
 def test_soft_attention_reads_a_convex_combination():
@@ -163,3 +181,24 @@ def test_conv_step_compiles_and_matches_eager():
         )
         losses[jit] = hist.history["loss"]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+@pytest.mark.parametrize("levels", [0, 3, 4])
+def test_skip_levels_select_which_resolutions_see_m(levels):
+    pyramid = conv.ConvPyramid(4)
+    memory = _images([M, 26, 26, 1])
+    dec = conv.ConvDecoder((26, 26, 1), channels=4, latent_dim=3, skip_levels=levels)
+    a = tf.zeros([K, B], tf.int32)
+    # Leaf tensors (the 4x4 skip is also the top that m_vec is computed from).
+    per_entry = [tf.identity(t) for t in dec.memory_features(pyramid(memory))]
+    with tf.GradientTape() as tape:
+        tape.watch(per_entry)
+        gathered = tf.nest.map_structure(lambda t: tf.gather(t, a), per_entry)
+        out = tf.reduce_sum(dec(tf.zeros([K, B, 3]), gathered) ** 2)
+    grads = tape.gradient(out, per_entry)  # m_vec, then skips at 4, 7, 13, 26.
+    used = [
+        g is not None and bool(np.any(tf.convert_to_tensor(g).numpy() != 0))
+        for g in grads[1:]
+    ]
+    assert grads[0] is not None
+    assert used == [i < levels for i in range(4)]

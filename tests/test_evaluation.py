@@ -109,7 +109,7 @@ def test_nll_protocol_on_a_trained_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "ev" / "nll.json").read_text())
-    assert report["step"] == 20 and report["results"]["test"]["num_samples"] == 10
+    assert report["steps"] == [20] and report["results"]["test"]["num_samples"] == 10
 
 
 @pytest.mark.parametrize(
@@ -147,4 +147,26 @@ def test_evaluate_needs_a_run(tmp_path):
     assert (
         proc.stderr.strip()
         == f"error: --workdir={tmp_path} has no config.json (not a run)"
+    )
+
+
+def test_evaluate_takes_several_runs_only_for_kl_breakdown(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launchers.evaluate",
+            f"--workdir={tmp_path},{tmp_path}",
+            "--protocol=nll",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: --workdir takes several runs only with --protocol=kl_breakdown"
     )

@@ -81,6 +81,15 @@ class ModelConfig:
             (an MLP on [z, m_a]) or `"all"` layers (skip paths from m_a).
         skip_mode: how the conv decoder joins the skip paths from m_a's
             pyramid: `"concat"` or `"add"` (conv only).
+        skip_levels: how many resolutions of the conv decoder, coarsest
+            first, receive a skip path from m_a's pyramid (4 = all: 4, 7, 13
+            and the full 26 or 28; 0 = none, m_a only through its top vector).
+        tie_pyramid: also share the conv downscaling layers of q(z|x, m_a)
+            with the pyramid of m_a (conv only). p(z|m_a) and p(x|z, m_a)
+            always share that pyramid: we read the paper's "we tie ... the
+            downscaling layers in q(z|m) and p(x|m, z)" as p(z|m), the only
+            other network of m alone. Tying q too measured 5.4 nats worse at
+            3000 steps (RESULTS.md), so the default is False.
     """
 
     kind: str = "vma"
@@ -99,6 +108,8 @@ class ModelConfig:
     baseline: str = "arithmetic"
     decoder_context: str = "all"
     skip_mode: str = "concat"
+    skip_levels: int = 4
+    tie_pyramid: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +185,8 @@ FLAG_FIELDS = {
     "baseline": ("model", "baseline"),
     "decoder_context": ("model", "decoder_context"),
     "skip_mode": ("model", "skip_mode"),
+    "skip_levels": ("model", "skip_levels"),
+    "tie_pyramid": ("model", "tie_pyramid"),
     "channels": ("model", "channels"),
     "weight_decay": ("model", "weight_decay"),
     "batch_classes": ("data", "batch_classes"),
@@ -287,6 +300,7 @@ def validate(config: Config) -> Config:
     _choice("baseline", m.baseline, ("arithmetic", "geometric"))
     _choice("decoder_context", m.decoder_context, ("first", "all"))
     _choice("skip_mode", m.skip_mode, ("concat", "add"))
+    _choice("skip_levels", m.skip_levels, (0, 1, 2, 3, 4))
     if d.task == "episodes":  # Before the sizes derived from them.
         for flag in ("batch_classes", "targets_per_class", "memory_per_class"):
             _at_least(flag, getattr(d, flag), 1)

@@ -132,6 +132,7 @@ def nll_protocol(
     num_examples: int = 0,
     chunk_size: int = 100,
     seed: int = 0,
+    jit: bool = True,
 ) -> dict:
     """Test bound L_K (K up to thousands, streamed) on each evaluation split.
 
@@ -143,11 +144,12 @@ def nll_protocol(
         num_examples: stop after this many examples per split (0: all).
         chunk_size: samples per chunk.
         seed: evaluation seed.
+        jit: compile with XLA.
 
     Returns:
         `{split: {metric: {"mean", "stderr"}, "num_examples", "num_samples"}}`.
     """
-    stream = StreamedBound(model, chunk_size)
+    stream = StreamedBound(model, chunk_size, jit)
     out = {}
     for split, ds in evals.items():
         values = {k: [] for k in ("nll_bound", "kl_a", "kl_z", "recon")}

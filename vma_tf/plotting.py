@@ -34,3 +34,153 @@ def save_grid(
     if title:
         ax.set_title(title, fontsize=8)
     fig.savefig(path, bbox_inches="tight")
+
+
+def _figure(width=5.0, height=3.5):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _errorbar(ax, xs, entries, key="nll_bound", **kw):
+    ax.errorbar(
+        xs,
+        [e[key]["mean"] for e in entries],
+        yerr=[1.96 * e[key]["stderr"] for e in entries],
+        marker="o",
+        capsize=2,
+        **kw,
+    )
+
+
+def learning_curves(path, records: list[dict], memory_size: int | None = None):
+    """nll_bound and kl_a per split against step, from metrics.jsonl records.
+
+    Args:
+        path: PNG to write.
+        records: dicts with `split`, `step` and metrics (metrics.jsonl lines).
+        memory_size: |M|; draws the log|M| ceiling of kl_a.
+    """
+    fig = _figure(9, 3.5)
+    ax_nll, ax_kl = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    splits = sorted({r["split"] for r in records})
+    for split in splits:
+        rs = [r for r in records if r["split"] == split and "nll_bound" in r]
+        steps = [r["step"] for r in rs]
+        ax_nll.plot(steps, [r["nll_bound"] for r in rs], label=split)
+        if any("kl_a" in r for r in rs):
+            ax_kl.plot(steps, [r.get("kl_a", np.nan) for r in rs], label=split)
+    if memory_size:
+        ax_kl.axhline(np.log(memory_size), color="k", ls="--", lw=1, label="log|M|")
+    ax_nll.set(xlabel="step", ylabel="nll_bound (nats)", title="-L_K")
+    ax_kl.set(xlabel="step", ylabel="nats", title="KL(q(a|x) || p(a))")
+    for ax in (ax_nll, ax_kl):
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    lo = [r["nll_bound"] for r in records if "nll_bound" in r]
+    if lo:  # Ignore the first steps' huge values.
+        ax_nll.set_ylim(min(lo) - 2, np.percentile(lo, 95) + 2)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def address_histograms(path, x, memory, probs, top: int = 5):
+    """Fig. 3: per target, q(a|x) over memory and its `top` entries.
+
+    Args:
+        path: PNG to write.
+        x: `[n, H, W]` targets.
+        memory: `[|M|, H, W]` entries.
+        probs: `[n, |M|]` q(a|x).
+        top: entries shown per target.
+    """
+    n = len(x)
+    fig = _figure(2.2 + 0.7 * top + 3, 1.1 * n)
+    grid = fig.add_gridspec(n, 2 + top, width_ratios=[1, 4] + [1] * top)
+    for i in range(n):
+        ax = fig.add_subplot(grid[i, 0])
+        ax.imshow(x[i], cmap="gray_r", vmin=0, vmax=1)
+        ax.set_axis_off()
+        ax = fig.add_subplot(grid[i, 1])
+        ax.bar(np.arange(probs.shape[1]), probs[i], width=1.0)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=5)
+        best = np.argsort(-probs[i])[:top]
+        for j, a in enumerate(best):
+            ax = fig.add_subplot(grid[i, 2 + j])
+            ax.imshow(memory[a], cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(f"{probs[i, a]:.2f}", fontsize=6)
+            ax.set_axis_off()
+    fig.savefig(path, bbox_inches="tight")
+
+
+def entry_samples(path, entries, samples, title: str | None = None):
+    """Fig. 2B / 4A: each row is a memory entry (left) then samples given it.
+
+    Args:
+        path: PNG to write.
+        entries: `[R, H, W]` memory entries.
+        samples: `[R, C, H, W]` samples of p(x|m_a).
+    """
+    rows = np.concatenate([entries[:, None], samples], axis=1)
+    save_grid(path, rows, title)
+
+
+def recall_sizes_figure(path, results: dict):
+    """NLL and kl_a against log|M| (recall_sizes protocol)."""
+    entries = [results[k] for k in sorted(results, key=int)]
+    logs = [e["log_memory_size"] for e in entries]
+    fig = _figure(9, 3.5)
+    ax = fig.add_subplot(1, 2, 1)
+    _errorbar(ax, logs, entries)
+    ax.set(xlabel="log |M|", ylabel="nll_bound (nats)")
+    ax = fig.add_subplot(1, 2, 2)
+    _errorbar(ax, logs, entries, "kl_a", label="KL(q(a|x)||p(a))")
+    ax.plot(logs, logs, "k--", lw=1, label="log |M|")
+    ax.set(xlabel="log |M|", ylabel="nats")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def robustness_figure(path, results: dict):
+    """Fig. 5: NLL against characters in memory (A) and examples per char (B)."""
+    fig = _figure(9, 3.5)
+    ax = fig.add_subplot(1, 2, 1)
+    a = [results["A_classes"][k] for k in sorted(results["A_classes"], key=int)]
+    cs = [e["classes"] for e in a]
+    _errorbar(ax, cs, a, label="model")
+    ax.plot(cs, [e["optimal_reference"] for e in a], "k--", lw=1, label="L(1)+log C")
+    ax.set(xscale="log", xlabel="characters C in memory", ylabel="nll_bound (nats)")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 2, 2)
+    b = results["B_examples_per_class"]
+    b = [b[k] for k in sorted(b, key=int)]
+    _errorbar(ax, [e["memory_per_class"] for e in b], b)
+    ax.set(xlabel="examples per character (all in memory)", ylabel="nll_bound (nats)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def kl_breakdown_figure(path, runs: dict):
+    """Fig. 4B: kl_a, kl_z and NLL per run (labelled by examples per class)."""
+    fig = _figure(5, 3.5)
+    ax = fig.add_subplot()
+    names = list(runs)
+    width = 0.27
+    for j, key in enumerate(("kl_a", "kl_z", "nll_bound")):
+        ax.bar(
+            np.arange(len(names)) + (j - 1) * width,
+            [runs[n][key]["mean"] for n in names],
+            width,
+            yerr=[1.96 * runs[n][key]["stderr"] for n in names],
+            label=key,
+        )
+    ax.set_xticks(
+        np.arange(len(names)),
+        [f"{runs[n]['memory_per_class']}/class" for n in names],
+    )
+    ax.set(ylabel="nats")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -18,19 +18,32 @@ from vma_tf.data.pipelines import (
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 
 
-def _episodes(
-    config: Config, split: omniglot.OmniglotSet, stream: int, confounders: int
-):
+def episodic_splits(config: Config):
+    """`(train, test)` `OmniglotSet`s of an episodic Omniglot config."""
     d = config.data
-    return omniglot.episode_batch_fn(
-        tf.constant(split.images),
-        tf.constant(split.alphabet),
+    if d.dataset == "omniglot_fewshot":
+        return omniglot.fewshot_split(omniglot.load_fewshot26(d.data_dir))
+    return omniglot.load_gmn28(d.data_dir)
+
+
+def episodes(config: Config, split: omniglot.OmniglotSet, stream: int, **sizes):
+    """Episode maker over `split` with the config's episode sizes, overridden
+    by `sizes` (`batch_classes`, `targets_per_class`, `memory_per_class`,
+    `confounder_classes`)."""
+    d = config.data
+    kw = dict(
         batch_classes=d.batch_classes,
         targets_per_class=d.targets_per_class,
         memory_per_class=d.memory_per_class,
-        confounder_classes=confounders,
+        confounder_classes=0,
+    )
+    kw.update(sizes)
+    return omniglot.episode_batch_fn(
+        tf.constant(split.images),
+        tf.constant(split.alphabet),
         seed=config.train.seed,
         stream=stream,
+        **kw,
     )
 
 
@@ -38,12 +51,11 @@ def omniglot_episode_data(config: Config) -> ExperimentData:
     """Few-shot episodes: train characters for training, test characters for
     evaluation (periodic and final, 20 fixed episodes by default)."""
     d = config.data
-    if d.dataset == "omniglot_fewshot":
-        train, test = omniglot.fewshot_split(omniglot.load_fewshot26(d.data_dir))
-    else:
-        train, test = omniglot.load_gmn28(d.data_dir)
-    make_train = _episodes(config, train, _TRAIN_STREAM, d.confounder_classes)
-    make_test = _episodes(config, test, _EVAL_STREAM, 0)
+    train, test = episodic_splits(config)
+    make_train = episodes(
+        config, train, _TRAIN_STREAM, confounder_classes=d.confounder_classes
+    )
+    make_test = episodes(config, test, _EVAL_STREAM)
     evals = {"test": from_counter(make_test, 0, d.eval_batches or 20)}
     x_shape = tuple(train.images.shape[2:]) + (1,)
     return ExperimentData(

@@ -55,16 +55,16 @@ def build_conv_model(
         raise ValueError(f"conv models take (H, W, C) images; got {x_shape}")
     ch, hidden, z = config.channels, tuple(config.hidden_units), config.latent_dim
     common = _common(config, seed)
-    joint = config.kind == "vma"  # q(z|x, m_a) on [m_a, x].
-    pyramid = conv.ConvPyramid(
-        ch, joint=joint, name="pyramid"
-    )  # Tied: q, p(z|m), p(x|.)
+    # m's pyramid, shared by p(z|m_a) and p(x|z, m_a) (and q's when tied).
+    tied = config.kind == "vma" and config.tie_pyramid
+    pyramid = conv.ConvPyramid(ch, joint=tied, name="pyramid")
     decoder = lambda conditional: conv.ConvDecoder(
         x_shape,
         ch,
         z,
         conditional=conditional,
         skip_mode=config.skip_mode,
+        skip_levels=config.skip_levels,
         name="decoder",
     )
     if config.kind == "vae":
@@ -114,7 +114,14 @@ def build_conv_model(
         memory=memory,
         addressing=addressing,
         prior_net=conv.TopMLP(hidden, 2 * z, name="prior_z"),
-        encoder=conv.ConvEncoder(pyramid, hidden, 2 * z, name="encoder"),
+        encoder=conv.ConvEncoder(
+            pyramid
+            if config.tie_pyramid
+            else conv.ConvPyramid(ch, joint=True, name="encoder_pyramid"),
+            hidden,
+            2 * z,
+            name="encoder",
+        ),
         decoder=decoder(True),
         x_event_ndims=3,
         memory_net=pyramid,

@@ -6,13 +6,15 @@ Architecture, with the choices where the paper is ambiguous:
   for the small model), ReLU, stride 2 in every second layer: 26 -> 26 -> 13
   -> 13 -> 7 -> 7 -> 4 (or 28 -> 14 -> 7 -> 4). It returns the last activation
   at each resolution, `(a1, a3, a5, a6)`, for the decoder's skip paths.
-* **Tying.** One `ConvPyramid` instance is shared by q(z|m, x), p(z|m) and
-  p(x|m, z) ("we tie the parameters of the convolutional downscaling layers
-  in q(z|m) and p(x|m, z)"). q takes "the concatenation of x and m" as
-  input: its first layer is conv_m(m_a) + conv_x(x), and p's pyramid of m
-  alone is the same network with x = 0 (conv_x is q's only extra
-  parameter). conv_m(m) and m's whole pyramid are computed once per memory
-  entry; the rest of q's pyramid runs per (sample, target) pair.
+* **Tying.** One `ConvPyramid` of m is shared by p(z|m_a) and p(x|m_a, z)
+  (we read the paper's "we tie the parameters of the convolutional
+  downscaling layers in q(z|m) and p(x|m, z)" as p(z|m), the other network of
+  m alone). q(z|x, m_a) takes "the concatenation of x and m": its first layer
+  is conv_m(m_a) + conv_x(x) (`joint=True`), with its own pyramid by default
+  or, with `tie_pyramid`, the same layers as m's pyramid (then p's pyramid is
+  q's with x = 0 and conv_x is q's only extra parameter; measured worse).
+  conv_m(m) and m's whole pyramid are computed once per memory entry; the
+  rest of q's pyramid runs per (sample, target) pair.
 * `ConvEncoder` q(z|x, m_a): the flattened top of the joint pyramid into an
   MLP with one hidden layer and 2|z| outputs.
 * `TopMLP` p(z|m_a): the flattened top of P(m_a) into an MLP -> 2|z|.
@@ -144,8 +146,8 @@ class ConvEncoder(keras.layers.Layer):
         conditional: False for the memory-less VAE (q(z|x) = MLP(P(x))).
 
     Methods:
-        memory_features(features): the pyramid's first-layer pre-activation of
-            the |M| entries, `[|M|, H, W, ch]` (computed once per step).
+        memory_features(memory): the m-half of the pyramid's first layer on
+            the |M| raw entries, `[|M|, H, W, ch]` (computed once per step).
         call(x, gathered): `[B, H, W, C]` and `[..., B, H, W, ch]` ->
             `[..., B, out]`; the rest of the pyramid runs per (sample, target).
     """
@@ -165,8 +167,8 @@ class ConvEncoder(keras.layers.Layer):
         self.conditional = conditional
         self.head = MLP(hidden_units, output_dim, name="head")
 
-    def memory_features(self, features):
-        return features[0]
+    def memory_features(self, memory):
+        return self.pyramid.convs[0](memory)
 
     def call(self, x, gathered=None):
         if not self.conditional:
@@ -191,6 +193,8 @@ class ConvDecoder(keras.layers.Layer):
             to the upscaling path and the next conv learns how much of the
             template to use; `"add"`: added before the ReLU (the decoder
             cannot weight it apart from its own features; measured worse).
+        skip_levels: resolutions, coarsest first, that receive a skip path
+            (all `num_layers // 2 + 1` by default).
 
     Methods:
         memory_features(features): per-entry `(m_vec [|M|, |z|], skips...)`.
@@ -206,9 +210,11 @@ class ConvDecoder(keras.layers.Layer):
         num_layers: int = 6,
         conditional: bool = True,
         skip_mode: str = "concat",
+        skip_levels: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.skip_levels = num_layers // 2 + 1 if skip_levels is None else skip_levels
         if skip_mode not in ("concat", "add"):
             raise ValueError(f"skip_mode must be 'concat' or 'add'; got {skip_mode!r}")
         self.skip_mode = skip_mode
@@ -245,9 +251,9 @@ class ConvDecoder(keras.layers.Layer):
         skips = tuple(reversed(features[1:]))  # coarsest first: 4, 7, 13, 26
         return (self.m_proj(_flat_top(features)),) + skips
 
-    def _merge(self, h, skip):
+    def _merge(self, h, skip, level: int):
         """ReLU of the upscaling path, joined with the skip activation of m_a."""
-        if skip is None:
+        if skip is None or level >= self.skip_levels:
             return tf.nn.relu(h)
         if self.skip_mode == "add":
             return tf.nn.relu(h + skip)
@@ -264,12 +270,12 @@ class ConvDecoder(keras.layers.Layer):
             skips = None
             h = self.to_map(z)
         h = tf.reshape(h, [-1, top_h, top_w, self.channels])
-        h = self._merge(h, skips[0] if skips else None)
+        h = self._merge(h, skips[0] if skips else None, 0)
         for i, (conv, upconv) in enumerate(zip(self.convs, self.upconvs)):
             h = conv(h)
             th, tw = self.sizes[-2 - i]
             h = upconv(h)[:, :th, :tw, :]
-            h = self._merge(h, skips[i + 1] if skips else None)
+            h = self._merge(h, skips[i + 1] if skips else None, i + 1)
         logits = self.out(h)
         return _unfold(logits, lead, 3)
 

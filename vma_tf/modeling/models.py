@@ -217,13 +217,14 @@ class VMA(LatentVariableModel):
         encoder: `ConditionalMLP` for q(z|x, m_a), output `2 Z`.
         decoder: `ConditionalMLP` for p(x|z, m_a), output = logits of x.
         x_event_ndims: number of event dims of x (1 for flat images).
-        memory_net: optional shared feature network applied once to every
-            memory entry (the tied conv pyramid); `prior_net`,
-            `encoder.memory_features` and `decoder.memory_features` then
-            receive its output instead of the raw entries.
+        memory_net: optional feature network applied once to every memory
+            entry (the conv pyramid); `prior_net` and
+            `decoder.memory_features` then receive its output instead of the
+            raw entries.
 
-    `encoder` and `decoder` implement `memory_features(features)` (per-entry
-    tensors, any nest) and `call(input, gathered_features)`.
+    `encoder` and `decoder` implement `memory_features(...)` (per-entry
+    tensors, any nest; the encoder's from the raw entries) and
+    `call(input, gathered_features)`.
     """
 
     def __init__(
@@ -256,7 +257,7 @@ class VMA(LatentVariableModel):
             "embeddings": e,
             "prior_logits": self.addressing.prior_logits(e),
             "prior_z": self.prior_net(features),
-            "encoder": self.encoder.memory_features(features),
+            "encoder": self.encoder.memory_features(m),
             "decoder": self.decoder.memory_features(features),
         }
 
