@@ -252,6 +252,15 @@ _PEAK_SCRIPT = textwrap.dedent(
     from vma_tf.modeling.builders import build_model
 
     def peak_mb():
+        # VmHWM: this process's peak RSS (ru_maxrss would start at the
+        # parent's peak, which Linux carries across fork + exec).
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     cfg = dataclasses.replace(
