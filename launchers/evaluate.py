@@ -58,6 +58,9 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "num_examples", 0, "Examples/sequences/episodes (0: protocol default)."
 )
+flags.DEFINE_integer(
+    "iw_episodes", 100, "classification: episodes also scored importance-weighted."
+)
 flags.DEFINE_integer("chunk_size", 100, "Samples per chunk (bounds memory).")
 flags.DEFINE_integer("seed", 0, "Evaluation seed.")
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
@@ -96,6 +99,7 @@ def main(argv):
         ("num_samples", num_samples, 1),
         ("chunk_size", FLAGS.chunk_size, 1),
         ("num_examples", FLAGS.num_examples, 0),
+        ("iw_episodes", FLAGS.iw_episodes, 0),
     ):
         if value < minimum:
             fail(f"--{flag}={value} must be >= {minimum}")
@@ -112,6 +116,8 @@ def main(argv):
         chunk_size=FLAGS.chunk_size,
         seed=FLAGS.seed,
     )
+    if FLAGS.protocol == "classification":
+        options["iw_episodes"] = FLAGS.iw_episodes
     try:
         runs = [protocols.load(w) for w in workdirs]
         target = runs if FLAGS.protocol == "kl_breakdown" else runs[0]

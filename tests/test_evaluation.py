@@ -116,6 +116,7 @@ def test_nll_protocol_on_a_trained_run(tmp_path):
     "args,message",
     [
         (["--num_samples=0"], "--num_samples=0 must be >= 1"),
+        (["--iw_episodes=-1"], "--iw_episodes=-1 must be >= 0"),
         (["--protocol=bogus"], "protocol"),
     ],
 )
