@@ -1,0 +1,107 @@
+"""Measure a preset: compile time, ms/step, FLOP utilisation, eval and input rates.
+
+    python -m launchers.benchmark --preset=omniglot_fewshot \
+        --memory_sizes=32,128,512,2048 --json=/tmp/bench.json
+
+Prints one table (a row per memory size) and writes every number as JSON.
+Steps run on synthetic inputs of the preset's shapes (see `vma_tf.benchmark`).
+Run it alone on the machine: other processes distort every number.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
+
+from absl import app, flags  # noqa: E402
+
+from launchers.common import fail  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("preset", "omniglot_fewshot", "Named experiment preset.")
+flags.DEFINE_list(
+    "memory_sizes", [], "Comma-separated |M| values (default: the preset's)."
+)
+flags.DEFINE_integer("steps", 20, "Timed steps per memory size (median reported).")
+flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+flags.DEFINE_integer(
+    "eval_samples", 1000, "K of the timed streamed evaluation (0 skips it)."
+)
+flags.DEFINE_integer(
+    "input_batches", 50, "Batches read from the real input pipeline (0 skips it)."
+)
+flags.DEFINE_string("json", None, "Write the report here as JSON.")
+flags.DEFINE_integer("channels", None, "Feature maps of every conv layer.")
+flags.DEFINE_integer("num_samples", None, "Samples K from q per example.")
+flags.DEFINE_boolean("jit", None, "Compile with XLA (default: the preset's, True).")
+flags.DEFINE_string("data_dir", None, "Data directory (for the input pipeline).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; all options are --flags")
+    from vma_tf import configs
+    from vma_tf.data.files import DataError
+
+    try:
+        sizes = [int(s) for s in FLAGS.memory_sizes]
+    except ValueError:
+        fail(
+            f"--memory_sizes={','.join(FLAGS.memory_sizes)} must be "
+            "comma-separated positive integers"
+        )
+    if any(s < 1 for s in sizes):
+        fail(f"--memory_sizes={','.join(FLAGS.memory_sizes)} must all be >= 1")
+    for flag, minimum in (
+        ("steps", 1),
+        ("warmup", 0),
+        ("eval_samples", 0),
+        ("input_batches", 0),
+    ):
+        if getattr(FLAGS, flag) < minimum:
+            fail(f"--{flag}={getattr(FLAGS, flag)} must be >= {minimum}")
+    try:
+        config = configs.validate(
+            configs.override(
+                configs.get_preset(FLAGS.preset),
+                channels=FLAGS.channels,
+                num_samples=FLAGS.num_samples,
+                jit=FLAGS.jit,
+                data_dir=FLAGS.data_dir,
+            )
+        )
+        if sizes and config.model.kind == "vae":
+            raise configs.ConfigError(
+                f"--memory_sizes: preset {FLAGS.preset!r} is a VAE (no memory)"
+            )
+        if FLAGS.json:
+            parent = os.path.dirname(os.path.abspath(FLAGS.json))
+            if not os.path.isdir(parent):
+                raise configs.ConfigError(
+                    f"--json={FLAGS.json}: directory {parent} does not exist"
+                )
+        from vma_tf import benchmark
+        from vma_tf.workdir import atomic_write
+
+        report = benchmark.run_benchmark(
+            config,
+            sizes,
+            steps=FLAGS.steps,
+            warmup=FLAGS.warmup,
+            eval_samples=FLAGS.eval_samples,
+            input_batches=FLAGS.input_batches,
+        )
+    except (configs.ConfigError, DataError) as e:
+        fail(str(e))
+    print(benchmark.format_table(report))
+    if FLAGS.json:
+        atomic_write(pathlib.Path(FLAGS.json), json.dumps(report, indent=2) + "\n")
+        print(f"wrote {FLAGS.json}")
+
+
+if __name__ == "__main__":
+    app.run(main)
