@@ -11,14 +11,14 @@ Run it alone on the machine: other processes distort every number.
 from __future__ import annotations
 
 import json
-import pathlib
 import os
+import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from launchers.common import fail  # noqa: E402
+from launchers.common import fail
 
 FLAGS = flags.FLAGS
 

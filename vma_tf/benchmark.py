@@ -29,7 +29,8 @@ import dataclasses
 import math
 import re
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -365,11 +366,15 @@ def format_table(report: dict[str, Any]) -> str:
     """One table: a row per memory size."""
     mm = report["matmul"]
     lines = [
-        f"{report['preset']}: fp32 matmul {mm['n']}^3 {mm['flops_per_sec'] / 1e9:.1f}"
-        f" GFLOP/s ({mm['median_ms']:.1f} ms)",
-        f"{'|M|':>7} {'compile s':>9} {'ms/step':>9} {'steps/s':>8} {'ex/s':>8} "
-        f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'util':>6} {'eval IS/s':>10} "
-        f"{'peak MB':>8}",
+        (
+            f"{report['preset']}: fp32 matmul {mm['n']}^3 "
+            f"{mm['flops_per_sec'] / 1e9:.1f} GFLOP/s ({mm['median_ms']:.1f} ms)"
+        ),
+        (
+            f"{'|M|':>7} {'compile s':>9} {'ms/step':>9} {'steps/s':>8} {'ex/s':>8} "
+            f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'util':>6} {'eval IS/s':>10} "
+            f"{'peak MB':>8}"
+        ),
     ]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)
     for r in report["rows"]:
