@@ -58,6 +58,9 @@ def test_recall_sizes(recall_run, tmp_path):
     by_size = result["by_memory_size"]
     assert set(by_size) == {"8", "16"} and by_size["16"]["num_examples"] == 8
     assert by_size["16"]["log_memory_size"] == pytest.approx(np.log(16))
+    for entry in by_size.values():
+        assert 0 <= entry["q_own_slot"]["mean"] <= 1
+        assert 0 <= entry["mode_is_own_slot"]["mean"] <= 1
     figs["recall_sizes"](tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 0
 
@@ -204,6 +207,24 @@ def test_classification_of_targets_identical_to_a_memory_entry_is_exact():
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
     assert np.mean(np.argmax(probs, -1) == labels) == 1.0
     assert probs[np.arange(12), labels].min() > 0.9
+
+
+def test_own_slot_recall_of_targets_in_and_not_in_memory():
+    model, memory = _matched_vma()
+    mass, hit = classification.own_slot_recall(model, memory[:5], memory)
+    q_a, _ = model.address_distributions(memory[:5], memory)
+    expected = q_a.probs_parameter().numpy()[np.arange(5), np.arange(5)]
+    np.testing.assert_allclose(mass.numpy(), expected, rtol=1e-6)
+    assert mass.numpy().min() > 0.9 and hit.numpy().all()
+    # Duplicated entries both count as the target's own slot.
+    doubled = np.concatenate([memory, memory[:1]])
+    mass, hit = classification.own_slot_recall(model, memory[:1], doubled)
+    q_a, _ = model.address_distributions(memory[:1], doubled)
+    probs = q_a.probs_parameter().numpy()[0]
+    np.testing.assert_allclose(mass.numpy()[0], probs[0] + probs[-1], rtol=1e-6)
+    # A target that is in no slot has none of the mass.
+    mass, hit = classification.own_slot_recall(model, 1.0 - memory[:2], memory)
+    assert mass.numpy().max() == 0.0 and not hit.numpy().any()
 
 
 def test_importance_classifier_chunks_and_normalises():

@@ -35,6 +35,36 @@ def address_class_probs(model, x, memory, memory_labels, num_classes: int):
     return tf.matmul(q_a.probs_parameter(), onehot)
 
 
+def own_slot_recall(model, x, memory):
+    """How much of q(a|x) falls on the memory entries identical to x.
+
+    The recall diagnostic: a model that has learned lookup (paper Fig. 2A)
+    puts q(a|x) on the target's own slot. Entries equal to x (duplicates
+    included) all count as its own slot.
+
+    Args:
+        model: a `VMA`.
+        x: `[B, *x]` targets.
+        memory: `[|M|, *x]` entries.
+
+    Returns:
+        `(mass, hit)`: float `[B]` q-mass on x's own slot(s), and bool `[B]`
+        whether the mode of q(a|x) is one of them.
+    """
+    x = tf.convert_to_tensor(x, model.compute_dtype)
+    memory = tf.convert_to_tensor(memory, model.compute_dtype)
+    event_axes = list(range(2, x.shape.rank + 1))
+    same = tf.reduce_all(
+        tf.equal(x[:, tf.newaxis], memory[tf.newaxis]), axis=event_axes
+    )  # [B, |M|]
+    q_a, _ = model.address_distributions(x, memory)
+    probs = q_a.probs_parameter()
+    mass = tf.reduce_sum(tf.where(same, probs, tf.zeros_like(probs)), axis=-1)
+    mode = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    hit = tf.gather(same, mode, batch_dims=1)
+    return mass, hit
+
+
 class ImportanceClassifier:
     """p(c|x) ∝ Σ_{a in class c} p(x, a), every memory entry a enumerated.
 

@@ -120,7 +120,10 @@ def recall_sizes(
     """NLL and kl_a with test-time memories of `sizes` test images.
 
     Targets are drawn from the memory (the training task), `num_examples`
-    targets per size (default 320).
+    targets per size (default 320). Also reports `q_own_slot`, the q(a|x)
+    mass on the target's own slot, and `mode_is_own_slot`, the fraction of
+    targets whose most probable address is their own slot
+    (`classification.own_slot_recall`): lookup means both approach 1.
     """
     from vma_tf.data.mnist import load_binarized_mnist
 
@@ -139,7 +142,18 @@ def recall_sizes(
     for size in sizes:
         make = recall_batch_fn(test, size, batch, c.train.seed, _RECALL_STREAM)
         r = _bound_over(stream, from_counter(make, 0, batches), num_samples, seed)
-        results[str(size)] = {**r, "log_memory_size": math.log(size)}
+        own = {"q_own_slot": [], "mode_is_own_slot": []}
+        for targets in from_counter(make, 0, batches):
+            mass, hit = classification.own_slot_recall(
+                run.model, targets["x"], targets["memory"]
+            )
+            own["q_own_slot"].append(mass.numpy())
+            own["mode_is_own_slot"].append(hit.numpy().astype(np.float64))
+        results[str(size)] = {
+            **r,
+            **_summary(own),
+            "log_memory_size": math.log(size),
+        }
 
     def figure(path):
         from vma_tf import plotting
