@@ -72,6 +72,11 @@ flags.DEFINE_integer(
 flags.DEFINE_boolean(
     "tie_pyramid", None, "Share q(z|x,m)'s conv layers with m's pyramid (conv)."
 )
+flags.DEFINE_string(
+    "init_from",
+    None,
+    "Warm start: initial weights from this run directory's newest checkpoint.",
+)
 flags.DEFINE_boolean("jit", None, "Compile steps with XLA (jit_compile=True).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 

@@ -32,6 +32,7 @@ BAD = [
     (["--similarity=foo"], "similarity"),
     (["--steps=abc"], "steps"),
     (["positional"], "unexpected arguments"),
+    (["--init_from=/nonexistent/run"], "--init_from=/nonexistent/run is not a run"),
     (
         [
             "--preset=omniglot_fewshot",

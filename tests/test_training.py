@@ -158,3 +158,48 @@ def test_unwritable_workdir_writes_nothing(tmp_path):
     blocker.write_text("x")
     with pytest.raises(WorkdirError, match="not writable"):
         training.train_and_evaluate(tiny(), blocker / "run", progress=False)
+
+
+def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(tmp_path):
+    source, target = tmp_path / "small", tmp_path / "big"
+    training.train_and_evaluate(tiny(steps=20), source, progress=False)
+    trained = checkpoint_values(source)
+    # A memory-size curriculum: the same networks, a bigger episodic memory.
+    config = tiny(
+        steps=10,
+        log_every=10,
+        eval_every=10,
+        checkpoint_every=10,
+        memory_size=16,
+        init_from=str(source),
+    )
+    summary = training.train_and_evaluate(config, target, progress=False)
+    assert summary["step"] == 10  # The optimizer starts at step 0.
+    # After 10 steps from the warm start the weights moved, but far less than
+    # from a fresh initialisation: compare against the source's weights.
+    after = checkpoint_values(target)
+    kernels = [n for n in trained if "kernel" in n]
+    assert kernels and set(kernels) <= set(after)
+    for n in kernels:
+        diff = np.abs(after[n] - trained[n]).max()
+        assert 0 < diff < 0.05, (n, diff)
+
+
+def test_warm_start_from_another_architecture_is_refused(tmp_path):
+    from vma_tf.errors import CheckpointMismatchError
+
+    training.train_and_evaluate(tiny(steps=20), tmp_path / "mlp", progress=False)
+    config = tiny(
+        steps=10,
+        log_every=10,
+        eval_every=10,
+        checkpoint_every=10,
+        decoder_context="first",
+        init_from=str(tmp_path / "mlp"),
+    )
+    with pytest.raises(CheckpointMismatchError, match="--init_from="):
+        training.train_and_evaluate(config, tmp_path / "other", progress=False)
+    # Nothing was trained into the new run.
+    assert not (tmp_path / "other" / "checkpoints").exists() or not list(
+        (tmp_path / "other" / "checkpoints").glob("ckpt-*")
+    )

@@ -46,3 +46,31 @@ def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
         raise CheckpointMismatchError(
             f"checkpoint {path} does not match this model ({first[:200]})"
         ) from None
+
+
+def warm_start(model: keras.Model, run_dir) -> str:
+    """Loads every model variable from the newest checkpoint of `run_dir`.
+
+    The optimizer is left as it is (fresh). Raises `CheckpointMismatchError`
+    when `run_dir` has no checkpoint or its model variables differ from
+    `model`'s (names or shapes). Returns the checkpoint path.
+    """
+    import pathlib
+
+    path = tf.train.latest_checkpoint(
+        str(pathlib.Path(run_dir).expanduser() / "checkpoints")
+    )
+    if path is None:
+        raise CheckpointMismatchError(f"--init_from={run_dir} has no checkpoint")
+    checkpoint = tf.train.Checkpoint(
+        model=_variable_map(model.variables, strip_scope=False)
+    )
+    try:
+        checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointMismatchError(
+            f"--init_from={run_dir}: checkpoint {path} does not match this "
+            f"model ({first[:200]})"
+        ) from None
+    return path

@@ -127,6 +127,11 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints.
         keep_checkpoints: how many checkpoints to keep.
         jit: compile train/test steps with XLA (`jit_compile=True`).
+        init_from: warm start: a run directory whose newest checkpoint gives
+            the initial model weights (every model variable must match; the
+            optimizer and the step count start fresh). Used only when this
+            run has no checkpoint of its own. E.g. a memory-size curriculum:
+            `mnist_recall` with |M| = 16, then |M| = 256 from it.
     """
 
     steps: int = 100_000
@@ -138,6 +143,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     jit: bool = True
+    init_from: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +184,7 @@ FLAG_FIELDS = {
     "eval_every": ("train", "eval_every"),
     "checkpoint_every": ("train", "checkpoint_every"),
     "jit": ("train", "jit"),
+    "init_from": ("train", "init_from"),
     "num_samples": ("model", "num_samples"),
     "memory_size": ("model", "memory_size"),
     "similarity": ("model", "similarity"),
@@ -208,6 +215,7 @@ RESUMABLE_FIELDS = {
         "checkpoint_every",
         "keep_checkpoints",
         "jit",
+        "init_from",
     )
 } | {("data", "data_dir"), ("data", "eval_batches"), ("data", "eval_memory_size")}
 

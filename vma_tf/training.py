@@ -276,6 +276,9 @@ def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
     )
     if manager.latest_checkpoint:
         checkpointing.restore(checkpoint, manager.latest_checkpoint)
+    elif t.init_from:
+        source = checkpointing.warm_start(model, t.init_from)
+        print(f"Warm start: model weights from {source}")
     start_step = int(model.optimizer.iterations.numpy())
     if start_step:
         print(f"Resuming from {manager.latest_checkpoint} at step {start_step}")

@@ -105,6 +105,13 @@ def preflight(config: Config, workdir: str | os.PathLike) -> pathlib.Path:
     configs.validate(config)
     workdir = pathlib.Path(workdir).expanduser().absolute()
     check_workdir(workdir, config)
+    if config.train.init_from:
+        source = pathlib.Path(config.train.init_from).expanduser()
+        if not (source / "checkpoints").is_dir():
+            raise WorkdirError(
+                f"--init_from={config.train.init_from} is not a run directory "
+                "with checkpoints"
+            )
     for name in DATASET_FILES[config.data.dataset]:
         find_file(name, config.data.data_dir)
     return workdir
