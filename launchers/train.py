@@ -78,6 +78,13 @@ flags.DEFINE_string(
     "Warm start: initial weights from this run directory's newest checkpoint.",
 )
 flags.DEFINE_boolean("jit", None, "Compile steps with XLA (jit_compile=True).")
+flags.DEFINE_enum(
+    "strategy",
+    None,
+    ["default", "mirrored", "multi_worker"],
+    "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
+    "multi_worker (MultiWorkerMirroredStrategy from $TF_CONFIG).",
+)
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 
 

@@ -17,6 +17,15 @@ Workdir layout:
 Rerunning the same command resumes from the latest checkpoint. Training data
 are a pure function of (seed, step) (see `vma_tf.data.pipelines`), so the data
 position is restored with the step counter.
+
+Distributed training (`config.train.strategy`, see `make_strategy`): the model
+is built under the strategy's scope, `batch_size` is the global batch, each
+replica gets `batch_size / replicas` targets of the same global batch and the
+whole (shared) memory (`distribute`). Every worker trains, evaluates and saves
+checkpoints (collectives need all of them), but only the chief writes into the
+workdir; other workers write into a temporary directory deleted at the end,
+and resume from the chief's `checkpoints/` (a filesystem shared by all
+workers).
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import json
 import math
 import os
 import pathlib
+import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -33,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from vma_tf import checkpointing, plotting
-from vma_tf.configs import Config
+from vma_tf.configs import Config, ConfigError
 from vma_tf.data.experiments import make_data
 from vma_tf.errors import NonFiniteError
 from vma_tf.workdir import atomic_write, preflight, workdir_lock
@@ -87,6 +98,127 @@ class MetricsLog:
         self.writer.flush()
 
 
+# -- distribution -------------------------------------------------------------
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy named by `config.train.strategy`.
+
+    Args:
+        name: `"default"` (the default one-device strategy), `"mirrored"`
+            (`MirroredStrategy` over all local GPUs, or the CPU) or
+            `"multi_worker"` (`MultiWorkerMirroredStrategy`; the cluster and
+            this task come from `$TF_CONFIG`). `multi_worker` must be created
+            before TensorFlow runs any op in the process.
+
+    Returns:
+        The strategy.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ConfigError(
+                "--strategy=multi_worker needs $TF_CONFIG (cluster and task)"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"unknown strategy {name!r}")
+
+
+def task_info(strategy: tf.distribute.Strategy) -> tuple[str | None, int, bool]:
+    """`(task_type, task_id, is_chief)` of this process in `strategy`.
+
+    The chief is task `chief` if the cluster has one, else `worker` 0;
+    without a cluster (default / mirrored) the process is the chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None, 0, True
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" or (
+        task_type == "worker" and task_id == 0 and not has_chief
+    )
+    return task_type, task_id, chief
+
+
+def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
+    """Splits a dataset of global batches into per-replica batches.
+
+    Replica `r` of `R` gets `x[r * B/R : (r + 1) * B/R]` of every global
+    batch and the whole `memory` (memory is shared by the batch, never split),
+    so the union of the replicas' batches is exactly the single-device batch.
+    Every worker builds the same global batches (a pure function of the step)
+    and keeps only its own replicas' slices; no file sharding.
+
+    Args:
+        strategy: the strategy; with one replica `dataset` is returned as is.
+        dataset: elements `{"x": [B, *x], "memory": [|M|, *entry]}` (memory
+            optional), `B` static and divisible by the number of replicas.
+
+    Returns:
+        `dataset`, or a `tf.distribute.DistributedDataset` for `model.fit` /
+        `model.evaluate`.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return dataset
+
+    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        first = ctx.input_pipeline_id * local
+
+        def split(batch):
+            x = batch["x"]
+            b = int(x.shape[0]) // replicas
+            parts = {
+                "x": tf.stack(
+                    [x[(first + j) * b : (first + j + 1) * b] for j in range(local)]
+                )
+            }
+            if "memory" in batch:
+                parts["memory"] = tf.stack([batch["memory"]] * local)
+            return tf.data.Dataset.from_tensor_slices(parts)
+
+        ds = dataset.flat_map(split).prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF
+        )
+        return ds.with_options(options)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def use_jit(config: Config) -> bool:
+    """`config.train.jit`, except under a strategy with several replicas.
+
+    Keras compiles the whole `strategy.run(train_step)` with XLA; with several
+    replicas that fails (measured, TF 2.21 CPU: "Trying to access resource
+    .../replica_1 located in device CPU:1 from device CPU:0", see
+    https://www.tensorflow.org/xla/known_issues), so XLA is switched off
+    there, with a logged message.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if config.train.jit and replicas > 1:
+        print(
+            f"XLA off: --jit is not supported with {replicas} replicas "
+            f"(--strategy={config.train.strategy}); steps run as TF graphs"
+        )
+        return False
+    return config.train.jit
+
+
+def _check_batch(config: Config, replicas: int) -> None:
+    if config.train.batch_size % replicas:
+        raise ConfigError(
+            f"--batch_size={config.train.batch_size} must be divisible by the "
+            f"{replicas} replicas of --strategy={config.train.strategy}"
+        )
+
+
 # -- model assembly -----------------------------------------------------------
 
 
@@ -99,7 +231,7 @@ def build_model(config: Config, x_shape, example_batch) -> LatentVariableModel:
         example_batch: a training batch, used to create variables eagerly.
 
     Returns:
-        The compiled model, `jit_compile` set explicitly from `config.train.jit`.
+        The compiled model, `jit_compile` set explicitly by `use_jit(config)`.
     """
     keras.utils.set_random_seed(config.train.seed)
     model = build_network(config.model, x_shape, seed=config.train.seed)
@@ -111,10 +243,35 @@ def build_model(config: Config, x_shape, example_batch) -> LatentVariableModel:
     )
     model.compile(
         optimizer=keras.optimizers.Adam(config.train.learning_rate),
-        jit_compile=config.train.jit,
+        jit_compile=use_jit(config),
     )
     model.optimizer.build(model.trainable_variables)
+    if tf.distribute.has_strategy():
+        # Every variable exists now. Keras' pre-fit "symbolic build" under a
+        # strategy reduces one dict batch across replicas, which
+        # MultiWorkerMirroredStrategy rejects ("Attempt to convert a value
+        # ({'x': PerReplica...}) with an unsupported type (<class 'dict'>)").
+        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    if isinstance(
+        tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
+    ):
+        _vectorize_step_outputs(model)
     return model
+
+
+def _vectorize_step_outputs(model: LatentVariableModel) -> None:
+    """Makes `train_step` / `test_step` return `[1]` metrics, not scalars.
+
+    Keras reduces the per-replica step outputs of a multi-worker strategy
+    with `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars
+    ("Invalid reduction dimension 0 for input with 0 dimensions"). The epoch
+    logs `_Monitor` and `evaluate` see are read from the metric trackers
+    (aggregated over all replicas), not from these outputs.
+    """
+    expand = lambda logs: {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    train_step, test_step = model.train_step, model.test_step
+    model.train_step = lambda data: expand(train_step(data))
+    model.test_step = lambda data: expand(test_step(data))
 
 
 def sample_grid(
@@ -220,12 +377,22 @@ def evaluate(
     step: int,
     log: MetricsLog | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs `test_step` over each eval set (fixed eval seed); logs each split."""
+    """Runs `test_step` over each eval set (fixed eval seed); logs each split.
+
+    Under a strategy with several replicas each global batch is split across
+    them (`distribute`) and the metrics are averaged over all replicas.
+    """
     records = []
+    strategy = model.distribute_strategy
     for split, ds in evals.items():
         model.reset_eval_seed()
         t0 = time.perf_counter()
-        values = model.evaluate(ds, verbose=0, return_dict=True)
+        values = model.evaluate(
+            distribute(strategy, ds),
+            steps=_num_batches(ds) if strategy.num_replicas_in_sync > 1 else None,
+            verbose=0,
+            return_dict=True,
+        )
         rate = _num_batches(ds) / (time.perf_counter() - t0)
         if log is not None:
             records.append(log.write(split, step, values, rate))
@@ -259,14 +426,39 @@ def train_and_evaluate(
         NonFiniteError: NaN/Inf in training (last good checkpoint kept).
     """
     workdir = preflight(config, workdir)
+    strategy = make_strategy(config.train.strategy)  # Before any TF op.
+    _check_batch(config, strategy.num_replicas_in_sync)
+    task_type, task_id, chief = task_info(strategy)
+    if chief:
+        write_dir = workdir
+    else:  # Workers write into a temporary directory (deleted at the end).
+        write_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"vma_{task_type}{task_id}_"))
+        print(f"{task_type} {task_id}: not the chief, writing into {write_dir}")
     data = make_data(config)
-    workdir.mkdir(parents=True, exist_ok=True)
-    with workdir_lock(workdir):
-        atomic_write(workdir / "config.json", config.to_json() + "\n")
-        return _train(config, workdir, data, progress)
+    write_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with workdir_lock(write_dir):
+            if chief:
+                atomic_write(workdir / "config.json", config.to_json() + "\n")
+            with strategy.scope():
+                summary = _train(config, write_dir, data, progress, workdir)
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+    if not chief:
+        summary = {**summary, "workdir": str(workdir), "chief": False}
+    return summary
 
 
-def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
+def _train(
+    config: Config,
+    workdir: pathlib.Path,
+    data,
+    progress: bool,
+    restore_dir: pathlib.Path | None = None,
+):
+    """Trains in `workdir`; resumes from `restore_dir/checkpoints` (default
+    `workdir`), the chief's directory for a non-chief worker."""
     t = config.train
     example = data.make_batch(tf.constant(0, tf.int64))
     model = build_model(config, data.x_shape, example)
@@ -274,14 +466,17 @@ def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
     manager = tf.train.CheckpointManager(
         checkpoint, workdir / "checkpoints", max_to_keep=t.keep_checkpoints
     )
-    if manager.latest_checkpoint:
-        checkpointing.restore(checkpoint, manager.latest_checkpoint)
+    latest = tf.train.latest_checkpoint(
+        str(pathlib.Path(restore_dir or workdir) / "checkpoints")
+    )
+    if latest:
+        checkpointing.restore(checkpoint, latest)
     elif t.init_from:
         source = checkpointing.warm_start(model, t.init_from)
         print(f"Warm start: model weights from {source}")
     start_step = int(model.optimizer.iterations.numpy())
     if start_step:
-        print(f"Resuming from {manager.latest_checkpoint} at step {start_step}")
+        print(f"Resuming from {latest} at step {start_step}")
     log = MetricsLog(workdir, start_step)
     memory = None if data.sample_memory is None else tf.constant(data.sample_memory)
     x_hw = data.x_shape[:2] if len(data.x_shape) == 3 else (28, 28)
@@ -292,7 +487,7 @@ def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
     t0 = time.perf_counter()
     if start_step < t.steps:
         model.fit(
-            data.train(start_step),
+            distribute(model.distribute_strategy, data.train(start_step)),
             epochs=t.steps // t.log_every,
             initial_epoch=start_step // t.log_every,
             steps_per_epoch=t.log_every,
@@ -301,7 +496,7 @@ def _train(config: Config, workdir: pathlib.Path, data, progress: bool):
             shuffle=False,
         )
     wall = time.perf_counter() - t0
-    final = evaluate(model, data.final_evals, int(model.optimizer.iterations), log)
+    final = evaluate(model, data.final_evals, int(model.optimizer.iterations.numpy()), log)
     grid = sample_fn()
     plotting.save_grid(
         workdir / "samples.png",
