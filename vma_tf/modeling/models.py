@@ -165,14 +165,28 @@ class LatentVariableModel(keras.Model):
     def train_step(self, data):
         x, memory = self._unpack(data)
         seed = self.seed_generator.next()
+        # Under a tf.distribute strategy with R > 1 replicas (see
+        # `vma_tf.training.distribute`): each replica folds its id into the
+        # seed (different noise), and the optimizer sums the replicas'
+        # gradients, so each replica's loss is scaled by 1/R (global mean).
+        replica = tf.distribute.get_replica_context()
+        replicas = replica.num_replicas_in_sync if replica is not None else 1
+        if replicas > 1:
+            seed = tf.random.experimental.stateless_fold_in(
+                _seed(seed), replica.replica_id_in_sync_group
+            )
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             loss, terms = self.loss_and_terms(x, memory, seed)
-        grads = tape.gradient(loss, variables)
+            scaled = loss / replicas if replicas > 1 else loss
+        grads = tape.gradient(scaled, variables)
         finite = tf.math.is_finite(loss)
         for g in grads:
             if g is not None:
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        if replicas > 1:  # Non-finite on any replica: marked on all.
+            bad = replica.all_reduce("sum", tf.cast(tf.logical_not(finite), tf.int32))
+            finite = tf.equal(bad, 0)
         step = tf.cast(self.optimizer.iterations, tf.int64) + 1
         first = self.first_nonfinite_step
         first.assign(
@@ -183,7 +197,13 @@ class LatentVariableModel(keras.Model):
 
     def test_step(self, data):
         x, memory = self._unpack(data)
-        loss, terms = self.loss_and_terms(x, memory, self.eval_seed_generator.next())
+        seed = self.eval_seed_generator.next()
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(
+                _seed(seed), replica.replica_id_in_sync_group
+            )
+        loss, terms = self.loss_and_terms(x, memory, seed)
         return self._update_metrics(loss, terms)
 
     def call(self, inputs, training=False):
