@@ -45,8 +45,9 @@ seed; images only); the soft-attention baseline exports `log_likelihood` and
 
 Every input is validated inside the graph: a wrong rank or example size, an
 empty memory, pixel values outside [0, 1], `memory_labels` not matching the
-memory, `num_samples < 2`, `k` outside [1, |M|], `num < 1` or a seed that is
-not 2 integers raise `InvalidArgumentError` with a message naming the input.
+memory, `num_samples` outside [2, 10000], `k` outside [1, |M|], `num` outside
+[1, 10000] or a seed that is not 2 integers raise `InvalidArgumentError` with
+a message naming the input.
 Same inputs and seed => same outputs (stateless Philox noise).
 """
 
@@ -66,6 +67,8 @@ from vma_tf.configs import ConfigError
 from vma_tf.modeling.models import VAE, VMA, SoftAttentionVAE
 
 EXPORT_METADATA = "assets.extra/vma_export.json"
+# Upper bound of `num_samples` and `num` per request (bounds the work).
+MAX_DRAWS = 10_000
 
 
 class ExportError(ConfigError):
@@ -77,10 +80,14 @@ def _fmt(shape) -> str:
 
 
 class _Validator:
-    """Chains in-graph asserts so they fire in the order they are declared.
+    """In-graph input checks that report the first failure by its message.
 
-    Every condition is computed from padded shapes, so a malformed input can
-    never make a kernel fail before its assert reports it.
+    Each check is a `tf.debugging.Assert`, chained to the previous one by a
+    control dependency. No other kernel may fail on a bad input first (TF
+    may run independent ops in any order): every condition is computed from
+    padded shapes, and each validated tensor is passed on through a
+    `tf.cond` that substitutes a harmless well-formed value when its check
+    fails (the request fails by the assert anyway).
     """
 
     def __init__(self):
@@ -99,23 +106,31 @@ class _Validator:
             return tf.identity(t)
 
     @staticmethod
-    def _padded_shape(t, length: int):
+    def padded_shape(t, length: int):
         """`tf.shape(t)` padded with -1 (or cut) to exactly `length` entries."""
         shape = tf.concat([tf.shape(t), -tf.ones([length], tf.int32)], 0)
         return shape[:length]
 
+    def guarded(self, ok, t, default, static_shape):
+        """`t` if `ok` else `default()`, after the checks, with `static_shape`."""
+        t = self.done(t)
+        t = tf.cond(ok, lambda: tf.identity(t), default)
+        return tf.ensure_shape(t, static_shape)
+
     def batch(self, t, name: str, event_shape, unit_range: bool, what: str):
-        """Validates a float `[n, *event_shape]` batch with n >= 1 (for memory)
-        or n >= 0; returns it with its static shape set."""
+        """Validates a float `[n, *event_shape]` batch (`what == "|M|"`: memory,
+        n >= 1); returns it with its static shape set."""
         event_shape = tuple(int(s) for s in event_shape)
         rank = 1 + len(event_shape)
-        shape = self._padded_shape(t, rank)
+        shape = self.padded_shape(t, rank)
         expect = f"{name} must be float32 [{what}, {_fmt(event_shape)}]"
-        ok_rank = tf.equal(tf.rank(t), rank)
-        ok_event = tf.reduce_all(tf.equal(shape[1:], event_shape))
-        self.check(tf.logical_and(ok_rank, ok_event), expect, "got shape", tf.shape(t))
+        ok = tf.logical_and(
+            tf.equal(tf.rank(t), rank), tf.reduce_all(tf.equal(shape[1:], event_shape))
+        )
+        self.check(ok, expect, "got shape", tf.shape(t))
         if what == "|M|":
             self.check(shape[0] >= 1, f"{name} must not be empty (|M| >= 1 entries)")
+            ok = tf.logical_and(ok, shape[0] >= 1)
         if unit_range:
             self.check(
                 tf.reduce_all(tf.logical_and(t >= 0.0, t <= 1.0)),
@@ -125,14 +140,25 @@ class _Validator:
             self.check(
                 tf.reduce_all(tf.math.is_finite(t)), f"{name} values must be finite"
             )
-        return tf.ensure_shape(self.done(t), (None,) + event_shape)
+        size = 1 if what == "|M|" else 0
+        return self.guarded(
+            ok,
+            t,
+            lambda: tf.zeros((size,) + event_shape, t.dtype),
+            (None,) + event_shape,
+        )
 
     def seed(self, seed):
         ok = tf.logical_and(
-            tf.equal(tf.rank(seed), 1), tf.equal(self._padded_shape(seed, 1)[0], 2)
+            tf.equal(tf.rank(seed), 1), tf.equal(self.padded_shape(seed, 1)[0], 2)
         )
         self.check(ok, "seed must be int32 [2]", "got shape", tf.shape(seed))
-        return tf.ensure_shape(self.done(seed), [2])
+        return self.guarded(ok, seed, lambda: tf.zeros([2], seed.dtype), [2])
+
+    def scalar(self, value, low, high, message: str):
+        """Checks `low <= value <= high`; returns `value` clipped to the range."""
+        self.check(tf.logical_and(value >= low, value <= high), message, "got", value)
+        return tf.clip_by_value(self.done(value), low, high)
 
 
 def _spec(shape, dtype, name):
@@ -252,14 +278,13 @@ class ServingFunctions:
         """
         v = _Validator()
         x, memory = self._inputs(v, x, memory)
-        v.check(
-            num_samples >= 2,
-            "num_samples must be >= 2 (the K of the importance-weighted bound)",
-            "got",
+        num_samples = v.scalar(
             num_samples,
+            2,
+            MAX_DRAWS,
+            f"num_samples must be in [2, {MAX_DRAWS}] (K of the bound)",
         )
         seed = v.seed(seed)
-        num_samples = v.done(num_samples)
         n = tf.shape(x)[0]
         # K is a tensor here, and `compute_terms` takes a Python K: the K
         # copies of x are evaluated as one batch of K * N with K = 1. Its noise
@@ -293,15 +318,7 @@ class ServingFunctions:
         v = _Validator()
         x, memory = self._inputs(v, x, memory)
         size = self._memory_size(memory)
-        v.check(
-            tf.logical_and(k >= 1, k <= size),
-            "k must be in [1, |M|]",
-            "got k =",
-            k,
-            "|M| =",
-            size,
-        )
-        k = v.done(k)
+        k = v.scalar(k, 1, size, "k must be in [1, |M|]")
         q_a, _ = self.model.address_distributions(x, memory)
         probs = q_a.probs_parameter()
         top = tf.math.top_k(probs, k)
@@ -321,9 +338,8 @@ class ServingFunctions:
         """
         v = _Validator()
         _, memory = self._inputs(v, None, memory)
-        v.check(num >= 1, "num must be >= 1", "got", num)
+        num = v.scalar(num, 1, MAX_DRAWS, f"num must be in [1, {MAX_DRAWS}]")
         seed = v.seed(seed)
-        num = v.done(num)
         if self.kind == "vae":
             return {"images": self.model.sample(num, seed)}
         if self.kind == "soft_attention":
@@ -349,19 +365,22 @@ class ServingFunctions:
         """
         v = _Validator()
         x, memory = self._inputs(v, x, memory)
-        labels_shape = v._padded_shape(memory_labels, 1)
+        size = tf.shape(memory)[0]
+        ok = tf.logical_and(
+            tf.equal(tf.rank(memory_labels), 1),
+            tf.equal(v.padded_shape(memory_labels, 1)[0], size),
+        )
         v.check(
-            tf.logical_and(
-                tf.equal(tf.rank(memory_labels), 1),
-                tf.equal(labels_shape[0], tf.shape(memory)[0]),
-            ),
+            ok,
             "memory_labels must be int32 [|M|], one label per memory entry",
             "got shape",
             tf.shape(memory_labels),
             "|M| =",
-            tf.shape(memory)[0],
+            size,
         )
-        memory_labels = tf.ensure_shape(v.done(memory_labels), [None])
+        memory_labels = v.guarded(
+            ok, memory_labels, lambda: tf.zeros([size], tf.int32), [None]
+        )
         q_a, _ = self.model.address_distributions(x, memory)
         probs = q_a.probs_parameter()  # [N, |M|]
         classes, index = tf.unique(memory_labels)

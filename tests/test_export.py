@@ -1,0 +1,565 @@
+"""Export and serving: TF Serving layout, fresh-process reload, REST/gRPC
+client round trips, in-graph input validation, the two launchers."""
+
+import io
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vma_tf import configs, export, serving_client, training
+from vma_tf.classification import address_class_probs
+from vma_tf.data.experiments import make_data
+from vma_tf.evaluation import load_run
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SEED = [3, 4]
+K = 5
+NUM = 3
+TOP = 2
+PRESETS = ("mnist_recall", "omniglot_fewshot")
+
+
+def tiny(preset, **overrides):
+    values = dict(
+        steps=4,
+        log_every=2,
+        eval_every=4,
+        checkpoint_every=4,
+        eval_batches=1,
+        jit=False,
+    )
+    if preset.startswith("omniglot"):
+        values.update(
+            channels=8, batch_classes=2, targets_per_class=2, memory_per_class=2
+        )
+    else:
+        values.update(memory_size=8, batch_size=8)
+    if preset == "mnist_recall":
+        values["eval_memory_size"] = 16
+    values.update(overrides)
+    return configs.override(configs.get_preset(preset), **values)
+
+
+def signature_inputs(x, memory, labels):
+    """The inputs of every signature of an episodic VMA export."""
+    return {
+        "log_likelihood": {
+            "x": x,
+            "memory": memory,
+            "num_samples": np.int32(K),
+            "seed": np.array(SEED, np.int32),
+        },
+        "address": {"x": x, "memory": memory, "k": np.int32(TOP)},
+        "sample": {
+            "memory": memory,
+            "num": np.int32(NUM),
+            "seed": np.array(SEED, np.int32),
+        },
+        "classify": {"x": x, "memory": memory, "memory_labels": labels},
+    }
+
+
+def in_process(model, inputs):
+    """The same quantities from the vma_tf model object (eager)."""
+    x, memory = inputs["address"]["x"], inputs["address"]["memory"]
+    terms = model.compute_terms(x, memory, K, tf.constant(SEED))
+    from vma_tf import estimators
+
+    q_a, _ = model.address_distributions(x, memory)
+    probs = q_a.probs_parameter()
+    top = tf.math.top_k(probs, TOP)
+    seed_a, seed_z = tf.unstack(
+        tf.random.experimental.stateless_split(tf.constant(SEED), 2)
+    )
+    addresses = model.sample_prior_addresses(NUM, memory, seed_a)
+    labels = inputs["classify"]["memory_labels"]
+    classes, index = np.unique(labels, return_index=True)
+    classes = labels[np.sort(index)]  # First-appearance order.
+    position = {c: i for i, c in enumerate(classes)}
+    class_probs = address_class_probs(
+        model, x, memory, [position[l] for l in labels], len(classes)
+    ).numpy()
+    return {
+        "log_likelihood": {
+            "nll_bound": -estimators.iwae_bound(terms.log_weights).numpy(),
+            "kl_a": terms.kl_a.numpy(),
+            "kl_z": terms.kl_z.numpy(),
+            "recon": terms.recon.numpy(),
+        },
+        "address": {
+            "probs": probs.numpy(),
+            "top_indices": top.indices.numpy(),
+            "top_probs": top.values.numpy(),
+        },
+        "sample": {
+            "images": model.sample(addresses, memory, seed_z).numpy(),
+            "addresses": addresses.numpy(),
+        },
+        "classify": {
+            "classes": classes,
+            "class_probs": class_probs,
+            "predicted_label": classes[class_probs.argmax(-1)],
+        },
+    }
+
+
+def assert_outputs_equal(got, want, where=""):
+    assert set(got) == set(want), where
+    for name, value in want.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "iu":
+            np.testing.assert_array_equal(got[name], value, err_msg=f"{where} {name}")
+        else:
+            np.testing.assert_allclose(
+                got[name], value, rtol=1e-5, atol=1e-5, err_msg=f"{where} {name}"
+            )
+
+
+def call(loaded, signature, inputs):
+    fn = loaded.signatures[signature]
+    args = {k: tf.constant(v) for k, v in inputs.items()}
+    return {k: v.numpy() for k, v in fn(**args).items()}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Both presets trained briefly and exported (MNIST by the launcher), with
+    request inputs and the in-process model's outputs for them."""
+    root = tmp_path_factory.mktemp("export")
+    runs = {}
+    for preset in PRESETS:
+        workdir = root / preset
+        training.train_and_evaluate(tiny(preset), workdir, progress=False)
+        config, model, data, step = load_run(workdir)
+        batch = data.make_batch(tf.constant(0, tf.int64))
+        x = batch["x"].numpy()[:3].astype(np.float32)
+        memory = batch["memory"].numpy().astype(np.float32)
+        labels = np.array([7, 3, 7, 9, 3, 9, 1, 1][: len(memory)], np.int32)
+        inputs = signature_inputs(x, memory, labels)
+        base = root / f"{preset}_serving"
+        if preset == "mnist_recall":
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "launchers.export",
+                    f"--workdir={workdir}",
+                    f"--export_dir={base}",
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert f"to {base / str(step)}" in proc.stdout
+        else:
+            export.export_model(model, data.x_shape, base, step)
+        runs[preset] = dict(
+            workdir=workdir,
+            base=base,
+            path=base / str(step),
+            step=step,
+            x_shape=tuple(data.x_shape),
+            inputs=inputs,
+            expected=in_process(model, inputs),
+        )
+    return runs
+
+
+@pytest.fixture(scope="module")
+def loaded(served):
+    return {p: tf.saved_model.load(str(served[p]["path"])) for p in PRESETS}
+
+
+def test_tf_serving_layout_and_signatures(served):
+    run = served["mnist_recall"]
+    assert run["path"].name == str(run["step"])  # Version = checkpoint step.
+    assert (run["path"] / "saved_model.pb").is_file()
+    assert (run["path"] / "variables" / "variables.index").is_file()
+    assert [p.name for p in run["base"].iterdir()] == [str(run["step"])]  # No tmp.
+    meta = export.read_metadata(run["path"])
+    assert meta["kind"] == "vma" and not meta["learned_memory"]
+    assert list(meta["signatures"]) == list(run["inputs"])
+    assert meta["signatures"]["classify"]["memory_labels"] == {
+        "dtype": "int32",
+        "shape": "[|M|]",
+    }
+    proc = subprocess.run(
+        [
+            str(pathlib.Path(sys.executable).parent / "saved_model_cli"),
+            "show",
+            "--all",
+            "--dir",
+            str(run["path"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("serving_default", *run["inputs"]):
+        assert f"signature_def['{name}']" in proc.stdout
+    for line in ("inputs['memory_labels']", "outputs['nll_bound']", "DT_INT32"):
+        assert line in proc.stdout
+
+
+FRESH = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+for path, requests, out in zip(*[iter(sys.argv[1:])] * 3):
+    loaded = tf.saved_model.load(path)
+    requests = np.load(requests, allow_pickle=False)
+    results = {}
+    for name in sorted({k.split("/")[0] for k in requests.files}):
+        args = {k.split("/")[1]: tf.constant(requests[k])
+                for k in requests.files if k.startswith(name + "/")}
+        for key, value in loaded.signatures[name](**args).items():
+            results[f"{name}/{key}"] = value.numpy()
+    np.savez(out, **results)
+assert "vma_tf" not in sys.modules, "loaded vma_tf"
+print("ok")
+"""
+
+
+def test_fresh_process_without_vma_tf_reproduces_the_model(served, tmp_path):
+    argv = []
+    for preset in PRESETS:
+        flat = {
+            f"{sig}/{k}": v
+            for sig, inputs in served[preset]["inputs"].items()
+            for k, v in inputs.items()
+        }
+        np.savez(tmp_path / f"{preset}_in.npz", **flat)
+        argv += [
+            str(served[preset]["path"]),
+            str(tmp_path / f"{preset}_in.npz"),
+            str(tmp_path / f"{preset}_out.npz"),
+        ]
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, *argv],
+        cwd=tmp_path,  # Not the repo: vma_tf is not importable from here.
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+    for preset in PRESETS:
+        with np.load(tmp_path / f"{preset}_out.npz") as out:
+            for sig, want in served[preset]["expected"].items():
+                got = {k.split("/")[1]: out[k] for k in out.files if k.startswith(sig)}
+                assert_outputs_equal(got, want, f"{preset} {sig}")
+        # Sanity of the numbers themselves.
+        expected = served[preset]["expected"]
+        np.testing.assert_allclose(expected["address"]["probs"].sum(-1), 1, rtol=1e-5)
+        np.testing.assert_allclose(
+            expected["classify"]["class_probs"].sum(-1), 1, rtol=1e-5
+        )
+        images = expected["sample"]["images"]
+        assert images.shape == (NUM, *served[preset]["x_shape"])
+        assert np.all((images >= 0) & (images <= 1))
+
+
+class FakeServing:
+    """Stands in for `urlopen` of a TF Serving REST predict call: decodes the
+    JSON body, feeds it to the loaded signature, encodes the outputs (or the
+    error) as TF Serving does."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+        self.urls = []
+
+    def __call__(self, request, timeout=None):
+        self.urls.append(request.full_url)
+        body = json.loads(request.data.decode())
+        fn = self.loaded.signatures[body["signature_name"]]
+        specs = fn.structured_input_signature[1]
+        args = {
+            k: tf.constant(v, dtype=specs[k].dtype) for k, v in body["inputs"].items()
+        }
+        try:
+            outputs = {k: v.numpy().tolist() for k, v in fn(**args).items()}
+        except tf.errors.InvalidArgumentError as e:
+            error = json.dumps({"error": e.message}).encode()
+            raise urllib.error.HTTPError(
+                request.full_url, 400, "Bad Request", {}, io.BytesIO(error)
+            )
+        return io.BytesIO(json.dumps({"outputs": outputs}).encode())
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_rest_json_round_trip_of_every_signature(served, loaded, preset, monkeypatch):
+    run, fake = served[preset], FakeServing(loaded[preset])
+    monkeypatch.setattr(urllib.request, "urlopen", fake)
+    for sig, inputs in run["inputs"].items():
+        body = json.loads(json.dumps(serving_client.rest_request_body(sig, inputs)))
+        assert body["signature_name"] == sig and set(body["inputs"]) == set(inputs)
+        got = serving_client.predict_rest("http://h:8501", sig, inputs, version=7)
+        assert_outputs_equal(got, run["expected"][sig], sig)
+        assert_outputs_equal(got, call(loaded[preset], sig, inputs), sig)
+    assert fake.urls[0] == "http://h:8501/v1/models/vma/versions/7:predict"
+    bad = dict(run["inputs"]["log_likelihood"], num_samples=1)
+    with pytest.raises(
+        serving_client.ServingError, match="num_samples must be in \\[2, 10000\\]"
+    ):
+        serving_client.predict("http://h:8501", "log_likelihood", bad)
+
+
+def _bad_cases():
+    m = lambda r: r["inputs"]["classify"]
+    return [
+        ("mnist_recall", "log_likelihood", dict(x=lambda r: m(r)["x"][0]), "x must be float32 \\[N, 784\\]"),
+        ("mnist_recall", "address", dict(x=lambda r: m(r)["x"][:, :100]), "x must be float32 \\[N, 784\\]"),
+        ("omniglot_fewshot", "classify", dict(x=lambda r: np.zeros([2, 28, 28, 1], np.float32)), "x must be float32 \\[N, 26, 26, 1\\]"),
+        ("mnist_recall", "address", dict(x=lambda r: 2 * m(r)["x"]), "x values must lie in \\[0, 1\\]"),
+        ("mnist_recall", "log_likelihood", dict(memory=lambda r: m(r)["memory"][:0]), "memory must not be empty"),
+        ("omniglot_fewshot", "sample", dict(memory=lambda r: m(r)["memory"][:0]), "memory must not be empty"),
+        ("mnist_recall", "sample", dict(memory=lambda r: m(r)["memory"][None]), "memory must be float32 \\[\\|M\\|, 784\\]"),
+        ("mnist_recall", "classify", dict(memory_labels=lambda r: m(r)["memory_labels"][:-1]), "memory_labels must be int32 \\[\\|M\\|\\]"),
+        ("mnist_recall", "classify", dict(memory_labels=lambda r: np.int32(1)), "memory_labels must be int32 \\[\\|M\\|\\]"),
+        ("mnist_recall", "log_likelihood", dict(num_samples=lambda r: np.int32(1)), "num_samples must be in \\[2, 10000\\]"),
+        ("mnist_recall", "address", dict(k=lambda r: np.int32(9)), "k must be in \\[1, \\|M\\|\\]"),
+        ("omniglot_fewshot", "address", dict(k=lambda r: np.int32(0)), "k must be in \\[1, \\|M\\|\\]"),
+        ("mnist_recall", "sample", dict(num=lambda r: np.int32(0)), "num must be in \\[1, 10000\\]"),
+        ("mnist_recall", "sample", dict(seed=lambda r: np.array([1, 2, 3], np.int32)), "seed must be int32 \\[2\\]"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("preset,sig,change,message", _bad_cases())
+def test_bad_inputs_raise_invalid_argument(
+    served, loaded, preset, sig, change, message
+):
+    run = served[preset]
+    inputs = dict(run["inputs"][sig])
+    inputs.update({k: f(run) for k, f in change.items()})
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call(loaded[preset], sig, inputs)
+
+
+def run_launcher(name, args, cwd=REPO):
+    return subprocess.run(
+        [sys.executable, "-m", f"launchers.{name}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_export_launcher_refuses_bad_flags_with_one_line(served, tmp_path):
+    run = served["mnist_recall"]
+    before = sorted(p.name for p in run["base"].iterdir())
+    cases = [
+        ([f"--workdir={run['workdir']}", f"--export_dir={run['base']}"], "already exists"),
+        ([f"--workdir={run['workdir']}", f"--export_dir={run['base']}", f"--version={run['step']}"], "refusing to overwrite"),
+        ([f"--workdir={run['workdir']}", f"--export_dir={run['base']}", "--version=0"], "--version=0 must be >= 1"),
+        ([f"--workdir={run['workdir']}"], "--export_dir is required"),
+        ([f"--workdir={tmp_path}", f"--export_dir={tmp_path / 'e'}"], "has no config.json"),
+        ([f"--export_dir={tmp_path / 'e'}"], "--workdir is required"),
+    ]  # fmt: skip
+    for args, message in cases:
+        proc = run_launcher("export", args)
+        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert message in lines[0], lines
+    assert sorted(p.name for p in run["base"].iterdir()) == before
+    assert not (tmp_path / "e").exists()
+
+
+def test_query_launcher_request_body_feeds_the_signature(served, loaded, tmp_path):
+    from PIL import Image
+
+    run = served["mnist_recall"]
+    inputs = run["inputs"]["classify"]
+    np.save(tmp_path / "memory.npy", inputs["memory"])
+    np.savez(tmp_path / "labels.npz", memory_labels=inputs["memory_labels"])
+    pngs = []
+    for i, image in enumerate(inputs["x"]):
+        pngs.append(tmp_path / f"x{i}.png")
+        pixels = (image.reshape(28, 28) * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(pngs[-1])
+    proc = run_launcher(
+        "query",
+        [
+            "--signature=classify",
+            "--x=" + ",".join(map(str, pngs)),
+            "--flatten",
+            f"--memory={tmp_path / 'memory.npy'}",
+            f"--memory_labels={tmp_path / 'labels.npz'}",
+            "--print_request",
+        ],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = json.loads(proc.stdout)
+    assert body["signature_name"] == "classify"
+    np.testing.assert_array_equal(np.array(body["inputs"]["x"]), inputs["x"])
+    fn = loaded["mnist_recall"].signatures["classify"]
+    specs = fn.structured_input_signature[1]
+    got = fn(**{k: tf.constant(v, specs[k].dtype) for k, v in body["inputs"].items()})
+    assert_outputs_equal(
+        {k: v.numpy() for k, v in got.items()}, run["expected"]["classify"]
+    )
+    # Scalars default per signature; only the signature's inputs are sent.
+    proc = run_launcher(
+        "query",
+        [
+            "--signature=sample",
+            f"--memory={tmp_path / 'memory.npy'}",
+            f"--x={tmp_path / 'memory.npy'}",
+            "--num=3",
+            "--seed=3,4",
+            "--print_request",
+        ],
+    )
+    body = json.loads(proc.stdout)["inputs"]
+    assert sorted(body) == ["memory", "num", "seed"] and body["seed"] == [3, 4]
+
+
+def test_query_launcher_bad_flags_give_one_line(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    np.save(tmp_path / "x.npy", np.zeros([1, 784], np.float32))
+    cases = [
+        (["--signature=classify"], "--url is required"),
+        (["--url=localhost:8501"], "must start with http://"),
+        (["--url=http://h:1", f"--x={tmp_path / 'obj.npy'}"], "cannot read"),
+        (["--url=http://h:1", f"--x={tmp_path / 'none.npy'}"], "no such file"),
+        (["--url=http://h:1", "--signature=classify", f"--x={tmp_path / 'x.npy'}"], "needs --memory, --memory_labels"),
+        (["--url=http://h:1", f"--x={tmp_path / 'x.npy'}", "--seed=1"], "--seed=1 must be two integers"),
+        (["--url=http://127.0.0.1:9", f"--x={tmp_path / 'x.npy'}", "--timeout=5"], "cannot reach http://127.0.0.1:9/v1/models/vma:predict"),
+    ]  # fmt: skip
+    for args, message in cases:
+        proc = run_launcher("query", args, cwd=REPO)
+        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr[-2000:])
+        assert message in lines[0], lines
+
+
+def test_grpc_without_the_package_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
+    with pytest.raises(serving_client.ServingError, match="tensorflow-serving-api"):
+        serving_client.predict("grpc://127.0.0.1:9", "sample", {"num": 1})
+    with pytest.raises(serving_client.ServingError, match="must start with"):
+        serving_client.predict("ftp://h", "sample", {"num": 1})
+
+
+@pytest.mark.parametrize("preset", ["mnist_learned", "mnist_vae"])
+def test_learned_memory_and_vae_exports(tmp_path, preset):
+    config = tiny(preset, batch_size=4)
+    data = make_data(config)
+    model = training.build_model(
+        config, data.x_shape, data.make_batch(tf.constant(0, tf.int64))
+    )
+    path = export.export_model(model, data.x_shape, tmp_path, 1)
+    sigs = tf.saved_model.load(str(path)).signatures
+    x = data.make_batch(tf.constant(1, tf.int64))["x"][:2]
+    ll = dict(x=x, num_samples=tf.constant(K), seed=tf.constant(SEED))
+    got = sigs["log_likelihood"](**ll)
+    want = model.compute_terms(x, None, K, tf.constant(SEED))
+    from vma_tf import estimators
+
+    np.testing.assert_allclose(
+        got["nll_bound"], -estimators.iwae_bound(want.log_weights), rtol=1e-5
+    )
+    sample = sigs["sample"](num=tf.constant(NUM), seed=tf.constant(SEED))
+    assert sample["images"].shape == (NUM, 784)
+    if preset == "mnist_vae":
+        assert set(sigs) == {"serving_default", "log_likelihood", "sample"}
+        np.testing.assert_array_equal(got["kl_a"], 0.0)
+        return
+    assert set(sigs) == {
+        "serving_default",
+        "log_likelihood",
+        "address",
+        "sample",
+        "log_likelihood_with_memory",
+        "address_with_memory",
+        "sample_with_memory",
+        "classify",
+    }
+    learned = model.memory.memory.numpy()  # [|M|, 256] entries, not images.
+    with_memory = sigs["log_likelihood_with_memory"](memory=learned, **ll)
+    np.testing.assert_allclose(with_memory["nll_bound"], got["nll_bound"], rtol=1e-6)
+    probs = sigs["address"](x=x, k=tf.constant(TOP))["probs"]
+    assert probs.shape == (2, 8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="memory must be float32"):
+        sigs["address_with_memory"](x=x, memory=x, k=tf.constant(TOP))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    shutil.which("tensorflow_model_server") is None,
+    reason="tensorflow_model_server is not on PATH (not installable here; "
+    "see README 'Export and serving' for the docker image)",
+)
+def test_real_tensorflow_model_server(served, tmp_path):
+    run = served["mnist_recall"]
+    rest, grpc_port = _free_port(), _free_port()
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [
+            "tensorflow_model_server",
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest}",
+            "--model_name=vma",
+            f"--model_base_path={run['base']}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{rest}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models/vma", timeout=5) as r:
+                    states = [v["state"] for v in json.load(r)["model_version_status"]]
+                if "AVAILABLE" in states:
+                    break
+            except (urllib.error.URLError, OSError, KeyError, ValueError):
+                pass
+            assert time.time() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.5)
+        urls = [url]
+        try:
+            import tensorflow_serving.apis  # noqa: F401
+
+            urls.append(f"grpc://127.0.0.1:{grpc_port}")
+        except ImportError:
+            pass
+        for target in urls:
+            for sig, inputs in run["inputs"].items():
+                got = serving_client.predict(target, sig, inputs)
+                assert_outputs_equal(got, run["expected"][sig], f"{target} {sig}")
+            default = serving_client.predict(
+                target, "serving_default", run["inputs"]["log_likelihood"]
+            )
+            assert_outputs_equal(default, run["expected"]["log_likelihood"])
+            bad = dict(run["inputs"]["address"], k=np.int32(99))
+            with pytest.raises(serving_client.ServingError, match="k must be in"):
+                serving_client.predict(target, "address", bad)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
