@@ -88,7 +88,7 @@ def in_process(model, inputs):
     classes = labels[np.sort(index)]  # First-appearance order.
     position = {c: i for i, c in enumerate(classes)}
     class_probs = address_class_probs(
-        model, x, memory, [position[l] for l in labels], len(classes)
+        model, x, memory, [position[c] for c in labels], len(classes)
     ).numpy()
     return {
         "log_likelihood": {
@@ -141,7 +141,7 @@ def served(tmp_path_factory):
     for preset in PRESETS:
         workdir = root / preset
         training.train_and_evaluate(tiny(preset), workdir, progress=False)
-        config, model, data, step = load_run(workdir)
+        _, model, data, step = load_run(workdir)
         batch = data.make_batch(tf.constant(0, tf.int64))
         x = batch["x"].numpy()[:3].astype(np.float32)
         memory = batch["memory"].numpy().astype(np.float32)
@@ -161,6 +161,7 @@ def served(tmp_path_factory):
                 capture_output=True,
                 text=True,
                 timeout=300,
+                check=False,
             )
             assert proc.returncode == 0, proc.stderr[-3000:]
             assert f"to {base / str(step)}" in proc.stdout
@@ -207,6 +208,7 @@ def test_tf_serving_layout_and_signatures(served):
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("serving_default", *run["inputs"]):
@@ -255,6 +257,7 @@ def test_fresh_process_without_vma_tf_reproduces_the_model(served, tmp_path):
         text=True,
         timeout=300,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        check=False,
     )
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
     for preset in PRESETS:
@@ -318,33 +321,56 @@ def test_rest_json_round_trip_of_every_signature(served, loaded, preset, monkeyp
         serving_client.predict("http://h:8501", "log_likelihood", bad)
 
 
-def _bad_cases():
-    m = lambda r: r["inputs"]["classify"]
-    return [
-        ("mnist_recall", "log_likelihood", dict(x=lambda r: m(r)["x"][0]), "x must be float32 \\[N, 784\\]"),
-        ("mnist_recall", "address", dict(x=lambda r: m(r)["x"][:, :100]), "x must be float32 \\[N, 784\\]"),
-        ("omniglot_fewshot", "classify", dict(x=lambda r: np.zeros([2, 28, 28, 1], np.float32)), "x must be float32 \\[N, 26, 26, 1\\]"),
-        ("mnist_recall", "address", dict(x=lambda r: 2 * m(r)["x"]), "x values must lie in \\[0, 1\\]"),
-        ("mnist_recall", "log_likelihood", dict(memory=lambda r: m(r)["memory"][:0]), "memory must not be empty"),
-        ("omniglot_fewshot", "sample", dict(memory=lambda r: m(r)["memory"][:0]), "memory must not be empty"),
-        ("mnist_recall", "sample", dict(memory=lambda r: m(r)["memory"][None]), "memory must be float32 \\[\\|M\\|, 784\\]"),
-        ("mnist_recall", "classify", dict(memory_labels=lambda r: m(r)["memory_labels"][:-1]), "memory_labels must be int32 \\[\\|M\\|\\]"),
-        ("mnist_recall", "classify", dict(memory_labels=lambda r: np.int32(1)), "memory_labels must be int32 \\[\\|M\\|\\]"),
-        ("mnist_recall", "log_likelihood", dict(num_samples=lambda r: np.int32(1)), "num_samples must be in \\[2, 10000\\]"),
-        ("mnist_recall", "address", dict(k=lambda r: np.int32(9)), "k must be in \\[1, \\|M\\|\\]"),
-        ("omniglot_fewshot", "address", dict(k=lambda r: np.int32(0)), "k must be in \\[1, \\|M\\|\\]"),
-        ("mnist_recall", "sample", dict(num=lambda r: np.int32(0)), "num must be in \\[1, 10000\\]"),
-        ("mnist_recall", "sample", dict(seed=lambda r: np.array([1, 2, 3], np.int32)), "seed must be int32 \\[2\\]"),
-    ]  # fmt: skip
+X_MNIST = r"x must be float32 \[N, 784\]"
+MEMORY_MNIST = r"memory must be float32 \[\|M\|, 784\]"
+LABELS = r"memory_labels must be int32 \[\|M\|\]"
+K_RANGE = r"k must be in \[1, \|M\|\]"
+OMNI, MNIST = "omniglot_fewshot", "mnist_recall"
+
+# (preset, signature, input, its bad value from the classify inputs, message)
+BAD_INPUTS = [
+    (MNIST, "log_likelihood", "x", lambda m: m["x"][0], X_MNIST),
+    (MNIST, "address", "x", lambda m: m["x"][:, :100], X_MNIST),
+    (
+        OMNI,
+        "classify",
+        "x",
+        lambda m: np.zeros([2, 28, 28, 1], np.float32),
+        r"x must be float32 \[N, 26, 26, 1\]",
+    ),
+    (MNIST, "address", "x", lambda m: 2 * m["x"], r"x values must lie in \[0, 1\]"),
+    (MNIST, "log_likelihood", "memory", lambda m: m["memory"][:0], "must not be empty"),
+    (OMNI, "sample", "memory", lambda m: m["memory"][:0], "memory must not be empty"),
+    (MNIST, "sample", "memory", lambda m: m["memory"][None], MEMORY_MNIST),
+    (MNIST, "classify", "memory_labels", lambda m: m["memory_labels"][:-1], LABELS),
+    (MNIST, "classify", "memory_labels", lambda m: np.int32(1), LABELS),
+    (
+        MNIST,
+        "log_likelihood",
+        "num_samples",
+        lambda m: np.int32(1),
+        r"num_samples must be in \[2, 10000\]",
+    ),
+    (MNIST, "address", "k", lambda m: np.int32(9), K_RANGE),
+    (OMNI, "address", "k", lambda m: np.int32(0), K_RANGE),
+    (MNIST, "sample", "num", lambda m: np.int32(0), r"num must be in \[1, 10000\]"),
+    (
+        MNIST,
+        "sample",
+        "seed",
+        lambda m: np.array([1, 2, 3], np.int32),
+        r"seed must be int32 \[2\]",
+    ),
+]
 
 
-@pytest.mark.parametrize("preset,sig,change,message", _bad_cases())
+@pytest.mark.parametrize("preset,sig,name,bad,message", BAD_INPUTS)
 def test_bad_inputs_raise_invalid_argument(
-    served, loaded, preset, sig, change, message
+    served, loaded, preset, sig, name, bad, message
 ):
     run = served[preset]
     inputs = dict(run["inputs"][sig])
-    inputs.update({k: f(run) for k, f in change.items()})
+    inputs[name] = bad(run["inputs"]["classify"])
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call(loaded[preset], sig, inputs)
 
@@ -356,23 +382,26 @@ def run_launcher(name, args, cwd=REPO):
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
 
 
 def test_export_launcher_refuses_bad_flags_with_one_line(served, tmp_path):
     run = served["mnist_recall"]
     before = sorted(p.name for p in run["base"].iterdir())
+    run_flags = [f"--workdir={run['workdir']}", f"--export_dir={run['base']}"]
+    other = [f"--workdir={tmp_path}", f"--export_dir={tmp_path / 'e'}"]
     cases = [
-        ([f"--workdir={run['workdir']}", f"--export_dir={run['base']}"], "already exists"),
-        ([f"--workdir={run['workdir']}", f"--export_dir={run['base']}", f"--version={run['step']}"], "refusing to overwrite"),
-        ([f"--workdir={run['workdir']}", f"--export_dir={run['base']}", "--version=0"], "--version=0 must be >= 1"),
-        ([f"--workdir={run['workdir']}"], "--export_dir is required"),
-        ([f"--workdir={tmp_path}", f"--export_dir={tmp_path / 'e'}"], "has no config.json"),
-        ([f"--export_dir={tmp_path / 'e'}"], "--workdir is required"),
-    ]  # fmt: skip
+        (run_flags, "already exists"),
+        ([*run_flags, f"--version={run['step']}"], "refusing to overwrite"),
+        ([*run_flags, "--version=0"], "--version=0 must be >= 1"),
+        (run_flags[:1], "--export_dir is required"),
+        (other, "has no config.json"),
+        (other[1:], "--workdir is required"),
+    ]
     for args, message in cases:
         proc = run_launcher("export", args)
-        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
         assert message in lines[0], lines
     assert sorted(p.name for p in run["base"].iterdir()) == before
@@ -431,18 +460,22 @@ def test_query_launcher_request_body_feeds_the_signature(served, loaded, tmp_pat
 def test_query_launcher_bad_flags_give_one_line(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
     np.save(tmp_path / "x.npy", np.zeros([1, 784], np.float32))
+    x = f"--x={tmp_path / 'x.npy'}"
     cases = [
         (["--signature=classify"], "--url is required"),
         (["--url=localhost:8501"], "must start with http://"),
         (["--url=http://h:1", f"--x={tmp_path / 'obj.npy'}"], "cannot read"),
         (["--url=http://h:1", f"--x={tmp_path / 'none.npy'}"], "no such file"),
-        (["--url=http://h:1", "--signature=classify", f"--x={tmp_path / 'x.npy'}"], "needs --memory, --memory_labels"),
-        (["--url=http://h:1", f"--x={tmp_path / 'x.npy'}", "--seed=1"], "--seed=1 must be two integers"),
-        (["--url=http://127.0.0.1:9", f"--x={tmp_path / 'x.npy'}", "--timeout=5"], "cannot reach http://127.0.0.1:9/v1/models/vma:predict"),
-    ]  # fmt: skip
+        (["--url=http://h:1", "--signature=classify", x], "needs --memory, --memory"),
+        (["--url=http://h:1", x, "--seed=1"], "--seed=1 must be two integers"),
+        (
+            ["--url=http://127.0.0.1:9", x, "--timeout=5"],
+            "cannot reach http://127.0.0.1:9/v1/models/vma:predict",
+        ),
+    ]
     for args, message in cases:
         proc = run_launcher("query", args, cwd=REPO)
-        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr[-2000:])
         assert message in lines[0], lines
 
@@ -498,6 +531,52 @@ def test_learned_memory_and_vae_exports(tmp_path, preset):
         sigs["address_with_memory"](x=x, memory=x, k=tf.constant(TOP))
 
 
+class FakeStub:
+    """Stands in for `PredictionServiceStub`: decodes the `PredictRequest`,
+    feeds the loaded signature, encodes a `PredictResponse`."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+        self.requests = []
+
+    def __call__(self, channel):
+        return self
+
+    def Predict(self, request, timeout=None):
+        from tensorflow_serving.apis import predict_pb2
+
+        self.requests.append(request)
+        fn = self.loaded.signatures[request.model_spec.signature_name]
+        args = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        response = predict_pb2.PredictResponse()
+        for key, value in fn(**args).items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        return response
+
+
+def test_grpc_request_and_response_round_trip(served, loaded, monkeypatch):
+    apis = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+    run, stub = served["omniglot_fewshot"], FakeStub(loaded["omniglot_fewshot"])
+    monkeypatch.setattr(apis, "PredictionServiceStub", stub)
+    for sig, inputs in run["inputs"].items():
+        got = serving_client.predict("grpc://127.0.0.1:9", sig, inputs, version=3)
+        assert_outputs_equal(got, run["expected"][sig], sig)
+    spec = stub.requests[0].model_spec
+    assert (spec.name, spec.version.value) == ("vma", 3)
+
+
+def test_rest_client_does_not_import_tensorflow():
+    code = "import sys, vma_tf.serving_client; print('tensorflow' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -512,18 +591,18 @@ def _free_port():
 def test_real_tensorflow_model_server(served, tmp_path):
     run = served["mnist_recall"]
     rest, grpc_port = _free_port(), _free_port()
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [
-            "tensorflow_model_server",
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest}",
-            "--model_name=vma",
-            f"--model_base_path={run['base']}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (tmp_path / "server.log").open("w") as log:  # The server keeps its fd.
+        server = subprocess.Popen(
+            [
+                "tensorflow_model_server",
+                f"--port={grpc_port}",
+                f"--rest_api_port={rest}",
+                "--model_name=vma",
+                f"--model_base_path={run['base']}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{rest}"
     try:
         deadline = time.time() + 120
@@ -562,4 +641,3 @@ def test_real_tensorflow_model_server(served, tmp_path):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-        log.close()
