@@ -168,21 +168,9 @@ def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-        first = ctx.input_pipeline_id * local
-
-        def split(batch):
-            x = batch["x"]
-            b = int(x.shape[0]) // replicas
-            parts = {
-                "x": tf.stack(
-                    [x[(first + j) * b : (first + j + 1) * b] for j in range(local)]
-                )
-            }
-            if "memory" in batch:
-                parts["memory"] = tf.stack([batch["memory"]] * local)
-            return tf.data.Dataset.from_tensor_slices(parts)
-
-        ds = dataset.flat_map(split).prefetch(tf.data.AUTOTUNE)
+        ds = replica_batches(
+            dataset, replicas, ctx.input_pipeline_id * local, local
+        ).prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.OFF
@@ -209,6 +197,37 @@ def use_jit(config: Config) -> bool:
         )
         return False
     return config.train.jit
+
+
+def replica_batches(
+    dataset: tf.data.Dataset, replicas: int, first: int, local: int
+) -> tf.data.Dataset:
+    """The per-replica batches of replicas `first, ..., first + local - 1`.
+
+    Args:
+        dataset: global batches `{"x": [B, *x], "memory": [|M|, *entry]}`.
+        replicas: R, the number of replicas in sync (`B % R == 0`).
+        first: global id of this input pipeline's first replica.
+        local: replicas fed by this input pipeline.
+
+    Returns:
+        `local` consecutive elements per global batch, element `j`
+        `{"x": [B/R, *x], "memory": [|M|, *entry]}` for replica `first + j`.
+    """
+
+    def split(batch):
+        x = batch["x"]
+        b = int(x.shape[0]) // replicas
+        parts = {
+            "x": tf.stack(
+                [x[(first + j) * b : (first + j + 1) * b] for j in range(local)]
+            )
+        }
+        if "memory" in batch:
+            parts["memory"] = tf.stack([batch["memory"]] * local)
+        return tf.data.Dataset.from_tensor_slices(parts)
+
+    return dataset.flat_map(split)
 
 
 def _check_batch(config: Config, replicas: int) -> None:
@@ -496,7 +515,9 @@ def _train(
             shuffle=False,
         )
     wall = time.perf_counter() - t0
-    final = evaluate(model, data.final_evals, int(model.optimizer.iterations.numpy()), log)
+    final = evaluate(
+        model, data.final_evals, int(model.optimizer.iterations.numpy()), log
+    )
     grid = sample_fn()
     plotting.save_grid(
         workdir / "samples.png",

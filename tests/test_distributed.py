@@ -1,0 +1,295 @@
+"""Distributed training: `--strategy=multi_worker` (2 CPU workers on 127.0.0.1)
+and `mirrored` (2 logical CPUs) against a single-device run."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vma_tf import configs, training
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# The tiny run of every test here: 8 targets (4 per replica), |M| = 8.
+FLAGS = {
+    "preset": "mnist_recall",
+    "log_every": 10,
+    "eval_every": 20,
+    "checkpoint_every": 20,
+    "eval_batches": 2,
+    "memory_size": 8,
+    "batch_size": 8,
+    "eval_memory_size": 0,
+    "jit": False,
+}
+
+# Runs launchers.train in a subprocess; keeps a worker's temporary directory
+# (normally deleted) so the test can read its checkpoint, and optionally
+# splits the CPU into 2 logical devices for MirroredStrategy.
+DRIVER = r"""
+import sys, types
+two_cpus = sys.argv.pop(1) == "1"
+import tensorflow as tf
+if two_cpus:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    mirrored = tf.distribute.MirroredStrategy
+    tf.distribute.MirroredStrategy = lambda: mirrored(["/cpu:0", "/cpu:1"])
+from vma_tf import training
+training.shutil = types.SimpleNamespace(rmtree=lambda *a, **k: None)
+from absl import app
+from launchers import train
+sys.argv[0] = "launchers.train"
+app.run(train.main)
+"""
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def flag_args(workdir, **overrides):
+    values = {**FLAGS, **overrides}
+    args = [
+        f"--{k}={str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in values.items()
+    ]
+    return [*args, f"--workdir={workdir}", "--progress=false"]
+
+
+def start(args, log_path, env=None, two_cpus=False):
+    with open(log_path, "w") as log:  # The child keeps its own descriptor.
+        return subprocess.Popen(
+            [sys.executable, "-c", DRIVER, "1" if two_cpus else "0", *args],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
+def wait_all(procs, timeout):
+    deadline = time.monotonic() + timeout
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    return [p.returncode for p in procs]
+
+
+def run_multi_worker(workdir, tmp_path, tag, steps):
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs, logs = [], []
+    for i in range(2):
+        tf_config = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": i}}
+        )
+        logs.append(tmp_path / f"{tag}_worker{i}.log")
+        procs.append(
+            start(
+                flag_args(workdir, steps=steps, strategy="multi_worker"),
+                logs[-1],
+                env={"TF_CONFIG": tf_config},
+            )
+        )
+    codes = wait_all(procs, timeout=300)
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0], "\n".join(t[-3000:] for t in texts)
+    return texts
+
+
+def checkpoint_values(ckpt_dir):
+    path = tf.train.latest_checkpoint(str(ckpt_dir))
+    assert path is not None, ckpt_dir
+    return path, {
+        n: tf.train.load_variable(path, n)
+        for n, _ in tf.train.list_variables(path)
+        if n.startswith(("model/", "optimizer/"))
+    }
+
+
+def train_rows(workdir, split="train"):
+    rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r["split"] == split}
+
+
+def worker_dir(log_text):
+    match = re.search(r"worker 1: not the chief, writing into (\S+)", log_text)
+    assert match, log_text[-2000:]
+    return pathlib.Path(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A single-device run of 40 steps, and 2 workers: 20 steps, then resumed
+    to 40 (both commands as a user would run them)."""
+    tmp_path = tmp_path_factory.mktemp("distributed")
+    single = tmp_path / "single"
+    config = configs.override(
+        configs.get_preset("mnist_recall"),
+        **{k: v for k, v in FLAGS.items() if k != "preset"},
+        steps=40,
+    )
+    training.train_and_evaluate(config, single, progress=False)
+    multi = tmp_path / "multi"
+    first = run_multi_worker(multi, tmp_path, "first", steps=20)
+    second = run_multi_worker(multi, tmp_path, "second", steps=40)
+    return {"single": single, "multi": multi, "first": first, "second": second}
+
+
+def test_multi_worker_two_processes_match_single_worker_and_resume(runs):
+    """2 workers x 1 CPU: identical replicas, chief-only files, resume from the
+    chief's checkpoint, losses within noise of a single-device run."""
+    single, multi, first, second = (
+        runs[k] for k in ("single", "multi", "first", "second")
+    )
+    assert "XLA off" not in first[0]  # --jit=false here: nothing to fall back from.
+    for text in second:
+        assert "Resuming from" in text and "ckpt-20" in text, text[-2000:]
+
+    # Only the chief wrote into the workdir.
+    assert (multi / "summary.json").is_file()
+    assert not any(p.name.startswith("vma_worker") for p in multi.iterdir())
+    summary = json.loads((multi / "summary.json").read_text())
+    assert summary["step"] == 40 and summary["steps_this_run"] == 20
+
+    # Both replicas end with identical weights and optimizer state.
+    chief_path, chief = checkpoint_values(multi / "checkpoints")
+    worker_path, worker = checkpoint_values(worker_dir(second[1]) / "checkpoints")
+    assert chief_path.endswith("ckpt-40") and worker_path.endswith("ckpt-40")
+    assert chief.keys() == worker.keys() and len(chief) > 30
+    diff = max(
+        float(np.max(np.abs(np.asarray(chief[n], np.float64) - worker[n])))
+        for n in chief
+        if np.asarray(chief[n]).dtype.kind in "fiu"
+    )
+    assert diff == 0.0, diff
+
+    # The loss curve matches the single-device run with the same global batch
+    # (the replicas draw other samples: equal within noise, not bitwise).
+    a, b = train_rows(single), train_rows(multi)
+    assert sorted(a) == sorted(b) == [10, 20, 30, 40]
+    for step in a:
+        x, y = a[step]["nll_bound"], b[step]["nll_bound"]
+        print(f"step {step}: single {x:.2f} multi-worker {y:.2f}")
+        assert abs(x - y) < 0.05 * x, (step, x, y)
+    va, vb = train_rows(single, "valid")[40], train_rows(multi, "valid")[40]
+    assert abs(va["nll_bound"] - vb["nll_bound"]) < 0.05 * va["nll_bound"]
+
+
+def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
+    """2 replicas in one process (MirroredStrategy on 2 logical CPUs) see the
+    same per-replica batches and seeds as 2 workers: the same numbers; XLA
+    falls back with a logged message."""
+    mirrored = tmp_path / "mirrored"
+    log = tmp_path / "mirrored.log"
+    proc = start(
+        flag_args(mirrored, steps=20, strategy="mirrored", jit=True), log, two_cpus=True
+    )
+    assert wait_all([proc], timeout=300) == [0], log.read_text()[-3000:]
+    assert "XLA off: --jit is not supported with 2 replicas" in log.read_text()
+    a, b = train_rows(mirrored), train_rows(runs["multi"])
+    assert sorted(a) == [10, 20]
+    for step in a:
+        np.testing.assert_allclose(
+            a[step]["nll_bound"], b[step]["nll_bound"], rtol=1e-5, err_msg=str(step)
+        )
+
+
+def test_replica_batches_split_x_and_replicate_memory():
+    """Per-replica batches of R = 4 replicas, 2 per input pipeline: the x
+    slices of all pipelines partition x in order; memory is never split."""
+    x = tf.reshape(tf.range(8 * 3, dtype=tf.float32), [8, 3])
+    memory = tf.reshape(tf.range(5 * 3, dtype=tf.float32), [5, 3])
+    ds = tf.data.Dataset.from_tensors({"x": x, "memory": memory}).repeat(2)
+    pieces = []
+    for first in (0, 2):
+        out = list(training.replica_batches(ds, replicas=4, first=first, local=2))
+        assert len(out) == 4  # 2 global batches x 2 local replicas.
+        for element in out:
+            np.testing.assert_array_equal(element["memory"], memory)
+            assert element["x"].shape == (2, 3)
+        pieces.append([e["x"].numpy() for e in out[:2]])  # The first batch.
+    np.testing.assert_array_equal(
+        np.concatenate([p for piece in pieces for p in piece]), x
+    )
+    no_memory = tf.data.Dataset.from_tensors({"x": x})
+    (a,) = list(training.replica_batches(no_memory, replicas=2, first=1, local=1))
+    assert set(a) == {"x"}
+    np.testing.assert_array_equal(a["x"], x[4:])
+    strategy = tf.distribute.get_strategy()
+    assert training.distribute(strategy, ds) is ds  # One replica: unchanged.
+
+
+def test_batch_not_divisible_by_replicas_is_refused():
+    config = configs.override(configs.get_preset("mnist_recall"), batch_size=9)
+    with pytest.raises(
+        configs.ConfigError, match="--batch_size=9 must be divisible by the 2"
+    ):
+        training._check_batch(config, 2)
+
+
+def test_bad_strategy_flag_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launchers.train",
+            "--strategy=ps",
+            f"--workdir={tmp_path / 'r'}",
+        ],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "strategy" in proc.stderr
+
+
+def test_multi_worker_without_tf_config_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launchers.train",
+            "--strategy=multi_worker",
+            "--progress=false",
+            f"--workdir={tmp_path / 'r'}",
+        ],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert lines == [
+        "error: --strategy=multi_worker needs $TF_CONFIG (cluster and task)"
+    ]

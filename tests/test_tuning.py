@@ -1,0 +1,251 @@
+"""Hyperparameter search (`launchers.tune`): the hypermodel's config mapping,
+a seeded single-process search, Hyperband's continued trials, and a chief +
+2 workers search over gRPC on 127.0.0.1."""
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras_tuner
+import pytest
+
+from vma_tf import configs, tuning
+from vma_tf.modeling.models import VMA, LatentVariableModel
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# A tiny trial: 10 steps of B = 8 with |M| = 8, one validation batch, no XLA.
+TINY = [
+    "--preset=mnist_recall",
+    "--log_every=10",
+    "--eval_batches=1",
+    "--memory_size=8",
+    "--batch_size=8",
+    "--eval_memory_size=0",
+    "--jit=false",
+]
+
+
+def tune_command(workdir, *args):
+    return [
+        sys.executable,
+        "-m",
+        "launchers.tune",
+        *TINY,
+        f"--workdir={workdir}",
+        *args,
+    ]
+
+
+def run(cmd, timeout=300):
+    return subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hp_with(values):
+    hp = keras_tuner.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    return hp
+
+
+def test_hypermodel_maps_values_onto_the_config():
+    base = configs.get_preset("omniglot_fewshot")
+    model = tuning.VMAHyperModel(base, steps_per_trial=300)
+    values = {
+        "learning_rate": 1e-4,
+        "weight_decay": 3e-4,
+        "embed_dim": 64,
+        "similarity": "cosine",
+        "num_samples": 8,
+        "channels": 16,
+    }
+    config = model.config(hp_with(values))
+    assert config.name == base.name and config.data == base.data
+    assert config.train.learning_rate == 1e-4 and config.train.steps == 300
+    assert config.train.eval_every == config.train.checkpoint_every == 300
+    m = config.model
+    assert (m.weight_decay, m.embed_dim, m.similarity) == (3e-4, 64, "cosine")
+    assert (m.num_samples, m.channels) == (8, 16)
+    # build(hp): the trainer's builder on that config.
+    built = model.build(hp_with(values))
+    assert isinstance(built, VMA) and built.num_samples == 8
+    # Search spaces: the paper's learning rates; channels only for conv; no
+    # addressing values without memory.
+    space = tuning.search_space(configs.get_preset("mnist_recall"))
+    assert space["learning_rate"] == (1e-4, 3e-4) and "channels" not in space
+    assert {"weight_decay", "embed_dim", "similarity", "num_samples"} <= set(space)
+    vae = tuning.search_space(configs.get_preset("mnist_vae"))
+    assert "embed_dim" not in vae and "similarity" not in vae
+    vae_model = tuning.VMAHyperModel(configs.get_preset("mnist_vae"), 100)
+    assert isinstance(
+        vae_model.build(keras_tuner.HyperParameters()), LatentVariableModel
+    )
+
+
+def test_hyperband_budget_rounds_to_log_every():
+    assert tuning.trial_steps(30, 10, None) == 30
+    assert [tuning.trial_steps(30, 10, e) for e in (1, 2, 3)] == [10, 20, 30]
+    assert tuning.trial_steps(100, 10, 1) == 40  # ceil(33.3 / 10) * 10.
+
+
+def test_seeded_search_writes_table_and_a_trainable_best_config(tmp_path):
+    """Two searches with the same seed: the same trials, the same numbers; the
+    best config trains with launchers.train --config_json."""
+    results = []
+    for name in ("a", "b"):
+        proc = run(
+            tune_command(
+                tmp_path / name,
+                "--max_trials=2",
+                "--steps_per_trial=10",
+                "--tuner_seed=3",
+            )
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows = json.loads((tmp_path / name / "trials.json").read_text())
+        results.append(rows)
+        assert [r["trial_id"] for r in rows] == ["0", "1"]
+        assert all(r["status"] == "COMPLETED" for r in rows)
+        with open(tmp_path / name / "trials.csv") as f:
+            table = list(csv.DictReader(f))
+        assert [float(r["objective"]) for r in table] == [r["objective"] for r in rows]
+        assert "hp/learning_rate" in table[0] and "metric/kl_a" in table[0]
+    strip = lambda rows: [
+        {k: v for k, v in r.items() if k not in ("workdir", "metric/steps_per_sec")}
+        for r in rows
+    ]
+    assert strip(results[0]) == strip(results[1])
+
+    best = configs.Config.from_dict(
+        json.loads((tmp_path / "a" / "best_config.json").read_text())
+    )
+    winner = min(results[0], key=lambda r: r["objective"])
+    assert best.train.learning_rate == winner["hp/learning_rate"]
+    assert best.model.embed_dim == winner["hp/embed_dim"]
+    assert best.model.memory_size == 8  # The base config's flags are kept.
+    run_dir = tmp_path / "best_run"
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "launchers.train",
+            f"--config_json={tmp_path / 'a' / 'best_config.json'}",
+            "--steps=10",
+            "--eval_every=10",
+            "--checkpoint_every=10",
+            "--progress=false",
+            f"--workdir={run_dir}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["step"] == 10
+
+
+@pytest.mark.slow
+def test_hyperband_continues_the_best_trials_from_their_checkpoints(tmp_path):
+    proc = run(
+        tune_command(
+            tmp_path, "--tuner=hyperband", "--max_trials=4", "--steps_per_trial=30"
+        )
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "trials.json").read_text())
+    assert len(rows) == 4
+    steps = sorted(r["metric/steps"] for r in rows)
+    assert steps == [10.0, 10.0, 10.0, 30.0]
+    (long,) = [r for r in rows if r["metric/steps"] == 30.0]
+    text = (pathlib.Path(long["workdir"]) / "metrics.jsonl").read_text()
+    log = [json.loads(line) for line in text.splitlines()]
+    # Continued from a 10-step trial's checkpoint (copied), not retrained.
+    assert [r["step"] for r in log if r["split"] == "train"] == [10, 20, 30]
+
+
+BAD = [
+    (["--steps=100"], "--steps is not used by launchers.tune"),
+    (["--strategy=multi_worker"], "--strategy=multi_worker is not supported"),
+    (["--max_trials=0"], "--max_trials=0 must be >= 1"),
+    (["--steps_per_trial=15"], "--steps_per_trial=15 must be a positive multiple"),
+    (["--similarity=foo"], "similarity"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_flags_fail_with_one_line(tmp_path, args, message):
+    proc = run(tune_command(tmp_path / "search", *args), timeout=120)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert any(message in line for line in lines), proc.stderr
+    if "FATAL Flags parsing error" not in proc.stderr:
+        assert len(lines) == 1, proc.stderr
+    assert not (tmp_path / "search").exists()
+
+
+def test_distributed_search_chief_and_two_workers(tmp_path):
+    """keras-tuner's gRPC oracle on 127.0.0.1: the chief serves, 2 workers run
+    4 trials; every trial is recorded once, all processes exit by themselves."""
+    workdir = tmp_path / "search"
+    port = free_port()
+    base_env = {
+        **os.environ,
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": str(port),
+    }
+    cmd = tune_command(workdir, "--max_trials=4", "--steps_per_trial=10")
+    procs, logs = [], []
+    try:
+        for tuner_id in ("chief", "tuner0", "tuner1"):
+            logs.append(tmp_path / f"{tuner_id}.log")
+            with open(logs[-1], "w") as log:
+                procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        cwd=REPO,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env={**base_env, "KERASTUNER_TUNER_ID": tuner_id},
+                        start_new_session=True,
+                    )
+                )
+            if tuner_id == "chief":
+                time.sleep(2)  # Workers wait for the server anyway (gRPC).
+        deadline = time.monotonic() + 240
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    texts = [log.read_text() for log in logs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(
+        t[-2000:] for t in texts
+    )
+    assert "search finished" in texts[1] and "search finished" in texts[2]
+    rows = json.loads((workdir / "trials.json").read_text())
+    assert sorted(r["trial_id"] for r in rows) == ["0", "1", "2", "3"]
+    assert all(r["status"] == "COMPLETED" for r in rows)
+    assert {r["tuner_id"] for r in rows} <= {"tuner0", "tuner1"}
+    print("trials per tuner:", [r["tuner_id"] for r in rows])
+    # Each trial trained exactly once: one train line at step 10, in its own
+    # workdir; no other trial directories.
+    trial_dirs = sorted(p.name for p in (workdir / "trials").iterdir())
+    assert trial_dirs == [f"trial_{i}" for i in range(4)]
+    for r in rows:
+        lines = (pathlib.Path(r["workdir"]) / "metrics.jsonl").read_text().splitlines()
+        train = [json.loads(line) for line in lines if '"train"' in line]
+        assert [t["step"] for t in train] == [10]
+    assert (workdir / "best_config.json").is_file()
