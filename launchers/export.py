@@ -68,10 +68,11 @@ def main(argv):
 
     from vma_tf import export
     from vma_tf.configs import ConfigError
+    from vma_tf.data.files import DataError
 
     try:
         path, step = export.export_run(workdir, export_dir, FLAGS.version)
-    except ConfigError as e:  # Includes WorkdirError and ExportError.
+    except (ConfigError, DataError) as e:  # ConfigError: also Workdir/Export.
         fail(str(e))
     print(f"exported {workdir} @ step {step} to {path}")
     print(f"  signatures: {', '.join(export.read_metadata(path)['signatures'])}")

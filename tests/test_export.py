@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vma_tf import configs, export, serving_client, training
+from vma_tf import configs, estimators, export, serving_client, training
 from vma_tf.classification import address_class_probs
 from vma_tf.data.experiments import make_data
 from vma_tf.evaluation import load_run
@@ -74,8 +74,6 @@ def in_process(model, inputs):
     """The same quantities from the vma_tf model object (eager)."""
     x, memory = inputs["address"]["x"], inputs["address"]["memory"]
     terms = model.compute_terms(x, memory, K, tf.constant(SEED))
-    from vma_tf import estimators
-
     q_a, _ = model.address_distributions(x, memory)
     probs = q_a.probs_parameter()
     top = tf.math.top_k(probs, TOP)
@@ -501,8 +499,6 @@ def test_learned_memory_and_vae_exports(tmp_path, preset):
     ll = dict(x=x, num_samples=tf.constant(K), seed=tf.constant(SEED))
     got = sigs["log_likelihood"](**ll)
     want = model.compute_terms(x, None, K, tf.constant(SEED))
-    from vma_tf import estimators
-
     np.testing.assert_allclose(
         got["nll_bound"], -estimators.iwae_bound(want.log_weights), rtol=1e-5
     )
