@@ -202,3 +202,87 @@ def test_skip_levels_select_which_resolutions_see_m(levels):
     ]
     assert grads[0] is not None
     assert used == [i < levels for i in range(4)]
+
+
+# -- fast stride-2 convolutions and per-entry skip projections ---------------
+
+
+def _copy_weights(dst, src):
+    assert [v.shape for v in dst.weights] == [v.shape for v in src.weights]
+    for a, b in zip(dst.weights, src.weights):
+        a.assign(b)
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 7, 13, 14, 26, 28])
+def test_fast_strided_and_transposed_convs_equal_keras_values_and_gradients(size):
+    rng = np.random.default_rng(size)
+    x = tf.constant(rng.normal(size=(2, size, size + 1, 3)), tf.float32)
+    pairs = [
+        (
+            conv.StridedConv2D(4, activation="relu"),
+            keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu"),
+        ),
+        (
+            conv.SubPixelConv2DTranspose(4),
+            keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same"),
+        ),
+    ]
+    for fast, ref in pairs:
+        ref.build(x.shape)
+        fast.build(x.shape)
+        ref.bias.assign(rng.normal(size=4).astype(np.float32))
+        _copy_weights(fast, ref)
+        outs, grads = [], []
+        for layer in (fast, ref):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                loss = tf.reduce_sum(tf.sin(y))
+            outs.append(y)
+            grads.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+        assert outs[0].shape == outs[1].shape
+        np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+        for g_fast, g_ref in zip(*grads):
+            np.testing.assert_allclose(g_fast, g_ref, rtol=1e-5, atol=1e-4)
+
+
+def test_decoder_skip_projection_equals_concatenation():
+    """conv([relu(h), s]) with the s-half once per entry is the concat conv."""
+    pyramid = conv.ConvPyramid(6)
+    feats = pyramid(_images([M, 26, 26, 1]))
+    dec = conv.ConvDecoder((26, 26, 1), channels=6, latent_dim=3)
+    a = tf.constant([[0, 3, 3, 1], [4, 4, 2, 0], [1, 1, 1, 1]])
+    z = tf.random.stateless_normal([K, B, 3], seed=(1, 2))
+    gather = lambda t: tf.nest.map_structure(lambda u: tf.gather(u, a), t)
+    logits = dec(z, gather(dec.memory_features(feats)))
+    # The plain formulation: concatenate the gathered skip activations.
+    skips = [tf.reshape(s, [-1, *s.shape[2:]]) for s in reversed(gather(feats[1:]))]
+    m_vec = tf.reshape(gather(dec.m_proj(conv._flat_top(feats))), [-1, 3])
+    h = dec.to_map(tf.concat([tf.reshape(z, [-1, 3]), m_vec], -1))
+    h = tf.reshape(h, [-1, 4, 4, 6])
+    for i, (c, up) in enumerate(zip(dec.convs, dec.upconvs)):
+        h = c(tf.concat([tf.nn.relu(h), skips[i]], -1))
+        th = dec.sizes[-2 - i][0]
+        h = up(h)[:, :th, :th]
+    ref = dec.out(tf.concat([tf.nn.relu(h), skips[-1]], -1))
+    np.testing.assert_allclose(
+        logits, tf.reshape(ref, [K, B, 26, 26, 1]), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("preset", ["omniglot_fewshot", "omniglot_fewshot_soft"])
+def test_fast_convs_give_the_reference_model_with_the_same_variables(preset):
+    x, mem = _images([B, 26, 26, 1], 1), _images([M, 26, 26, 1], 2)
+    models = []
+    for fast in (True, False):
+        model = build_model(_config(preset, fast_convs=fast), (26, 26, 1))
+        model.compute_terms(x, mem, K, seed=(0, 0))
+        models.append(model)
+    fast, ref = models
+    # Same variable paths in the same order: checkpoints are interchangeable.
+    assert [v.path for v in fast.variables] == [v.path for v in ref.variables]
+    for a, b in zip(fast.variables, ref.variables):
+        a.assign(b)
+    t_fast = fast.compute_terms(x, mem, K, seed=(3, 4))
+    t_ref = ref.compute_terms(x, mem, K, seed=(3, 4))
+    np.testing.assert_allclose(t_fast.log_weights, t_ref.log_weights, rtol=1e-5)

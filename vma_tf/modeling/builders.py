@@ -57,7 +57,8 @@ def build_conv_model(
     common = _common(config, seed)
     # m's pyramid, shared by p(z|m_a) and p(x|z, m_a) (and q's when tied).
     tied = config.kind == "vma" and config.tie_pyramid
-    pyramid = conv.ConvPyramid(ch, joint=tied, name="pyramid")
+    fast = config.fast_convs
+    pyramid = conv.ConvPyramid(ch, joint=tied, fast=fast, name="pyramid")
     decoder = lambda conditional: conv.ConvDecoder(
         x_shape,
         ch,
@@ -65,6 +66,7 @@ def build_conv_model(
         conditional=conditional,
         skip_mode=config.skip_mode,
         skip_levels=config.skip_levels,
+        fast=fast,
         name="decoder",
     )
     if config.kind == "vae":
@@ -78,7 +80,9 @@ def build_conv_model(
             name="vae",
             **common,
         )
-    embedder = lambda name: conv.ConvEmbedder(ch, hidden, config.embed_dim, name=name)
+    embedder = lambda name: conv.ConvEmbedder(
+        ch, hidden, config.embed_dim, fast=fast, name=name
+    )
     if config.memory == "learned":
         memory = MemoryBuffer(
             x_shape, size=config.memory_size, learned=True, stddev=0.5, name="memory"
@@ -117,7 +121,7 @@ def build_conv_model(
         encoder=conv.ConvEncoder(
             pyramid
             if config.tie_pyramid
-            else conv.ConvPyramid(ch, joint=True, name="encoder_pyramid"),
+            else conv.ConvPyramid(ch, joint=True, fast=fast, name="encoder_pyramid"),
             hidden,
             2 * z,
             name="encoder",
