@@ -44,6 +44,7 @@ PROTOCOLS = (
     "kl_breakdown",
     "classification",
     "figures",
+    "large_memory",
 )
 
 flags.DEFINE_string(
@@ -63,6 +64,12 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("chunk_size", 100, "Samples per chunk (bounds memory).")
 flags.DEFINE_integer("seed", 0, "Evaluation seed.")
+flags.DEFINE_integer(
+    "memory_size", 100_000, "large_memory: MNIST images in memory (<= 130000)."
+)
+flags.DEFINE_integer(
+    "memory_chunk", 10_000, "large_memory: memory rows per per-entry chunk."
+)
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
 
 
@@ -100,6 +107,8 @@ def main(argv):
         ("chunk_size", FLAGS.chunk_size, 1),
         ("num_examples", FLAGS.num_examples, 0),
         ("iw_episodes", FLAGS.iw_episodes, 0),
+        ("memory_size", FLAGS.memory_size, 1),
+        ("memory_chunk", FLAGS.memory_chunk, 1),
     ):
         if value < minimum:
             fail(f"--{flag}={value} must be >= {minimum}")
@@ -118,6 +127,9 @@ def main(argv):
     )
     if FLAGS.protocol == "classification":
         options["iw_episodes"] = FLAGS.iw_episodes
+    if FLAGS.protocol == "large_memory":
+        options["memory_size"] = FLAGS.memory_size
+        options["memory_chunk"] = FLAGS.memory_chunk
     try:
         runs = [protocols.load(w) for w in workdirs]
         target = runs if FLAGS.protocol == "kl_breakdown" else runs[0]

@@ -319,3 +319,30 @@ def test_chunked_draws_reproduce_the_unchunked_draw():
     np.testing.assert_array_equal(
         sampling.random_bits([11], [4, 5]).numpy(), public.numpy()
     )
+
+
+def test_two_stage_categorical_for_large_memory_is_exact_and_chunkable():
+    """Above HIERARCHICAL_MIN_CATEGORIES, group-then-entry sampling: the
+    frequencies match softmax(logits), padded slots are never drawn, and
+    chunks of the draw reproduce the whole draw (same seed, offsets)."""
+    n = sampling.HIERARCHICAL_MIN_CATEGORIES + 700  # last group padded
+    rng = np.random.default_rng(0)
+    logits = np.full([2, n], -30.0, np.float32)
+    hot = rng.choice(n, size=(2, 5), replace=False)
+    weights = np.log(np.array([0.1, 0.2, 0.3, 0.15, 0.25], np.float32))
+    for b in range(2):
+        logits[b, hot[b]] = weights
+    logits[1, n - 1] = weights[0] + 0.5  # a hot entry in the padded group
+    logits = tf.constant(logits)
+    draw = sampling.categorical(logits, 4000, seed=(5, 6)).numpy()
+    assert draw.shape == (4000, 2) and draw.min() >= 0 and draw.max() < n
+    probs = tf.nn.softmax(logits).numpy()
+    for b in range(2):
+        counts = np.bincount(draw[:, b], minlength=n)
+        sd = np.sqrt(4000 * probs[b] * (1 - probs[b]))
+        assert np.all(np.abs(counts - 4000 * probs[b]) <= 5 * sd + 1)
+    parts = [
+        sampling.categorical(logits, 1000, seed=(5, 6), offset=k).numpy()
+        for k in range(0, 4000, 1000)
+    ]
+    np.testing.assert_array_equal(np.concatenate(parts), draw)

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from test_training import tiny
 
-from vma_tf import classification, configs, protocols, training
+from vma_tf import classification, configs, evaluation, protocols, training
 from vma_tf.modeling.builders import build_model
 
 
@@ -317,3 +317,31 @@ def test_peak_memory_of_the_streamed_bound_does_not_grow_with_k():
     # ...while one K = 4000 chunk ([K, B, 784] logits alone are 400 MB) does
     # grow: the measurement can see it.
     assert whole - chunked > 300, (base, chunked, whole)
+
+
+def test_large_memory_protocol_end_to_end(recall_run):
+    """Beyond 70 000 images the memory also holds mnist.npz digits; the
+    sampler takes its two-stage path (> 16384 entries)."""
+    result, _ = protocols.large_memory(
+        recall_run,
+        num_samples=4,
+        num_examples=8,
+        chunk_size=2,
+        memory_size=70_010,
+        memory_chunk=20_000,
+        jit=False,
+    )
+    _check(result)
+    assert result["memory_size"] == 70_010 and result["num_examples"] == 8
+    assert 0 <= result["q_own_slot"]["mean"] <= 1
+    assert result["peak_rss_mb"] > 0
+    with pytest.raises(protocols.ConfigError, match="memory_size"):
+        protocols.large_memory(recall_run, memory_size=10**6)
+
+
+def test_memory_state_in_chunks_equals_the_whole_state(recall_run):
+    memory = tf.constant(protocols.large_memory_images(50))
+    whole = recall_run.model.memory_state(memory)
+    chunked = evaluation.memory_state_in_chunks(recall_run.model, memory, rows=16)
+    for a, b in zip(tf.nest.flatten(whole), tf.nest.flatten(chunked)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -19,6 +19,33 @@ import tensorflow as tf
 from vma_tf.modeling.models import LatentVariableModel
 
 
+def memory_state_in_chunks(model: LatentVariableModel, memory, rows: int = 0):
+    """`model.memory_state(memory)` computed over chunks of `rows` entries.
+
+    Every tensor of the state is per memory entry (`[|M|, ...]`), so the
+    chunks' states concatenate to the state of the whole memory, while the
+    networks' intermediate activations stay bounded by `rows` entries: a
+    memory of 100 000 images is embedded without 100 000-row temporaries.
+
+    Args:
+        model: a built model.
+        memory: `[|M|, *entry]` or None (learned memory).
+        rows: entries per chunk (0: all at once).
+
+    Returns:
+        The state (None for models without memory).
+    """
+    if memory is None or not rows or int(memory.shape[0]) <= rows:
+        return model.memory_state(memory)
+    states = [
+        model.memory_state(memory[i : i + rows])
+        for i in range(0, int(memory.shape[0]), rows)
+    ]
+    if states[0] is None:
+        return None
+    return tf.nest.map_structure(lambda *t: tf.concat(t, 0), *states)
+
+
 class StreamedBound:
     """Per-example K-sample bound and diagnostics, K streamed in chunks.
 
@@ -26,15 +53,22 @@ class StreamedBound:
         model: a built `LatentVariableModel`.
         chunk_size: samples per chunk (bounds memory; >= 1).
         jit: compile the chunk with XLA.
+        memory_chunk: compute the per-entry state over chunks of this many
+            memory rows (0: at once); see `memory_state_in_chunks`.
     """
 
     def __init__(
-        self, model: LatentVariableModel, chunk_size: int = 100, jit: bool = True
+        self,
+        model: LatentVariableModel,
+        chunk_size: int = 100,
+        jit: bool = True,
+        memory_chunk: int = 0,
     ):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
         self.model = model
         self.chunk_size = chunk_size
+        self.memory_chunk = memory_chunk
         self._chunk = tf.function(self._chunk_terms, jit_compile=jit)
 
     def _chunk_terms(self, x, memory, state, seed, offset, num):
@@ -61,7 +95,7 @@ class StreamedBound:
         x = tf.convert_to_tensor(x, self.model.compute_dtype)
         if memory is not None:
             memory = tf.convert_to_tensor(memory, self.model.compute_dtype)
-        state = self.model.memory_state(memory)
+        state = memory_state_in_chunks(self.model, memory, self.memory_chunk)
         seed = tf.constant(seed, tf.int32)
         log_sum, kl_a, kl_z, recon = None, None, 0.0, 0.0
         for start in range(0, num_samples, self.chunk_size):

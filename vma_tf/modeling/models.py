@@ -331,8 +331,13 @@ class VMA(LatentVariableModel):
         )
         if addresses is None:
             addresses = sampling.sample(q_a, seed_a, [num_samples], sample_offset)
-        log_q_a = q_a.log_prob(addresses)  # [K, B]
-        log_p_a = p_a.log_prob(addresses)  # [K, B]
+        # log q(a_k|x), log p(a_k): normalised once per target and gathered,
+        # not broadcast to [K, B, |M|] as `Categorical.log_prob` would.
+        log_q_all = tf.nn.log_softmax(q_a.logits_parameter())  # [B, |M|]
+        log_q_a = tf.transpose(
+            tf.gather(log_q_all, tf.transpose(addresses), batch_dims=1)
+        )  # [K, B]
+        log_p_a = tf.gather(tf.nn.log_softmax(p_a.logits_parameter()), addresses)
         gather = lambda t: tf.nest.map_structure(  # [K, B, ..]
             lambda u: tf.gather(u, addresses), t
         )

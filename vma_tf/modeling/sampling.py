@@ -91,11 +91,58 @@ def standard_normal(shape, seed, dtype=tf.float32, offset=0) -> tf.Tensor:
     return tf.math.ndtri(uniform(shape, seed, dtype, offset))
 
 
+# Above this many categories, `categorical` samples in two stages (below).
+HIERARCHICAL_MIN_CATEGORIES = 16384
+HIERARCHICAL_GROUP_SIZE = 512
+
+
+def _gumbel_argmax(logits, seed, elements):
+    u = uniform(tf.shape(logits), seed, logits.dtype, elements)
+    return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
+
+
+def _hierarchical_categorical(logits, num_samples: int, seed, offset):
+    """Exact two-stage sample for a large `n`: a group of `S` consecutive
+    categories by Gumbel-max over the groups' logsumexp, then a category in
+    it by Gumbel-max over its `S` logits. P(a) = P(group) P(a | group), and
+    the noise is O(K B (n / S + S)) instead of O(K B n)."""
+    n = logits.shape[-1]
+    size = HIERARCHICAL_GROUP_SIZE
+    groups = -(-n // size)
+    batch_shape = tf.shape(logits)[:-1]
+    flat = tf.reshape(logits, [-1, n])  # [B, n]
+    pad = tf.fill([tf.shape(flat)[0], groups * size - n], flat.dtype.min)
+    grouped = tf.reshape(tf.concat([flat, pad], -1), [-1, groups, size])
+    seed_group, seed_within = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), 2)
+    )
+    batch = tf.shape(flat)[0]
+    offset = tf.cast(offset, tf.int64)
+    group_logits = tf.reduce_logsumexp(grouped, axis=-1)  # [B, G]
+    shape = tf.stack([num_samples, batch, groups])
+    g = _gumbel_argmax(
+        tf.broadcast_to(group_logits, shape),
+        seed_group,
+        offset * tf.cast(batch * groups, tf.int64),
+    )  # [K, B]
+    within_logits = tf.transpose(
+        tf.gather(grouped, tf.transpose(g), axis=1, batch_dims=1), [1, 0, 2]
+    )  # [K, B, S]
+    w = _gumbel_argmax(
+        within_logits, seed_within, offset * tf.cast(batch * size, tf.int64)
+    )
+    out = g * size + w
+    return tf.reshape(out, tf.concat([[num_samples], batch_shape], 0))
+
+
 def categorical(logits, num_samples: int, seed, offset=0) -> tf.Tensor:
     """Samples `[num_samples, *batch]` int32 from `Categorical(logits)`.
 
     Gumbel-max: argmax_a (logits_a + G_a) with G_a = -log(-log U_a) is an exact
-    sample from softmax(logits).
+    sample from softmax(logits). With more than `HIERARCHICAL_MIN_CATEGORIES`
+    (static) categories the sample is drawn in two exact stages (a group of
+    `HIERARCHICAL_GROUP_SIZE` categories, then one in it), so that a memory of
+    100 000 entries does not need K x B x |M| noise.
 
     Args:
         logits: `[*batch, n]` logits.
@@ -108,6 +155,9 @@ def categorical(logits, num_samples: int, seed, offset=0) -> tf.Tensor:
         `[num_samples, *batch]` indices in `[0, n)`.
     """
     logits = tf.convert_to_tensor(logits)
+    n = logits.shape[-1]
+    if n is not None and n > HIERARCHICAL_MIN_CATEGORIES:
+        return _hierarchical_categorical(logits, num_samples, seed, offset)
     shape = tf.concat([[num_samples], tf.shape(logits)], axis=0)
     elements = tf.cast(offset, tf.int64) * tf.size(logits, out_type=tf.int64)
     u = uniform(shape, seed, logits.dtype, elements)
