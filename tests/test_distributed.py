@@ -293,3 +293,28 @@ def test_multi_worker_without_tf_config_is_one_line(tmp_path):
     assert lines == [
         "error: --strategy=multi_worker needs $TF_CONFIG (cluster and task)"
     ]
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_see_the_chiefs_checkpoint_refuse(runs, tmp_path):
+    """Worker 1 pointed at another (empty) directory: it would start from step
+    0 while the chief resumes at 40; both stop with one error line."""
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs, logs = [], []
+    for i, workdir in enumerate((runs["multi"], tmp_path / "elsewhere")):
+        tf_config = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": i}}
+        )
+        logs.append(tmp_path / f"worker{i}.log")
+        procs.append(
+            start(
+                flag_args(workdir, steps=60, strategy="multi_worker"),
+                logs[-1],
+                env={"TF_CONFIG": tf_config},
+            )
+        )
+    assert wait_all(procs, timeout=300) == [2, 2]
+    for log in logs:
+        assert "error: the workers resume from different checkpoints" in log.read_text()
+    assert train_rows(runs["multi"]).keys() == {10, 20, 30, 40}

@@ -46,7 +46,7 @@ import tensorflow as tf
 from vma_tf import checkpointing, plotting
 from vma_tf.configs import Config, ConfigError
 from vma_tf.data.experiments import make_data
-from vma_tf.errors import NonFiniteError
+from vma_tf.errors import NonFiniteError, WorkdirError
 from vma_tf.workdir import atomic_write, preflight, workdir_lock
 from vma_tf.modeling.builders import build_model as build_network
 from vma_tf.modeling.models import (
@@ -184,10 +184,12 @@ def use_jit(config: Config) -> bool:
     """`config.train.jit`, except under a strategy with several replicas.
 
     Keras compiles the whole `strategy.run(train_step)` with XLA; with several
-    replicas that fails (measured, TF 2.21 CPU: "Trying to access resource
-    .../replica_1 located in device CPU:1 from device CPU:0", see
-    https://www.tensorflow.org/xla/known_issues), so XLA is switched off
-    there, with a logged message.
+    replicas that fails (measured, TF 2.21 CPU): `mirrored` with 2 devices
+    "Trying to access resource .../replica_1 located in device CPU:1 from
+    device CPU:0" (https://www.tensorflow.org/xla/known_issues), and
+    `multi_worker` "Collectives are not yet implemented for CPU devices when
+    compiling with XLA". XLA is therefore switched off with several
+    replicas, with a logged message (see BUILD.md).
     """
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     if config.train.jit and replicas > 1:
@@ -228,6 +230,27 @@ def replica_batches(
         return tf.data.Dataset.from_tensor_slices(parts)
 
     return dataset.flat_map(split)
+
+
+def _check_same_step(strategy: tf.distribute.Strategy, step: int) -> None:
+    """Raises `WorkdirError` on every worker unless all resume at `step`.
+
+    A worker that cannot read the chief's checkpoints would otherwise train
+    from other weights (e.g. no shared filesystem). Compares the mean and
+    the mean square of the workers' steps (one all-reduce).
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return
+    value = tf.constant([step, step * step], tf.float64)
+    mean, mean_sq = strategy.reduce(
+        "MEAN", strategy.run(lambda: tf.identity(value)), axis=None
+    ).numpy()
+    if mean != step or mean_sq != step * step:
+        raise WorkdirError(
+            f"the workers resume from different checkpoints (this one: step "
+            f"{step}, mean over workers {mean:g}); every worker must read the "
+            "chief's WORKDIR/checkpoints (a shared filesystem)"
+        )
 
 
 def _check_batch(config: Config, replicas: int) -> None:
@@ -487,6 +510,11 @@ def _train(
     )
     latest = tf.train.latest_checkpoint(
         str(pathlib.Path(restore_dir or workdir) / "checkpoints")
+    )
+    # Checkpoints are numbered by step. All workers must agree before the
+    # restore, whose variable creation is itself a collective.
+    _check_same_step(
+        model.distribute_strategy, int(latest.rsplit("-", 1)[1]) if latest else 0
     )
     if latest:
         checkpointing.restore(checkpoint, latest)
