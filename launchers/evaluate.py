@@ -64,6 +64,12 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("chunk_size", 100, "Samples per chunk (bounds memory).")
 flags.DEFINE_integer("seed", 0, "Evaluation seed.")
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_bfloat16"],
+    "Networks in float32, or in bfloat16 with float32 log-probabilities.",
+)
 flags.DEFINE_integer(
     "memory_size", 100_000, "large_memory: MNIST images in memory (<= 130000)."
 )
@@ -125,13 +131,16 @@ def main(argv):
         chunk_size=FLAGS.chunk_size,
         seed=FLAGS.seed,
     )
+    # Recorded in the report (not passed to the protocol).
+    precision = FLAGS.precision
     if FLAGS.protocol == "classification":
         options["iw_episodes"] = FLAGS.iw_episodes
     if FLAGS.protocol == "large_memory":
         options["memory_size"] = FLAGS.memory_size
         options["memory_chunk"] = FLAGS.memory_chunk
     try:
-        runs = [protocols.load(w) for w in workdirs]
+        policy = None if FLAGS.precision == "float32" else FLAGS.precision
+        runs = [protocols.load(w, policy) for w in workdirs]
         target = runs if FLAGS.protocol == "kl_breakdown" else runs[0]
         result, figures = protocols.PROTOCOLS[FLAGS.protocol](target, **options)
     except (ConfigError, DataError, WorkdirError) as e:
@@ -141,7 +150,7 @@ def main(argv):
         "presets": [r.config.name for r in runs],
         "steps": [r.step for r in runs],
         "protocol": FLAGS.protocol,
-        "options": options,
+        "options": {**options, "precision": precision},
         "results": result,
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -171,3 +171,25 @@ def test_evaluate_takes_several_runs_only_for_kl_breakdown(tmp_path):
     assert proc.stderr.strip() == (
         "error: --workdir takes several runs only with --protocol=kl_breakdown"
     )
+
+
+@pytest.mark.parametrize(
+    "preset", ["mnist_recall", "omniglot_fewshot", "omniglot_fewshot_soft"]
+)
+def test_mixed_bfloat16_networks_keep_float32_log_weights(preset):
+    """The same weights under `mixed_bfloat16`: bfloat16 networks, float32
+    distributions; the bound moves by network rounding only."""
+    model, x, memory = _model(preset)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed, _, _ = _model(preset)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    for a, b in zip(mixed.variables, model.variables):
+        a.assign(b)
+    terms = mixed.compute_terms(x, memory, 3, seed=(1, 2))
+    assert terms.log_weights.dtype == tf.float32
+    ref = StreamedBound(model, 5, jit=False)(x, memory, 10)
+    out = StreamedBound(mixed, 5, jit=False)(x, memory, 10)
+    np.testing.assert_allclose(out["nll_bound"], ref["nll_bound"], atol=0.5)
+    assert not np.array_equal(out["nll_bound"], ref["nll_bound"])  # bf16 ran

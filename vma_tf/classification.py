@@ -51,8 +51,8 @@ def own_slot_recall(model, x, memory):
         `(mass, hit)`: float `[B]` q-mass on x's own slot(s), and bool `[B]`
         whether the mode of q(a|x) is one of them.
     """
-    x = tf.convert_to_tensor(x, model.compute_dtype)
-    memory = tf.convert_to_tensor(memory, model.compute_dtype)
+    x = tf.cast(x, model.head_dtype)
+    memory = tf.cast(memory, model.compute_dtype)
     event_axes = list(range(2, x.shape.rank + 1))
     same = tf.reduce_all(
         tf.equal(x[:, tf.newaxis], memory[tf.newaxis]), axis=event_axes
@@ -103,8 +103,8 @@ class ImportanceClassifier:
 
     def log_joint(self, x, memory, seed=(0, 0)):
         """float64 `[|M|, B]` estimates of log p(x, a)."""
-        x = tf.convert_to_tensor(x, self.model.compute_dtype)
-        memory = tf.convert_to_tensor(memory, self.model.compute_dtype)
+        x = tf.cast(x, self.model.head_dtype)
+        memory = tf.cast(memory, self.model.compute_dtype)
         state = self.model.memory_state(memory)
         size = int(memory.shape[0])
         seed = tf.constant(seed, tf.int32)

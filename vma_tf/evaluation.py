@@ -92,9 +92,9 @@ class StreamedBound:
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1; got {num_samples}")
-        x = tf.convert_to_tensor(x, self.model.compute_dtype)
+        x = tf.cast(x, self.model.head_dtype)
         if memory is not None:
-            memory = tf.convert_to_tensor(memory, self.model.compute_dtype)
+            memory = tf.cast(memory, self.model.compute_dtype)
         state = memory_state_in_chunks(self.model, memory, self.memory_chunk)
         seed = tf.constant(seed, tf.int32)
         log_sum, kl_a, kl_z, recon = None, None, 0.0, 0.0
@@ -124,11 +124,15 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
-def load_run(workdir):
+def load_run(workdir, dtype_policy: str | None = None):
     """Rebuilds the model of a training workdir from its newest checkpoint.
 
     Args:
         workdir: a directory written by `train_and_evaluate`.
+        dtype_policy: build the model under this Keras dtype policy (e.g.
+            `"mixed_bfloat16"`: bfloat16 networks, float32 variables and
+            log-probabilities; see `LatentVariableModel.head_dtype`); None
+            keeps the global policy. Checkpoints are the same either way.
 
     Returns:
         `(config, model, data, step)`.
@@ -154,7 +158,16 @@ def load_run(workdir):
     if latest is None:
         raise WorkdirError(f"--workdir={workdir} has no checkpoint yet")
     data = make_data(config)
-    model = build_model(config, data.x_shape, data.make_batch(tf.constant(0, tf.int64)))
+    import keras
+
+    previous = keras.config.dtype_policy()
+    if dtype_policy:
+        keras.config.set_dtype_policy(dtype_policy)
+    try:
+        batch = data.make_batch(tf.constant(0, tf.int64))
+        model = build_model(config, data.x_shape, batch)
+    finally:
+        keras.config.set_dtype_policy(previous)
     checkpointing.restore(checkpointing.make_checkpoint(model), latest)
     return config, model, data, int(model.optimizer.iterations.numpy())
 

@@ -60,9 +60,9 @@ class Run:
     step: int
 
 
-def load(workdir) -> Run:
+def load(workdir, dtype_policy: str | None = None) -> Run:
     """Restores the newest checkpoint of `workdir` (see `evaluation.load_run`)."""
-    config, model, data, step = evaluation.load_run(workdir)
+    config, model, data, step = evaluation.load_run(workdir, dtype_policy)
     return Run(pathlib.Path(workdir).expanduser(), config, model, data, step)
 
 

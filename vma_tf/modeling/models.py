@@ -108,6 +108,16 @@ class LatentVariableModel(keras.Model):
 
     # -- shared ---------------------------------------------------------------
     @property
+    def head_dtype(self):
+        """dtype of x, every distribution and the log-weights: the variable
+        dtype, so under `mixed_bfloat16` the networks run in bfloat16 while
+        log-probabilities and their sums over pixels stay float32."""
+        return self.dtype_policy.variable_dtype
+
+    def _head(self, t):
+        return tf.nest.map_structure(lambda u: tf.cast(u, self.head_dtype), t)
+
+    @property
     def metrics(self):
         return list(self._trackers)
 
@@ -288,9 +298,11 @@ class VMA(LatentVariableModel):
         """Returns `(q_a, p_a)` over the slots of `memory`."""
         state = state or self.memory_state(memory)
         q_a = tfd.Categorical(
-            logits=self.addressing.posterior_logits(state["embeddings"], x)
+            logits=self._head(
+                self.addressing.posterior_logits(state["embeddings"], x)
+            )
         )
-        p_a = tfd.Categorical(logits=state["prior_logits"])
+        p_a = tfd.Categorical(logits=self._head(state["prior_logits"]))
         return q_a, p_a
 
     def compute_terms(
@@ -322,7 +334,7 @@ class VMA(LatentVariableModel):
             `Terms`.
         """
         num_samples = num_samples or self.num_samples
-        x = tf.cast(x, self.compute_dtype)
+        x = tf.cast(x, self.head_dtype)
         if state is None:
             state = self.memory_state(memory)
         q_a, p_a = self.address_distributions(x, state=state)
@@ -341,10 +353,10 @@ class VMA(LatentVariableModel):
         gather = lambda t: tf.nest.map_structure(  # [K, B, ..]
             lambda u: tf.gather(u, addresses), t
         )
-        q_z = networks.gaussian(self.encoder(x, gather(state["encoder"])))
-        p_z = networks.gaussian(gather(state["prior_z"]))
+        q_z = networks.gaussian(self._head(self.encoder(x, gather(state["encoder"]))))
+        p_z = networks.gaussian(self._head(gather(state["prior_z"])))
         z = sampling.sample(q_z, seed_z, (), sample_offset)  # [K, B, Z]
-        logits = self.decoder(z, gather(state["decoder"]))
+        logits = self._head(self.decoder(z, gather(state["decoder"])))
         log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
         log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z) + log_p_a - log_q_a
         return Terms(
@@ -407,11 +419,12 @@ class VAE(LatentVariableModel):
         sample_offset=0,
     ) -> Terms:
         num_samples = num_samples or self.num_samples
-        x = tf.cast(x, self.compute_dtype)
-        q_z = networks.gaussian(self.encoder(x))  # [B]
+        x = tf.cast(x, self.head_dtype)
+        q_z = networks.gaussian(self._head(self.encoder(x)))  # [B]
         p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
         z = sampling.sample(q_z, _seed(seed), [num_samples], sample_offset)
-        log_px = networks.bernoulli(self.decoder(z), self.x_event_ndims).log_prob(x)
+        logits = self._head(self.decoder(z))
+        log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
         log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z)
         batch = tf.shape(x)[:1]
         return Terms(
@@ -507,15 +520,14 @@ class SoftAttentionVAE(LatentVariableModel):
         sample_offset=0,
     ) -> Terms:
         num_samples = num_samples or self.num_samples
-        x = tf.cast(x, self.compute_dtype)
+        x = tf.cast(x, self.head_dtype)
         m = self.memory(memory)
-        q_z = networks.gaussian(self.encoder(x))  # [B]
+        q_z = networks.gaussian(self._head(self.encoder(x)))  # [B]
         p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
         z = sampling.sample(q_z, _seed(seed), [num_samples], sample_offset)
-        m_z, _ = self.attention_readout(z, m)
-        log_px = networks.bernoulli(self._decode(z, m_z), self.x_event_ndims).log_prob(
-            x
-        )
+        m_z, _ = self.attention_readout(tf.cast(z, m.dtype), m)
+        logits = self._head(self._decode(z, m_z))
+        log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
         log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z)
         return Terms(
             log_weights=log_weights,
