@@ -460,7 +460,9 @@ def train_and_evaluate(
 
     Returns:
         Summary dict: final step, wall time, steps/s, last train/valid/test
-        metrics, paths.
+        metrics, paths. A non-chief worker of `multi_worker` returns its own
+        numbers (equal to the chief's) with `"chief": False`; its files were
+        temporary.
 
     Raises:
         ConfigError: bad config or workdir (nothing written).
@@ -483,12 +485,17 @@ def train_and_evaluate(
             if chief:
                 atomic_write(workdir / "config.json", config.to_json() + "\n")
             with strategy.scope():
-                summary = _train(config, write_dir, data, progress, workdir)
+                summary = _train(config, write_dir, data, progress and chief, workdir)
     finally:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     if not chief:
-        summary = {**summary, "workdir": str(workdir), "chief": False}
+        summary = {
+            **summary,
+            "workdir": str(workdir),
+            "samples_png": f"(written by the chief into {workdir})",
+            "chief": False,
+        }
     return summary
 
 
