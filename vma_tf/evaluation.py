@@ -43,7 +43,16 @@ def memory_state_in_chunks(model: LatentVariableModel, memory, rows: int = 0):
     ]
     if states[0] is None:
         return None
-    return tf.nest.map_structure(lambda *t: tf.concat(t, 0), *states)
+    # One field at a time, dropping its chunks as soon as they are joined:
+    # the transient copy is one field, not the whole state.
+    fields = [tf.nest.flatten(s) for s in states]
+    del states
+    joined = []
+    for i in range(len(fields[0])):
+        joined.append(tf.concat([f[i] for f in fields], 0))
+        for f in fields:
+            f[i] = None
+    return tf.nest.pack_sequence_as(model.memory_state(memory[:1]), joined)
 
 
 class StreamedBound:
@@ -83,8 +92,13 @@ class StreamedBound:
             terms.recon * k,
         )
 
-    def __call__(self, x, memory=None, num_samples: int = 1000, seed=(0, 0)):
+    def __call__(
+        self, x, memory=None, num_samples: int = 1000, seed=(0, 0), state=None
+    ):
         """Evaluates `x` `[B, *x]` against `memory` with K = `num_samples`.
+
+        `state`: the per-entry state of `memory` computed before (e.g. by
+        `memory_state_in_chunks`), reused instead of recomputed.
 
         Returns:
             Dict of float64 `[B]` arrays: `nll_bound` (-L_K), `kl_a`, `kl_z`
@@ -95,7 +109,8 @@ class StreamedBound:
         x = tf.cast(x, self.model.head_dtype)
         if memory is not None:
             memory = tf.cast(memory, self.model.compute_dtype)
-        state = memory_state_in_chunks(self.model, memory, self.memory_chunk)
+        if state is None:
+            state = memory_state_in_chunks(self.model, memory, self.memory_chunk)
         seed = tf.constant(seed, tf.int32)
         log_sum, kl_a, kl_z, recon = None, None, 0.0, 0.0
         for start in range(0, num_samples, self.chunk_size):

@@ -489,7 +489,13 @@ def large_memory_images(size: int, data_dir=None) -> np.ndarray:
                 f"--memory_size={size}: at most {have + len(extra)} MNIST images"
             )
         parts.append(extra[: size - have])
-    return np.concatenate(parts)[:size].astype(np.float32)
+    out = np.empty([size, 784], np.float32)
+    start = 0
+    for part in parts:
+        take = min(len(part), size - start)
+        out[start : start + take] = part[:take]
+        start += take
+    return out
 
 
 def large_memory(
@@ -523,7 +529,7 @@ def large_memory(
         "an MNIST VMA run with episodic memory (e.g. mnist_recall)",
     )
     t0 = time.perf_counter()
-    memory = tf.constant(large_memory_images(memory_size, c.data.data_dir))
+    memory = tf.convert_to_tensor(large_memory_images(memory_size, c.data.data_dir))
     n = num_examples or 64
     rng = np.random.default_rng(seed)
     index = rng.choice(memory_size, size=n, replace=False)
@@ -535,7 +541,7 @@ def large_memory(
     t_eval = time.perf_counter()
     for i in range(0, n, batch):
         x = tf.gather(memory, index[i : i + batch])
-        res = stream(x, memory, num_samples, seed=(seed, i))
+        res = stream(x, memory, num_samples, seed=(seed, i), state=state)
         for k in values:
             values[k].append(res[k])
         q_a, _ = run.model.address_distributions(x, state=state)
