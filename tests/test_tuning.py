@@ -249,3 +249,18 @@ def test_distributed_search_chief_and_two_workers(tmp_path):
         train = [json.loads(line) for line in lines if '"train"' in line]
         assert [t["step"] for t in train] == [10]
     assert (workdir / "best_config.json").is_file()
+
+
+@pytest.mark.parametrize("name", tuning.TUNERS)
+def test_every_oracle_proposes_values_from_the_search_space(tmp_path, name):
+    """No training: each oracle (Bayesian needs scipy and scikit-learn, the
+    `keras-tuner[bayesian]` extra) hands out a trial inside the space."""
+    base = configs.get_preset("omniglot_fewshot")
+    tuner = tuning.make_tuner(base, tmp_path, tuner=name, max_trials=2)
+    trial = tuner.oracle.create_trial("tuner0")
+    assert trial.status == "RUNNING"
+    space = tuning.search_space(base)
+    for key, choices in space.items():
+        assert trial.hyperparameters.values[key] in choices, key
+    config = tuner.hypermodel.config(trial.hyperparameters)
+    assert config.model.channels in space["channels"]
