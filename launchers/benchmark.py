@@ -10,6 +10,7 @@ Run it alone on the machine: other processes distort every number.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -39,6 +40,15 @@ flags.DEFINE_integer("channels", None, "Feature maps of every conv layer.")
 flags.DEFINE_integer("num_samples", None, "Samples K from q per example.")
 flags.DEFINE_boolean("jit", None, "Compile with XLA (default: the preset's, True).")
 flags.DEFINE_string("data_dir", None, "Data directory (for the input pipeline).")
+flags.DEFINE_boolean(
+    "fast_convs", None, "Hole-free stride-2/transposed convs (default: the preset's)."
+)
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_bfloat16"],
+    "Build the model under this Keras dtype policy (variables stay float32).",
+)
 
 
 def main(argv):
@@ -74,6 +84,11 @@ def main(argv):
                 data_dir=FLAGS.data_dir,
             )
         )
+        if FLAGS.fast_convs is not None:
+            config = dataclasses.replace(
+                config,
+                model=dataclasses.replace(config.model, fast_convs=FLAGS.fast_convs),
+            )
         if sizes and config.model.kind == "vae":
             raise configs.ConfigError(
                 f"--memory_sizes: preset {FLAGS.preset!r} is a VAE (no memory)"
@@ -94,6 +109,7 @@ def main(argv):
             warmup=FLAGS.warmup,
             eval_samples=FLAGS.eval_samples,
             input_batches=FLAGS.input_batches,
+            dtype_policy=None if FLAGS.precision == "float32" else FLAGS.precision,
         )
     except (configs.ConfigError, DataError) as e:
         fail(str(e))

@@ -352,26 +352,38 @@ def run_benchmark(
     warmup: int = 3,
     eval_samples: int = 1000,
     input_batches: int = 50,
+    dtype_policy: str | None = None,
 ) -> dict[str, Any]:
     """Matmul rate, every memory size (default: the preset's), input rate.
+
+    `dtype_policy` (e.g. `"mixed_bfloat16"`) is the Keras policy the models
+    are built under (None: the global one).
 
     Returns:
         `{"preset", "config", "matmul", "rows": [benchmark_step(...)],
         "input_batches_per_sec", "device"}`.
     """
+    import keras
+
     matmul = matmul_rate()
     sizes = list(memory_sizes) or [config.model.memory_size]
-    rows = [
-        benchmark_step(
-            config,
-            size,
-            steps=steps,
-            warmup=warmup,
-            eval_samples=eval_samples,
-            matmul_flops_per_sec=matmul["flops_per_sec"],
-        )
-        for size in sizes
-    ]
+    previous = keras.config.dtype_policy()
+    if dtype_policy:
+        keras.config.set_dtype_policy(dtype_policy)
+    try:
+        rows = [
+            benchmark_step(
+                config,
+                size,
+                steps=steps,
+                warmup=warmup,
+                eval_samples=eval_samples,
+                matmul_flops_per_sec=matmul["flops_per_sec"],
+            )
+            for size in sizes
+        ]
+    finally:
+        keras.config.set_dtype_policy(previous)
     return {
         "preset": config.name,
         "config": config.to_dict(),
@@ -381,6 +393,7 @@ def run_benchmark(
         if input_batches
         else None,
         "device": [d.device_type for d in tf.config.list_logical_devices()],
+        "dtype_policy": dtype_policy or keras.config.dtype_policy().name,
     }
 
 
@@ -389,7 +402,8 @@ def format_table(report: dict[str, Any]) -> str:
     mm = report["matmul"]
     lines = [
         (
-            f"{report['preset']}: fp32 matmul {mm['n']}^3 "
+            f"{report['preset']} ({report.get('dtype_policy', 'float32')}, "
+            f"fast_convs={report['config']['model']['fast_convs']}): fp32 matmul {mm['n']}^3 "
             f"{mm['flops_per_sec'] / 1e9:.1f} GFLOP/s ({mm['median_ms']:.1f} ms)"
         ),
         (
