@@ -45,6 +45,7 @@ PROTOCOLS = (
     "classification",
     "figures",
     "large_memory",
+    "address_usage",
 )
 
 flags.DEFINE_string(
@@ -92,6 +93,8 @@ def _summary_lines(result: dict, prefix: str = "") -> list[str]:
             )
         elif isinstance(value, dict):
             lines += _summary_lines(value, f"{prefix}{key} ")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers.append(f"{key}={value:g}")
     if numbers:
         lines.insert(0, f"{prefix.strip():<22} " + " ".join(numbers))
     return lines

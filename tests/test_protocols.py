@@ -345,3 +345,13 @@ def test_memory_state_in_chunks_equals_the_whole_state(recall_run):
     chunked = evaluation.memory_state_in_chunks(recall_run.model, memory, rows=16)
     for a, b in zip(tf.nest.flatten(whole), tf.nest.flatten(chunked)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_address_usage_reports_slot_entropies(recall_run):
+    result, _ = protocols.address_usage(recall_run, num_examples=16)
+    _check(result)
+    assert 1 <= result["slots_used_as_mode"] <= result["memory_size"]
+    assert 0 < result["top_slot_share"] <= 1
+    log_m = result["log_memory_size"]
+    for key in ("H_q", "H_mean_q", "H_p"):
+        assert -1e-6 <= result[key]["mean"] <= log_m + 1e-6

@@ -24,6 +24,9 @@ Protocols:
   with 1, 4, 8 examples per class).
 * `classification`: N-way k-shot accuracy on test characters by
   p(c|x) ≈ Σ_{a in c} q(a|x), and by the importance-weighted form.
+* `address_usage`: how many memory slots q(a|x) really uses on the test set
+  (entropies of q(a|x), of its average over x and of p(a); slots that are
+  the mode for some x): tells index collapse (every x on one slot) from use.
 * `large_memory`: MNIST recall model with a test-time memory of up to
   130 000 images (default 100 000), targets drawn from it: L_K, kl_a, the
   own-slot diagnostics, wall time and peak RSS (the Performance issue's
@@ -567,6 +570,46 @@ def large_memory(
     return results, {}
 
 
+def address_usage(run: Run, num_examples=0, **_):
+    """Slot usage of q(a|x) over test examples (learned or episodic memory).
+
+    Per evaluation batch (with its memory): H(q(a|x)) averaged over x, the
+    entropy of the batch-average q̄(a) = E_x q(a|x), their difference (a
+    lower bound-style estimate of I(x; a) within the batch, <= log B), H(p(a)),
+    the number of slots that are the mode of q(a|x) for some x and the share
+    of the most frequent mode. Index collapse: H(q̄) ≈ 0 and one slot.
+    """
+    _require(run, "address_usage", run.config.model.kind == "vma", "a VMA run")
+    n = num_examples or 1024
+    ent = lambda v: -np.sum(v * np.log(np.maximum(v, 1e-30)), axis=-1)
+    values = {k: [] for k in ("H_q", "H_mean_q", "I_xa", "H_p")}
+    counts = None
+    seen = 0
+    for ds in run.data.final_evals.values():
+        for batch in ds:
+            q_a, p_a = run.model.address_distributions(batch["x"], batch.get("memory"))
+            q = q_a.probs_parameter().numpy().astype(np.float64)
+            mean_q = q.mean(0)
+            values["H_q"].append(ent(q))
+            values["H_mean_q"].append(np.atleast_1d(ent(mean_q)))
+            values["I_xa"].append(np.atleast_1d(ent(mean_q) - ent(q).mean()))
+            values["H_p"].append(np.atleast_1d(ent(p_a.probs_parameter().numpy())))
+            modes = np.bincount(q.argmax(-1), minlength=q.shape[-1])
+            counts = modes if counts is None else counts + modes
+            seen += len(q)
+            if seen >= n:
+                break
+        break  # The first (test) split.
+    return {
+        **_summary(values),
+        "memory_size": int(len(counts)),
+        "log_memory_size": math.log(len(counts)),
+        "slots_used_as_mode": int((counts > 0).sum()),
+        "top_slot_share": float(counts.max() / counts.sum()),
+        "num_examples": seen,
+    }, {}
+
+
 PROTOCOLS: dict[str, Callable] = {
     "nll": nll,
     "recall_sizes": recall_sizes,
@@ -576,4 +619,5 @@ PROTOCOLS: dict[str, Callable] = {
     "classification": classification_protocol,
     "figures": figures,
     "large_memory": large_memory,
+    "address_usage": address_usage,
 }
