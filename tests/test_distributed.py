@@ -75,6 +75,10 @@ def flag_args(workdir, **overrides):
 
 
 def start(args, log_path, env=None, two_cpus=False):
+    # The kept worker directories go under the test's tmp_path, not /tmp.
+    tmpdir = log_path.parent / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    env = {"TMPDIR": str(tmpdir), **(env or {})}
     with open(log_path, "w") as log:  # The child keeps its own descriptor.
         return subprocess.Popen(
             [sys.executable, "-c", DRIVER, "1" if two_cpus else "0", *args],
