@@ -286,3 +286,19 @@ def test_fast_convs_give_the_reference_model_with_the_same_variables(preset):
     t_fast = fast.compute_terms(x, mem, K, seed=(3, 4))
     t_ref = ref.compute_terms(x, mem, K, seed=(3, 4))
     np.testing.assert_allclose(t_fast.log_weights, t_ref.log_weights, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["omniglot_fewshot", "omniglot_fewshot_soft"])
+def test_variable_paths_are_scoped_and_unique(preset):
+    """Checkpoints key on variable paths: the decoder's convs, built in
+    `memory_features` before the decoder is first called, must still get
+    `decoder/...` paths (as when built inside `call`)."""
+    model = build_model(_config(preset), (26, 26, 1))
+    model.compute_terms(
+        _images([B, 26, 26, 1]), _images([M, 26, 26, 1], 1), K, seed=(0, 0)
+    )
+    paths = [v.path for v in model.variables]
+    assert len(paths) == len(set(paths))
+    dec = model.decoder
+    convs = [*dec.convs, *dec.upconvs, dec.out]
+    assert all(v.path.startswith("decoder/") for c in convs for v in c.variables)

@@ -382,6 +382,14 @@ class ConvDecoder(keras.layers.Layer):
         """Whether the skip of `level` is concatenated (and so projected)."""
         return self.skip_mode == "concat" and level < self.skip_levels
 
+    def _build_concat_input(self, layer):
+        """Builds `layer` for `2 * channels` inputs, under this layer's name
+        scope so that its variables get the paths they get when built inside
+        `call` (`decoder/conv_0/kernel`; checkpoints key on them)."""
+        if not layer.built:
+            with keras.name_scope(self.name):
+                layer.build((None, None, None, 2 * self.channels))
+
     def memory_features(self, features):
         """`(m_vec, skip_top, ..., skip_full)` for |M| entries.
 
@@ -392,8 +400,7 @@ class ConvDecoder(keras.layers.Layer):
         for level, s in enumerate(skips):
             if self._projects(level):
                 layer = self._conv_after(level)
-                if not layer.built:
-                    layer.build((None, None, None, 2 * self.channels))
+                self._build_concat_input(layer)
                 kernel = tf.cast(layer.kernel[:, :, self.channels :], s.dtype)
                 skips[level] = tf.nn.conv2d(s, kernel, 1, "SAME")
         return (self.m_proj(_flat_top(features)),) + tuple(skips)
@@ -406,8 +413,7 @@ class ConvDecoder(keras.layers.Layer):
         if self.skip_mode == "add":
             return layer(tf.nn.relu(h + skip))
         # conv([relu(h), s]) = conv_h(relu(h)) + conv_s(s); conv_s(s) is `skip`.
-        if not layer.built:
-            layer.build((None, None, None, 2 * self.channels))
+        self._build_concat_input(layer)
         kernel = tf.cast(layer.kernel[:, :, : self.channels], h.dtype)
         y = tf.nn.conv2d(tf.nn.relu(h), kernel, 1, "SAME") + skip
         return layer.activation(tf.nn.bias_add(y, tf.cast(layer.bias, y.dtype)))
