@@ -92,8 +92,11 @@ class ModelConfig:
             3000 steps (RESULTS.md), so the default is False.
         fast_convs: compute stride-2 convolutions and transposed convolutions
             as dense stride-1 convolutions on space-to-depth / depth-to-space
-            rearrangements (conv only): the same function and variables, ~2x
-            faster under XLA on CPU (`modeling.conv`). False: Keras' layers.
+            rearrangements (conv only; `modeling.conv`): the same function
+            and variables. Under XLA on the 2-core CPU the 13 -> 26 upconv is
+            1.6x faster this way but the stride-2 convs are slower, and the
+            whole Omniglot step measured the same within noise (BENCHMARKS.md),
+            so the default is False (Keras' layers).
     """
 
     kind: str = "vma"
@@ -114,7 +117,7 @@ class ModelConfig:
     skip_mode: str = "concat"
     skip_levels: int = 4
     tie_pyramid: bool = False
-    fast_convs: bool = True
+    fast_convs: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
