@@ -43,6 +43,11 @@ flags.DEFINE_string("data_dir", None, "Data directory (for the input pipeline)."
 flags.DEFINE_boolean(
     "fast_convs", None, "Hole-free stride-2/transposed convs (default: the preset's)."
 )
+flags.DEFINE_boolean(
+    "conv_layers",
+    False,
+    "Instead: time each stride-2/transposed conv, Keras' layer vs fast_convs.",
+)
 flags.DEFINE_enum(
     "precision",
     "float32",
@@ -56,6 +61,12 @@ def main(argv):
         fail(f"unexpected arguments {argv[1:]}; all options are --flags")
     from vma_tf import configs
     from vma_tf.data.files import DataError
+
+    if FLAGS.conv_layers:
+        from vma_tf import benchmark
+
+        print(benchmark.format_conv_layers(benchmark.conv_layer_timings()))
+        return
 
     try:
         sizes = [int(s) for s in FLAGS.memory_sizes]

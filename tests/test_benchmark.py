@@ -105,3 +105,10 @@ def test_benchmark_bad_flags(args, message):
     )
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-500:]
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_conv_layer_timings_smoke():
+    rows = benchmark.conv_layer_timings(batch=2, channels=4, steps=1)
+    assert len(rows) == 6
+    assert all(r["keras_ms"] > 0 and r["fast_ms"] > 0 for r in rows)
+    assert "Keras ms" in benchmark.format_conv_layers(rows)
