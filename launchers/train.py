@@ -9,7 +9,6 @@ latest checkpoint in DIR. Example:
 
 from __future__ import annotations
 
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
@@ -98,13 +97,7 @@ def main(argv):
 
     try:
         if FLAGS.config_json:
-            try:
-                with open(FLAGS.config_json) as f:
-                    base = configs.Config.from_dict(json.load(f))
-            except (OSError, ValueError) as e:
-                raise configs.ConfigError(
-                    f"--config_json={FLAGS.config_json}: {e}"
-                ) from None
+            base = configs.load_json(FLAGS.config_json)
         else:
             base = configs.get_preset(FLAGS.preset)
         config = configs.override(

@@ -50,13 +50,7 @@ flags.DEFINE_integer("tuner_seed", 0, "Seed of the oracle's choices.")
 
 def _base_config(configs):
     if FLAGS.config_json:
-        try:
-            with open(FLAGS.config_json) as f:
-                base = configs.Config.from_dict(json.load(f))
-        except (OSError, ValueError) as e:
-            raise configs.ConfigError(
-                f"--config_json={FLAGS.config_json}: {e}"
-            ) from None
+        base = configs.load_json(FLAGS.config_json)
     else:
         base = configs.get_preset(FLAGS.preset)
     for name in ("steps", "init_from"):

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from vma_tf.configs import Config
+from vma_tf.configs import x_shape as _x_shape
 
 # --------------------------------------------------------------------------
 # FLOPs from HLO text.
@@ -237,13 +238,6 @@ def matmul_rate(n: int = 2048, steps: int = 10, jit: bool = True) -> dict[str, A
 # Model steps.
 
 
-def _x_shape(config: Config) -> tuple[int, ...]:
-    dataset = config.data.dataset
-    if dataset == "binarized_mnist":
-        return (784,)
-    if dataset == "omniglot_fewshot":
-        return (26, 26, 1)
-    return (28, 28, 1)
 
 
 def synthetic_batch(config: Config, memory_size: int, seed: int = 0) -> dict:

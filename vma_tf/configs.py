@@ -279,6 +279,29 @@ def override(config: Config, **values: Any) -> Config:
     return config
 
 
+def load_json(path: str, flag: str = "config_json") -> Config:
+    """Reads a `config.json` (e.g. `best_config.json` of a search).
+
+    Raises:
+        ConfigError: unreadable or not a config, naming `--flag=path`.
+    """
+    try:
+        with open(path) as f:
+            return Config.from_dict(json.load(f))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--{flag}={path}: {e}") from None
+
+
+def x_shape(config: Config) -> tuple[int, ...]:
+    """Shape of one example of `config`'s dataset."""
+    dataset = config.data.dataset
+    if dataset == "binarized_mnist":
+        return (784,)
+    if dataset == "omniglot_fewshot":
+        return (26, 26, 1)
+    return (28, 28, 1)
+
+
 def episode_sizes(data: DataConfig) -> tuple[int, int]:
     """`(batch_size, memory_size)` of a few-shot episode."""
     return (

@@ -53,7 +53,7 @@ from typing import Any
 
 import keras_tuner
 
-from vma_tf.configs import Config, ConfigError, validate
+from vma_tf.configs import Config, ConfigError, validate, x_shape
 from vma_tf.workdir import atomic_write
 
 OBJECTIVE = "nll_bound"
@@ -108,16 +108,6 @@ def trial_steps(steps_per_trial: int, log_every: int, epochs: int | None) -> int
         return steps_per_trial
     steps = steps_per_trial * epochs / HYPERBAND_MAX_EPOCHS
     return min(steps_per_trial, math.ceil(steps / log_every) * log_every)
-
-
-def x_shape(config: Config) -> tuple[int, ...]:
-    """Shape of one example of `config`'s dataset."""
-    dataset = config.data.dataset
-    if dataset == "binarized_mnist":
-        return (784,)
-    if dataset == "omniglot_fewshot":
-        return (26, 26, 1)
-    return (28, 28, 1)
 
 
 class VMAHyperModel(keras_tuner.HyperModel):
