@@ -203,3 +203,42 @@ def test_warm_start_from_another_architecture_is_refused(tmp_path):
     assert not (tmp_path / "other" / "checkpoints").exists() or not list(
         (tmp_path / "other" / "checkpoints").glob("ckpt-*")
     )
+
+
+@pytest.mark.parametrize("damage", ["truncate_data", "garbage_index"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
+    tmp_path, capsys, damage
+):
+    """A damaged newest checkpoint is skipped with a warning naming it; the run
+    resumes from the next older one and ends as an undamaged run would."""
+    config = tiny(steps=40, jit=False)
+    workdir = tmp_path / "run"
+    training.train_and_evaluate(config, workdir, progress=False)  # ckpt-20, ckpt-40
+    newest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    assert newest.endswith("-40")
+    if damage == "truncate_data":
+        data = next((workdir / "checkpoints").glob("ckpt-40.data-*"))
+        data.write_bytes(data.read_bytes()[:100])
+    else:
+        (workdir / "checkpoints" / "ckpt-40.index").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    summary = training.train_and_evaluate(config, workdir, progress=False)
+    err = capsys.readouterr().err
+    assert f"checkpoint {newest} is unreadable" in err
+    assert summary["step"] == 40 and summary["steps_this_run"] == 20
+    reference = tmp_path / "reference"
+    training.train_and_evaluate(config, reference, progress=False)
+    ours, ref = checkpoint_values(workdir), checkpoint_values(reference)
+    assert ours.keys() == ref.keys()
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], ref[name], err_msg=name)
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    config = tiny(steps=20, jit=False)
+    workdir = tmp_path / "run"
+    training.train_and_evaluate(config, workdir, progress=False)
+    for index in (workdir / "checkpoints").glob("*.index"):
+        index.write_bytes(b"garbage")
+    with pytest.raises(configs.ConfigError, match="no readable checkpoint"):
+        training.train_and_evaluate(config, workdir, progress=False)

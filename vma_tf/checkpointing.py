@@ -48,6 +48,61 @@ def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
         ) from None
 
 
+def _numbered_checkpoints(directory) -> list[str]:
+    """Checkpoint prefixes in `directory`, newest (highest number) first.
+
+    Read from the `*.index` files themselves, so a damaged `checkpoint`
+    state file does not hide older checkpoints.
+    """
+    import pathlib
+    import re
+
+    found = []
+    for index in pathlib.Path(directory).glob("*.index"):
+        match = re.fullmatch(r"(.+)-(\d+)", index.stem)
+        if match:
+            found.append((int(match.group(2)), str(index.with_suffix(""))))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def restore_newest_valid(checkpoint: tf.train.Checkpoint, directory, warn=print):
+    """Restores the newest readable checkpoint of `directory`.
+
+    A checkpoint whose files are truncated or garbage (TensorFlow raises a
+    read error) is skipped with a warning naming it, and the next older one is
+    tried. A checkpoint of another model is not skipped: that raises
+    `CheckpointMismatchError` (the run's flags changed, not its files).
+
+    Returns:
+        The restored path, or None when `directory` holds no checkpoint.
+
+    Raises:
+        CheckpointMismatchError: mismatch, or no checkpoint could be read
+            (never a silent start from scratch).
+    """
+    paths = _numbered_checkpoints(directory)
+    bad = []
+    for path in paths:
+        try:
+            restore(checkpoint, path)
+        except (tf.errors.OpError, IndexError) as e:  # IndexError: truncated
+            # data ("Read less bytes than requested").
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            warn(
+                f"warning: checkpoint {path} is unreadable ({reason}); "
+                "trying the next older one"
+            )
+            bad.append(path)
+            continue
+        return path
+    if bad:
+        raise CheckpointMismatchError(
+            f"no readable checkpoint in {directory} (unreadable: {', '.join(bad)}); "
+            "move them away to start from scratch"
+        )
+    return None
+
+
 def warm_start(model: keras.Model, run_dir) -> str:
     """Loads every model variable from the newest checkpoint of `run_dir`.
 

@@ -35,6 +35,7 @@ import math
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import time
 from typing import Any
@@ -524,7 +525,11 @@ def _train(
         model.distribute_strategy, int(latest.rsplit("-", 1)[1]) if latest else 0
     )
     if latest:
-        checkpointing.restore(checkpoint, latest)
+        latest = checkpointing.restore_newest_valid(
+            checkpoint,
+            pathlib.Path(restore_dir or workdir) / "checkpoints",
+            warn=lambda message: print(message, file=sys.stderr),
+        )
     elif t.init_from:
         source = checkpointing.warm_start(model, t.init_from)
         print(f"Warm start: model weights from {source}")
