@@ -5,15 +5,13 @@ import json
 import os
 import pathlib
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from local_processes import free_ports, wait_all
 
 from vma_tf import configs, training
 
@@ -54,17 +52,6 @@ app.run(train.main)
 """
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def flag_args(workdir, **overrides):
     values = {**FLAGS, **overrides}
     args = [
@@ -88,19 +75,6 @@ def start(args, log_path, env=None, two_cpus=False):
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-
-
-def wait_all(procs, timeout):
-    deadline = time.monotonic() + timeout
-    try:
-        for p in procs:
-            p.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-    return [p.returncode for p in procs]
 
 
 def run_multi_worker(workdir, tmp_path, tag, steps):

@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
+from local_processes import free_ports
 
 from vma_tf import configs, estimators, export, serving_client, training
 from vma_tf.classification import address_class_probs
@@ -573,12 +573,6 @@ def test_rest_client_does_not_import_tensorflow():
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(
     shutil.which("tensorflow_model_server") is None,
     reason="tensorflow_model_server is not on PATH (not installable here; "
@@ -586,7 +580,7 @@ def _free_port():
 )
 def test_real_tensorflow_model_server(served, tmp_path):
     run = served["mnist_recall"]
-    rest, grpc_port = _free_port(), _free_port()
+    rest, grpc_port = free_ports(2)
     with (tmp_path / "server.log").open("w") as log:  # The server keeps its fd.
         server = subprocess.Popen(
             [

@@ -6,14 +6,13 @@ import csv
 import json
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 import keras_tuner
 import pytest
+from local_processes import free_ports, wait_all
 
 from vma_tf import configs, tuning
 from vma_tf.modeling.models import VMA, LatentVariableModel
@@ -47,12 +46,6 @@ def run(cmd, timeout=300):
     return subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hp_with(values):
@@ -198,7 +191,7 @@ def test_distributed_search_chief_and_two_workers(tmp_path):
     """keras-tuner's gRPC oracle on 127.0.0.1: the chief serves, 2 workers run
     4 trials; every trial is recorded once, all processes exit by themselves."""
     workdir = tmp_path / "search"
-    port = free_port()
+    (port,) = free_ports(1)
     base_env = {
         **os.environ,
         "KERASTUNER_ORACLE_IP": "127.0.0.1",
@@ -222,14 +215,8 @@ def test_distributed_search_chief_and_two_workers(tmp_path):
                 )
             if tuner_id == "chief":
                 time.sleep(2)  # Workers wait for the server anyway (gRPC).
-        deadline = time.monotonic() + 240
-        for p in procs:
-            p.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        wait_all(procs, timeout=240)
     texts = [log.read_text() for log in logs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(
         t[-2000:] for t in texts

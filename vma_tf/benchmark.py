@@ -238,8 +238,6 @@ def matmul_rate(n: int = 2048, steps: int = 10, jit: bool = True) -> dict[str, A
 # Model steps.
 
 
-
-
 def synthetic_batch(config: Config, memory_size: int, seed: int = 0) -> dict:
     """`{"x": [B, *x], "memory": [|M|, *x]}` random binary images (no memory
     for VAEs and learned memory)."""
@@ -359,12 +357,11 @@ def run_benchmark(
     """
     import keras
 
+    from vma_tf.modeling.builders import dtype_policy_scope
+
     matmul = matmul_rate()
     sizes = list(memory_sizes) or [config.model.memory_size]
-    previous = keras.config.dtype_policy()
-    if dtype_policy:
-        keras.config.set_dtype_policy(dtype_policy)
-    try:
+    with dtype_policy_scope(dtype_policy):
         rows = [
             benchmark_step(
                 config,
@@ -376,8 +373,6 @@ def run_benchmark(
             )
             for size in sizes
         ]
-    finally:
-        keras.config.set_dtype_policy(previous)
     return {
         "preset": config.name,
         "config": config.to_dict(),
@@ -433,7 +428,9 @@ def conv_layer_timings(
 
 
 def format_conv_layers(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'layer (XLA, fwd+bwd)':<28} {'input':>18} {'Keras ms':>9} {'fast ms':>9}"]
+    lines = [
+        f"{'layer (XLA, fwd+bwd)':<28} {'input':>18} {'Keras ms':>9} {'fast ms':>9}"
+    ]
     for r in rows:
         lines.append(
             f"{r['layer']:<28} {str(tuple(r['input_shape'])):>18} "

@@ -43,6 +43,7 @@ def memory_state_in_chunks(model: LatentVariableModel, memory, rows: int = 0):
     ]
     if states[0] is None:
         return None
+    skeleton = tf.nest.map_structure(lambda _: 0, states[0])
     # One field at a time, dropping its chunks as soon as they are joined:
     # the transient copy is one field, not the whole state.
     fields = [tf.nest.flatten(s) for s in states]
@@ -52,7 +53,7 @@ def memory_state_in_chunks(model: LatentVariableModel, memory, rows: int = 0):
         joined.append(tf.concat([f[i] for f in fields], 0))
         for f in fields:
             f[i] = None
-    return tf.nest.pack_sequence_as(model.memory_state(memory[:1]), joined)
+    return tf.nest.pack_sequence_as(skeleton, joined)
 
 
 class StreamedBound:
@@ -162,6 +163,7 @@ def load_run(workdir, dtype_policy: str | None = None):
     from vma_tf.configs import Config
     from vma_tf.data.experiments import make_data
     from vma_tf.errors import WorkdirError
+    from vma_tf.modeling.builders import dtype_policy_scope
     from vma_tf.training import build_model
 
     workdir = pathlib.Path(workdir).expanduser()
@@ -173,16 +175,9 @@ def load_run(workdir, dtype_policy: str | None = None):
     if latest is None:
         raise WorkdirError(f"--workdir={workdir} has no checkpoint yet")
     data = make_data(config)
-    import keras
-
-    previous = keras.config.dtype_policy()
-    if dtype_policy:
-        keras.config.set_dtype_policy(dtype_policy)
-    try:
+    with dtype_policy_scope(dtype_policy):
         batch = data.make_batch(tf.constant(0, tf.int64))
         model = build_model(config, data.x_shape, batch)
-    finally:
-        keras.config.set_dtype_policy(previous)
     checkpointing.restore(checkpointing.make_checkpoint(model), latest)
     return config, model, data, int(model.optimizer.iterations.numpy())
 

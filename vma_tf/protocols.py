@@ -520,14 +520,16 @@ def large_memory(
     the per-entry state. `num_examples` targets (default 64) are drawn
     uniformly from the memory.
     """
-    import resource
     import time
+
+    from vma_tf.benchmark import peak_rss_bytes
 
     c = run.config
     _require(
         run,
         "large_memory",
-        c.model.kind == "vma" and c.data.dataset == "binarized_mnist"
+        c.model.kind == "vma"
+        and c.data.dataset == "binarized_mnist"
         and c.model.memory == "episodic",
         "an MNIST VMA run with episodic memory (e.g. mnist_recall)",
     )
@@ -555,7 +557,6 @@ def large_memory(
             (probs.argmax(-1) == index[i : i + batch]).astype(np.float64)
         )
     wall = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results = {
         **_summary(values),
         **_summary(own),
@@ -565,7 +566,7 @@ def large_memory(
         "num_samples": num_samples,
         "wall_sec": wall,
         "importance_samples_per_sec": n * num_samples / (time.perf_counter() - t_eval),
-        "peak_rss_mb": peak_kb / 1024,
+        "peak_rss_mb": peak_rss_bytes() / 2**20,
     }
     return results, {}
 

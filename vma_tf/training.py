@@ -48,7 +48,6 @@ from vma_tf import checkpointing, plotting
 from vma_tf.configs import Config, ConfigError
 from vma_tf.data.experiments import make_data
 from vma_tf.errors import NonFiniteError, WorkdirError
-from vma_tf.workdir import atomic_write, preflight, workdir_lock
 from vma_tf.modeling.builders import build_model as build_network
 from vma_tf.modeling.models import (
     METRIC_NAMES,
@@ -56,7 +55,7 @@ from vma_tf.modeling.models import (
     LatentVariableModel,
     SoftAttentionVAE,
 )
-
+from vma_tf.workdir import atomic_write, preflight, workdir_lock
 
 # -- metrics ------------------------------------------------------------------
 

@@ -13,7 +13,10 @@ linear output. The embedding networks are untied from the VAE networks.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
+
+import keras
 
 from vma_tf.configs import ModelConfig
 from vma_tf.modeling import conv, networks
@@ -21,6 +24,19 @@ from vma_tf.modeling.addressing import AddressingHead
 from vma_tf.modeling.memory import MemoryBuffer
 from vma_tf.modeling.models import VAE, VMA, LatentVariableModel, SoftAttentionVAE
 from vma_tf.modeling.similarity import NormalizedSimilarity
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(policy: str | None):
+    """Builds layers under the Keras dtype `policy` (e.g. `"mixed_bfloat16"`)
+    inside the block, restoring the global policy after; None: no change."""
+    previous = keras.config.dtype_policy()
+    if policy:
+        keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _common(config: ModelConfig, seed: int) -> dict:

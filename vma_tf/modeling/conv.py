@@ -59,8 +59,9 @@ def _unfold(x, lead, inner_rank: int):
 class ConvPyramid(keras.layers.Layer):
     """Downscaling pyramid: 6 conv 3x3 layers, stride 2 in every second one.
 
-    Stride-2 layers are `StridedConv2D` (`fast=True`: no work on padding
-    holes in the gradient under XLA; same variables and outputs).
+    Stride-2 layers are `StridedConv2D`; `fast=True` computes them by
+    space-to-depth (same variables and outputs; default False, as
+    `ModelConfig.fast_convs`).
 
     With `joint=True` the first layer also has an x-half, for q(z|x, m_a)
     on the channel concatenation [m_a, x]: conv([m, x]) = conv_m(m) + conv_x(x).
@@ -83,7 +84,7 @@ class ConvPyramid(keras.layers.Layer):
         channels: int = 64,
         num_layers: int = 6,
         joint: bool = False,
-        fast: bool = True,
+        fast: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -316,8 +317,10 @@ class ConvDecoder(keras.layers.Layer):
             cannot weight it apart from its own features; measured worse).
         skip_levels: resolutions, coarsest first, that receive a skip path
             (all `num_layers // 2 + 1` by default).
-        fast: upscale with `SubPixelConv2DTranspose` (same variables and
-            outputs as `Conv2DTranspose`, no work on dilation holes).
+        fast: upscale with sub-pixel convolutions (`SubPixelConv2DTranspose`
+            with `fast=True`: same variables and outputs as
+            `Conv2DTranspose`, no work on dilation holes; default False, as
+            `ModelConfig.fast_convs`).
 
     Per-entry work: with `skip_mode="concat"` the conv after each skip sees
     `[relu(h), s_a]`, and conv([h, s]) = conv_h(h) + conv_s(s): the s-half
@@ -340,7 +343,7 @@ class ConvDecoder(keras.layers.Layer):
         conditional: bool = True,
         skip_mode: str = "concat",
         skip_levels: int | None = None,
-        fast: bool = True,
+        fast: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -446,7 +449,7 @@ class ConvEmbedder(keras.layers.Layer):
         hidden_units: Sequence[int],
         embed_dim: int,
         num_layers: int = 6,
-        fast: bool = True,
+        fast: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -172,19 +172,24 @@ class LatentVariableModel(keras.Model):
             loss = loss + tf.add_n(self.losses)
         return loss, terms
 
-    def train_step(self, data):
-        x, memory = self._unpack(data)
-        seed = self.seed_generator.next()
-        # Under a tf.distribute strategy with R > 1 replicas (see
-        # `vma_tf.training.distribute`): each replica folds its id into the
-        # seed (different noise), and the optimizer sums the replicas'
-        # gradients, so each replica's loss is scaled by 1/R (global mean).
+    @staticmethod
+    def _replica_seed(seed):
+        """`(seed, replica context, R)`. Under a tf.distribute strategy with
+        R > 1 replicas (see `vma_tf.training.distribute`) each replica folds
+        its id into the seed, so the replicas draw different noise."""
         replica = tf.distribute.get_replica_context()
         replicas = replica.num_replicas_in_sync if replica is not None else 1
         if replicas > 1:
             seed = tf.random.experimental.stateless_fold_in(
                 _seed(seed), replica.replica_id_in_sync_group
             )
+        return seed, replica, replicas
+
+    def train_step(self, data):
+        x, memory = self._unpack(data)
+        # With R > 1 replicas the optimizer sums the replicas' gradients, so
+        # each replica's loss is scaled by 1/R (the global mean).
+        seed, replica, replicas = self._replica_seed(self.seed_generator.next())
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             loss, terms = self.loss_and_terms(x, memory, seed)
@@ -207,12 +212,7 @@ class LatentVariableModel(keras.Model):
 
     def test_step(self, data):
         x, memory = self._unpack(data)
-        seed = self.eval_seed_generator.next()
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
-            seed = tf.random.experimental.stateless_fold_in(
-                _seed(seed), replica.replica_id_in_sync_group
-            )
+        seed, _, _ = self._replica_seed(self.eval_seed_generator.next())
         loss, terms = self.loss_and_terms(x, memory, seed)
         return self._update_metrics(loss, terms)
 
@@ -298,9 +298,7 @@ class VMA(LatentVariableModel):
         """Returns `(q_a, p_a)` over the slots of `memory`."""
         state = state or self.memory_state(memory)
         q_a = tfd.Categorical(
-            logits=self._head(
-                self.addressing.posterior_logits(state["embeddings"], x)
-            )
+            logits=self._head(self.addressing.posterior_logits(state["embeddings"], x))
         )
         p_a = tfd.Categorical(logits=self._head(state["prior_logits"]))
         return q_a, p_a

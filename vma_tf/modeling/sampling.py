@@ -97,8 +97,11 @@ HIERARCHICAL_GROUP_SIZE = 512
 
 
 def _gumbel_argmax(logits, seed, elements):
+    """argmax over the last axis of `logits` + Gumbel noise drawn from the
+    stream `seed` starting at element `elements` (one uniform per logit)."""
     u = uniform(tf.shape(logits), seed, logits.dtype, elements)
-    return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
+    gumbel = -tf.math.log(-tf.math.log(u))
+    return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
 
 
 def _hierarchical_categorical(logits, num_samples: int, seed, offset):
@@ -160,9 +163,7 @@ def categorical(logits, num_samples: int, seed, offset=0) -> tf.Tensor:
         return _hierarchical_categorical(logits, num_samples, seed, offset)
     shape = tf.concat([[num_samples], tf.shape(logits)], axis=0)
     elements = tf.cast(offset, tf.int64) * tf.size(logits, out_type=tf.int64)
-    u = uniform(shape, seed, logits.dtype, elements)
-    gumbel = -tf.math.log(-tf.math.log(u))
-    return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
+    return _gumbel_argmax(tf.broadcast_to(logits, shape), seed, elements)
 
 
 def sample(dist: tfd.Distribution, seed, sample_shape=(), offset=0) -> tf.Tensor:
