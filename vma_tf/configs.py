@@ -94,7 +94,7 @@ class ModelConfig:
             as dense stride-1 convolutions on space-to-depth / depth-to-space
             rearrangements (conv only; `modeling.conv`): the same function
             and variables. Under XLA on the 2-core CPU the 13 -> 26 upconv is
-            1.6x faster this way but the stride-2 convs are slower, and the
+            1.7x faster this way but the stride-2 convs are slower, and the
             whole Omniglot step measured the same within noise (BENCHMARKS.md),
             so the default is False (Keras' layers).
     """
