@@ -337,6 +337,8 @@ BAD_INPUTS = [
         r"x must be float32 \[N, 26, 26, 1\]",
     ),
     (MNIST, "address", "x", lambda m: 2 * m["x"], r"x values must lie in \[0, 1\]"),
+    (OMNI, "classify", "x", lambda m: m["x"][:0], r"x must not be empty \(N >= 1"),
+    (MNIST, "log_likelihood", "x", lambda m: m["x"][:0], r"x must not be empty"),
     (MNIST, "log_likelihood", "memory", lambda m: m["memory"][:0], "must not be empty"),
     (OMNI, "sample", "memory", lambda m: m["memory"][:0], "memory must not be empty"),
     (MNIST, "sample", "memory", lambda m: m["memory"][None], MEMORY_MNIST),

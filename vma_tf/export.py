@@ -44,7 +44,7 @@ seed; images only); the soft-attention baseline exports `log_likelihood` and
 `sample` (images only) with a `memory` input. Their `kl_a` is 0.
 
 Every input is validated inside the graph: a wrong rank or example size, an
-empty memory, pixel values outside [0, 1], `memory_labels` not matching the
+empty batch or memory, pixel values outside [0, 1], `memory_labels` not matching the
 memory, `num_samples` outside [2, 10000], `k` outside [1, |M|], `num` outside
 [1, 10000] or a seed that is not 2 integers raise `InvalidArgumentError` with
 a message naming the input.
@@ -114,7 +114,9 @@ class _Validator:
     def guarded(self, ok, t, default, static_shape):
         """`t` if `ok` else `default()`, after the checks, with `static_shape`."""
         t = self.done(t)
-        t = tf.cond(ok, lambda: tf.identity(t), default)
+        # Both branches wait for the checks: a failing check must stop the
+        # substitute from reaching the model before the assert reports.
+        t = tf.cond(ok, lambda: tf.identity(t), lambda: self.done(default()))
         return tf.ensure_shape(t, static_shape)
 
     def batch(self, t, name: str, event_shape, unit_range: bool, what: str):
@@ -128,9 +130,11 @@ class _Validator:
             tf.equal(tf.rank(t), rank), tf.reduce_all(tf.equal(shape[1:], event_shape))
         )
         self.check(ok, expect, "got shape", tf.shape(t))
-        if what == "|M|":
-            self.check(shape[0] >= 1, f"{name} must not be empty (|M| >= 1 entries)")
-            ok = tf.logical_and(ok, shape[0] >= 1)
+        # Empty batches are refused too: TF's CPU conv kernels return the
+        # input shape unchanged for a batch of 0 (a TF bug), so they would
+        # fail deep inside the model.
+        self.check(shape[0] >= 1, f"{name} must not be empty ({what} >= 1 rows)")
+        ok = tf.logical_and(ok, shape[0] >= 1)
         if unit_range:
             self.check(
                 tf.reduce_all(tf.logical_and(t >= 0.0, t <= 1.0)),
@@ -140,11 +144,10 @@ class _Validator:
             self.check(
                 tf.reduce_all(tf.math.is_finite(t)), f"{name} values must be finite"
             )
-        size = 1 if what == "|M|" else 0
         return self.guarded(
             ok,
             t,
-            lambda: tf.zeros((size,) + event_shape, t.dtype),
+            lambda: tf.zeros((1,) + event_shape, t.dtype),
             (None,) + event_shape,
         )
 

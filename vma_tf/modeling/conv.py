@@ -243,8 +243,12 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
 
 
 def _flat_top(features):
+    """`[N, H, W, C]` -> `[N, H*W*C]`; the width is static so `N = 0` works."""
     top = features[-1]
-    return tf.reshape(top, tf.concat([tf.shape(top)[:1], [-1]], 0))
+    width = 1
+    for d in top.shape[1:]:
+        width *= int(d)
+    return tf.reshape(top, tf.stack([tf.shape(top)[0], width]))
 
 
 class TopMLP(keras.layers.Layer):
