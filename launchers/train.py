@@ -84,6 +84,18 @@ flags.DEFINE_enum(
     "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
     "multi_worker (MultiWorkerMirroredStrategy from $TF_CONFIG).",
 )
+flags.DEFINE_boolean(
+    "deterministic",
+    None,
+    "tf.config.experimental.enable_op_determinism(): every kernel deterministic "
+    "(GPU too); with it a run killed at any step resumes bit-exactly.",
+)
+flags.DEFINE_boolean(
+    "skip_nonfinite",
+    None,
+    "Skip (no weight/optimizer update) a step with a NaN/Inf loss or gradient "
+    "and count it in the skipped_steps metric, instead of stopping.",
+)
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 
 

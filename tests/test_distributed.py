@@ -45,6 +45,17 @@ if two_cpus:
     tf.distribute.MirroredStrategy = lambda: mirrored(["/cpu:0", "/cpu:1"])
 from vma_tf import training
 training.shutil = types.SimpleNamespace(rmtree=lambda *a, **k: None)
+import os
+if os.environ.get("VMA_TEST_NAN_STEPS"):  # Poison these (1-based) steps.
+    from vma_tf.modeling.models import LatentVariableModel
+    steps = [int(s) - 1 for s in os.environ["VMA_TEST_NAN_STEPS"].split(",")]
+    objective = LatentVariableModel.objective
+    def poisoned(self, terms):
+        value = objective(self, terms)
+        it = tf.cast(self.optimizer.iterations, tf.int32)
+        bad = tf.reduce_any(tf.equal(it, steps))
+        return tf.where(bad, tf.constant(float("nan"), value.dtype), value)
+    LatentVariableModel.objective = poisoned
 from absl import app
 from launchers import train
 sys.argv[0] = "launchers.train"
@@ -195,6 +206,21 @@ def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
         np.testing.assert_allclose(
             a[step]["nll_bound"], b[step]["nll_bound"], rtol=1e-5, err_msg=str(step)
         )
+
+
+def test_skip_nonfinite_with_two_replicas(tmp_path):
+    """--skip_nonfinite under MirroredStrategy (the skip is decided in
+    cross-replica context): poisoned steps are skipped and counted once."""
+    workdir = tmp_path / "skip"
+    log = tmp_path / "skip.log"
+    args = flag_args(workdir, steps=20, strategy="mirrored", skip_nonfinite=True)
+    proc = start(args, log, env={"VMA_TEST_NAN_STEPS": "4,12,13"}, two_cpus=True)
+    assert wait_all([proc], timeout=300) == [0], log.read_text()[-3000:]
+    rows = train_rows(workdir)
+    assert [rows[s]["skipped_steps"] for s in (10, 20)] == [1, 2]
+    assert all(np.isfinite(rows[s]["nll_bound"]) for s in (10, 20))
+    _, values = checkpoint_values(workdir / "checkpoints")
+    assert all(np.all(np.isfinite(v)) for v in values.values() if v.dtype.kind == "f")
 
 
 def test_replica_batches_split_x_and_replicate_memory():

@@ -109,15 +109,21 @@ def test_rerun_after_completion_only_evaluates(tmp_path):
     assert summary["steps_this_run"] == 0 and summary["step"] == 20
 
 
-def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+def poison_from(iteration):
+    """`LatentVariableModel.objective` that is NaN from optimizer step
+    `iteration` (0-based) on. (`tf.where`, not `+ 0 * nan`: 0 * NaN is NaN.)"""
     original = LatentVariableModel.objective
 
     def poisoned(self, terms):
         value = original(self, terms)
-        bad = tf.cast(self.optimizer.iterations >= 25, value.dtype)
-        return value + bad * float("nan")
+        bad = self.optimizer.iterations >= iteration
+        return tf.where(bad, tf.constant(float("nan"), value.dtype), value)
 
-    monkeypatch.setattr(LatentVariableModel, "objective", poisoned)
+    return poisoned
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(LatentVariableModel, "objective", poison_from(25))
     with pytest.raises(NonFiniteError, match="step 26") as err:
         training.train_and_evaluate(tiny(), tmp_path, progress=False)
     assert "ckpt-20" in str(err.value) and "\n" not in str(err.value)
@@ -129,6 +135,34 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
             if v.dtype.kind == "f"
         ]
     )
+
+
+def all_checkpoint_values(path):
+    return {n: tf.train.load_variable(path, n) for n, _ in tf.train.list_variables(path)}
+
+
+def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):
+    """--skip_nonfinite: every step after 20 is NaN; the run finishes, steps
+    21-40 are counted, and no weight or Adam moment moved (only the step
+    counter and the seed streams)."""
+    monkeypatch.setattr(LatentVariableModel, "objective", poison_from(20))
+    summary = training.train_and_evaluate(
+        tiny(skip_nonfinite=True), tmp_path, progress=False
+    )
+    assert summary["step"] == 40
+    rows = {r["step"]: r for r in read_metrics(tmp_path) if r["split"] == "train"}
+    assert [rows[s]["skipped_steps"] for s in (10, 20, 30, 40)] == [0, 0, 10, 10]
+    ckpt = tmp_path / "checkpoints"
+    before = all_checkpoint_values(str(ckpt / "ckpt-20"))
+    after = all_checkpoint_values(str(ckpt / "ckpt-40"))
+    assert before.keys() == after.keys()
+    moved = {n for n in before if not np.array_equal(before[n], after[n])}
+    kinds = {
+        "train_seed" if "train_seed" in n else n.split("/")[-3].split(".S")[-1]
+        for n in moved
+    }
+    assert kinds == {"train_seed", "iteration", "save_counter"}, moved
+    assert after[next(n for n in moved if n.startswith("optimizer/"))] == 40
 
 
 def test_second_run_on_a_locked_workdir_refuses(tmp_path):

@@ -144,6 +144,19 @@ class TrainConfig:
             `"mirrored"` (all local GPUs, `MirroredStrategy`) or
             `"multi_worker"` (`MultiWorkerMirroredStrategy` from `$TF_CONFIG`).
             `batch_size` stays the global batch (split across replicas).
+        deterministic: call `tf.config.experimental.enable_op_determinism()`
+            before any op, so every kernel (also on GPU) is deterministic. The
+            data position needs no extra state: batch `s` is a pure function
+            of (seed, s) and the step is the checkpointed optimizer counter,
+            so a run killed at any step (even SIGKILL) and rerun ends
+            bit-equal to an uninterrupted one. On CPU the kernels we use are
+            deterministic anyway (`tests/test_reliability.py`); the flag costs
+            speed on GPU.
+        skip_nonfinite: a step whose loss or gradient is NaN/Inf changes no
+            weight and no optimizer moment (the step counter still advances,
+            so the data position stays exact); skipped steps are counted in
+            the `skipped_steps` metric. Off (default): training stops with
+            the step named and the last good checkpoint kept.
     """
 
     steps: int = 100_000
@@ -157,6 +170,8 @@ class TrainConfig:
     jit: bool = True
     init_from: str | None = None
     strategy: str = "default"
+    deterministic: bool = False
+    skip_nonfinite: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +214,8 @@ FLAG_FIELDS = {
     "jit": ("train", "jit"),
     "init_from": ("train", "init_from"),
     "strategy": ("train", "strategy"),
+    "deterministic": ("train", "deterministic"),
+    "skip_nonfinite": ("train", "skip_nonfinite"),
     "num_samples": ("model", "num_samples"),
     "memory_size": ("model", "memory_size"),
     "similarity": ("model", "similarity"),
@@ -231,6 +248,8 @@ RESUMABLE_FIELDS = {
         "jit",
         "init_from",
         "strategy",
+        "deterministic",
+        "skip_nonfinite",
     )
 } | {
     ("data", "data_dir"),

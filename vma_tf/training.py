@@ -81,14 +81,17 @@ class MetricsLog:
             "split": split,
             "step": int(step),
             **{k: float(values[k]) for k in METRIC_NAMES},
+            # Non-finite steps skipped in this log window (--skip_nonfinite).
+            **{k: int(values[k]) for k in ("skipped_steps",) if k in values},
             "steps_per_sec": float(steps_per_sec),
             "wall_time": time.time(),
         }
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         with self.writer.as_default(step=int(step)):
-            for k in METRIC_NAMES:
-                tf.summary.scalar(f"{split}/{k}", record[k])
+            for k in (*METRIC_NAMES, "skipped_steps"):
+                if k in record:
+                    tf.summary.scalar(f"{split}/{k}", record[k])
             tf.summary.scalar(f"{split}/steps_per_sec", steps_per_sec)
         return record
 
@@ -283,6 +286,7 @@ def build_model(config: Config, x_shape, example_batch) -> LatentVariableModel:
         config.model.num_samples,
         seed=(0, 0),
     )
+    model.skip_nonfinite = config.train.skip_nonfinite
     model.compile(
         optimizer=keras.optimizers.Adam(config.train.learning_rate),
         jit_compile=use_jit(config),
@@ -470,6 +474,8 @@ def train_and_evaluate(
         NonFiniteError: NaN/Inf in training (last good checkpoint kept).
     """
     workdir = preflight(config, workdir)
+    if config.train.deterministic:  # Before any TF op; process-wide.
+        tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.train.strategy)  # Before any TF op.
     _check_batch(config, strategy.num_replicas_in_sync)
     task_type, task_id, chief = task_info(strategy)

@@ -86,6 +86,11 @@ class LatentVariableModel(keras.Model):
         self.first_nonfinite_step = keras.Variable(
             -1, dtype="int64", trainable=False, name="first_nonfinite_step"
         )
+        # With `skip_nonfinite` a NaN/Inf step updates nothing and is counted
+        # per log window (a metric, not a checkpointed variable: checkpoints
+        # of runs made without it stay loadable).
+        self.skip_nonfinite = False
+        self._skipped = keras.metrics.Sum(name="skipped_steps")
         self._trackers = [keras.metrics.Mean(name=n) for n in METRIC_NAMES]
 
     # -- subclasses implement -------------------------------------------------
@@ -119,7 +124,7 @@ class LatentVariableModel(keras.Model):
 
     @property
     def metrics(self):
-        return list(self._trackers)
+        return [*self._trackers, self._skipped]
 
     def objective(self, terms: Terms) -> tf.Tensor:
         """`[B]` surrogate: value L_K, gradient VIMCO (or IWAE without a)."""
@@ -135,7 +140,9 @@ class LatentVariableModel(keras.Model):
             data = data[0]
         return data["x"], data.get("memory")
 
-    def _update_metrics(self, loss, terms: Terms):
+    def _update_metrics(self, loss, terms: Terms, finite=None):
+        """Updates the running means; a step with `finite == False` (skipped)
+        is left out of them."""
         bound = estimators.iwae_bound(terms.log_weights)
         values = (
             loss,
@@ -145,7 +152,13 @@ class LatentVariableModel(keras.Model):
             tf.reduce_mean(terms.recon),
         )
         for tracker, value in zip(self._trackers, values):
-            tracker.update_state(value)
+            if finite is None:
+                tracker.update_state(value)
+            else:
+                tracker.update_state(
+                    tf.where(finite, value, tf.zeros_like(value)),
+                    sample_weight=tf.cast(finite, value.dtype),
+                )
         return {t.name: t.result() for t in self._trackers}
 
     def no_decay_variables(self) -> list:
@@ -202,6 +215,13 @@ class LatentVariableModel(keras.Model):
         if replicas > 1:  # Non-finite on any replica: marked on all.
             bad = replica.all_reduce("sum", tf.cast(tf.logical_not(finite), tf.int32))
             finite = tf.equal(bad, 0)
+        if self.skip_nonfinite:
+            self._apply_if_finite(finite, grads, variables, replica, replicas)
+            # Summed over replicas by Keras: each adds 1/R per skipped step.
+            skipped = tf.cast(tf.logical_not(finite), tf.float32) / replicas
+            self._skipped.update_state(skipped)
+            logs = self._update_metrics(loss, terms, finite)
+            return {**logs, "skipped_steps": self._skipped.result()}
         step = tf.cast(self.optimizer.iterations, tf.int64) + 1
         first = self.first_nonfinite_step
         first.assign(
@@ -209,6 +229,34 @@ class LatentVariableModel(keras.Model):
         )
         self.optimizer.apply(grads, variables)
         return self._update_metrics(loss, terms)
+
+    def _apply_if_finite(self, finite, grads, variables, replica, replicas):
+        """Applies `grads` if `finite`, else only advances the step counter
+        (weights and Adam moments unchanged; the data position stays a
+        function of the step). `finite` is the same on every replica.
+
+        With several replicas the condition is taken in cross-replica context,
+        as `keras.optimizers.LossScaleOptimizer` does: TF forbids a `tf.cond`
+        around the optimizer's cross-replica sync inside the replica function.
+        """
+
+        def skip():
+            self.optimizer.iterations.assign_add(1)
+
+        if replicas == 1:
+            tf.cond(finite, lambda: self.optimizer.apply(grads, variables), skip)
+            return
+
+        def cross_replica(strategy, finite, grads):
+            def apply():
+                strategy.extended.call_for_each_replica(
+                    lambda g: self.optimizer.apply(g, variables), args=(grads,)
+                )
+
+            ok = strategy.experimental_local_results(finite)[0]
+            tf.cond(ok, apply, skip)
+
+        replica.merge_call(cross_replica, args=(finite, grads))
 
     def test_step(self, data):
         x, memory = self._unpack(data)
