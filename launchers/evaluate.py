@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags  # noqa: E402
 
-from launchers.common import check_common, fail  # noqa: E402
+from launchers.common import check_common, fail, parse_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 PROTOCOLS = (
@@ -64,7 +64,7 @@ flags.DEFINE_integer(
     "iw_episodes", 100, "classification: episodes also scored importance-weighted."
 )
 flags.DEFINE_integer("chunk_size", 100, "Samples per chunk (bounds memory).")
-flags.DEFINE_integer("seed", 0, "Evaluation seed.")
+flags.DEFINE_integer("seed", 0, "Evaluation seed.", lower_bound=0)
 flags.DEFINE_enum(
     "precision",
     "float32",
@@ -179,4 +179,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -29,7 +29,7 @@ import sys
 
 from absl import app, flags
 
-from launchers.common import fail
+from launchers.common import fail, parse_flags
 
 FLAGS = flags.FLAGS
 
@@ -67,9 +67,11 @@ flags.DEFINE_string("inputs", None, ".npz with inputs by name (flags override)."
 flags.DEFINE_string("x", None, "Queries: .npy/.npz, or image files a.png,b.png.")
 flags.DEFINE_string("memory", None, "Memory: .npy/.npz, or image files.")
 flags.DEFINE_string("memory_labels", None, "Labels: .npy/.npz or 0,0,1,1,...")
-flags.DEFINE_integer("num_samples", 100, "K of the bound (log_likelihood, >= 2).")
-flags.DEFINE_integer("k", 5, "Top-k slots (address).")
-flags.DEFINE_integer("num", 8, "Samples to draw (sample).")
+flags.DEFINE_integer(
+    "num_samples", 100, "K of the bound (log_likelihood, >= 2).", lower_bound=2
+)
+flags.DEFINE_integer("k", 5, "Top-k slots (address).", lower_bound=1)
+flags.DEFINE_integer("num", 8, "Samples to draw (sample).", lower_bound=1)
 flags.DEFINE_string("seed", "0,0", "Stateless seed: two integers A,B.")
 flags.DEFINE_bool("flatten", False, "Flatten images to [N, H*W] (MNIST models).")
 flags.DEFINE_bool("invert", False, "Images: use 1 - intensity.")
@@ -235,4 +237,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

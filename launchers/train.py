@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags  # noqa: E402
 
-from launchers.common import check_common, fail  # noqa: E402
+from launchers.common import check_common, fail, parse_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -126,4 +126,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -32,7 +32,7 @@ from absl import app, flags
 
 # Defines --preset, --workdir, --config_json and the config flags (shared).
 from launchers import train as _train_flags  # noqa: F401
-from launchers.common import check_common, fail
+from launchers.common import check_common, fail, parse_flags
 
 FLAGS = flags.FLAGS
 
@@ -45,7 +45,7 @@ flags.DEFINE_integer(
     1000,
     "Training steps of one trial (hyperband: of its longest trials).",
 )
-flags.DEFINE_integer("tuner_seed", 0, "Seed of the oracle's choices.")
+flags.DEFINE_integer("tuner_seed", 0, "Seed of the oracle's choices.", lower_bound=0)
 
 
 def _base_config(configs):
@@ -157,4 +157,4 @@ def _check_settings(configs, workdir: pathlib.Path, settings) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

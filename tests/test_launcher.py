@@ -5,8 +5,6 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -21,44 +19,7 @@ def run(args, tmp_path, env=None):
     )
 
 
-BAD = [
-    (["--preset=nope"], "--preset='nope' is unknown"),
-    (["--num_samples=1"], "--num_samples=1 must be >= 2"),
-    (["--memory_size=0"], "--memory_size=0 must be >= 1"),
-    (["--memory_size=20000"], "exceeds the 10000 images"),
-    (["--preset=mnist_vae", "--batch_size=20000"], "--batch_size=20000 exceeds"),
-    (["--learning_rate=-1"], "--learning_rate=-1.0 must be a positive"),
-    (["--steps=150", "--log_every=100"], "--steps=150 must be a positive multiple"),
-    (["--similarity=foo"], "similarity"),
-    (["--steps=abc"], "steps"),
-    (["positional"], "unexpected arguments"),
-    (["--init_from=/nonexistent/run"], "--init_from=/nonexistent/run is not a run"),
-    (
-        [
-            "--preset=omniglot_fewshot",
-            "--targets_per_class=15",
-            "--memory_per_class=10",
-        ],
-        "--targets_per_class=15 + --memory_per_class=10 exceeds",
-    ),
-    (["--preset=omniglot_fewshot", "--batch_size=64"], "--batch_size=64 conflicts"),
-    (
-        ["--preset=omniglot_fewshot", "--batch_classes=200"],
-        "exceeds the 144 characters",
-    ),
-]
-
-
-@pytest.mark.parametrize("args,message", BAD)
-def test_bad_flags_fail_with_one_line(tmp_path, args, message):
-    workdir = tmp_path / "run"
-    proc = run([*args, f"--workdir={workdir}"], tmp_path)
-    assert proc.returncode != 0
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert any(message in l for l in lines), proc.stderr
-    if "FATAL Flags parsing error" not in proc.stderr:
-        assert len(lines) == 1, proc.stderr
-    assert not workdir.exists()
+# Bad flag values of every launcher: tests/test_bad_flags.py.
 
 
 def test_missing_workdir_flag(tmp_path):

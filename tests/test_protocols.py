@@ -65,9 +65,57 @@ def test_recall_sizes(recall_run, tmp_path):
     assert (tmp_path / "r.png").stat().st_size > 0
 
 
-def test_protocols_refuse_the_wrong_run(recall_run):
-    with pytest.raises(configs.ConfigError, match="--protocol=gmn_table needs"):
-        protocols.gmn_table(recall_run)
+# Bad requests to the protocols: (run, protocol, options, message). Each is a
+# one-line ConfigError raised before any evaluation work.
+BAD_REQUESTS = [
+    ("recall", "gmn_table", {}, "--protocol=gmn_table needs an episodic Omniglot"),
+    ("recall", "robustness", {}, "--protocol=robustness needs an episodic Omniglot"),
+    ("recall", "classification", {}, "--protocol=classification needs an episodic"),
+    ("omniglot", "recall_sizes", {}, "--protocol=recall_sizes needs an MNIST recall"),
+    ("omniglot", "large_memory", {}, "--protocol=large_memory needs an MNIST VMA run"),
+    ("recall", "large_memory", {"memory_size": 10**6}, "--memory_size=1000000: at most"),
+    (
+        "recall",
+        "large_memory",
+        {"memory_size": 8, "num_examples": 9},
+        "--num_examples=9 exceeds --memory_size=8",
+    ),
+    ("omniglot", "gmn_table", {"shots": (20,)}, "gmn_table shots must be < 20"),
+]
+
+
+@pytest.mark.parametrize("kind,protocol,options,message", BAD_REQUESTS)
+def test_bad_protocol_requests_are_one_line_errors(
+    recall_run, omniglot_runs, kind, protocol, options, message
+):
+    run = recall_run if kind == "recall" else omniglot_runs[0]
+    with pytest.raises(configs.ConfigError) as err:
+        protocols.PROTOCOLS[protocol](run, num_samples=2, jit=False, **options)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_protocol_request_through_the_launcher(recall_run, tmp_path):
+    """`launchers.evaluate`: one `error:` line, exit 2, no report written."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launchers.evaluate",
+            f"--workdir={recall_run.workdir}",
+            "--protocol=classification",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    # TensorFlow's C++ start-up lines (CUDA probing) may precede ours.
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == errors[0]
+    assert errors[0].startswith("error: --protocol=classification needs")
+    assert not out.exists()
 
 
 def test_gmn_table(omniglot_runs):

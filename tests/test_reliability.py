@@ -100,3 +100,15 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_equal(tmp_path):
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert train_rows(full) == train_rows(part)
+
+
+def test_no_pickle_loading_anywhere():
+    """Untrusted files are never unpickled: no `allow_pickle=True`, no pickle
+    module in the library or the launchers."""
+    offenders = []
+    for path in [*(REPO / "vma_tf").rglob("*.py"), *(REPO / "launchers").rglob("*.py")]:
+        text = path.read_text()
+        for needle in ("allow_pickle=True", "import pickle", "pickle.load", "dill"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(REPO)}: {needle}")
+    assert not offenders, offenders

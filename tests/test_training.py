@@ -138,7 +138,9 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
 
 
 def all_checkpoint_values(path):
-    return {n: tf.train.load_variable(path, n) for n, _ in tf.train.list_variables(path)}
+    return {
+        n: tf.train.load_variable(path, n) for n, _ in tf.train.list_variables(path)
+    }
 
 
 def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):

@@ -385,6 +385,8 @@ def validate(config: Config) -> Config:
     _at_least("memory_size", m.memory_size, 1)
     _at_least("latent_dim", m.latent_dim, 1)
     _at_least("embed_dim", m.embed_dim, 1)
+    if not 0 <= t.seed < 2**31:
+        raise ConfigError(f"--seed={t.seed} must be in [0, 2**31 - 1]")
     _at_least("steps", t.steps, 1)
     _at_least("batch_size", t.batch_size, 1)
     _at_least("log_every", t.log_every, 1)

@@ -536,6 +536,11 @@ def large_memory(
     t0 = time.perf_counter()
     memory = tf.convert_to_tensor(large_memory_images(memory_size, c.data.data_dir))
     n = num_examples or 64
+    if n > memory_size:
+        raise ConfigError(
+            f"--num_examples={n} exceeds --memory_size={memory_size} (the "
+            "targets are distinct memory images)"
+        )
     rng = np.random.default_rng(seed)
     index = rng.choice(memory_size, size=n, replace=False)
     stream = evaluation.StreamedBound(run.model, chunk_size, jit, memory_chunk)

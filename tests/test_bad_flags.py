@@ -1,0 +1,230 @@
+"""Every launcher's bad command lines, from one table: one `error:` line on
+stderr, exit status 2, nothing written.
+
+`test_every_checked_flag_has_a_row` keeps the table complete: each integer,
+float, enum or list flag a launcher defines must appear in one of its rows
+(read from `--helpxml`, so a new flag without a row fails here).
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LAUNCHERS = sorted(
+    p.stem
+    for p in (REPO / "launchers").glob("*.py")
+    if p.stem not in ("__init__", "common")
+)
+OMNI = "--preset=omniglot_fewshot"
+
+# (launcher, args, message). "{run}" is a directory holding only config.json,
+# "{new}" a path that must not exist afterwards.
+TABLE = [
+    # -- launchers.train: types, ranges, incompatible combinations ----------
+    ("train", ["--preset=nope"], "--preset='nope' is unknown"),
+    ("train", ["--steps=abc"], "flag --steps=abc: invalid literal for int()"),
+    ("train", ["--learning_rate=fast"], "flag --learning_rate=fast"),
+    ("train", ["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
+    ("train", ["positional"], "unexpected arguments ['positional']"),
+    ("train", ["--num_samples=1"], "--num_samples=1 must be >= 2"),
+    ("train", ["--memory_size=0"], "--memory_size=0 must be >= 1"),
+    ("train", ["--memory_size=20000"], "exceeds the 10000 images"),
+    ("train", ["--eval_memory_size=-1"], "--eval_memory_size=-1 must be >= 0"),
+    ("train", ["--eval_memory_size=20000"], "images of the smallest evaluation split"),
+    (
+        "train",
+        ["--preset=mnist_vae", "--batch_size=20000"],
+        "--batch_size=20000 exceeds",
+    ),
+    ("train", ["--batch_size=0"], "--batch_size=0 must be >= 1"),
+    ("train", ["--learning_rate=-1"], "--learning_rate=-1.0 must be a positive"),
+    ("train", ["--learning_rate=nan"], "--learning_rate=nan must be a positive finite"),
+    ("train", ["--weight_decay=-1"], "--weight_decay=-1.0 must be >= 0"),
+    ("train", ["--seed=-1"], "--seed=-1 must be in [0, 2**31 - 1]"),
+    ("train", ["--steps=0"], "--steps=0 must be >= 1"),
+    (
+        "train",
+        ["--steps=150", "--log_every=100"],
+        "--steps=150 must be a positive multiple",
+    ),
+    ("train", ["--log_every=0"], "--log_every=0 must be >= 1"),
+    ("train", ["--eval_every=50"], "--eval_every=50 must be a positive multiple"),
+    ("train", ["--checkpoint_every=0"], "--checkpoint_every=0 must be a positive"),
+    ("train", ["--eval_batches=-1"], "--eval_batches=-1 must be >= 0"),
+    ("train", ["--channels=0", OMNI], "--channels=0 must be >= 1"),
+    (
+        "train",
+        ["--skip_levels=7", OMNI],
+        "--skip_levels=7 is not allowed; choose one of 0, 1, 2, 3, 4",
+    ),
+    ("train", ["--similarity=foo"], "flag --similarity=foo: value should be one of"),
+    ("train", ["--prior=uniform"], "flag --prior=uniform: value should be one of"),
+    ("train", ["--baseline=mean"], "flag --baseline=mean: value should be one of"),
+    ("train", ["--decoder_context=none"], "flag --decoder_context=none"),
+    ("train", ["--skip_mode=mul"], "flag --skip_mode=mul: value should be one of"),
+    ("train", ["--strategy=ps"], "flag --strategy=ps: value should be one of"),
+    (
+        "train",
+        ["--init_from=/nonexistent/run"],
+        "--init_from=/nonexistent/run is not a run",
+    ),
+    ("train", ["--config_json=/nonexistent/c.json"], "/nonexistent/c.json"),
+    ("train", [OMNI, "--batch_classes=0"], "--batch_classes=0 must be >= 1"),
+    ("train", [OMNI, "--targets_per_class=0"], "--targets_per_class=0 must be >= 1"),
+    ("train", [OMNI, "--memory_per_class=0"], "--memory_per_class=0 must be >= 1"),
+    (
+        "train",
+        [OMNI, "--confounder_classes=-1"],
+        "--confounder_classes=-1 must be >= 0",
+    ),
+    (
+        "train",
+        [OMNI, "--targets_per_class=15", "--memory_per_class=10"],
+        "--targets_per_class=15 + --memory_per_class=10 exceeds",
+    ),
+    ("train", [OMNI, "--batch_size=64"], "--batch_size=64 conflicts"),
+    ("train", [OMNI, "--batch_classes=200"], "exceeds the 144 characters"),
+    (
+        "train",
+        [OMNI, "--batch_classes=8", "--confounder_classes=140"],
+        "--batch_classes=8 + --confounder_classes=140 exceeds the 144",
+    ),
+    # -- launchers.evaluate --------------------------------------------------
+    (
+        "evaluate",
+        ["--workdir={run}", "--num_samples=0"],
+        "--num_samples=0 must be >= 1",
+    ),
+    ("evaluate", ["--workdir={run}", "--chunk_size=0"], "--chunk_size=0 must be >= 1"),
+    ("evaluate", ["--workdir={run}", "--num_examples=-1"], "--num_examples=-1 must be"),
+    ("evaluate", ["--workdir={run}", "--iw_episodes=-1"], "--iw_episodes=-1 must be"),
+    (
+        "evaluate",
+        ["--workdir={run}", "--memory_size=0"],
+        "--memory_size=0 must be >= 1",
+    ),
+    ("evaluate", ["--workdir={run}", "--memory_chunk=0"], "--memory_chunk=0 must be"),
+    ("evaluate", ["--workdir={run}", "--seed=-1"], "flag --seed=-1: -1 is not"),
+    ("evaluate", ["--workdir={run}", "--protocol=bogus"], "flag --protocol=bogus"),
+    ("evaluate", ["--workdir={run}", "--precision=fp16"], "flag --precision=fp16"),
+    ("evaluate", ["--workdir={run},{run}"], "several runs only with --protocol=kl_b"),
+    ("evaluate", ["--workdir={new}"], "has no config.json (not a run)"),
+    ("evaluate", ["--out={new}"], "--workdir is required"),
+    ("evaluate", ["--workdir={run}", "extra"], "unexpected arguments ['extra']"),
+    # -- launchers.benchmark -------------------------------------------------
+    ("benchmark", ["--memory_sizes=8,x"], "--memory_sizes=8,x must be comma-separated"),
+    ("benchmark", ["--memory_sizes=0"], "--memory_sizes=0 must all be >= 1"),
+    ("benchmark", ["--steps=0"], "--steps=0 must be >= 1"),
+    ("benchmark", ["--warmup=-1"], "--warmup=-1 must be >= 0"),
+    ("benchmark", ["--eval_samples=-1"], "--eval_samples=-1 must be >= 0"),
+    ("benchmark", ["--input_batches=-1"], "--input_batches=-1 must be >= 0"),
+    ("benchmark", ["--num_samples=1"], "--num_samples=1 must be >= 2"),
+    ("benchmark", [OMNI, "--channels=0"], "--channels=0 must be >= 1"),
+    ("benchmark", ["--precision=fp16"], "flag --precision=fp16"),
+    ("benchmark", ["--preset=nope"], "--preset='nope' is unknown"),
+    ("benchmark", ["--preset=mnist_vae", "--memory_sizes=8"], "is a VAE (no memory)"),
+    ("benchmark", ["--json=/nonexistent/dir/b.json"], "--json=/nonexistent/dir/b.json"),
+    # -- launchers.export ----------------------------------------------------
+    (
+        "export",
+        ["--workdir={run}", "--export_dir={new}", "--version=0"],
+        "--version=0 must",
+    ),
+    ("export", ["--workdir={run}", "--export_dir={new}"], "has no checkpoint yet"),
+    ("export", ["--workdir={run}"], "--export_dir is required"),
+    ("export", ["--workdir={new}", "--export_dir={new}"], "has no config.json"),
+    ("export", ["--export_dir={new}"], "--workdir is required"),
+    ("export", ["--workdir={run}", "--version=x"], "flag --version=x"),
+    # -- launchers.query -----------------------------------------------------
+    ("query", ["--signature=sample"], "--url is required"),
+    ("query", ["--url=localhost:8501"], "must start with http://, https:// or grpc://"),
+    ("query", ["--url=http://h:1", "--model_version=0"], "--model_version=0 must be"),
+    ("query", ["--url=http://h:1", "--timeout=0"], "--timeout=0.0 must be > 0"),
+    ("query", ["--url=http://h:1", "--num_samples=1"], "flag --num_samples=1: 1 is"),
+    ("query", ["--url=http://h:1", "--k=0"], "flag --k=0: 0 is not"),
+    ("query", ["--url=http://h:1", "--num=0"], "flag --num=0: 0 is not"),
+    ("query", ["--url=http://h:1", "--signature=bogus"], "flag --signature=bogus"),
+    ("query", ["--url=http://h:1", "--seed=1"], "--seed=1 must be two integers"),
+    ("query", ["--url=http://h:1", "--x=/nonexistent.npy"], "no such file"),
+    ("query", ["--url=http://h:1", "--out={new}", "--x=/no.npy"], "no such file"),
+    # -- launchers.tune ------------------------------------------------------
+    ("tune", ["--workdir={new}", "--steps=100"], "--steps is not used by launchers"),
+    ("tune", ["--workdir={new}", "--strategy=multi_worker"], "is not supported"),
+    ("tune", ["--workdir={new}", "--max_trials=0"], "--max_trials=0 must be >= 1"),
+    (
+        "tune",
+        ["--workdir={new}", "--steps_per_trial=15"],
+        "must be a positive multiple",
+    ),
+    ("tune", ["--workdir={new}", "--tuner=grid"], "flag --tuner=grid"),
+    ("tune", ["--workdir={new}", "--tuner_seed=-1"], "flag --tuner_seed=-1"),
+    ("tune", ["--workdir={new}", "--similarity=foo"], "flag --similarity=foo"),
+    ("tune", ["--steps_per_trial=100"], "--workdir is required"),
+]
+
+
+def run(launcher, args, cwd, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", f"launchers.{launcher}", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "TMPDIR": str(cwd), **(env or {})},
+    )
+
+
+def files_under(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "launcher,args,message", TABLE, ids=[f"{r[0]}:{' '.join(r[1])}" for r in TABLE]
+)
+def test_bad_flags_one_line_exit_2_nothing_written(tmp_path, launcher, args, message):
+    runs = tmp_path / "run"
+    runs.mkdir()
+    (runs / "config.json").write_text("{}")
+    new = tmp_path / "new"
+    values = {"run": str(runs), "new": str(new)}
+    args = [a.format(**values) for a in args]
+    if launcher == "train" and not any(a.startswith("--workdir") for a in args):
+        args.append(f"--workdir={new}")
+    before = files_under(tmp_path)
+    proc = run(launcher, args, tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert message in lines[0], lines[0]
+    assert files_under(tmp_path) == before
+    assert not new.exists()
+
+
+def _checked_flags(launcher):
+    """Names of the int/float/enum/list flags defined in launchers/NAME.py."""
+    proc = run(launcher, ["--helpxml"], REPO)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    root = ET.fromstring(proc.stdout)
+    names = []
+    for flag in root.iter("flag"):
+        if not flag.findtext("file").endswith(f"launchers/{launcher}.py"):
+            continue
+        kind = flag.findtext("type")
+        if kind.startswith(("int", "float", "string enum", "comma separated")):
+            names.append(flag.findtext("name"))
+    return names
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_every_checked_flag_has_a_row(launcher):
+    rows = [args for name, args, _ in TABLE if name == launcher]
+    assert len(rows) >= 5, f"launchers.{launcher} has {len(rows)} rows"
+    named = {a.split("=")[0][2:] for args in rows for a in args if a.startswith("--")}
+    missing = sorted(set(_checked_flags(launcher)) - named)
+    assert not missing, f"launchers.{launcher}: no bad-value row for {missing}"
