@@ -46,6 +46,7 @@ PROTOCOLS = (
     "figures",
     "large_memory",
     "address_usage",
+    "gradient_variance",
 )
 
 flags.DEFINE_string(
@@ -76,6 +77,14 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer(
     "memory_chunk", 10_000, "large_memory: memory rows per per-entry chunk."
+)
+flags.DEFINE_list(
+    "estimators",
+    None,
+    "gradient_variance: estimators to measure (default: all the run supports).",
+)
+flags.DEFINE_integer(
+    "num_draws", 100, "gradient_variance: gradient draws per estimator."
 )
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
 
@@ -118,6 +127,7 @@ def main(argv):
         ("iw_episodes", FLAGS.iw_episodes, 0),
         ("memory_size", FLAGS.memory_size, 1),
         ("memory_chunk", FLAGS.memory_chunk, 1),
+        ("num_draws", FLAGS.num_draws, 2),
     ):
         if value < minimum:
             fail(f"--{flag}={value} must be >= {minimum}")
@@ -141,6 +151,9 @@ def main(argv):
     if FLAGS.protocol == "large_memory":
         options["memory_size"] = FLAGS.memory_size
         options["memory_chunk"] = FLAGS.memory_chunk
+    if FLAGS.protocol == "gradient_variance":
+        options["estimators"] = FLAGS.estimators
+        options["num_draws"] = FLAGS.num_draws
     try:
         policy = None if FLAGS.precision == "float32" else FLAGS.precision
         runs = [protocols.load(w, policy) for w in workdirs]
