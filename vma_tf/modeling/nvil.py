@@ -55,9 +55,10 @@ class NVILBaseline(keras.layers.Layer):
             for i, u in enumerate(self.hidden_units)
         ]
         self.dense_layers.append(keras.layers.Dense(1, name="out"))
-        for layer in self.dense_layers:
-            layer.build((None, size))
-            size = layer.units
+        with keras.name_scope(self.name, caller=self):  # Paths "name/dense_0/..".
+            for layer in self.dense_layers:
+                layer.build((None, size))
+                size = layer.units
         # Running mean c and variance v of L_K - b(x); averaged over replicas.
         self.centre = self.add_weight(
             shape=(),
