@@ -182,9 +182,12 @@ def main(argv):
         os.replace(tmp, png)
         written.append(png)
     run = runs[0]
-    print(
-        f"{run.config.name} @ step {run.step}, protocol {FLAGS.protocol}, K = {num_samples}"
+    what = (
+        f"{FLAGS.num_draws} draws, the run's K"
+        if FLAGS.protocol == "gradient_variance"
+        else f"K = {num_samples}"
     )
+    print(f"{run.config.name} @ step {run.step}, protocol {FLAGS.protocol}, {what}")
     for line in _summary_lines(result):
         print(line)
     for p in written:

@@ -538,7 +538,10 @@ class VMA(LatentVariableModel):
 
         log y = log_softmax((logits + G) / temperature) with the same Gumbel
         noise G as `sampling.categorical(logits, K, seed)`, so argmax y is
-        exactly the address the discrete model samples with this seed.
+        exactly the address the discrete model samples with this seed (below
+        `sampling.HIERARCHICAL_MIN_CATEGORIES` slots; above, the discrete
+        sampler draws in two stages and the relaxation still uses one
+        Gumbel per slot).
         (Sampled here rather than by `tfd.ExpRelaxedOneHotCategorical.sample`
         for noise that is identical with and without XLA.)
         """
