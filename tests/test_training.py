@@ -112,8 +112,8 @@ def test_rerun_after_completion_only_evaluates(tmp_path):
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     original = LatentVariableModel.objective
 
-    def poisoned(self, terms):
-        value = original(self, terms)
+    def poisoned(self, terms, *args, **kwargs):
+        value = original(self, terms, *args, **kwargs)
         bad = tf.cast(self.optimizer.iterations >= 25, value.dtype)
         return value + bad * float("nan")
 
