@@ -86,6 +86,11 @@ flags.DEFINE_list(
 flags.DEFINE_integer(
     "num_draws", 100, "gradient_variance: gradient draws per estimator."
 )
+flags.DEFINE_boolean(
+    "all_checkpoints",
+    False,
+    "gradient_variance: also at every checkpoint the run kept (along training).",
+)
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
 
 
@@ -154,6 +159,7 @@ def main(argv):
     if FLAGS.protocol == "gradient_variance":
         options["estimators"] = FLAGS.estimators
         options["num_draws"] = FLAGS.num_draws
+        options["all_checkpoints"] = FLAGS.all_checkpoints
     try:
         policy = None if FLAGS.precision == "float32" else FLAGS.precision
         runs = [protocols.load(w, policy) for w in workdirs]

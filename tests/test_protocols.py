@@ -368,8 +368,11 @@ def test_gradient_variance_protocol_on_a_restored_nvil_run(recall_run, tmp_path)
     assert float(run.model.nvil_baseline.centre.numpy()) != 0.0  # Restored.
     # The other estimators' draws: tests/test_estimators.py.
     result, _ = protocols.gradient_variance_protocol(
-        run, estimators=["nvil", "gumbel"], num_draws=2, jit=False
+        run, estimators=["nvil", "gumbel"], num_draws=2, jit=False, all_checkpoints=True
     )
+    # tiny(): checkpoints at steps 10 (the end) and none before (every 20).
+    assert list(result["by_step"]) == ["10"]
+    assert result["by_step"]["10"]["nvil"] == result["nvil"]  # Same model, seeds.
     json.dumps(result)
     assert result["training_estimator"] == "nvil" and result["num_samples"] == 4
     for name in ("nvil", "gumbel"):

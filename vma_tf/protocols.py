@@ -616,7 +616,13 @@ def address_usage(run: Run, num_examples=0, **_):
 
 
 def gradient_variance_protocol(
-    run: Run, estimators=None, num_draws=100, seed=0, jit=True, **_
+    run: Run,
+    estimators=None,
+    num_draws=100,
+    seed=0,
+    jit=True,
+    all_checkpoints=False,
+    **_,
 ):
     """Address-gradient variance of estimators on a fixed model and batch.
 
@@ -627,10 +633,14 @@ def gradient_variance_protocol(
         num_draws: gradient draws per estimator (seeds `(seed, i)`).
         seed: seed of the draws.
         jit: compile the gradient with XLA.
+        all_checkpoints: also measure at every checkpoint the run kept
+            (`"by_step"`, oldest first: the variance along the training
+            curve); the newest is restored again at the end.
 
     Returns:
-        `({estimator: summary, "batch_size", "num_samples", "training_estimator"},
-        {})`; summaries from `gradient_variance.summarize`.
+        `({estimator: summary, "batch_size", "num_samples", "training_estimator",
+        ["by_step": {step: {estimator: summary}}]}, {})`; summaries from
+        `gradient_variance.summarize`.
     """
     from vma_tf import estimators as est
     from vma_tf import gradient_variance
@@ -663,10 +673,24 @@ def gradient_variance_protocol(
         "num_samples": model.num_samples,
         "training_estimator": run.config.model.estimator,
     }
-    for name in estimators:
-        results[name] = gradient_variance.address_gradient_variance(
+    measure = lambda: {
+        name: gradient_variance.address_gradient_variance(
             model, batch["x"], batch.get("memory"), name, num_draws, seed, jit
         )
+        for name in estimators
+    }
+    results.update(measure())
+    if all_checkpoints:
+        from vma_tf import checkpointing
+
+        checkpoint = checkpointing.make_checkpoint(model)
+        paths = checkpointing._numbered_checkpoints(run.workdir / "checkpoints")
+        by_step = {}
+        for path in reversed(paths):  # Oldest first.
+            checkpointing.restore(checkpoint, path)
+            by_step[path.rsplit("-", 1)[1]] = measure()
+        checkpointing.restore(checkpoint, paths[0])
+        results["by_step"] = by_step
     return results, {}
 
 
