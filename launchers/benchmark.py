@@ -38,6 +38,15 @@ flags.DEFINE_integer(
 flags.DEFINE_string("json", None, "Write the report here as JSON.")
 flags.DEFINE_integer("channels", None, "Feature maps of every conv layer.")
 flags.DEFINE_integer("num_samples", None, "Samples K from q per example.")
+flags.DEFINE_enum(
+    "estimator",
+    None,
+    ["vimco", "vimco_geometric", "nvil", "rws", "gumbel"],
+    "Address gradient estimator of the timed train step (default: the preset's).",
+)
+flags.DEFINE_boolean(
+    "straight_through", None, "gumbel: straight-through relaxed address."
+)
 flags.DEFINE_boolean("jit", None, "Compile with XLA (default: the preset's, True).")
 flags.DEFINE_string("data_dir", None, "Data directory (for the input pipeline).")
 flags.DEFINE_boolean(
@@ -91,6 +100,8 @@ def main(argv):
                 configs.get_preset(FLAGS.preset),
                 channels=FLAGS.channels,
                 num_samples=FLAGS.num_samples,
+                estimator=FLAGS.estimator,
+                straight_through=FLAGS.straight_through,
                 jit=FLAGS.jit,
                 data_dir=FLAGS.data_dir,
             )

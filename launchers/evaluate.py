@@ -46,6 +46,7 @@ PROTOCOLS = (
     "figures",
     "large_memory",
     "address_usage",
+    "gradient_variance",
 )
 
 flags.DEFINE_string(
@@ -76,6 +77,19 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer(
     "memory_chunk", 10_000, "large_memory: memory rows per per-entry chunk."
+)
+flags.DEFINE_list(
+    "estimators",
+    None,
+    "gradient_variance: estimators to measure (default: all the run supports).",
+)
+flags.DEFINE_integer(
+    "num_draws", 100, "gradient_variance: gradient draws per estimator."
+)
+flags.DEFINE_boolean(
+    "all_checkpoints",
+    False,
+    "gradient_variance: also at every checkpoint the run kept (along training).",
 )
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
 
@@ -118,9 +132,18 @@ def main(argv):
         ("iw_episodes", FLAGS.iw_episodes, 0),
         ("memory_size", FLAGS.memory_size, 1),
         ("memory_chunk", FLAGS.memory_chunk, 1),
+        ("num_draws", FLAGS.num_draws, 2),
     ):
         if value < minimum:
             fail(f"--{flag}={value} must be >= {minimum}")
+    from vma_tf.configs import ESTIMATORS  # No TensorFlow import.
+
+    unknown = [e for e in FLAGS.estimators or () if e not in ESTIMATORS]
+    if unknown:
+        fail(
+            f"--estimators={','.join(FLAGS.estimators)}: unknown {unknown}; "
+            f"choose from {', '.join(ESTIMATORS)}"
+        )
     out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else workdirs[0] / "eval"
 
     from vma_tf import protocols
@@ -141,6 +164,10 @@ def main(argv):
     if FLAGS.protocol == "large_memory":
         options["memory_size"] = FLAGS.memory_size
         options["memory_chunk"] = FLAGS.memory_chunk
+    if FLAGS.protocol == "gradient_variance":
+        options["estimators"] = FLAGS.estimators
+        options["num_draws"] = FLAGS.num_draws
+        options["all_checkpoints"] = FLAGS.all_checkpoints
     try:
         policy = None if FLAGS.precision == "float32" else FLAGS.precision
         runs = [protocols.load(w, policy) for w in workdirs]
@@ -169,9 +196,12 @@ def main(argv):
         os.replace(tmp, png)
         written.append(png)
     run = runs[0]
-    print(
-        f"{run.config.name} @ step {run.step}, protocol {FLAGS.protocol}, K = {num_samples}"
+    what = (
+        f"{FLAGS.num_draws} draws, the run's K"
+        if FLAGS.protocol == "gradient_variance"
+        else f"K = {num_samples}"
     )
+    print(f"{run.config.name} @ step {run.step}, protocol {FLAGS.protocol}, {what}")
     for line in _summary_lines(result):
         print(line)
     for p in written:

@@ -52,6 +52,21 @@ flags.DEFINE_enum(
     "baseline", None, ["arithmetic", "geometric"], "VIMCO leave-one-out baseline."
 )
 flags.DEFINE_enum(
+    "estimator",
+    None,
+    ["vimco", "vimco_geometric", "nvil", "rws", "gumbel"],
+    "Address gradient estimator in training (evaluation is always the "
+    "discrete model's L_K).",
+)
+flags.DEFINE_float(
+    "gumbel_temperature", None, "Temperature of the relaxed address (gumbel)."
+)
+flags.DEFINE_boolean(
+    "straight_through",
+    None,
+    "gumbel: hard one-hot address forward, relaxed gradient (straight-through).",
+)
+flags.DEFINE_enum(
     "decoder_context", None, ["first", "all"], "Which decoder layers see m_a."
 )
 flags.DEFINE_integer("channels", None, "Feature maps of every conv layer (Omniglot).")

@@ -45,6 +45,9 @@ def test_configs_are_frozen():
         (dict(num_samples=1), "--num_samples"),
         (dict(memory_size=0), "--memory_size"),
         (dict(baseline="mean"), "--baseline"),
+        (dict(estimator="reinforce"), "--estimator"),
+        (dict(gumbel_temperature=0.0), "--gumbel_temperature"),
+        (dict(straight_through=True), "--straight_through"),
         (dict(eval_every=150), "--eval_every"),
         (dict(eval_memory_size=20000), "--eval_memory_size"),
     ],
@@ -87,3 +90,36 @@ def test_omniglot_presets():
     assert gmn.model.channels < 64 and gmn.model.weight_decay == 3e-4
     assert configs.get_preset("omniglot_fewshot_soft").model.kind == "soft_attention"
     assert configs.get_preset("omniglot_fewshot").model.latent_dim == 64
+
+
+def test_estimator_flags_and_the_old_baseline_flag():
+    base = configs.get_preset("mnist_recall")
+    assert base.model.estimator == "vimco"
+    geo = configs.override(base, baseline="geometric")
+    assert geo.model.estimator == "vimco_geometric"
+    assert configs.override(base, estimator="vimco_geometric").model.baseline == (
+        "geometric"
+    )
+    # An explicit estimator replaces a geometric base config's baseline.
+    nvil = configs.validate(configs.override(geo, estimator="nvil"))
+    assert (nvil.model.estimator, nvil.model.baseline) == ("nvil", "arithmetic")
+    with pytest.raises(configs.ConfigError, match="--estimator=vimco_geometric"):
+        configs.override(base, estimator="rws", baseline="geometric")
+    with pytest.raises(configs.ConfigError, match="--baseline=geometric"):
+        configs.validate(configs.override(nvil, baseline="geometric"))
+    gumbel = configs.override(base, estimator="gumbel", straight_through=True)
+    assert configs.validate(gumbel).model.straight_through
+    with pytest.raises(configs.ConfigError, match="--estimator=nvil needs a VMA"):
+        configs.validate(
+            configs.override(configs.get_preset("mnist_vae"), estimator="nvil")
+        )
+
+
+def test_old_config_json_without_estimator_fields_loads():
+    old = configs.get_preset("mnist_recall").to_dict()
+    for field in ("estimator", "gumbel_temperature", "straight_through"):
+        del old["model"][field]
+    loaded = configs.Config.from_dict(old)
+    assert loaded == configs.get_preset("mnist_recall")
+    old["model"]["baseline"] = "geometric"
+    assert configs.Config.from_dict(old).model.estimator == "vimco_geometric"

@@ -50,8 +50,8 @@ if os.environ.get("VMA_TEST_NAN_STEPS"):  # Poison these (1-based) steps.
     from vma_tf.modeling.models import LatentVariableModel
     steps = [int(s) - 1 for s in os.environ["VMA_TEST_NAN_STEPS"].split(",")]
     objective = LatentVariableModel.objective
-    def poisoned(self, terms):
-        value = objective(self, terms)
+    def poisoned(self, terms, *args, **kwargs):
+        value = objective(self, terms, *args, **kwargs)
         it = tf.cast(self.optimizer.iterations, tf.int32)
         bad = tf.reduce_any(tf.equal(it, steps))
         return tf.where(bad, tf.constant(float("nan"), value.dtype), value)

@@ -1,4 +1,9 @@
-"""Exact tests of the K-sample bound and the VIMCO estimator."""
+"""Exact tests of the K-sample bound and the address gradient estimators.
+
+Unbiased estimators (VIMCO in both forms, NVIL) are checked by exact
+enumeration of all address tuples; reweighted wake-sleep and the Gumbel
+relaxation by their own defining properties.
+"""
 
 import itertools
 
@@ -132,7 +137,7 @@ def test_fewer_than_two_samples_is_an_error():
         estimators.vimco_objective(tf.zeros([3, 3]), tf.zeros([3, 3]), "median")
 
 
-def _tiny_vma(memory):
+def _tiny_vma(memory, estimator="vimco"):
     config = ModelConfig(
         kind="vma",
         memory=memory,
@@ -142,6 +147,7 @@ def _tiny_vma(memory):
         latent_dim=2,
         embed_dim=3,
         num_samples=3,
+        estimator=estimator,
     )
     keras.utils.set_random_seed(0)
     model = build_mlp_model(config, (5,), seed=0)
@@ -182,9 +188,11 @@ def _enumerated_gradients(model, x, mem, baseline, objective):
             )
     est = tape.gradient(expected_estimator, variables)
     exact = tape.gradient(exact_objective, variables)
+    # None: not connected (e.g. NVIL's b(x) is not in L_K).
+    as_array = lambda g, v: np.zeros(v.shape) if g is None else g.numpy()
     return (
-        [e.numpy() for e in est],
-        [g.numpy() for g in exact],
+        [as_array(e, v) for e, v in zip(est, variables)],
+        [as_array(g, v) for g, v in zip(exact, variables)],
         [v.path for v in variables],
     )
 
@@ -204,6 +212,61 @@ def test_vimco_is_unbiased_by_exact_enumeration(float64, memory, baseline):
         np.testing.assert_allclose(e, g, rtol=1e-5, atol=1e-8, err_msg=name)
         checked += int(np.any(np.abs(g) > 1e-6))
     assert checked >= len(names) - 1  # Nearly every variable has a gradient.
+
+
+def _model_objective(model, x, estimator):
+    return lambda terms, _: model.objective(terms, x, estimator)
+
+
+@pytest.mark.parametrize(
+    "memory,estimator",
+    [
+        ("learned", "vimco_geometric"),
+        ("learned", "nvil"),
+        ("episodic", "nvil"),
+    ],
+)
+def test_model_estimators_are_unbiased_by_exact_enumeration(float64, memory, estimator):
+    """The model's `objective` by estimator name: E_a[grad] == grad E_a[L_K].
+
+    NVIL with a random (trained-looking) baseline network b(x) and running
+    mean c = 1.7: any b(x) and c leave the estimator unbiased. The running
+    variance normalisation is frozen at scale 1 here (v = 1): it divides only
+    the score term, a positive per-step scale (see the next test).
+    """
+    model, x, mem = _tiny_vma(memory, estimator)
+    if estimator == "nvil":
+        model.nvil_baseline.centre.assign(1.7)
+        model.nvil_baseline.variance.assign(1.0)
+        # b(x) really varies with x (its weights were randomised).
+        b = model.nvil_baseline(x).numpy()
+        assert abs(b[0] - b[1]) > 1e-3
+    objective = _model_objective(model, x, estimator)
+    est, exact, names = _enumerated_gradients(model, x, mem, None, objective)
+    checked = 0
+    for e, g, name in zip(est, exact, names):
+        if "nvil_baseline" in name:
+            continue  # Its own regression gradient; no part of E[L_K].
+        np.testing.assert_allclose(e, g, rtol=1e-5, atol=1e-8, err_msg=name)
+        checked += int(np.any(np.abs(g) > 1e-6))
+    assert checked >= 10
+
+
+def test_nvil_variance_normalisation_rescales_only_the_score_term(float64):
+    """With scale s = 2 the enumeration shows the (documented) deviation on
+    the addressing parameters; the model's other parameters stay exact."""
+    model, x, mem = _tiny_vma("learned", "nvil")
+    model.nvil_baseline.variance.assign(4.0)  # scale = max(1, sqrt(4)) = 2.
+    objective = _model_objective(model, x, "nvil")
+    est, exact, names = _enumerated_gradients(model, x, mem, None, objective)
+    embedder = [i for i, n in enumerate(names) if "query_embedder" in n]
+    assert embedder
+    assert any(
+        not np.allclose(est[i], exact[i], rtol=1e-3, atol=1e-6) for i in embedder
+    )
+    decoder = [i for i, n in enumerate(names) if "/decoder/" in n]
+    for i in decoder:
+        np.testing.assert_allclose(est[i], exact[i], rtol=1e-5, atol=1e-8)
 
 
 def test_enumeration_detects_a_biased_estimator(float64):
@@ -251,3 +314,264 @@ def test_agrees_with_tfp_vi_vimco(float64):
         rtol=1e-10,
         atol=1e-12,
     )
+
+
+def _grads(fn, variables):
+    with tf.GradientTape() as tape:
+        value = fn()
+    grads = tape.gradient(value, variables)
+    return [
+        np.zeros(v.shape) if g is None else g.numpy() for g, v in zip(grads, variables)
+    ]
+
+
+def _normalized_weights_np(log_w):
+    w = np.exp(log_w - log_w.max(0))
+    return w / w.sum(0)
+
+
+def test_rws_q_update_is_the_gradient_of_kl_from_normalized_weights(float64):
+    """RWS: for q(a|x)'s own parameters (h^q) the update equals
+    -grad KL(p~ || q(a|x)), p~(a) = sum_k w~_k [a_k = a] the address marginal of
+    the normalised weights held fixed (closed form by tfd.kl_divergence); the
+    model's parameters get the IWAE gradient of the reparameterised bound."""
+    model, x, mem = _tiny_vma("episodic", "rws")
+    seed = tf.constant([3, 4], tf.int32)
+    variables = model.trainable_variables
+    names = [v.path for v in variables]
+    terms = model.compute_terms(x, mem, 3, seed=seed, stop_z_gradient=True)
+    w = _normalized_weights_np(terms.log_weights.numpy())  # [K, B]
+    a = terms.addresses.numpy()
+    target = np.zeros((x.shape[0], 3))
+    for k in range(3):
+        for b in range(x.shape[0]):
+            target[b, a[k, b]] += w[k, b]
+
+    def rws():
+        t = model.compute_terms(x, mem, 3, seed=seed, stop_z_gradient=True)
+        return tf.reduce_sum(model.objective(t, x, "rws"))
+
+    def kl():
+        q_a, _ = model.address_distributions(x, mem)
+        return -tf.reduce_sum(tfd.kl_divergence(tfd.Categorical(probs=target), q_a))
+
+    def iwae():  # Reparameterised z: the decoder's gradient is the same.
+        t = model.compute_terms(x, mem, 3, seed=seed)
+        return tf.reduce_sum(estimators.iwae_bound(t.log_weights))
+
+    got, want_q, want_model = (_grads(f, variables) for f in (rws, kl, iwae))
+    query = [i for i, n in enumerate(names) if "query_embedder" in n]
+    model_side = [
+        i for i, n in enumerate(names) if n.startswith(("decoder/", "prior_z/"))
+    ]
+    assert query and model_side
+    for i in query:
+        assert np.abs(want_q[i]).max() > 1e-4
+        np.testing.assert_allclose(got[i], want_q[i], rtol=1e-9, atol=1e-12)
+    for i in model_side:
+        np.testing.assert_allclose(got[i], want_model[i], rtol=1e-9, atol=1e-12)
+    # Value: the K-sample bound.
+    np.testing.assert_allclose(
+        model.objective(terms, x, "rws").numpy(),
+        estimators.iwae_bound(terms.log_weights).numpy(),
+        rtol=1e-12,
+    )
+
+
+def test_rws_encoder_update_is_weighted_log_q_of_fixed_z(float64):
+    """RWS's q(z|x, m_a) update: sum_k w~_k grad log q(z_k|x, m_a_k) at the
+    drawn z held fixed, whose expectation under w~ pulls q(z) towards the
+    weighted samples (a finite-difference check of that function)."""
+    model, x, mem = _tiny_vma("learned", "rws")
+    seed = tf.constant([8, 9], tf.int32)
+    encoder = model.encoder.trainable_variables
+    terms = model.compute_terms(x, mem, 3, seed=seed, stop_z_gradient=True)
+    w = tf.constant(_normalized_weights_np(terms.log_weights.numpy()))
+    # log q(z_k | x, a_k) at fixed z (the terms' log q minus log q(a_k|x)).
+    log_q_z = lambda t: t.log_q - t.log_q_a
+
+    def wake():
+        t = model.compute_terms(x, mem, 3, seed=seed, stop_z_gradient=True)
+        return tf.reduce_sum(w * log_q_z(t))
+
+    def rws():
+        t = model.compute_terms(x, mem, 3, seed=seed, stop_z_gradient=True)
+        return tf.reduce_sum(model.objective(t, x, "rws"))
+
+    got, want = _grads(rws, encoder), _grads(wake, encoder)
+    for g, h in zip(got, want):
+        np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-12)
+
+    # The reparameterised (IWAE) gradient of the encoder differs.
+    def iwae():
+        t = model.compute_terms(x, mem, 3, seed=seed)
+        return tf.reduce_sum(estimators.iwae_bound(t.log_weights))
+
+    other = _grads(iwae, encoder)
+    assert any(not np.allclose(g, h, rtol=1e-3) for g, h in zip(got, other))
+
+
+def _relaxed_bound(model, x, mem, seed, straight_through=False):
+    terms = model.compute_relaxed_terms(
+        x, mem, 3, seed=seed, temperature=0.7, straight_through=straight_through
+    )
+    return tf.reduce_sum(estimators.gumbel_objective(terms.log_weights))
+
+
+@pytest.mark.parametrize("memory", ["learned", "episodic"])
+def test_gumbel_gradient_matches_finite_differences(float64, memory):
+    """Fixed noise: the relaxed bound is a smooth function of the parameters
+    and its autodiff gradient (the gumbel estimator) matches central finite
+    differences along random directions, for all and for the addressing
+    parameters alone."""
+    model, x, mem = _tiny_vma(memory, "gumbel")
+    seed = tf.constant([21, 22], tf.int32)
+    variables = model.trainable_variables
+    grads = _grads(lambda: _relaxed_bound(model, x, mem, seed), variables)
+    rng = np.random.default_rng(7)
+    addressing = [v.path.startswith("addressing/") for v in variables]
+    assert any(np.abs(g).max() > 1e-4 for g, a in zip(grads, addressing) if a)
+    for subset in (None, addressing):
+        dirs = [
+            rng.normal(size=v.shape) * (1.0 if subset is None or subset[i] else 0.0)
+            for i, v in enumerate(variables)
+        ]
+        eps = 1e-6
+        original = [v.numpy() for v in variables]
+        values = []
+        for sign in (1.0, -1.0):
+            for v, o, d in zip(variables, original, dirs):
+                v.assign(o + sign * eps * d)
+            values.append(_relaxed_bound(model, x, mem, seed).numpy())
+        for v, o in zip(variables, original):
+            v.assign(o)
+        fd = (values[0] - values[1]) / (2 * eps)
+        analytic = sum(np.sum(g * d) for g, d in zip(grads, dirs))
+        assert abs(analytic) > 1e-3
+        np.testing.assert_allclose(analytic, fd, rtol=1e-6)
+
+
+def test_gumbel_relaxed_address_and_straight_through_forward(float64):
+    """argmax of the relaxed address is the discrete model's sample with the
+    same seed; straight-through's forward pass is the hard one-hot, i.e.
+    exactly the discrete model's log-weights; its gradient reaches q(a|x)."""
+    model, x, mem = _tiny_vma("episodic", "gumbel")
+    seed = tf.constant([5, 6], tf.int32)
+    discrete = model.compute_terms(x, mem, 3, seed=seed)
+    relaxed = model.compute_relaxed_terms(x, mem, 3, seed=seed, temperature=0.7)
+    st = model.compute_relaxed_terms(
+        x, mem, 3, seed=seed, temperature=0.7, straight_through=True
+    )
+    np.testing.assert_array_equal(relaxed.addresses, discrete.addresses)
+    np.testing.assert_array_equal(st.addresses, discrete.addresses)
+    np.testing.assert_allclose(
+        st.log_weights.numpy(), discrete.log_weights.numpy(), rtol=1e-12
+    )
+    assert not np.allclose(relaxed.log_weights.numpy(), discrete.log_weights.numpy())
+    query = [v for v in model.trainable_variables if "query_embedder" in v.path]
+    grads = _grads(lambda: _relaxed_bound(model, x, mem, seed, True), query)
+    assert all(np.abs(g).max() > 1e-6 for g in grads)
+
+
+def _tiny_float32_vma(estimator, memory="episodic"):
+    config = ModelConfig(
+        kind="vma",
+        memory=memory,
+        memory_size=4,
+        memory_dim=5,
+        hidden_units=(8,),
+        latent_dim=2,
+        embed_dim=3,
+        num_samples=3,
+        estimator=estimator,
+    )
+    keras.utils.set_random_seed(0)
+    model = build_mlp_model(config, (5,), seed=0)
+    rng = np.random.default_rng(3)
+    x = tf.constant((rng.uniform(size=(6, 5)) > 0.5).astype(np.float32))
+    mem = None
+    if memory == "episodic":
+        mem = tf.constant((rng.uniform(size=(4, 5)) > 0.5).astype(np.float32))
+    model.compute_terms(x, mem, 3, seed=(0, 0))
+    return model, x, mem
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        # VIMCO's compiled step is exercised by every training test already.
+        pytest.param("vimco", marks=pytest.mark.slow),
+        pytest.param("vimco_geometric", marks=pytest.mark.slow),
+        "nvil",
+        "rws",
+        "gumbel",
+    ],
+)
+def test_every_estimator_trains_under_xla(estimator, tmp_path):
+    """A jit-compiled train_step per estimator; evaluation is the discrete
+    L_K whatever the estimator; NVIL's running statistics move in training
+    only and are checkpointed with the model."""
+    from vma_tf import checkpointing
+
+    model, x, mem = _tiny_float32_vma(estimator)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    data = {"x": x, "memory": mem}
+    ds = tf.data.Dataset.from_tensors(data).repeat()
+    history = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0).history
+    assert np.isfinite(history["loss"][-1])
+    model.reset_eval_seed()
+    evaluated = model.evaluate(ds, steps=1, verbose=0, return_dict=True)
+    model.reset_eval_seed()
+    seed = model.eval_seed_generator.next()
+    discrete = model.compute_terms(x, mem, 3, seed=seed)
+    np.testing.assert_allclose(
+        evaluated["nll_bound"],
+        -np.mean(estimators.iwae_bound(discrete.log_weights).numpy()),
+        rtol=1e-5,
+    )
+    paths = [v.path for v in model.variables]
+    if estimator != "nvil":
+        assert model.nvil_baseline is None
+        assert not any("nvil" in p for p in paths)
+        return
+    nvil = model.nvil_baseline
+    assert "nvil_baseline/centre" in paths and "nvil_baseline/variance" in paths
+    centre = float(nvil.centre.numpy())
+    assert centre != 0.0  # Moved by the three training steps.
+    model.evaluate(ds, steps=2, verbose=0)
+    assert float(nvil.centre.numpy()) == centre  # Not by evaluation.
+    model.optimizer.build(model.trainable_variables)
+    path = checkpointing.make_checkpoint(model).save(str(tmp_path / "ckpt"))
+    fresh, _, _ = _tiny_float32_vma("nvil")
+    fresh.compile(optimizer=keras.optimizers.Adam(1e-3))
+    fresh.optimizer.build(fresh.trainable_variables)
+    checkpointing.restore(checkpointing.make_checkpoint(fresh), path)
+    assert float(fresh.nvil_baseline.centre.numpy()) == centre
+    assert float(fresh.nvil_baseline.variance.numpy()) == float(nvil.variance.numpy())
+
+
+def test_gradient_variance_is_seeded_and_per_estimator():
+    from vma_tf import gradient_variance
+
+    model, x, mem = _tiny_float32_vma("nvil")
+    measure = lambda est, seed: gradient_variance.gradient_draws(
+        model, x, mem, est, num_draws=4, seed=seed, jit=False
+    )
+    first, again = measure("vimco_geometric", 0), measure("vimco_geometric", 0)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, measure("vimco_geometric", 1))
+    n_params = sum(int(np.prod(v.shape)) for v in model.addressing.trainable_variables)
+    assert first.shape == (4, n_params)
+    centre = float(model.nvil_baseline.centre.numpy())
+    summaries = {
+        e: gradient_variance.summarize(measure(e, 0)) for e in ("nvil", "rws", "gumbel")
+    }
+    assert float(model.nvil_baseline.centre.numpy()) == centre  # Not updated.
+    for s in summaries.values():
+        assert s["total_variance"] > 0 and s["num_draws"] == 4
+    want = first.var(axis=0, ddof=1).sum()
+    got = gradient_variance.summarize(first)["total_variance"]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    plain, _, _ = _tiny_float32_vma("vimco")
+    with pytest.raises(ValueError, match="NVILBaseline"):
+        gradient_variance.gradient_draws(plain, x, mem, "nvil", 2, jit=False)

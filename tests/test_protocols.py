@@ -403,3 +403,31 @@ def test_address_usage_reports_slot_entropies(recall_run):
     log_m = result["log_memory_size"]
     for key in ("H_q", "H_mean_q", "H_p"):
         assert -1e-6 <= result[key]["mean"] <= log_m + 1e-6
+
+
+def test_gradient_variance_protocol_on_a_restored_nvil_run(recall_run, tmp_path):
+    """A tiny run trained with --estimator=nvil restores (baseline network and
+    running statistics included) and every estimator's address-gradient
+    variance is measured on it; a VIMCO run refuses nvil by name."""
+    workdir = tmp_path / "nvil"
+    cfg = tiny(steps=10, jit=False, estimator="nvil")
+    training.train_and_evaluate(cfg, workdir, progress=False)
+    run = protocols.load(workdir)
+    assert float(run.model.nvil_baseline.centre.numpy()) != 0.0  # Restored.
+    # The other estimators' draws: tests/test_estimators.py.
+    result, _ = protocols.gradient_variance_protocol(
+        run, estimators=["nvil", "gumbel"], num_draws=2, jit=False, all_checkpoints=True
+    )
+    # tiny(): checkpoints at steps 10 (the end) and none before (every 20).
+    assert list(result["by_step"]) == ["10"]
+    assert result["by_step"]["10"]["nvil"] == result["nvil"]  # Same model, seeds.
+    json.dumps(result)
+    assert result["training_estimator"] == "nvil" and result["num_samples"] == 4
+    for name in ("nvil", "gumbel"):
+        assert result[name]["num_draws"] == 2
+        assert np.isfinite(result[name]["total_variance"])
+        assert result[name]["total_variance"] >= 0
+    with pytest.raises(configs.ConfigError, match="--estimators=nvil needs a run"):
+        protocols.gradient_variance_protocol(
+            recall_run, estimators=["nvil"], num_draws=2, jit=False
+        )

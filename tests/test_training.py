@@ -114,8 +114,8 @@ def poison_from(iteration):
     `iteration` (0-based) on. (`tf.where`, not `+ 0 * nan`: 0 * NaN is NaN.)"""
     original = LatentVariableModel.objective
 
-    def poisoned(self, terms):
-        value = original(self, terms)
+    def poisoned(self, terms, *args, **kwargs):
+        value = original(self, terms, *args, **kwargs)
         bad = self.optimizer.iterations >= iteration
         return tf.where(bad, tf.constant(float("nan"), value.dtype), value)
 

@@ -13,6 +13,10 @@ import json
 import math
 from typing import Any, Mapping
 
+# The address gradient estimators (`vma_tf.estimators.ESTIMATORS`; repeated
+# here because this module must not import TensorFlow).
+ESTIMATORS = ("vimco", "vimco_geometric", "nvil", "rws", "gumbel")
+
 
 class ConfigError(ValueError):
     """An invalid configuration value. The message is one line naming the flag."""
@@ -76,7 +80,17 @@ class ModelConfig:
         prior: `"learned"` (query e^p) or `"flat"` (p(a) = 1/|M|).
         num_samples: K, samples from q per example for the bound and VIMCO.
         baseline: VIMCO leave-one-out baseline, `"arithmetic"` (paper) or
-            `"geometric"` (Mnih & Rezende 2016).
+            `"geometric"` (Mnih & Rezende 2016). Kept for old configs and
+            `--baseline`: `"geometric"` with `estimator="vimco"` means
+            `estimator="vimco_geometric"` (normalised on construction).
+        estimator: training gradient estimator for the address (issue 7):
+            `"vimco"` (paper), `"vimco_geometric"`, `"nvil"`, `"rws"`
+            (reweighted wake-sleep) or `"gumbel"` (relaxed address in
+            training; the exact discrete model in evaluation). See
+            `vma_tf.estimators`. Only VMA models have an address.
+        gumbel_temperature: temperature of the Gumbel-softmax address.
+        straight_through: `"gumbel"` with the hard one-hot address forward
+            and the relaxed gradient backward.
         decoder_context: where p(x|z, m_a) sees m_a: `"first"` layer only
             (an MLP on [z, m_a]) or `"all"` layers (skip paths from m_a).
         skip_mode: how the conv decoder joins the skip paths from m_a's
@@ -113,11 +127,22 @@ class ModelConfig:
     prior: str = "learned"
     num_samples: int = 4
     baseline: str = "arithmetic"
+    estimator: str = "vimco"
+    gumbel_temperature: float = 0.5
+    straight_through: bool = False
     decoder_context: str = "all"
     skip_mode: str = "concat"
     skip_levels: int = 4
     tie_pyramid: bool = False
     fast_convs: bool = False
+
+    def __post_init__(self):
+        # One name per estimator: vimco + geometric baseline is
+        # vimco_geometric, and vimco_geometric always has the geometric one.
+        if self.estimator == "vimco" and self.baseline == "geometric":
+            object.__setattr__(self, "estimator", "vimco_geometric")
+        elif self.estimator == "vimco_geometric":
+            object.__setattr__(self, "baseline", "geometric")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +246,9 @@ FLAG_FIELDS = {
     "similarity": ("model", "similarity"),
     "prior": ("model", "prior"),
     "baseline": ("model", "baseline"),
+    "estimator": ("model", "estimator"),
+    "gumbel_temperature": ("model", "gumbel_temperature"),
+    "straight_through": ("model", "straight_through"),
     "decoder_context": ("model", "decoder_context"),
     "skip_mode": ("model", "skip_mode"),
     "skip_levels": ("model", "skip_levels"),
@@ -274,6 +302,22 @@ def override(config: Config, **values: Any) -> Config:
             )
         section, field = FLAG_FIELDS[key]
         sections[section][field] = value
+    model = sections["model"]
+    if "estimator" in model and "baseline" not in model:
+        # An explicit estimator replaces a geometric baseline of the base
+        # config (which would otherwise turn "vimco" into "vimco_geometric").
+        if model["estimator"] != "vimco_geometric":
+            model["baseline"] = "arithmetic"
+    elif model.get("baseline") == "geometric" and model.get("estimator") not in (
+        None,
+        "vimco",
+        "vimco_geometric",
+    ):
+        raise ConfigError(
+            f"--baseline=geometric is VIMCO's leave-one-out baseline; it does not "
+            f"apply to --estimator={model['estimator']} (use "
+            "--estimator=vimco_geometric)"
+        )
     config = dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, **sections["data"]),
@@ -368,6 +412,27 @@ def validate(config: Config) -> Config:
     _choice("similarity", m.similarity, ("normalized", "dot", "cosine"))
     _choice("prior", m.prior, ("learned", "flat"))
     _choice("baseline", m.baseline, ("arithmetic", "geometric"))
+    _choice("estimator", m.estimator, ESTIMATORS)
+    if not (m.gumbel_temperature > 0 and math.isfinite(m.gumbel_temperature)):
+        raise ConfigError(
+            f"--gumbel_temperature={m.gumbel_temperature} must be a positive "
+            "finite number"
+        )
+    if m.baseline == "geometric" and m.estimator != "vimco_geometric":
+        raise ConfigError(
+            f"--baseline=geometric is VIMCO's leave-one-out baseline; it does not "
+            f"apply to --estimator={m.estimator} (use --estimator=vimco_geometric)"
+        )
+    if m.estimator not in ("vimco", "vimco_geometric") and m.kind != "vma":
+        raise ConfigError(
+            f"--estimator={m.estimator} needs a VMA model (an address to "
+            f"estimate); kind={m.kind!r} trains with the IWAE gradient"
+        )
+    if m.straight_through and m.estimator != "gumbel":
+        raise ConfigError(
+            f"--straight_through applies to --estimator=gumbel; got "
+            f"--estimator={m.estimator}"
+        )
     _choice("decoder_context", m.decoder_context, ("first", "all"))
     _choice("skip_mode", m.skip_mode, ("concat", "add"))
     _choice("skip_levels", m.skip_levels, (0, 1, 2, 3, 4))

@@ -31,6 +31,10 @@ Protocols:
   130 000 images (default 100 000), targets drawn from it: L_K, kl_a, the
   own-slot diagnostics, wall time and peak RSS (the Performance issue's
   scale test).
+* `gradient_variance`: issue 7. For the run's final checkpoint and one fixed
+  test batch, the variance over `num_draws` seeds of each estimator's
+  gradient of the addressing parameters (same K as training);
+  `vma_tf.gradient_variance`.
 """
 
 from __future__ import annotations
@@ -616,6 +620,85 @@ def address_usage(run: Run, num_examples=0, **_):
     }, {}
 
 
+def gradient_variance_protocol(
+    run: Run,
+    estimators=None,
+    num_draws=100,
+    seed=0,
+    jit=True,
+    all_checkpoints=False,
+    **_,
+):
+    """Address-gradient variance of estimators on a fixed model and batch.
+
+    Args:
+        run: a VMA run.
+        estimators: names from `vma_tf.estimators.ESTIMATORS` (default: all
+            the model supports; `"nvil"` needs a run trained with it).
+        num_draws: gradient draws per estimator (seeds `(seed, i)`).
+        seed: seed of the draws.
+        jit: compile the gradient with XLA.
+        all_checkpoints: also measure at every checkpoint the run kept
+            (`"by_step"`, oldest first: the variance along the training
+            curve); the newest is restored again at the end.
+
+    Returns:
+        `({estimator: summary, "batch_size", "num_samples", "training_estimator",
+        ["by_step": {step: {estimator: summary}}]}, {})`; summaries from
+        `gradient_variance.summarize`.
+    """
+    from vma_tf import estimators as est
+    from vma_tf import gradient_variance
+
+    _require(run, "gradient_variance", run.config.model.kind == "vma", "a VMA run")
+    if num_draws < 2:
+        raise ConfigError(f"--num_draws={num_draws} must be >= 2")
+    model = run.model
+    if not estimators:
+        estimators = [
+            e for e in est.ESTIMATORS if e != "nvil" or model.nvil_baseline is not None
+        ]
+    for name in estimators:
+        if name not in est.ESTIMATORS:
+            raise ConfigError(
+                f"--estimators={name!r} is not allowed; choose from "
+                f"{', '.join(est.ESTIMATORS)}"
+            )
+        if name == "nvil" and model.nvil_baseline is None:
+            raise ConfigError(
+                "--estimators=nvil needs a run trained with --estimator=nvil (its "
+                f"baseline network); {run.workdir} was trained with "
+                f"{run.config.model.estimator}"
+            )
+    split, ds = next(iter(run.data.final_evals.items()))
+    batch = next(iter(ds))
+    results = {
+        "split": split,
+        "batch_size": int(batch["x"].shape[0]),
+        "num_samples": model.num_samples,
+        "training_estimator": run.config.model.estimator,
+    }
+    measure = lambda: {
+        name: gradient_variance.address_gradient_variance(
+            model, batch["x"], batch.get("memory"), name, num_draws, seed, jit
+        )
+        for name in estimators
+    }
+    results.update(measure())
+    if all_checkpoints:
+        from vma_tf import checkpointing
+
+        checkpoint = checkpointing.make_checkpoint(model)
+        paths = checkpointing._numbered_checkpoints(run.workdir / "checkpoints")
+        by_step = {}
+        for path in reversed(paths):  # Oldest first.
+            checkpointing.restore(checkpoint, path)
+            by_step[path.rsplit("-", 1)[1]] = measure()
+        checkpointing.restore(checkpoint, paths[0])
+        results["by_step"] = by_step
+    return results, {}
+
+
 PROTOCOLS: dict[str, Callable] = {
     "nll": nll,
     "recall_sizes": recall_sizes,
@@ -626,4 +709,5 @@ PROTOCOLS: dict[str, Callable] = {
     "figures": figures,
     "large_memory": large_memory,
     "address_usage": address_usage,
+    "gradient_variance": gradient_variance_protocol,
 }

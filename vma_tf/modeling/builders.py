@@ -23,6 +23,7 @@ from vma_tf.modeling import conv, networks
 from vma_tf.modeling.addressing import AddressingHead
 from vma_tf.modeling.memory import MemoryBuffer
 from vma_tf.modeling.models import VAE, VMA, LatentVariableModel, SoftAttentionVAE
+from vma_tf.modeling.nvil import NVILBaseline
 from vma_tf.modeling.similarity import NormalizedSimilarity
 
 
@@ -45,7 +46,26 @@ def _common(config: ModelConfig, seed: int) -> dict:
         baseline=config.baseline,
         seed=seed,
         weight_decay=config.weight_decay,
+        **_estimator_args(config),
     )
+
+
+def _estimator_args(config: ModelConfig) -> dict:
+    """Estimator settings of every model (only a VMA's address uses them)."""
+    return dict(
+        estimator=config.estimator,
+        gumbel_temperature=config.gumbel_temperature,
+        straight_through=config.straight_through,
+    )
+
+
+def _nvil_baseline(config: ModelConfig, x_shape) -> dict:
+    """`{"nvil_baseline": NVILBaseline}` for a VMA trained with NVIL, else
+    `{}` (other models have no such variables, so their checkpoints do not
+    change)."""
+    if config.kind != "vma" or config.estimator != "nvil":
+        return {}
+    return {"nvil_baseline": NVILBaseline(x_shape, name="nvil_baseline")}
 
 
 def build_model(
@@ -147,6 +167,7 @@ def build_conv_model(
         memory_net=pyramid,
         name="vma",
         **common,
+        **_nvil_baseline(config, x_shape),
     )
 
 
@@ -168,7 +189,12 @@ def build_mlp_model(
     x_dim = int(x_shape[0])
     hidden = tuple(config.hidden_units)
     z2 = 2 * config.latent_dim
-    common = dict(num_samples=config.num_samples, baseline=config.baseline, seed=seed)
+    common = dict(
+        num_samples=config.num_samples,
+        baseline=config.baseline,
+        seed=seed,
+        **_estimator_args(config),
+    )
     if config.kind == "vae":
         return VAE(
             encoder=networks.mlp(hidden, z2, name="encoder"),
@@ -201,4 +227,5 @@ def build_mlp_model(
         ),
         name="vma",
         **common,
+        **_nvil_baseline(config, x_shape),
     )

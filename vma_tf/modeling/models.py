@@ -3,8 +3,10 @@
 Both models implement `compute_terms(x, memory, num_samples, seed)`, returning
 the `[K, B]` log importance weights and the diagnostics. The shared
 `LatentVariableModel.train_step` only composes: sample a seed, compute the
-terms, hand the log-weights to the estimator (`vma_tf.estimators`), apply the
-gradients, update metrics.
+terms, hand the log-weights to the estimator (`vma_tf.estimators`, chosen by
+`estimator`), apply the gradients, update metrics. Evaluation (`test_step`,
+`call`) always uses the discrete model and the plain K-sample bound L_K,
+whatever the training estimator.
 
 Inputs are batches `{"x": [B, *x], "memory": [|M|, *entry]}` (`"memory"` only
 for episodic memory).
@@ -39,6 +41,9 @@ class Terms(NamedTuple):
             sampled addresses.
         recon: `[B]` -log p(x | a_k, z_k) averaged over the K samples.
         addresses: `[K, B]` sampled addresses (or None).
+        log_q: `[K, B]` log q(a_k, z_k | x) (the joint of the address and z),
+            or None. With `stop_z_gradient=True` it is evaluated at fixed z
+            (what reweighted wake-sleep needs).
     """
 
     log_weights: tf.Tensor
@@ -47,6 +52,7 @@ class Terms(NamedTuple):
     kl_z: tf.Tensor
     recon: tf.Tensor
     addresses: tf.Tensor | None = None
+    log_q: tf.Tensor | None = None
 
 
 def _seed(seed) -> tf.Tensor:
@@ -54,15 +60,27 @@ def _seed(seed) -> tf.Tensor:
 
 
 class LatentVariableModel(keras.Model):
-    """Base class: the VIMCO / IWAE `train_step` and `test_step`.
+    """Base class: the `train_step` (any estimator) and `test_step`.
 
     Args:
         num_samples: K.
-        baseline: VIMCO baseline, `"arithmetic"` or `"geometric"`.
+        baseline: VIMCO baseline, `"arithmetic"` or `"geometric"` (kept for
+            old configs: `estimator="vimco"` with `"geometric"` is
+            `"vimco_geometric"`).
         seed: seeds the training and evaluation `keras.random.SeedGenerator`s.
         weight_decay: L2 penalty `weight_decay * sum(theta^2)` added to the
             loss for every trainable variable except learned memory.
+        estimator: address gradient estimator used in training, one of
+            `estimators.ESTIMATORS` (models without an address always train
+            with the IWAE gradient).
+        gumbel_temperature: temperature of the relaxed address (`"gumbel"`).
+        straight_through: `"gumbel"` with the hard one-hot address in the
+            forward pass and the relaxed gradient (straight-through).
+        nvil_baseline: `NVILBaseline` layer, required by `"nvil"`.
     """
+
+    # True for models with a discrete address (the estimator matters).
+    has_addresses = False
 
     def __init__(
         self,
@@ -70,6 +88,10 @@ class LatentVariableModel(keras.Model):
         baseline: str = "arithmetic",
         seed: int = 0,
         weight_decay: float = 0.0,
+        estimator: str = "vimco",
+        gumbel_temperature: float = 0.5,
+        straight_through: bool = False,
+        nvil_baseline=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -78,6 +100,17 @@ class LatentVariableModel(keras.Model):
             raise ValueError(f"num_samples must be >= 2 for VIMCO; got {num_samples}")
         self.num_samples = num_samples
         self.baseline = baseline
+        estimators.check_estimator(estimator)
+        if estimator == "vimco" and baseline == "geometric":
+            estimator = "vimco_geometric"
+        self.estimator = estimator
+        if not gumbel_temperature > 0:
+            raise ValueError(
+                f"gumbel_temperature must be > 0; got {gumbel_temperature}"
+            )
+        self.gumbel_temperature = gumbel_temperature
+        self.straight_through = straight_through
+        self.nvil_baseline = nvil_baseline
         self.seed_generator = keras.random.SeedGenerator(seed, name="train_seed")
         self._eval_seed = seed + 1
         self.eval_seed_generator = keras.random.SeedGenerator(
@@ -126,13 +159,54 @@ class LatentVariableModel(keras.Model):
     def metrics(self):
         return [*self._trackers, self._skipped]
 
-    def objective(self, terms: Terms) -> tf.Tensor:
-        """`[B]` surrogate: value L_K, gradient VIMCO (or IWAE without a)."""
+    def objective(self, terms: Terms, x=None, estimator=None) -> tf.Tensor:
+        """`[B]` training surrogate of `estimator` (default: the model's).
+
+        Its value is L_K of `terms.log_weights` and its gradient the
+        estimator's (IWAE for models without an address and for relaxed
+        `"gumbel"` terms, which carry no `log_q_a`).
+
+        Args:
+            terms: from `compute_terms` (`stop_z_gradient=True` for `"rws"`)
+                or `compute_relaxed_terms` (`"gumbel"`).
+            x: `[B, *x]` targets (needed by `"nvil"`'s baseline b(x)).
+            estimator: one of `estimators.ESTIMATORS`.
+
+        Returns:
+            `[B]` surrogate to maximise.
+        """
+        estimator = estimators.check_estimator(estimator or self.estimator)
         if terms.log_q_a is None:
             return estimators.iwae_bound(terms.log_weights)
-        return estimators.vimco_objective(
-            terms.log_weights, terms.log_q_a, self.baseline
+        if estimator in ("vimco", "vimco_geometric"):
+            baseline = "geometric" if estimator == "vimco_geometric" else "arithmetic"
+            return estimators.vimco_objective(
+                terms.log_weights, terms.log_q_a, baseline
+            )
+        if estimator == "nvil":
+            nvil = self._require_nvil()
+            return estimators.nvil_objective(
+                terms.log_weights,
+                terms.log_q_a,
+                self._head(nvil(x)),
+                nvil.centre,
+                nvil.scale(),
+            )
+        if estimator == "rws":
+            if terms.log_q is None:
+                raise ValueError("estimator 'rws' needs terms with log_q")
+            return estimators.rws_objective(terms.log_weights, terms.log_q)
+        raise ValueError(
+            "estimator 'gumbel' needs relaxed terms (compute_relaxed_terms)"
         )
+
+    def _require_nvil(self):
+        if self.nvil_baseline is None:
+            raise ValueError(
+                "estimator 'nvil' needs a model built with an NVILBaseline "
+                "(ModelConfig.estimator='nvil')"
+            )
+        return self.nvil_baseline
 
     @staticmethod
     def _unpack(data):
@@ -176,9 +250,55 @@ class LatentVariableModel(keras.Model):
             ]
         )
 
-    def loss_and_terms(self, x, memory, seed):
-        terms = self.compute_terms(x, memory, self.num_samples, seed)
-        loss = -tf.reduce_mean(self.objective(terms))
+    def training_terms(self, x, memory, seed, estimator=None) -> Terms:
+        """The terms `estimator` trains on: relaxed for `"gumbel"`, with
+        fixed z for `"rws"`, else the discrete model's `compute_terms`."""
+        estimator = estimators.check_estimator(estimator or self.estimator)
+        if self.has_addresses and estimator == "gumbel":
+            return self.compute_relaxed_terms(x, memory, self.num_samples, seed)
+        if self.has_addresses and estimator == "rws":
+            return self.compute_terms(
+                x, memory, self.num_samples, seed, stop_z_gradient=True
+            )
+        return self.compute_terms(x, memory, self.num_samples, seed)
+
+    def loss_and_terms(
+        self, x, memory, seed, training=True, estimator=None, update_statistics=True
+    ):
+        """`(loss, terms)`: the negated mean surrogate (plus penalties).
+
+        Args:
+            x: `[B, *x]` targets.
+            memory: `[|M|, *entry]` or None.
+            seed: stateless seed `[2]`.
+            training: the estimator's surrogate on its training terms; False:
+                the discrete model's L_K (evaluation), whatever the estimator.
+            estimator: overrides the model's estimator (e.g. to measure
+                another estimator's gradient on this model).
+            update_statistics: in training with `"nvil"`, move the running
+                mean/variance towards this batch before using them (False:
+                use them as they are, e.g. to measure gradient variance).
+        """
+        if not training:
+            terms = self.compute_terms(x, memory, self.num_samples, seed)
+            objective = estimators.iwae_bound(terms.log_weights)
+        else:
+            estimator = estimators.check_estimator(estimator or self.estimator)
+            terms = self.training_terms(x, memory, seed, estimator)
+            if (
+                self.has_addresses
+                and estimator == "nvil"
+                and update_statistics
+                and terms.log_q_a is not None
+            ):
+                nvil = self._require_nvil()
+                nvil.update(
+                    *estimators.nvil_signal_statistics(
+                        terms.log_weights, self._head(nvil(x))
+                    )
+                )
+            objective = self.objective(terms, x, estimator)
+        loss = -tf.reduce_mean(objective)
         if self.weight_decay:
             loss = loss + self.weight_decay * self.l2_penalty()
         if self.losses:
@@ -261,7 +381,7 @@ class LatentVariableModel(keras.Model):
     def test_step(self, data):
         x, memory = self._unpack(data)
         seed, _, _ = self._replica_seed(self.eval_seed_generator.next())
-        loss, terms = self.loss_and_terms(x, memory, seed)
+        loss, terms = self.loss_and_terms(x, memory, seed, training=False)
         return self._update_metrics(loss, terms)
 
     def call(self, inputs, training=False):
@@ -303,7 +423,13 @@ class VMA(LatentVariableModel):
     `encoder` and `decoder` implement `memory_features(...)` (per-entry
     tensors, any nest; the encoder's from the raw entries) and
     `call(input, gathered_features)`.
+
+    For the `"gumbel"` estimator, `compute_relaxed_terms` replaces the gather
+    by a relaxed one-hot address `y` `[K, B, |M|]` contracted with the same
+    per-entry tensors (sum_a y_a f(m_a)).
     """
+
+    has_addresses = True
 
     def __init__(
         self,
@@ -360,6 +486,7 @@ class VMA(LatentVariableModel):
         addresses=None,
         state=None,
         sample_offset=0,
+        stop_z_gradient=False,
     ) -> Terms:
         """K-sample log-weights and diagnostics.
 
@@ -375,6 +502,8 @@ class VMA(LatentVariableModel):
             sample_offset: index of the first of these K samples in a longer
                 draw with the same seed: chunks [k0, k0 + k) of one draw
                 reproduce the unchunked draw exactly.
+            stop_z_gradient: treat z as a fixed sample (no reparameterised
+                gradient; for reweighted wake-sleep). Values are unchanged.
 
         Returns:
             `Terms`.
@@ -399,12 +528,49 @@ class VMA(LatentVariableModel):
         gather = lambda t: tf.nest.map_structure(  # [K, B, ..]
             lambda u: tf.gather(u, addresses), t
         )
-        q_z = networks.gaussian(self._head(self.encoder(x, gather(state["encoder"]))))
-        p_z = networks.gaussian(self._head(gather(state["prior_z"])))
+        return self._terms_given_addresses(
+            x,
+            state,
+            gather,
+            (q_a, p_a),
+            (log_p_a, log_q_a),
+            seed_z,
+            sample_offset,
+            stop_z_gradient,
+            addresses,
+            log_q_a,
+        )
+
+    def _terms_given_addresses(
+        self,
+        x,
+        state,
+        select,
+        address_dists,
+        address_log_probs,
+        seed_z,
+        sample_offset,
+        stop_z_gradient,
+        addresses,
+        log_q_a,
+    ) -> Terms:
+        """The z part of the terms, given how entries are selected.
+
+        `select` maps a nest of per-entry tensors `[|M|, ...]` to `[K, B, ...]`
+        (a gather, or a relaxed mixture); `address_log_probs` =
+        `(log p(a_k), log q(a_k|x))` `[K, B]` enter the log-weights.
+        """
+        q_a, p_a = address_dists
+        log_p_a, log_q_a_term = address_log_probs
+        q_z = networks.gaussian(self._head(self.encoder(x, select(state["encoder"]))))
+        p_z = networks.gaussian(self._head(select(state["prior_z"])))
         z = sampling.sample(q_z, seed_z, (), sample_offset)  # [K, B, Z]
-        logits = self._head(self.decoder(z, gather(state["decoder"])))
+        if stop_z_gradient:
+            z = tf.stop_gradient(z)
+        logits = self._head(self.decoder(z, select(state["decoder"])))
         log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
-        log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z) + log_p_a - log_q_a
+        log_q_z = q_z.log_prob(z)
+        log_weights = log_px + p_z.log_prob(z) - log_q_z + log_p_a - log_q_a_term
         return Terms(
             log_weights=log_weights,
             log_q_a=log_q_a,
@@ -412,6 +578,103 @@ class VMA(LatentVariableModel):
             kl_z=tf.reduce_mean(tfd.kl_divergence(q_z, p_z), axis=0),
             recon=-tf.reduce_mean(log_px, axis=0),
             addresses=addresses,
+            log_q=log_q_a_term + log_q_z,
+        )
+
+    def relaxed_addresses(self, logits, num_samples, seed, temperature):
+        """Gumbel-softmax sample: log y `[K, B, |M|]` and argmax y `[K, B]`.
+
+        log y = log_softmax((logits + G) / temperature) with the same Gumbel
+        noise G as `sampling.categorical(logits, K, seed)`, so argmax y is
+        exactly the address the discrete model samples with this seed (below
+        `sampling.HIERARCHICAL_MIN_CATEGORIES` slots; above, the discrete
+        sampler draws in two stages and the relaxation still uses one
+        Gumbel per slot).
+        (Sampled here rather than by `tfd.ExpRelaxedOneHotCategorical.sample`
+        for noise that is identical with and without XLA.)
+        """
+        shape = tf.concat([[num_samples], tf.shape(logits)], axis=0)
+        u = sampling.uniform(shape, seed, logits.dtype)
+        perturbed = logits + -tf.math.log(-tf.math.log(u))
+        hard = tf.argmax(perturbed, axis=-1, output_type=tf.int32)
+        return tf.nn.log_softmax(perturbed / temperature, axis=-1), hard
+
+    def compute_relaxed_terms(
+        self,
+        x,
+        memory=None,
+        num_samples=None,
+        seed=None,
+        temperature=None,
+        straight_through=None,
+        state=None,
+    ) -> Terms:
+        """K-sample terms of the relaxed model (the `"gumbel"` estimator).
+
+        The address is a relaxed one-hot y ~ Concrete(q(a|x), temperature)
+        (Gumbel-softmax); every per-entry tensor f(m_a) is replaced by
+        sum_a y_a f(m_a). The address part of the log-weight is
+        log p_tau(y) - log q_tau(y) with the Concrete densities of the prior
+        and the posterior (`tfd.ExpRelaxedOneHotCategorical`, evaluated at
+        log y). With `straight_through`, the forward pass uses the hard
+        one-hot of argmax y (the discrete model's sample and log-weights,
+        log p(a) - log q(a|x) for the address) and the gradient flows through
+        the relaxed y.
+
+        Args:
+            x: `[B, *x]` targets.
+            memory: `[|M|, *entry]` episodic contents (None for learned memory).
+            num_samples: K.
+            seed: stateless seed `[2]` (split as in `compute_terms`).
+            temperature: relaxation temperature (default: the model's).
+            straight_through: default: the model's.
+            state: precomputed `memory_state(memory)`.
+
+        Returns:
+            `Terms` with `log_q_a=None` (no score function), `addresses` the
+            hard addresses argmax y, `kl_a` the exact discrete KL.
+        """
+        num_samples = num_samples or self.num_samples
+        temperature = temperature or self.gumbel_temperature
+        if straight_through is None:
+            straight_through = self.straight_through
+        x = tf.cast(x, self.head_dtype)
+        if state is None:
+            state = self.memory_state(memory)
+        q_a, p_a = self.address_distributions(x, state=state)
+        seed_a, seed_z = tf.unstack(
+            tf.random.experimental.stateless_split(_seed(seed), 2)
+        )
+        logits = q_a.logits_parameter()  # [B, |M|]
+        log_q_all = tf.nn.log_softmax(logits)
+        log_p_all = tf.nn.log_softmax(p_a.logits_parameter())  # [|M|]
+        log_y, hard = self.relaxed_addresses(logits, num_samples, seed_a, temperature)
+        if straight_through:
+            soft = tf.exp(log_y)
+            y = tf.one_hot(hard, tf.shape(logits)[-1], dtype=soft.dtype)
+            y = y + (soft - tf.stop_gradient(soft))  # Forward: exactly one-hot.
+            log_p_a = tf.reduce_sum(y * log_p_all, axis=-1)
+            log_q_a = tf.reduce_sum(y * log_q_all, axis=-1)
+        else:
+            y = tf.exp(log_y)
+            t = tf.cast(temperature, log_y.dtype)
+            concrete = lambda lg: tfd.ExpRelaxedOneHotCategorical(t, logits=lg)
+            log_p_a = concrete(log_p_all).log_prob(log_y)
+            log_q_a = concrete(log_q_all).log_prob(log_y)
+        mix = lambda t: tf.nest.map_structure(  # [K, B, ..]
+            lambda u: tf.tensordot(tf.cast(y, u.dtype), u, axes=[[2], [0]]), t
+        )
+        return self._terms_given_addresses(
+            x,
+            state,
+            mix,
+            (q_a, p_a),
+            (log_p_a, log_q_a),
+            seed_z,
+            0,
+            False,
+            hard,
+            None,
         )
 
     def sample(self, addresses, memory=None, seed=None):
