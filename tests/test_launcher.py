@@ -24,6 +24,7 @@ def run(args, tmp_path, env=None):
 BAD = [
     (["--preset=nope"], "--preset='nope' is unknown"),
     (["--num_samples=1"], "--num_samples=1 must be >= 2"),
+    (["--preset=mnist_vae", "--estimator=rws"], "--estimator=rws needs a VMA"),
     (["--memory_size=0"], "--memory_size=0 must be >= 1"),
     (["--memory_size=20000"], "exceeds the 10000 images"),
     (["--preset=mnist_vae", "--batch_size=20000"], "--batch_size=20000 exceeds"),
