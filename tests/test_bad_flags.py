@@ -74,6 +74,7 @@ TABLE = [
         ["--gumbel_temperature=0"],
         "--gumbel_temperature=0.0 must be a positive",
     ),
+    ("train", ["--preset=mnist_vae", "--estimator=rws"], "--estimator=rws needs a VMA"),
     (
         "train",
         ["--init_from=/nonexistent/run"],

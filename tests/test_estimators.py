@@ -575,3 +575,15 @@ def test_gradient_variance_is_seeded_and_per_estimator():
     plain, _, _ = _tiny_float32_vma("vimco")
     with pytest.raises(ValueError, match="NVILBaseline"):
         gradient_variance.gradient_draws(plain, x, mem, "nvil", 2, jit=False)
+
+
+def test_estimator_names_agree_everywhere():
+    """One list of names: estimators, configs (no TF import) and the flags."""
+    from absl import flags
+
+    from launchers import train  # noqa: F401  (defines the flags)
+    from vma_tf import configs
+
+    assert configs.ESTIMATORS == estimators.ESTIMATORS
+    assert set(estimators.UNBIASED_ESTIMATORS) < set(estimators.ESTIMATORS)
+    assert tuple(flags.FLAGS["estimator"].parser.enum_values) == estimators.ESTIMATORS
