@@ -1,9 +1,29 @@
-"""Helpers for tests that start processes on 127.0.0.1 (not a test module)."""
+"""Helpers for tests that start processes (launchers, local servers on
+127.0.0.1); not a test module."""
 
 import os
+import pathlib
 import signal
 import socket
+import subprocess
+import sys
 import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_launcher(name, args, cwd=REPO, env=None):
+    """`python -m launchers.NAME *args` to completion (5 min at most), output
+    captured; `env` entries are added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", f"launchers.{name}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def free_ports(n):

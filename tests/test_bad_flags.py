@@ -6,13 +6,11 @@ float, enum or list flag a launcher defines must appear in one of its rows
 (read from `--helpxml`, so a new flag without a row fails here).
 """
 
-import os
 import pathlib
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+from local_processes import run_launcher
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHERS = sorted(
@@ -178,18 +176,6 @@ TABLE = [
 ]
 
 
-def run(launcher, args, cwd, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", f"launchers.{launcher}", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "TMPDIR": str(cwd), **(env or {})},
-    )
-
-
 def files_under(path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
@@ -207,7 +193,8 @@ def test_bad_flags_one_line_exit_2_nothing_written(tmp_path, launcher, args, mes
     if launcher == "train" and not any(a.startswith("--workdir") for a in args):
         args.append(f"--workdir={new}")
     before = files_under(tmp_path)
-    proc = run(launcher, args, tmp_path)
+    # Temporary files of the launcher stay under tmp_path (checked below).
+    proc = run_launcher(launcher, args, env={"TMPDIR": str(tmp_path)})
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
@@ -218,7 +205,7 @@ def test_bad_flags_one_line_exit_2_nothing_written(tmp_path, launcher, args, mes
 
 def _checked_flags(launcher):
     """Names of the int/float/enum/list flags defined in launchers/NAME.py."""
-    proc = run(launcher, ["--helpxml"], REPO)
+    proc = run_launcher(launcher, ["--helpxml"])
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     root = ET.fromstring(proc.stdout)
     names = []

@@ -137,13 +137,15 @@ def test_fewer_than_two_samples_is_an_error():
         estimators.vimco_objective(tf.zeros([3, 3]), tf.zeros([3, 3]), "median")
 
 
-def _tiny_vma(memory, estimator="vimco"):
+def _build_tiny_vma(memory, estimator, memory_size, hidden, batch, dtype):
+    """A tiny MLP VMA on 5-pixel images, its targets `[batch, 5]` and (for
+    episodic memory) a memory `[memory_size, 5]`, variables created."""
     config = ModelConfig(
         kind="vma",
         memory=memory,
-        memory_size=3,
-        memory_dim=4,
-        hidden_units=(6,),
+        memory_size=memory_size,
+        memory_dim=memory_size + 1,
+        hidden_units=(hidden,),
         latent_dim=2,
         embed_dim=3,
         num_samples=3,
@@ -152,11 +154,16 @@ def _tiny_vma(memory, estimator="vimco"):
     keras.utils.set_random_seed(0)
     model = build_mlp_model(config, (5,), seed=0)
     rng = np.random.default_rng(3)
-    x = tf.constant((rng.uniform(size=(2, 5)) > 0.5).astype(np.float64))
+    x = tf.constant((rng.uniform(size=(batch, 5)) > 0.5).astype(dtype))
     mem = None
     if memory == "episodic":
-        mem = tf.constant((rng.uniform(size=(3, 5)) > 0.5).astype(np.float64))
+        mem = tf.constant((rng.uniform(size=(memory_size, 5)) > 0.5).astype(dtype))
     model.compute_terms(x, mem, 3, seed=(0, 0))  # Create variables.
+    return model, x, mem, rng
+
+
+def _tiny_vma(memory, estimator="vimco"):
+    model, x, mem, rng = _build_tiny_vma(memory, estimator, 3, 6, 2, np.float64)
     # Make the addressing non-trivial so every tuple has distinct weight.
     for v in model.trainable_variables:
         v.assign(v + tf.constant(rng.normal(scale=0.5, size=v.shape), v.dtype))
@@ -474,25 +481,7 @@ def test_gumbel_relaxed_address_and_straight_through_forward(float64):
 
 
 def _tiny_float32_vma(estimator, memory="episodic"):
-    config = ModelConfig(
-        kind="vma",
-        memory=memory,
-        memory_size=4,
-        memory_dim=5,
-        hidden_units=(8,),
-        latent_dim=2,
-        embed_dim=3,
-        num_samples=3,
-        estimator=estimator,
-    )
-    keras.utils.set_random_seed(0)
-    model = build_mlp_model(config, (5,), seed=0)
-    rng = np.random.default_rng(3)
-    x = tf.constant((rng.uniform(size=(6, 5)) > 0.5).astype(np.float32))
-    mem = None
-    if memory == "episodic":
-        mem = tf.constant((rng.uniform(size=(4, 5)) > 0.5).astype(np.float32))
-    model.compute_terms(x, mem, 3, seed=(0, 0))
+    model, x, mem, _ = _build_tiny_vma(memory, estimator, 4, 8, 6, np.float32)
     return model, x, mem
 
 

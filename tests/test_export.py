@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-from local_processes import free_ports
+from local_processes import free_ports, run_launcher
 
 from vma_tf import configs, estimators, export, serving_client, training
 from vma_tf.classification import address_class_probs
@@ -373,17 +373,6 @@ def test_bad_inputs_raise_invalid_argument(
     inputs[name] = bad(run["inputs"]["classify"])
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call(loaded[preset], sig, inputs)
-
-
-def run_launcher(name, args, cwd=REPO):
-    return subprocess.run(
-        [sys.executable, "-m", f"launchers.{name}", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_export_launcher_refuses_bad_flags_with_one_line(served, tmp_path):

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from test_training import tiny
+from test_training import all_checkpoint_values, tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -48,11 +48,9 @@ def train_rows(workdir):
 
 def final_values(workdir):
     path = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
-    return path, {
-        n: tf.train.load_variable(path, n)
-        for n, _ in tf.train.list_variables(path)
-        if n != "save_counter/.ATTRIBUTES/VARIABLE_VALUE"  # Counts saves.
-    }
+    values = all_checkpoint_values(path)
+    del values["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]  # Counts saves.
+    return path, values
 
 
 def test_sigkill_at_a_random_step_then_rerun_is_bit_equal(tmp_path):

@@ -509,12 +509,8 @@ class VMA(LatentVariableModel):
             `Terms`.
         """
         num_samples = num_samples or self.num_samples
-        x = tf.cast(x, self.head_dtype)
-        if state is None:
-            state = self.memory_state(memory)
-        q_a, p_a = self.address_distributions(x, state=state)
-        seed_a, seed_z = tf.unstack(
-            tf.random.experimental.stateless_split(_seed(seed), 2)
+        x, state, q_a, p_a, seed_a, seed_z = self._address_inputs(
+            x, memory, state, seed
         )
         if addresses is None:
             addresses = sampling.sample(q_a, seed_a, [num_samples], sample_offset)
@@ -540,6 +536,24 @@ class VMA(LatentVariableModel):
             addresses,
             log_q_a,
         )
+
+    def _address_inputs(self, x, memory, state, seed):
+        """What the discrete and the relaxed terms both start from.
+
+        Returns:
+            `(x, state, q_a, p_a, seed_a, seed_z)`: `x` in the head dtype,
+            the per-entry state (`memory_state(memory)` unless given), q(a|x)
+            and p(a), and the seeds of the address and of z (one stateless
+            split of `seed`).
+        """
+        x = tf.cast(x, self.head_dtype)
+        if state is None:
+            state = self.memory_state(memory)
+        q_a, p_a = self.address_distributions(x, state=state)
+        seed_a, seed_z = tf.unstack(
+            tf.random.experimental.stateless_split(_seed(seed), 2)
+        )
+        return x, state, q_a, p_a, seed_a, seed_z
 
     def _terms_given_addresses(
         self,
@@ -638,12 +652,8 @@ class VMA(LatentVariableModel):
         temperature = temperature or self.gumbel_temperature
         if straight_through is None:
             straight_through = self.straight_through
-        x = tf.cast(x, self.head_dtype)
-        if state is None:
-            state = self.memory_state(memory)
-        q_a, p_a = self.address_distributions(x, state=state)
-        seed_a, seed_z = tf.unstack(
-            tf.random.experimental.stateless_split(_seed(seed), 2)
+        x, state, q_a, p_a, seed_a, seed_z = self._address_inputs(
+            x, memory, state, seed
         )
         logits = q_a.logits_parameter()  # [B, |M|]
         log_q_all = tf.nn.log_softmax(logits)
