@@ -135,6 +135,7 @@ class ModelConfig:
     skip_levels: int = 4
     tie_pyramid: bool = False
     fast_convs: bool = False
+    decoder_refine: int = 0
 
     def __post_init__(self):
         # One name per estimator: vimco + geometric baseline is
@@ -253,6 +254,7 @@ FLAG_FIELDS = {
     "skip_mode": ("model", "skip_mode"),
     "skip_levels": ("model", "skip_levels"),
     "tie_pyramid": ("model", "tie_pyramid"),
+    "decoder_refine": ("model", "decoder_refine"),
     "channels": ("model", "channels"),
     "weight_decay": ("model", "weight_decay"),
     "batch_classes": ("data", "batch_classes"),

@@ -103,6 +103,7 @@ def build_conv_model(
         skip_mode=config.skip_mode,
         skip_levels=config.skip_levels,
         fast=fast,
+        refine=config.decoder_refine,
         name="decoder",
     )
     if config.kind == "vae":

@@ -325,6 +325,11 @@ class ConvDecoder(keras.layers.Layer):
             with `fast=True`: same variables and outputs as
             `Conv2DTranspose`, no work on dilation holes; default False, as
             `ModelConfig.fast_convs`).
+        refine: extra 3x3 ReLU conv layers at full resolution before the
+            logits (0: the logits conv is the one that sees the full-resolution
+            skip, so the output is *linear* in m_a's finest features; >= 1:
+            the first refine conv takes the skip and the output can gate the
+            template by the z path).
 
     Per-entry work: with `skip_mode="concat"` the conv after each skip sees
     `[relu(h), s_a]`, and conv([h, s]) = conv_h(h) + conv_s(s): the s-half
@@ -348,6 +353,7 @@ class ConvDecoder(keras.layers.Layer):
         skip_mode: str = "concat",
         skip_levels: int | None = None,
         fast: bool = False,
+        refine: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -379,11 +385,19 @@ class ConvDecoder(keras.layers.Layer):
             self.upconvs.append(
                 SubPixelConv2DTranspose(channels, fast=fast, name=f"upconv_{i}")
             )
+        self.refine = [
+            keras.layers.Conv2D(
+                channels, 3, padding="same", activation="relu", name=f"refine_{i}"
+            )
+            for i in range(refine)
+        ]
         self.out = keras.layers.Conv2D(c, 3, padding="same", name="logits")
 
     def _conv_after(self, level: int):
         """The conv that follows the skip of `level` (coarsest = 0)."""
-        return self.convs[level] if level < len(self.convs) else self.out
+        if level < len(self.convs):
+            return self.convs[level]
+        return self.refine[0] if self.refine else self.out
 
     def _projects(self, level: int) -> bool:
         """Whether the skip of `level` is concatenated (and so projected)."""
@@ -440,8 +454,12 @@ class ConvDecoder(keras.layers.Layer):
             h = self._merge_conv(h, skips[i], i)
             th, tw = self.sizes[-2 - i]
             h = upconv(h)[:, :th, :tw, :]
-        logits = self._merge_conv(h, skips[-1], len(self.upconvs))
-        return _unfold(logits, lead, 3)
+        h = self._merge_conv(h, skips[-1], len(self.upconvs))
+        if self.refine:  # h is the first refine conv's (ReLU) output.
+            for layer in self.refine[1:]:
+                h = layer(h)
+            h = self.out(h)
+        return _unfold(h, lead, 3)
 
 
 class ConvEmbedder(keras.layers.Layer):
