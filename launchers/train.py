@@ -86,6 +86,11 @@ flags.DEFINE_integer(
 flags.DEFINE_boolean(
     "tie_pyramid", None, "Share q(z|x,m)'s conv layers with m's pyramid (conv)."
 )
+flags.DEFINE_integer(
+    "decoder_refine",
+    None,
+    "Extra full-resolution ReLU conv layers before the conv decoder's logits.",
+)
 flags.DEFINE_string(
     "init_from",
     None,

@@ -19,12 +19,14 @@ def _config(preset="omniglot_fewshot", **model):
     cfg = configs.get_preset(preset).model
     return dataclasses.replace(
         cfg,
-        channels=4,
-        hidden_units=(8,),
-        latent_dim=3,
-        embed_dim=5,
-        memory_size=M,
-        **model,
+        **{
+            "channels": 4,
+            "hidden_units": (8,),
+            "latent_dim": 3,
+            "embed_dim": 5,
+            "memory_size": M,
+            **model,
+        },
     )
 
 
@@ -302,3 +304,49 @@ def test_variable_paths_are_scoped_and_unique(preset):
     dec = model.decoder
     convs = [*dec.convs, *dec.upconvs, dec.out]
     assert all(v.path.startswith("decoder/") for c in convs for v in c.variables)
+
+
+# -- the z part's per-entry nets on the addressed entries (|M| > K B) ---------
+
+
+@pytest.mark.parametrize(
+    "preset,size", [("omniglot_fewshot", 26), ("omniglot_learned", 28)]
+)
+def test_per_sample_entry_work_gives_the_same_terms_and_gradients(preset, size):
+    """`entry_work="per_sample"` (the z part's nets on the K B addressed
+    entries, what "auto" does for |M| > K B) computes the same log-weights,
+    diagnostics and gradients as running them once per entry and gathering."""
+    rows = 2 * K * B  # |M| > K B: "auto" picks the per-sample path.
+    model = build_model(_config(preset, memory_size=rows), (size, size, 1), seed=0)
+    x = _images([B, size, size, 1])
+    memory = None if preset == "omniglot_learned" else _images([rows, size, size, 1], 1)
+    model.compute_terms(x, memory, K, seed=(0, 0))
+    assert model._per_sample_entries(memory, K, x)
+    assert not model._per_sample_entries(memory, rows, x)  # K B >= |M|.
+    results = {}
+    for work in ("per_entry", "per_sample", "auto"):
+        model.entry_work = work
+        with tf.GradientTape() as tape:
+            terms = model.compute_terms(x, memory, K, seed=(3, 4))
+            loss = -tf.reduce_sum(terms.log_weights)
+        grads = tape.gradient(loss, model.trainable_variables)
+        results[work] = (terms, grads)
+    ref_terms, ref_grads = results["per_entry"]
+    for work in ("per_sample", "auto"):
+        terms, grads = results[work]
+        np.testing.assert_array_equal(terms.addresses, ref_terms.addresses)
+        for name in ("log_weights", "log_q_a", "kl_a", "kl_z", "recon"):
+            np.testing.assert_allclose(
+                getattr(terms, name), getattr(ref_terms, name), rtol=1e-5, atol=1e-4
+            )
+        assert len(grads) == len(ref_grads) > 20
+        for v, g, r in zip(model.trainable_variables, grads, ref_grads):
+            assert (g is None) == (r is None), v.path
+            if g is not None:
+                np.testing.assert_allclose(
+                    tf.convert_to_tensor(g),
+                    tf.convert_to_tensor(r),
+                    rtol=1e-4,
+                    atol=1e-5,
+                    err_msg=v.path,
+                )

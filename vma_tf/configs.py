@@ -438,6 +438,7 @@ def validate(config: Config) -> Config:
     _choice("decoder_context", m.decoder_context, ("first", "all"))
     _choice("skip_mode", m.skip_mode, ("concat", "add"))
     _choice("skip_levels", m.skip_levels, (0, 1, 2, 3, 4))
+    _at_least("decoder_refine", m.decoder_refine, 0)
     _choice("strategy", t.strategy, ("default", "mirrored", "multi_worker"))
     if d.task == "episodes":  # Before the sizes derived from them.
         for flag in ("batch_classes", "targets_per_class", "memory_per_class"):

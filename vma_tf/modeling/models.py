@@ -398,15 +398,25 @@ class LatentVariableModel(keras.Model):
         state.assign(tf.constant([self._eval_seed, 0], state.dtype))
 
 
+# Where `VMA.compute_terms` runs the z part's per-entry nets: "auto" (on
+# the K B addressed entries when |M| > K B, else once per entry), or forced.
+ENTRY_WORK = ("auto", "per_entry", "per_sample")
+
+
 class VMA(LatentVariableModel):
     """Variational Memory Addressing (paper eq. 1-3).
 
     p(x|M) = sum_a p(a|M) ∫ p(z|m_a) p(x|z, m_a) dz, with
     q(a, z|M, x) = q(a|M, x) q(z|m_a, x).
 
-    Per-memory-entry work — embeddings e_a, prior logits, p(z|m_a) parameters
-    and the memory halves of the q(z|.) and p(x|.) first layers — is computed
-    once per call and gathered by the sampled addresses.
+    Per-memory-entry work is computed once per call, never per sample. The
+    addressing part — embeddings e_a and prior logits — runs on all |M|
+    entries (q(a|x) is normalised over them). The z part — p(z|m_a)
+    parameters, m's pyramid and the memory halves of the q(z|.) and p(x|.)
+    layers (`entry_features`) — runs on all |M| entries and is gathered by
+    the sampled addresses when |M| <= K B, and on the K B addressed entries
+    only when |M| > K B (`entry_work="auto"`): the same function and
+    gradients, at a cost that stops growing with |M| beyond K B.
 
     Args:
         memory: `MemoryBuffer` (learned or episodic).
@@ -440,9 +450,15 @@ class VMA(LatentVariableModel):
         decoder,
         x_event_ndims: int = 1,
         memory_net=None,
+        entry_work: str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if entry_work not in ENTRY_WORK:
+            raise ValueError(
+                f"entry_work must be one of {ENTRY_WORK}; got {entry_work!r}"
+            )
+        self.entry_work = entry_work
         self.memory = memory
         self.memory_net = memory_net
         self.addressing = addressing
@@ -452,18 +468,41 @@ class VMA(LatentVariableModel):
         self.x_event_ndims = x_event_ndims
 
     def memory_state(self, memory=None) -> dict[str, tf.Tensor]:
-        """Per-entry tensors, each `[|M|, ...]`, computed once per step."""
+        """Per-entry tensors, each `[|M|, ...]`, computed once per step:
+        `address_state` and `entry_features` of every entry."""
+        state = self.address_state(memory)
+        return {**state, **self.entry_features(state["memory"])}
+
+    def address_state(self, memory=None) -> dict[str, tf.Tensor]:
+        """The addressing part of `memory_state`: `memory` `[|M|, *entry]`,
+        `embeddings` `[|M|, E]` and `prior_logits` `[|M|]`."""
         m = self.memory(memory)
         e = self.addressing.embed_memory(m)
-        features = m if self.memory_net is None else self.memory_net(m)
         return {
             "memory": m,
             "embeddings": e,
             "prior_logits": self.addressing.prior_logits(e),
+        }
+
+    def entry_features(self, m) -> dict:
+        """The z part of `memory_state` for entries `m` `[N, *entry]`:
+        `prior_z` `[N, 2 Z]` and the `encoder` and `decoder` per-entry nests
+        (`memory_features`), each with leading dim N."""
+        features = m if self.memory_net is None else self.memory_net(m)
+        return {
             "prior_z": self.prior_net(features),
             "encoder": self.encoder.memory_features(m),
             "decoder": self.decoder.memory_features(features),
         }
+
+    def _per_sample_entries(self, memory, num_samples: int, x) -> bool:
+        """Whether `compute_terms` runs `entry_features` on the K B addressed
+        entries rather than on all |M| (static shapes; see the class doc)."""
+        if self.entry_work != "auto":
+            return self.entry_work == "per_sample"
+        rows = self.memory.size if memory is None else memory.shape[0]
+        batch = x.shape[0]
+        return rows is not None and batch is not None and num_samples * batch < rows
 
     def no_decay_variables(self):
         return list(self.memory.trainable_variables)
@@ -509,6 +548,9 @@ class VMA(LatentVariableModel):
             `Terms`.
         """
         num_samples = num_samples or self.num_samples
+        per_sample = state is None and self._per_sample_entries(memory, num_samples, x)
+        if per_sample:
+            state = self.address_state(memory)
         x, state, q_a, p_a, seed_a, seed_z = self._address_inputs(
             x, memory, state, seed
         )
@@ -524,6 +566,15 @@ class VMA(LatentVariableModel):
         gather = lambda t: tf.nest.map_structure(  # [K, B, ..]
             lambda u: tf.gather(u, addresses), t
         )
+        if per_sample:  # The z part's nets on the K B addressed entries.
+            features = self.entry_features(
+                tf.gather(state["memory"], tf.reshape(addresses, [-1]))
+            )
+            unflatten = lambda u: tf.reshape(
+                u, tf.concat([tf.shape(addresses), tf.shape(u)[1:]], 0)
+            )
+            state = {**state, **tf.nest.map_structure(unflatten, features)}
+            gather = lambda t: t
         return self._terms_given_addresses(
             x,
             state,
