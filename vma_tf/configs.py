@@ -580,6 +580,7 @@ def _omniglot(
         hidden_units=hidden_units,
         latent_dim=64,
         embed_dim=128,
+        decoder_refine=1,
     )
     config = Config(name=name, data=data, model=model, train=TrainConfig())
     return override(config)  # Derives batch and memory size of episodes.
