@@ -60,6 +60,7 @@ TABLE = [
         ["--skip_levels=7", OMNI],
         "--skip_levels=7 is not allowed; choose one of 0, 1, 2, 3, 4",
     ),
+    ("train", ["--decoder_refine=-1", OMNI], "--decoder_refine=-1 must be >= 0"),
     ("train", ["--similarity=foo"], "flag --similarity=foo: value should be one of"),
     ("train", ["--prior=uniform"], "flag --prior=uniform: value should be one of"),
     ("train", ["--baseline=mean"], "flag --baseline=mean: value should be one of"),
