@@ -28,6 +28,11 @@ kernels contain structural zeros (7 of 16 taps), which the HLO counter cannot
 tell apart from real ones. `flops_per_step` (and the utilisation) therefore
 come from the same step built with `fast_convs=False` (Keras' layers, the
 same function), and `executed_flops_per_step` from the timed graph itself.
+
+With `jit=False` the step runs TF's own kernels (oneDNN on CPU) and has no
+HLO of its own; its FLOPs are counted on the XLA lowering of the same
+`train_step` (compiled for counting only, never run): the same function, so
+the same useful work.
 """
 
 from __future__ import annotations
@@ -283,21 +288,24 @@ def benchmark_step(
     model = build_model(config, _x_shape(config), batch)
     step = tf.function(model.train_step, jit_compile=config.train.jit)
     timing = time_calls(step, (batch,), steps, warmup)
-    flops = executed = None
-    if config.train.jit:
-        flops = executed = compiled_flops(step, batch)
-        if config.model.architecture == "conv" and config.model.fast_convs:
-            reference = build_model(
-                dataclasses.replace(
-                    config,
-                    model=dataclasses.replace(config.model, fast_convs=False),
-                ),
-                _x_shape(config),
-                batch,
-            )
-            flops = compiled_flops(
-                tf.function(reference.train_step, jit_compile=True), batch
-            )
+    # FLOPs are counted on the XLA lowering of the same step, also when the
+    # timed step runs TF's own (oneDNN) kernels (`jit=False`); with
+    # `fast_convs` on the reference layers (no taps on zeros).
+    counted = step
+    if not config.train.jit:
+        counted = tf.function(model.train_step, jit_compile=True)
+    flops = executed = compiled_flops(counted, batch)
+    if config.model.architecture == "conv" and config.model.fast_convs:
+        reference = build_model(
+            dataclasses.replace(
+                config, model=dataclasses.replace(config.model, fast_convs=False)
+            ),
+            _x_shape(config),
+            batch,
+        )
+        flops = compiled_flops(
+            tf.function(reference.train_step, jit_compile=True), batch
+        )
     result = {
         "memory_size": memory_size,
         "compile_sec": timing["first_sec"] - timing["median_sec"],
