@@ -30,6 +30,11 @@ TABLE = [
     ("train", ["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
     ("train", ["positional"], "unexpected arguments ['positional']"),
     ("train", ["--num_samples=1"], "--num_samples=1 must be >= 2"),
+    (
+        "train",
+        ["--preset=mnist_vae", "--num_samples=0"],
+        "--num_samples=0 must be >= 1",
+    ),
     ("train", ["--memory_size=0"], "--memory_size=0 must be >= 1"),
     ("train", ["--memory_size=20000"], "exceeds the 10000 images"),
     ("train", ["--eval_memory_size=-1"], "--eval_memory_size=-1 must be >= 0"),

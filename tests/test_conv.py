@@ -84,6 +84,10 @@ def test_conv_models_terms_shapes(preset, cls):
     assert terms.log_weights.shape == (K, B)
     assert all(t.shape == (B,) for t in (terms.kl_a, terms.kl_z, terms.recon))
     assert np.all(np.isfinite(terms.log_weights.numpy()))
+    if cls is not VMA:  # K = 1 (the ELBO; the paper's soft baseline) works too.
+        configs.validate(configs.override(configs.get_preset(preset), num_samples=1))
+        one = model.compute_terms(x, memory, 1, seed=(1, 2))
+        assert one.log_weights.shape == (1, B)
 
 
 def _vma(**model):

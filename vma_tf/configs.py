@@ -452,12 +452,15 @@ def validate(config: Config) -> Config:
         for flag in ("batch_classes", "targets_per_class", "memory_per_class"):
             _at_least(flag, getattr(d, flag), 1)
         _at_least("confounder_classes", d.confounder_classes, 0)
-    _at_least(
-        "num_samples",
-        m.num_samples,
-        2,
-        " (VIMCO's leave-one-out baseline needs K >= 2)",
-    )
+    if m.kind == "vma":
+        _at_least(
+            "num_samples",
+            m.num_samples,
+            2,
+            " (VIMCO's leave-one-out baseline needs K >= 2)",
+        )
+    else:  # IWAE; K = 1 is the ELBO (the paper's soft-attention baseline).
+        _at_least("num_samples", m.num_samples, 1)
     _at_least("memory_size", m.memory_size, 1)
     _at_least("latent_dim", m.latent_dim, 1)
     _at_least("embed_dim", m.embed_dim, 1)
