@@ -86,12 +86,15 @@ def test_run_writes_everything(tmp_path, preset):
         assert any("memory.Smemory" in k for k in values)  # "/" is escaped ".S"
 
 
-def test_resume_is_exact(tmp_path):
-    """20 steps + resume to 40 == 40 uninterrupted steps, bit for bit."""
+@pytest.mark.parametrize("preset", ["mnist_recall", "omniglot_fewshot"])
+def test_resume_is_exact(tmp_path, preset):
+    """20 steps + resume to 40 == 40 uninterrupted steps, bit for bit (MNIST:
+    XLA; Omniglot: TF's oneDNN kernels, the conv presets' `jit=False`)."""
+    assert configs.get_preset(preset).train.jit == (preset == "mnist_recall")
     full, part = tmp_path / "full", tmp_path / "part"
-    training.train_and_evaluate(tiny(), full, progress=False)
-    training.train_and_evaluate(tiny(steps=20), part, progress=False)
-    summary = training.train_and_evaluate(tiny(), part, progress=False)
+    training.train_and_evaluate(tiny(preset), full, progress=False)
+    training.train_and_evaluate(tiny(preset, steps=20), part, progress=False)
+    summary = training.train_and_evaluate(tiny(preset), part, progress=False)
     assert summary["steps_this_run"] == 20
     a, b = checkpoint_values(full), checkpoint_values(part)
     assert a.keys() == b.keys()
