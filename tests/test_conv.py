@@ -86,8 +86,11 @@ def test_conv_models_terms_shapes(preset, cls):
     assert np.all(np.isfinite(terms.log_weights.numpy()))
     if cls is not VMA:  # K = 1 (the ELBO; the paper's soft baseline) works too.
         configs.validate(configs.override(configs.get_preset(preset), num_samples=1))
-        one = model.compute_terms(x, memory, 1, seed=(1, 2))
-        assert one.log_weights.shape == (1, B)
+        single = build_model(
+            dataclasses.replace(cfg, num_samples=1), (size, size, 1), seed=0
+        )
+        loss, one = single.loss_and_terms(x, memory, seed=(1, 2))
+        assert one.log_weights.shape == (1, B) and np.isfinite(loss.numpy())
 
 
 def _vma(**model):

@@ -96,8 +96,13 @@ class LatentVariableModel(keras.Model):
     ):
         super().__init__(**kwargs)
         self.weight_decay = weight_decay
-        if num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2 for VIMCO; got {num_samples}")
+        # VIMCO's leave-one-out baseline needs K >= 2; without an address the
+        # IWAE gradient works with K = 1 (the ELBO).
+        if num_samples < (2 if self.has_addresses else 1):
+            raise ValueError(
+                f"num_samples must be >= {2 if self.has_addresses else 1}"
+                f"{' for VIMCO' if self.has_addresses else ''}; got {num_samples}"
+            )
         self.num_samples = num_samples
         self.baseline = baseline
         estimators.check_estimator(estimator)
