@@ -107,11 +107,11 @@ class ModelConfig:
         decoder_refine: extra 3x3 ReLU conv layers of the conv decoder at full
             resolution, after the last skip path and before the logits (conv
             only). With 0 the logits are a linear function of m_a's finest
-            pyramid features plus the upscaled z path; 1 (the Omniglot
-            presets) lets the decoder gate the template by z. Measured on
-            `omniglot_fewshot --channels=32`, seed 0, 5000 steps: test
-            nll_bound 98.99 with 1 against 103.31 with 0, while the VAE (same
-            decoder) moved only 107.48 -> 106.24 (RESULTS.md).
+            pyramid features plus the upscaled z path; >= 1 lets the decoder
+            gate the template by z. The Omniglot presets use 2. Measured on
+            `omniglot_fewshot --channels=32`, seed 0, 5000 steps, test
+            nll_bound VMA / VAE (same decoder): 0: 103.31 / 107.48; 1: 101.29
+            (98.99 under XLA) / 106.25; 2: 98.33 / 107.69 (RESULTS.md).
         fast_convs: compute stride-2 convolutions and transposed convolutions
             as dense stride-1 convolutions on space-to-depth / depth-to-space
             rearrangements (conv only; `modeling.conv`): the same function
@@ -591,7 +591,7 @@ def _omniglot(
         hidden_units=hidden_units,
         latent_dim=64,
         embed_dim=128,
-        decoder_refine=1,
+        decoder_refine=2,
     )
     # TF's own (oneDNN) conv kernels: 1.5x faster than XLA's on CPU for
     # these nets (BENCHMARKS.md); pass --jit to compile with XLA (e.g. GPU).
