@@ -255,11 +255,13 @@ def test_fast_strided_and_transposed_convs_equal_keras_values_and_gradients(size
             np.testing.assert_allclose(g_fast, g_ref, rtol=1e-5, atol=1e-4)
 
 
-def test_decoder_skip_projection_equals_concatenation():
-    """conv([relu(h), s]) with the s-half once per entry is the concat conv."""
+@pytest.mark.parametrize("refine", [0, 2])
+def test_decoder_skip_projection_equals_concatenation(refine):
+    """conv([relu(h), s]) with the s-half once per entry is the concat conv;
+    with `refine` layers the full-resolution skip enters the first of them."""
     pyramid = conv.ConvPyramid(6)
     feats = pyramid(_images([M, 26, 26, 1]))
-    dec = conv.ConvDecoder((26, 26, 1), channels=6, latent_dim=3)
+    dec = conv.ConvDecoder((26, 26, 1), channels=6, latent_dim=3, refine=refine)
     a = tf.constant([[0, 3, 3, 1], [4, 4, 2, 0], [1, 1, 1, 1]])
     z = tf.random.stateless_normal([K, B, 3], seed=(1, 2))
     gather = lambda t: tf.nest.map_structure(lambda u: tf.gather(u, a), t)
@@ -273,7 +275,11 @@ def test_decoder_skip_projection_equals_concatenation():
         h = c(tf.concat([tf.nn.relu(h), skips[i]], -1))
         th = dec.sizes[-2 - i][0]
         h = up(h)[:, :th, :th]
-    ref = dec.out(tf.concat([tf.nn.relu(h), skips[-1]], -1))
+    h = tf.concat([tf.nn.relu(h), skips[-1]], -1)
+    for layer in dec.refine:
+        h = layer(h)
+    ref = dec.out(h)
+    assert len(dec.refine) == refine
     np.testing.assert_allclose(
         logits, tf.reshape(ref, [K, B, 26, 26, 1]), rtol=1e-5, atol=1e-5
     )
