@@ -86,6 +86,27 @@ flags.DEFINE_integer(
 flags.DEFINE_boolean(
     "tie_pyramid", None, "Share q(z|x,m)'s conv layers with m's pyramid (conv)."
 )
+flags.DEFINE_boolean(
+    "tie_embedders",
+    None,
+    "One embedding network h for memory entries and queries (h = h^q; "
+    "episodic memory only).",
+)
+flags.DEFINE_float(
+    "memory_init_scale", None, "Stddev of the N(0, s^2) init of learned memory."
+)
+flags.DEFINE_enum(
+    "decoder_bias_init",
+    None,
+    ["zero", "data_mean"],
+    "Initial output bias of the MLP decoder (data_mean: logits of the pixel means).",
+)
+flags.DEFINE_enum(
+    "prior_z_init",
+    None,
+    ["glorot", "standard_normal"],
+    "Init of p(z|m_a)'s output layer (standard_normal: N(0, I) for every entry).",
+)
 flags.DEFINE_integer(
     "decoder_refine",
     None,

@@ -119,6 +119,17 @@ class ModelConfig:
             1.7x faster this way but the stride-2 convs are slower, and the
             whole Omniglot step measured the same within noise (BENCHMARKS.md),
             so the default is False (Keras' layers).
+        tie_embedders: one embedding network for memory entries and queries
+            (h = h^q). Needs entries shaped like x (episodic memory).
+        memory_init_scale: stddev of the N(0, s^2) initialisation of learned
+            memory entries; None: the architecture's own (MLP 1.0, conv 0.5).
+        decoder_bias_init: initial output bias of the MLP decoder: `"zero"`
+            or `"data_mean"` (the logits of the training-set pixel means, so
+            the untrained decoder already predicts the data's marginal).
+        prior_z_init: initialisation of p(z|m_a)'s output layer (MLP):
+            `"glorot"` (Keras' default) or `"standard_normal"` (zero kernel:
+            p(z|m_a) = N(0, I) for every entry at initialisation, so no entry
+            starts out favoured for every target by its prior alone).
     """
 
     kind: str = "vma"
@@ -144,6 +155,10 @@ class ModelConfig:
     tie_pyramid: bool = False
     fast_convs: bool = False
     decoder_refine: int = 0
+    tie_embedders: bool = False
+    memory_init_scale: float | None = None
+    decoder_bias_init: str = "zero"
+    prior_z_init: str = "glorot"
 
     def __post_init__(self):
         # One name per estimator: vimco + geometric baseline is
@@ -263,6 +278,10 @@ FLAG_FIELDS = {
     "skip_levels": ("model", "skip_levels"),
     "tie_pyramid": ("model", "tie_pyramid"),
     "decoder_refine": ("model", "decoder_refine"),
+    "tie_embedders": ("model", "tie_embedders"),
+    "memory_init_scale": ("model", "memory_init_scale"),
+    "decoder_bias_init": ("model", "decoder_bias_init"),
+    "prior_z_init": ("model", "prior_z_init"),
     "channels": ("model", "channels"),
     "weight_decay": ("model", "weight_decay"),
     "batch_classes": ("data", "batch_classes"),
@@ -447,6 +466,20 @@ def validate(config: Config) -> Config:
     _choice("skip_mode", m.skip_mode, ("concat", "add"))
     _choice("skip_levels", m.skip_levels, (0, 1, 2, 3, 4))
     _at_least("decoder_refine", m.decoder_refine, 0)
+    _choice("decoder_bias_init", m.decoder_bias_init, ("zero", "data_mean"))
+    _choice("prior_z_init", m.prior_z_init, ("glorot", "standard_normal"))
+    if m.memory_init_scale is not None and not (
+        m.memory_init_scale > 0 and math.isfinite(m.memory_init_scale)
+    ):
+        raise ConfigError(
+            f"--memory_init_scale={m.memory_init_scale} must be a positive "
+            "finite number"
+        )
+    if m.tie_embedders and m.memory == "learned" and m.kind == "vma":
+        raise ConfigError(
+            "--tie_embedders needs episodic memory (entries shaped like x); "
+            "learned memory entries have their own shape"
+        )
     _choice("strategy", t.strategy, ("default", "mirrored", "multi_worker"))
     if d.task == "episodes":  # Before the sizes derived from them.
         for flag in ("batch_classes", "targets_per_class", "memory_per_class"):
@@ -551,20 +584,38 @@ def _mnist(name: str, data: DataConfig, model: ModelConfig) -> Config:
 
 PRESETS: dict[str, Config] = {
     # Fig. 2A: memory of |M| training images, targets drawn from it.
+    # Tied embedders (h = h^q): with eq. 5 an exact copy of x in memory then
+    # always has the highest score (README "Deviations from the paper").
     "mnist_recall": _mnist(
         "mnist_recall",
         DataConfig(task="recall", eval_memory_size=2048, eval_batches=20),
-        ModelConfig(kind="vma", memory="episodic", memory_size=256),
+        ModelConfig(
+            kind="vma", memory="episodic", memory_size=256, tie_embedders=True
+        ),
     ),
     # Section 4.1 "learned memory": |M| in {64, ..., 1024}, m_a in R^256.
     "mnist_learned": _mnist(
         "mnist_learned",
         DataConfig(task="batches"),
-        ModelConfig(kind="vma", memory="learned", memory_size=256, memory_dim=256),
+        # m_a enters the decoder's first layer only (an MLP on [z, m_a]), the
+        # decoder starts at the data mean and p(z|m_a) at N(0, I): measured
+        # to keep the address from collapsing onto one slot (README
+        # "Deviations from the paper").
+        ModelConfig(
+            kind="vma",
+            memory="learned",
+            memory_size=256,
+            memory_dim=256,
+            decoder_context="first",
+            decoder_bias_init="data_mean",
+            prior_z_init="standard_normal",
+        ),
     ),
     # Baseline: the same encoder/decoder, no memory.
     "mnist_vae": _mnist(
-        "mnist_vae", DataConfig(task="batches"), ModelConfig(kind="vae")
+        "mnist_vae",
+        DataConfig(task="batches"),
+        ModelConfig(kind="vae", decoder_bias_init="data_mean"),
     ),
 }
 

@@ -44,7 +44,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vma_tf import checkpointing, plotting
+from vma_tf import address_health, checkpointing, plotting
 from vma_tf.configs import Config, ConfigError
 from vma_tf.data.experiments import make_data
 from vma_tf.errors import NonFiniteError, WorkdirError
@@ -83,6 +83,8 @@ class MetricsLog:
             **{k: float(values[k]) for k in METRIC_NAMES},
             # Non-finite steps skipped in this log window (--skip_nonfinite).
             **{k: int(values[k]) for k in ("skipped_steps",) if k in values},
+            # Address health at evaluations of a VMA (`vma_tf.address_health`).
+            **{k: float(values[k]) for k in address_health.HEALTH_KEYS if k in values},
             "steps_per_sec": float(steps_per_sec),
             "wall_time": time.time(),
         }
@@ -92,6 +94,9 @@ class MetricsLog:
             for k in (*METRIC_NAMES, "skipped_steps"):
                 if k in record:
                     tf.summary.scalar(f"{split}/{k}", record[k])
+            for k in address_health.HEALTH_KEYS:
+                if k in record:
+                    tf.summary.scalar(f"{split}/address/{k}", record[k])
             tf.summary.scalar(f"{split}/steps_per_sec", steps_per_sec)
         return record
 
@@ -267,19 +272,25 @@ def _check_batch(config: Config, replicas: int) -> None:
 # -- model assembly -----------------------------------------------------------
 
 
-def build_model(config: Config, x_shape, example_batch) -> LatentVariableModel:
+def build_model(
+    config: Config, x_shape, example_batch, pixel_mean=None
+) -> LatentVariableModel:
     """Builds, compiles and creates the variables of the model (and optimizer).
 
     Args:
         config: validated config.
         x_shape: shape of one example.
         example_batch: a training batch, used to create variables eagerly.
+        pixel_mean: training-set pixel means (the `"data_mean"` decoder bias
+            of a fresh model; not needed when weights are restored next).
 
     Returns:
         The compiled model, `jit_compile` set explicitly by `use_jit(config)`.
     """
     keras.utils.set_random_seed(config.train.seed)
-    model = build_network(config.model, x_shape, seed=config.train.seed)
+    model = build_network(
+        config.model, x_shape, seed=config.train.seed, pixel_mean=pixel_mean
+    )
     model.compute_terms(
         example_batch["x"],
         example_batch.get("memory"),
@@ -425,6 +436,10 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Runs `test_step` over each eval set (fixed eval seed); logs each split.
 
+    For a VMA each record also carries the address health of the split
+    (`vma_tf.address_health.measure`), and a collapsed address prints one
+    warning line naming the step.
+
     Under a strategy with several replicas each global batch is split across
     them (`distribute`) and the metrics are averaged over all replicas.
     """
@@ -440,6 +455,10 @@ def evaluate(
             return_dict=True,
         )
         rate = _num_batches(ds) / (time.perf_counter() - t0)
+        if model.has_addresses:
+            values = {**values, **address_health.measure(model, ds)}
+            if address_health.collapsed(values):
+                print(address_health.collapse_warning(split, step, values))
         if log is not None:
             records.append(log.write(split, step, values, rate))
         else:
@@ -516,7 +535,7 @@ def _train(
     `workdir`), the chief's directory for a non-chief worker."""
     t = config.train
     example = data.make_batch(tf.constant(0, tf.int64))
-    model = build_model(config, data.x_shape, example)
+    model = build_model(config, data.x_shape, example, data.pixel_mean)
     checkpoint = checkpointing.make_checkpoint(model)
     manager = tf.train.CheckpointManager(
         checkpoint, workdir / "checkpoints", max_to_keep=t.keep_checkpoints
@@ -575,7 +594,9 @@ def _train(
     trained = step - start_step
     last = {}
     for rec in monitor.history + final:
-        last[rec["split"]] = {k: rec[k] for k in METRIC_NAMES}
+        last[rec["split"]] = {
+            k: rec[k] for k in (*METRIC_NAMES, *address_health.HEALTH_KEYS) if k in rec
+        }
     summary = {
         "name": config.name,
         "workdir": str(workdir),
@@ -602,11 +623,26 @@ def format_summary(summary: dict[str, Any]) -> str:
             if summary["steps_per_sec"]
             else ")"
         ),
-        f"{'split':<16}" + "".join(f"{k:>11}" for k in METRIC_NAMES[1:]),
     ]
-    for split, values in summary["metrics"].items():
+    # With an address: the optimal lookup table log|M| and q's mass on the
+    # target's own slot/class (evaluated splits only).
+    rows = summary["metrics"]
+    extra = [k for k in ("log|M|", "q_own") if any(_extra(v, k) for v in rows.values())]
+    columns = (*METRIC_NAMES[1:], *extra)
+    lines.append(f"{'split':<16}" + "".join(f"{k:>11}" for k in columns))
+    for split, values in rows.items():
+        cells = (_extra(values, k) for k in columns)
         lines.append(
-            f"{split:<16}" + "".join(f"{values[k]:>11.3f}" for k in METRIC_NAMES[1:])
+            f"{split:<16}"
+            + "".join(f"{'-':>11}" if v is None else f"{v:>11.3f}" for v in cells)
         )
     lines.append(f"samples: {summary['samples_png']}")
     return "\n".join(lines)
+
+
+def _extra(values: dict, key: str):
+    """A summary cell: a metric, log|M| from the address health, or None."""
+    if key == "log|M|":
+        size = values.get("memory_size")
+        return math.log(size) if size else None
+    return values.get(key)

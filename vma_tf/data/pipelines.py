@@ -53,7 +53,8 @@ def recall_batch_fn(
         stream: random stream id.
 
     Returns:
-        `step -> {"x": [B, D], "memory": [|M|, D]}` float32.
+        `step -> {"x": [B, D], "memory": [|M|, D]}` float32, with int32
+        `"target_slot"` `[B]`: the memory row of each target.
     """
     num_items = int(images.shape[0])
 
@@ -66,7 +67,11 @@ def recall_batch_fn(
             [batch_size], seed=seed_x, maxval=memory_size, dtype=tf.int32
         )
         memory = tf.cast(memory, tf.float32)
-        return {"x": tf.gather(memory, targets), "memory": memory}
+        return {
+            "x": tf.gather(memory, targets),
+            "memory": memory,
+            "target_slot": targets,
+        }
 
     return make
 
@@ -133,6 +138,8 @@ class ExperimentData:
         sample_memory: `[|M|, *x]` test images for sample figures (episodic
             memory), or None.
         x_shape: shape of one example, e.g. `(784,)` or `(26, 26, 1)`.
+        pixel_mean: `x_shape` mean of the training images (the decoder's
+            `"data_mean"` output bias), or None.
     """
 
     make_batch: Callable[[tf.Tensor], dict]
@@ -140,6 +147,7 @@ class ExperimentData:
     final_evals: dict[str, tf.data.Dataset]
     sample_memory: np.ndarray | None
     x_shape: tuple[int, ...]
+    pixel_mean: np.ndarray | None = None
 
     def train(self, start_step: int = 0) -> tf.data.Dataset:
         """Training batches from `start_step` on (the resume position)."""
@@ -212,4 +220,5 @@ def mnist_data(config: Config) -> ExperimentData:
         final_evals=_eval_sets(config, "test", test),
         sample_memory=sample_memory,
         x_shape=(784,),
+        pixel_mean=train.mean(0, dtype=np.float64),
     )

@@ -17,6 +17,7 @@ import contextlib
 from typing import Sequence
 
 import keras
+import numpy as np
 
 from vma_tf.configs import ModelConfig
 from vma_tf.modeling import conv, networks
@@ -69,12 +70,22 @@ def _nvil_baseline(config: ModelConfig, x_shape) -> dict:
 
 
 def build_model(
-    config: ModelConfig, x_shape: Sequence[int], seed: int = 0
+    config: ModelConfig, x_shape: Sequence[int], seed: int = 0, pixel_mean=None
 ) -> LatentVariableModel:
-    """The model of `config` for examples of shape `x_shape`."""
+    """The model of `config` for examples of shape `x_shape`.
+
+    Args:
+        config: the model configuration.
+        x_shape: shape of one example.
+        seed: seed of the model's sampling streams.
+        pixel_mean: `x_shape` training-set pixel means; with
+            `config.decoder_bias_init == "data_mean"` the decoder's output bias
+            starts at their logits (MLP decoders). None: zeros (e.g. a model
+            whose weights are restored next).
+    """
     if config.architecture == "conv":
         return build_conv_model(config, x_shape, seed)
-    return build_mlp_model(config, x_shape, seed)
+    return build_mlp_model(config, x_shape, seed, pixel_mean)
 
 
 def build_conv_model(
@@ -122,7 +133,11 @@ def build_conv_model(
     )
     if config.memory == "learned":
         memory = MemoryBuffer(
-            x_shape, size=config.memory_size, learned=True, stddev=0.5, name="memory"
+            x_shape,
+            size=config.memory_size,
+            learned=True,
+            stddev=config.memory_init_scale or 0.5,
+            name="memory",
         )
     else:
         memory = MemoryBuffer(x_shape, learned=False, name="memory")
@@ -143,9 +158,12 @@ def build_conv_model(
             name="soft_attention",
             **common,
         )
+    memory_embedder = embedder("memory_embedder")
     addressing = AddressingHead(
-        memory_embedder=embedder("memory_embedder"),
-        query_embedder=embedder("query_embedder"),
+        memory_embedder=memory_embedder,
+        query_embedder=memory_embedder
+        if config.tie_embedders
+        else embedder("query_embedder"),
         embed_dim=config.embed_dim,
         similarity=similarity,
         learned_prior=config.prior == "learned",
@@ -173,7 +191,7 @@ def build_conv_model(
 
 
 def build_mlp_model(
-    config: ModelConfig, x_shape: Sequence[int], seed: int = 0
+    config: ModelConfig, x_shape: Sequence[int], seed: int = 0, pixel_mean=None
 ) -> LatentVariableModel:
     """MLP VMA or VAE for flat images of shape `x_shape` (e.g. `(784,)`).
 
@@ -196,23 +214,38 @@ def build_mlp_model(
         seed=seed,
         **_estimator_args(config),
     )
+    output_bias = None
+    if config.decoder_bias_init == "data_mean" and pixel_mean is not None:
+        output_bias = networks.data_mean_logits(np.reshape(pixel_mean, [x_dim]))
     if config.kind == "vae":
         return VAE(
             encoder=networks.mlp(hidden, z2, name="encoder"),
-            decoder=networks.mlp(hidden[::-1], x_dim, name="decoder"),
+            decoder=networks.mlp(
+                hidden[::-1], x_dim, name="decoder", output_bias=output_bias
+            ),
             latent_dim=config.latent_dim,
             name="vae",
             **common,
         )
     if config.memory == "learned":
         memory = MemoryBuffer(
-            (config.memory_dim,), size=config.memory_size, learned=True, name="memory"
+            (config.memory_dim,),
+            size=config.memory_size,
+            learned=True,
+            stddev=config.memory_init_scale or 1.0,
+            name="memory",
         )
     else:
         memory = MemoryBuffer((x_dim,), learned=False, name="memory")
+    prior_net = networks.mlp(hidden, z2, name="prior_z")
+    if config.prior_z_init == "standard_normal":
+        networks.standard_normal_head(prior_net)
+    memory_embedder = networks.mlp(hidden, config.embed_dim, name="memory_embedder")
     addressing = AddressingHead(
-        memory_embedder=networks.mlp(hidden, config.embed_dim, name="memory_embedder"),
-        query_embedder=networks.mlp(hidden, config.embed_dim, name="query_embedder"),
+        memory_embedder=memory_embedder,
+        query_embedder=memory_embedder
+        if config.tie_embedders
+        else networks.mlp(hidden, config.embed_dim, name="query_embedder"),
         embed_dim=config.embed_dim,
         similarity=NormalizedSimilarity(config.similarity),
         learned_prior=config.prior == "learned",
@@ -221,10 +254,14 @@ def build_mlp_model(
     return VMA(
         memory=memory,
         addressing=addressing,
-        prior_net=networks.mlp(hidden, z2, name="prior_z"),
+        prior_net=prior_net,
         encoder=networks.ConditionalMLP(hidden, z2, name="encoder"),
         decoder=networks.ConditionalMLP(
-            hidden[::-1], x_dim, context=config.decoder_context, name="decoder"
+            hidden[::-1],
+            x_dim,
+            context=config.decoder_context,
+            output_bias=output_bias,
+            name="decoder",
         ),
         name="vma",
         **common,

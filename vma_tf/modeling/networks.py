@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -30,6 +31,7 @@ class MLP(keras.layers.Layer):
         hidden_units: Sequence[int],
         output_dim: int | None,
         activation: str = "relu",
+        output_bias=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -41,7 +43,13 @@ class MLP(keras.layers.Layer):
             for i, u in enumerate(hidden_units)
         ]
         if output_dim is not None:
-            self.dense_layers.append(keras.layers.Dense(output_dim, name="out"))
+            self.dense_layers.append(
+                keras.layers.Dense(
+                    output_dim,
+                    bias_initializer=_bias_initializer(output_bias),
+                    name="out",
+                )
+            )
 
     def call(self, inputs):
         h = inputs
@@ -58,14 +66,44 @@ class MLP(keras.layers.Layer):
         }
 
 
+def _bias_initializer(output_bias):
+    """Initializer of an output bias: zeros, or the constant `output_bias`
+    (`[D]`, e.g. the logits of the training-set pixel means)."""
+    if output_bias is None:
+        return "zeros"
+    return keras.initializers.Constant(np.asarray(output_bias, np.float32))
+
+
+def standard_normal_head(net: "MLP") -> "MLP":
+    """Makes the Gaussian parameters of `net` (output `[..., 2 Z]`, as read by
+    `gaussian`) start at N(0, I) for every input: zero output kernel, loc
+    bias 0 and scale bias softplus^-1(1 - min_scale). Call before building."""
+    out = net.dense_layers[-1]
+    z = out.units // 2
+    raw = float(np.log(np.expm1(1.0 - 1e-3)))
+    out.kernel_initializer = keras.initializers.Zeros()
+    out.bias_initializer = keras.initializers.Constant(
+        np.concatenate([np.zeros(z), np.full(z, raw)]).astype(np.float32)
+    )
+    return net
+
+
+def data_mean_logits(pixel_mean, eps: float = 1e-3) -> np.ndarray:
+    """Logits of the (clipped) pixel means `[D]`: the output bias with which
+    a Bernoulli decoder starts at the data's marginal."""
+    p = np.clip(np.asarray(pixel_mean, np.float64), eps, 1 - eps)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
 def mlp(
     hidden_units: Sequence[int],
     output_dim: int | None,
     activation: str = "relu",
     name: str | None = None,
+    output_bias=None,
 ) -> MLP:
     """Shorthand for `MLP(hidden_units, output_dim, activation, name=name)`."""
-    return MLP(hidden_units, output_dim, activation, name=name)
+    return MLP(hidden_units, output_dim, activation, output_bias, name=name)
 
 
 class ConditionalMLP(keras.layers.Layer):
@@ -82,6 +120,8 @@ class ConditionalMLP(keras.layers.Layer):
         hidden_units: hidden layer sizes, at least one.
         output_dim: size of the linear output.
         context: `"first"` or `"all"`.
+        output_bias: initial bias of the output layer `[output_dim]`
+            (default zeros).
 
     Methods:
         memory_features(memory): `[|M|, Dm]` -> `[|M|, F]`, once per step.
@@ -95,6 +135,7 @@ class ConditionalMLP(keras.layers.Layer):
         output_dim: int,
         activation: str = "relu",
         context: str = "first",
+        output_bias=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -108,7 +149,13 @@ class ConditionalMLP(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         sizes = self.hidden_units + (output_dim,)
         self.dense_layers = [
-            keras.layers.Dense(u, name=f"dense_{i}") for i, u in enumerate(sizes)
+            keras.layers.Dense(u, name=f"dense_{i}") for i, u in enumerate(sizes[:-1])
+        ] + [
+            keras.layers.Dense(
+                output_dim,
+                bias_initializer=_bias_initializer(output_bias),
+                name=f"dense_{len(sizes) - 1}",
+            )
         ]
         n_ctx = 1 if context == "first" else len(sizes)
         self._context_sizes = sizes[:n_ctx]
