@@ -71,6 +71,26 @@ TABLE = [
     ("train", ["--baseline=mean"], "flag --baseline=mean: value should be one of"),
     ("train", ["--decoder_context=none"], "flag --decoder_context=none"),
     ("train", ["--skip_mode=mul"], "flag --skip_mode=mul: value should be one of"),
+    (
+        "train",
+        ["--preset=mnist_learned", "--memory_init_scale=0"],
+        "--memory_init_scale=0.0 must be a positive finite number",
+    ),
+    (
+        "train",
+        ["--preset=mnist_learned", "--tie_embedders"],
+        "--tie_embedders needs episodic memory",
+    ),
+    (
+        "train",
+        ["--decoder_bias_init=ones"],
+        "flag --decoder_bias_init=ones: value should be one of",
+    ),
+    (
+        "train",
+        ["--prior_z_init=he"],
+        "flag --prior_z_init=he: value should be one of",
+    ),
     ("train", ["--strategy=ps"], "flag --strategy=ps: value should be one of"),
     ("train", ["--estimator=reinforce"], "flag --estimator=reinforce: value should"),
     (

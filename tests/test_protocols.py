@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from test_training import tiny
 
-from vma_tf import classification, configs, evaluation, protocols, training
+from vma_tf import address_health, classification, configs, evaluation, protocols, training
 from vma_tf.modeling.builders import build_model
 
 
@@ -397,12 +397,19 @@ def test_memory_state_in_chunks_equals_the_whole_state(recall_run):
 
 def test_address_usage_reports_slot_entropies(recall_run):
     result, _ = protocols.address_usage(recall_run, num_examples=16)
-    _check(result)
+    json.dumps(result)
+    assert all(np.isfinite(v) for v in result.values())
     assert 1 <= result["slots_used_as_mode"] <= result["memory_size"]
     assert 0 < result["top_slot_share"] <= 1
     log_m = result["log_memory_size"]
     for key in ("H_q", "H_mean_q", "H_p"):
-        assert -1e-6 <= result[key]["mean"] <= log_m + 1e-6
+        assert -1e-6 <= result[key] <= log_m + 1e-6
+    # The same numbers as the training-time address health of these batches.
+    batches = -(-16 // recall_run.config.train.batch_size)
+    ds = next(iter(recall_run.data.final_evals.values())).take(batches)
+    expected = address_health.measure(recall_run.model, ds)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value), key
 
 
 def test_gradient_variance_protocol_on_a_restored_nvil_run(recall_run, tmp_path):
