@@ -123,11 +123,12 @@ class ModelConfig:
             (h = h^q). Needs entries shaped like x (episodic memory).
         memory_init_scale: stddev of the N(0, s^2) initialisation of learned
             memory entries; None: the architecture's own (MLP 1.0, conv 0.5).
-        decoder_bias_init: initial output bias of the MLP decoder: `"zero"`
+        decoder_bias_init: initial output bias of the MLP decoder (conv
+            models refuse anything but `"zero"`): `"zero"`
             or `"data_mean"` (the logits of the training-set pixel means, so
             the untrained decoder already predicts the data's marginal).
-        prior_z_init: initialisation of p(z|m_a)'s output layer (MLP):
-            `"glorot"` (Keras' default) or `"standard_normal"` (zero kernel:
+        prior_z_init: initialisation of p(z|m_a)'s output layer (MLP and
+            conv): `"glorot"` (Keras' default) or `"standard_normal"` (zero kernel:
             p(z|m_a) = N(0, I) for every entry at initialisation, so no entry
             starts out favoured for every target by its prior alone).
     """
@@ -468,6 +469,11 @@ def validate(config: Config) -> Config:
     _at_least("decoder_refine", m.decoder_refine, 0)
     _choice("decoder_bias_init", m.decoder_bias_init, ("zero", "data_mean"))
     _choice("prior_z_init", m.prior_z_init, ("glorot", "standard_normal"))
+    if m.decoder_bias_init != "zero" and m.architecture != "mlp":
+        raise ConfigError(
+            f"--decoder_bias_init={m.decoder_bias_init} applies to MLP decoders "
+            "(one bias per pixel); the conv decoder keeps 'zero'"
+        )
     if m.memory_init_scale is not None and not (
         m.memory_init_scale > 0 and math.isfinite(m.memory_init_scale)
     ):

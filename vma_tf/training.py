@@ -356,6 +356,15 @@ def sample_grid(
     return tf.reshape(images, [rows, cols, *x_hw]).numpy()
 
 
+def _samples_title(name: str, model, memory) -> str:
+    """Title of samples.png, saying what `sample_grid`'s columns are."""
+    if not isinstance(model, VMA):
+        return f"{name}: samples"
+    if memory is None:
+        return f"{name}: samples (rows share m_a)"
+    return f"{name}: first column m_a, then samples of p(x|m_a)"
+
+
 # -- the training loop --------------------------------------------------------
 
 
@@ -586,9 +595,7 @@ def _train(
     plotting.save_grid(
         workdir / "samples.png",
         grid,
-        title=f"{config.name}: samples (rows share m_a)"
-        if isinstance(model, VMA)
-        else f"{config.name}: samples",
+        title=_samples_title(config.name, model, memory),
     )
     step = int(model.optimizer.iterations.numpy())
     trained = step - start_step

@@ -169,10 +169,13 @@ def build_conv_model(
         learned_prior=config.prior == "learned",
         name="addressing",
     )
+    prior_net = conv.TopMLP(hidden, 2 * z, name="prior_z")
+    if config.prior_z_init == "standard_normal":
+        networks.standard_normal_head(prior_net.mlp)
     return VMA(
         memory=memory,
         addressing=addressing,
-        prior_net=conv.TopMLP(hidden, 2 * z, name="prior_z"),
+        prior_net=prior_net,
         encoder=conv.ConvEncoder(
             pyramid
             if config.tie_pyramid
