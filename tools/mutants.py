@@ -7,8 +7,8 @@ Run on demand (not in CI; a few minutes per mutant on 2 cores):
     .venv/bin/python tools/mutants.py --list     # names, files, tests
     .venv/bin/python tools/mutants.py --only NAME [--only NAME2]
 
-Each mutant copies the tracked files (`git ls-files`, so uncommitted edits to
-tracked files are included) to a temporary directory, replaces one exact
+Each mutant copies the repository's files (`git ls-files`: tracked, and new
+files not ignored; working-tree versions) to a temporary directory, replaces one exact
 snippet of one file, and runs only the mutant's tests there
 (`pytest -p no:cacheprovider -x -q -m ""`). A failing test run prints
 `killed`; a passing one `survived`; a collection error, timeout or a snippet
@@ -217,9 +217,13 @@ def occurrences(mutant: Mutant, root: pathlib.Path = REPO) -> int:
 
 
 def copy_tree(dest: pathlib.Path) -> None:
-    """Copies the tracked files of the repository (working-tree versions)."""
+    """Copies the repository's files (tracked, and untracked but not
+    ignored; working-tree versions)."""
     files = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
     ).stdout.decode().split("\0")
     for name in filter(None, files):
         src = REPO / name
