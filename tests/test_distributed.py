@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from local_processes import free_ports, wait_all
+from helpers import free_ports, wait_all
 
 from vma_tf import configs, training
 

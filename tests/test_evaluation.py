@@ -79,7 +79,7 @@ def test_nll_protocol_on_a_trained_run(tmp_path):
     import subprocess
     import sys
 
-    from test_training import tiny
+    from helpers import tiny
 
     from vma_tf import training
     from vma_tf.evaluation import load_run, nll_protocol

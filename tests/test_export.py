@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-from local_processes import free_ports, run_launcher
+from helpers import free_ports, run_launcher
 
 from vma_tf import configs, estimators, export, serving_client, training
 from vma_tf.classification import address_class_probs

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_training import tiny
+from helpers import tiny
 
 from vma_tf import address_health, classification, configs, evaluation, protocols, training
 from vma_tf.modeling.builders import build_model

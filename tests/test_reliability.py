@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from test_training import all_checkpoint_values, tiny
+from helpers import all_checkpoint_values, tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import time
 
 import keras_tuner
 import pytest
-from local_processes import free_ports, wait_all
+from helpers import free_ports, wait_all
 
 from vma_tf import configs, tuning
 from vma_tf.modeling.models import VMA, LatentVariableModel
