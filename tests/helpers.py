@@ -3,6 +3,7 @@ checkpoint and metrics readers, and processes started by tests (launchers,
 local servers on 127.0.0.1). Test modules import from here, never from each
 other."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -75,12 +76,38 @@ def run_launcher(name, args, cwd=REPO, env=None):
 
 
 def free_ports(n):
-    """`n` distinct free TCP ports on 127.0.0.1."""
+    """`n` distinct free TCP ports on 127.0.0.1, released at once (another
+    process may take one before the caller binds it; `reserved_ports` holds
+    them)."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
             s.bind(("127.0.0.1", 0))
         return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextlib.contextmanager
+def reserved_ports(n):
+    """`n` distinct free TCP ports on 127.0.0.1, held until the block ends.
+
+    Each port stays bound here (SO_REUSEADDR and SO_REUSEPORT, never
+    listening), so no other process can take it between its choice and the
+    children binding it. gRPC servers (TF's collectives, keras-tuner's
+    oracle) set SO_REUSEPORT themselves and bind the same port alongside; a
+    socket that does not listen receives no connections.
+    """
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        yield [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()

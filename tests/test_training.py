@@ -302,6 +302,28 @@ def test_checkpoint_of_another_model_restores_nothing(tmp_path, saved, restored)
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (tiny("mnist_vae").to_json(), "holds a 'mnist_vae' run, not 'mnist_recall'"),
+        ('{"experiment": "someone else\'s"}', "is not a readable vma_tf config"),
+        ("not json", "is not a readable vma_tf config"),
+    ],
+)
+def test_foreign_workdir_is_refused_before_anything_is_written(
+    tmp_path, content, message
+):
+    """A workdir holding another preset's run, or a config.json that is not
+    ours: refused with one line; the directory is left exactly as it was."""
+    (tmp_path / "config.json").write_text(content)
+    (tmp_path / "notes.txt").write_text("theirs")
+    before = _tree(tmp_path)
+    with pytest.raises(WorkdirError, match=message) as err:
+        training.train_and_evaluate(tiny(), tmp_path, progress=False)
+    assert "\n" not in str(err.value)
+    assert _tree(tmp_path) == before
+
+
 def test_unwritable_workdir_writes_nothing(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

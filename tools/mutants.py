@@ -81,7 +81,10 @@ MUTANTS = (
         "vma_tf/data/pipelines.py",
         '"x": tf.gather(memory, targets),',
         '"x": tf.cast(tf.gather(images, targets), tf.float32),',
-        ("tests/test_pipelines.py::test_recall_targets_are_their_memory_rows",),
+        (
+            "tests/test_pipelines.py::test_recall_targets_are_their_memory_rows",
+            "tests/test_protocols.py::test_recall_sizes",
+        ),
     ),
     Mutant(
         "two_stage_group_max",
@@ -192,7 +195,10 @@ MUTANTS = (
         "vma_tf/data/pipelines.py",
         "pos = tf.cast(step, tf.int64) * batch_size + tf.range(",
         "pos = tf.cast(step, tf.int64) + tf.range(",
-        ("tests/test_pipelines.py::test_epoch_batches_visit_each_example_once_per_epoch",),
+        (
+            "tests/test_pipelines.py::"
+            "test_epoch_batches_visit_each_example_once_per_epoch",
+        ),
     ),
     Mutant(
         "nvil_centre_decay_reversed",
@@ -219,12 +225,9 @@ def occurrences(mutant: Mutant, root: pathlib.Path = REPO) -> int:
 def copy_tree(dest: pathlib.Path) -> None:
     """Copies the repository's files (tracked, and untracked but not
     ignored; working-tree versions)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode().split("\0")
+    command = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(command, cwd=REPO, capture_output=True, check=True)
+    files = listed.stdout.decode().split("\0")
     for name in filter(None, files):
         src = REPO / name
         if src.is_file():
@@ -255,7 +258,11 @@ def run(mutant: Mutant, timeout: float) -> tuple[str, str]:
         command += ["-x", "-q", "-m", "", *mutant.tests]
         try:
             proc = subprocess.run(
-                command, cwd=root, env=env, capture_output=True, text=True,
+                command,
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
