@@ -4,6 +4,7 @@ it exists (`tools/mutants.py` runs the mutants themselves, on demand)."""
 
 import ast
 import importlib.util
+import sys
 
 from helpers import REPO
 
@@ -11,6 +12,7 @@ from helpers import REPO
 def _load_harness():
     spec = importlib.util.spec_from_file_location("mutants", REPO / "tools/mutants.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("mutants", module)  # For its dataclass.
     spec.loader.exec_module(module)
     return module
 
