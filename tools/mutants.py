@@ -69,12 +69,19 @@ MUTANTS = (
     Mutant(
         "restore_without_assert_consumed",
         "vma_tf/checkpointing.py",
-        "checkpoint.restore(path).assert_consumed()",
-        "checkpoint.restore(path)",
+        "status.assert_consumed()",
+        "status.expect_partial()",
         (
             "tests/test_training.py::test_checkpoint_of_another_model_restores_nothing",
             "tests/test_training.py::test_resume_with_an_edited_config_is_refused",
         ),
+    ),
+    Mutant(
+        "restore_mismatch_not_rolled_back",
+        "vma_tf/checkpointing.py",
+        "for v, value in zip(variables, before):\n            v.assign(value)",
+        "for v, value in zip(variables, before):\n            pass",
+        ("tests/test_training.py::test_checkpoint_of_another_model_restores_nothing",),
     ),
     Mutant(
         "recall_targets_not_in_memory",

@@ -48,9 +48,13 @@ def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
     parts = [getattr(checkpoint, name, {}) for name in ("model", "optimizer")]
     variables = [v for part in parts for v in part.values()]
     before = [v.numpy() for v in variables]
+    status = None
     try:
-        checkpoint.restore(path).assert_consumed()
+        status = checkpoint.restore(path)
+        status.assert_consumed()
     except Exception as e:
+        if status is not None:  # No warnings about its unused values at exit.
+            status.expect_partial()
         for v, value in zip(variables, before):
             v.assign(value)
         if not isinstance(e, (AssertionError, ValueError)):
