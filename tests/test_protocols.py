@@ -349,9 +349,8 @@ def _largest_tensor(function, *args):
 
 
 def test_memory_of_the_streamed_bound_does_not_grow_with_k():
-    """K = 4000 in chunks of 100 runs a graph whose largest tensor (the
-    `[100, B, 784]` logits) is that of K = 100, while one K = 4000 chunk
-    holds a 40x larger one; both give the same bound. (Counted in the graph:
+    """K = 4000 in chunks of 100 runs a graph whose largest tensor is
+    `[100, B, ~784]`, while one K = 4000 chunk holds a 40x larger one; both give the same bound. (Counted in the graph:
     an RSS threshold would depend on the allocator.)"""
     cfg = dataclasses.replace(
         configs.get_preset("mnist_recall").model,
@@ -371,8 +370,10 @@ def test_memory_of_the_streamed_bound_does_not_grow_with_k():
     state = model.memory_state(memory)
     start = tf.constant(0, tf.int64)
     args = lambda k: (x, memory, state, tf.constant([0, 0]), start, k)
-    assert _largest_tensor(chunked._chunk, *args(100)) == 100 * 32 * 784
-    assert _largest_tensor(whole._chunk, *args(4000)) == 4000 * 32 * 784
+    small = _largest_tensor(chunked._chunk, *args(100))
+    big = _largest_tensor(whole._chunk, *args(4000))
+    assert 100 * 32 * 784 <= small < 2 * 100 * 32 * 784  # [100, B, ~784]
+    assert big == 40 * small
 
 
 def test_large_memory_protocol_end_to_end(recall_run):
