@@ -10,7 +10,7 @@ import pathlib
 import xml.etree.ElementTree as ET
 
 import pytest
-from local_processes import run_launcher
+from helpers import run_launcher
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHERS = sorted(

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from local_processes import free_ports, wait_all
+from helpers import all_checkpoint_values, reserved_ports, wait_all
 
 from vma_tf import configs, training
 
@@ -54,6 +54,11 @@ if os.environ.get("VMA_TEST_NAN_STEPS"):  # Poison these (1-based) steps.
         value = objective(self, terms, *args, **kwargs)
         it = tf.cast(self.optimizer.iterations, tf.int32)
         bad = tf.reduce_any(tf.equal(it, steps))
+        if os.environ.get("VMA_TEST_NAN_REPLICA"):  # Only on this replica.
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            bad = tf.logical_and(
+                bad, tf.equal(replica, int(os.environ["VMA_TEST_NAN_REPLICA"]))
+            )
         return tf.where(bad, tf.constant(float("nan"), value.dtype), value)
     LatentVariableModel.objective = poisoned
 from absl import app
@@ -88,11 +93,12 @@ def start(args, log_path, env=None, two_cpus=False):
         )
 
 
-def run_multi_worker(workdir, tmp_path, tag, steps):
-    ports = free_ports(2)
+def start_workers(workdirs, ports, tmp_path, tag, steps):
+    """One `multi_worker` process per workdir (worker i on `ports[i]`);
+    returns the processes and their log paths."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs, logs = [], []
-    for i in range(2):
+    for i, workdir in enumerate(workdirs):
         tf_config = json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": i}}
         )
@@ -104,7 +110,14 @@ def run_multi_worker(workdir, tmp_path, tag, steps):
                 env={"TF_CONFIG": tf_config},
             )
         )
-    codes = wait_all(procs, timeout=300)
+    return procs, logs
+
+
+def run_multi_worker(workdir, tmp_path, tag, steps):
+    # The ports stay reserved until the workers have exited (no race).
+    with reserved_ports(2) as ports:
+        procs, logs = start_workers([workdir] * 2, ports, tmp_path, tag, steps)
+        codes = wait_all(procs, timeout=300)
     texts = [log.read_text() for log in logs]
     assert codes == [0, 0], "\n".join(t[-3000:] for t in texts)
     return texts
@@ -210,17 +223,40 @@ def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
 
 def test_skip_nonfinite_with_two_replicas(tmp_path):
     """--skip_nonfinite under MirroredStrategy (the skip is decided in
-    cross-replica context): poisoned steps are skipped and counted once."""
+    cross-replica context): steps poisoned on replica 1 only are skipped on
+    both and counted once; over steps 11-20, all poisoned, no weight or Adam
+    moment moves (only the step counter, the seed stream and the save
+    counter)."""
     workdir = tmp_path / "skip"
     log = tmp_path / "skip.log"
-    args = flag_args(workdir, steps=20, strategy="mirrored", skip_nonfinite=True)
-    proc = start(args, log, env={"VMA_TEST_NAN_STEPS": "4,12,13"}, two_cpus=True)
+    # Both checkpoints follow an evaluation (same evaluation seed state).
+    args = flag_args(
+        workdir,
+        steps=20,
+        eval_every=10,
+        checkpoint_every=10,
+        strategy="mirrored",
+        skip_nonfinite=True,
+    )
+    poisoned = ",".join(str(s) for s in (4, *range(11, 21)))
+    env = {"VMA_TEST_NAN_STEPS": poisoned, "VMA_TEST_NAN_REPLICA": "1"}
+    proc = start(args, log, env=env, two_cpus=True)
     assert wait_all([proc], timeout=300) == [0], log.read_text()[-3000:]
     rows = train_rows(workdir)
-    assert [rows[s]["skipped_steps"] for s in (10, 20)] == [1, 2]
-    assert all(np.isfinite(rows[s]["nll_bound"]) for s in (10, 20))
-    _, values = checkpoint_values(workdir / "checkpoints")
-    assert all(np.all(np.isfinite(v)) for v in values.values() if v.dtype.kind == "f")
+    assert [rows[s]["skipped_steps"] for s in (10, 20)] == [1, 10]
+    assert np.isfinite(rows[10]["nll_bound"])
+    ckpt = workdir / "checkpoints"
+    before = all_checkpoint_values(str(ckpt / "ckpt-10"))
+    after = all_checkpoint_values(str(ckpt / "ckpt-20"))
+    assert before.keys() == after.keys() and len(before) > 30
+    moved = {n for n in before if not np.array_equal(before[n], after[n])}
+    kinds = {
+        "train_seed" if "train_seed" in n else n.split("/")[-3].split(".S")[-1]
+        for n in moved
+    }
+    assert kinds == {"train_seed", "iteration", "save_counter"}, moved
+    floats = [v for v in after.values() if np.asarray(v).dtype.kind == "f"]
+    assert floats and all(np.all(np.isfinite(v)) for v in floats)
 
 
 def test_replica_batches_split_x_and_replicate_memory():
@@ -303,22 +339,10 @@ def test_multi_worker_without_tf_config_is_one_line(tmp_path):
 def test_workers_that_cannot_see_the_chiefs_checkpoint_refuse(runs, tmp_path):
     """Worker 1 pointed at another (empty) directory: it would start from step
     0 while the chief resumes at 40; both stop with one error line."""
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs, logs = [], []
-    for i, workdir in enumerate((runs["multi"], tmp_path / "elsewhere")):
-        tf_config = json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": i}}
-        )
-        logs.append(tmp_path / f"worker{i}.log")
-        procs.append(
-            start(
-                flag_args(workdir, steps=60, strategy="multi_worker"),
-                logs[-1],
-                env={"TF_CONFIG": tf_config},
-            )
-        )
-    assert wait_all(procs, timeout=300) == [2, 2]
+    workdirs = (runs["multi"], tmp_path / "elsewhere")
+    with reserved_ports(2) as ports:
+        procs, logs = start_workers(workdirs, ports, tmp_path, "mismatch", 60)
+        assert wait_all(procs, timeout=300) == [2, 2]
     for log in logs:
         assert "error: the workers resume from different checkpoints" in log.read_text()
     assert train_rows(runs["multi"]).keys() == {10, 20, 30, 40}

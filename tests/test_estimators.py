@@ -276,6 +276,35 @@ def test_nvil_variance_normalisation_rescales_only_the_score_term(float64):
         np.testing.assert_allclose(est[i], exact[i], rtol=1e-5, atol=1e-8)
 
 
+def test_nvil_running_statistics_update_values(float64):
+    """One training-mode `loss_and_terms` moves c and v to
+    0.8 * old + 0.2 * the batch mean / (population) variance of L_K - b(x),
+    computed here in NumPy from the step's log-weights; evaluation does not
+    move them."""
+    model, x, mem = _tiny_vma("learned", "nvil")
+    x = tf.concat([x, 1.0 - x, x[:1]], 0)  # 5 targets: a non-zero variance.
+    nvil = model.nvil_baseline
+    nvil.centre.assign(1.5)
+    nvil.variance.assign(3.0)
+    seed = tf.constant([5, 9])
+    _, terms = model.loss_and_terms(x, mem, seed)
+    log_w = terms.log_weights.numpy()
+    top = log_w.max(0)
+    bound = top + np.log(np.exp(log_w - top).mean(0))
+    residual = bound - nvil(x).numpy()
+    assert residual.var() > 1e-3
+    np.testing.assert_allclose(
+        nvil.centre.numpy(), 0.8 * 1.5 + 0.2 * residual.mean(), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        nvil.variance.numpy(), 0.8 * 3.0 + 0.2 * residual.var(), rtol=1e-10
+    )
+    moved = (nvil.centre.numpy(), nvil.variance.numpy())
+    model.loss_and_terms(x, mem, seed, training=False)
+    model.loss_and_terms(x, mem, seed, update_statistics=False)
+    assert (nvil.centre.numpy(), nvil.variance.numpy()) == moved
+
+
 def test_enumeration_detects_a_biased_estimator(float64):
     """The same check fails for the pathwise-only gradient (no score term)."""
     model, x, mem = _tiny_vma("learned")

@@ -79,7 +79,7 @@ def test_nll_protocol_on_a_trained_run(tmp_path):
     import subprocess
     import sys
 
-    from test_training import tiny
+    from helpers import tiny
 
     from vma_tf import training
     from vma_tf.evaluation import load_run, nll_protocol
@@ -158,11 +158,13 @@ def test_mixed_bfloat16_networks_keep_float32_log_weights(preset):
     """The same weights under `mixed_bfloat16`: bfloat16 networks, float32
     distributions; the bound moves by network rounding only."""
     model, x, memory = _model(preset)
+    previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         mixed, _, _ = _model(preset)
     finally:
-        keras.config.set_dtype_policy("float32")
+        keras.config.set_dtype_policy(previous)
+    assert keras.config.dtype_policy() == previous
     for a, b in zip(mixed.variables, model.variables):
         a.assign(b)
     terms = mixed.compute_terms(x, memory, 3, seed=(1, 2))

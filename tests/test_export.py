@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-from local_processes import free_ports, run_launcher
+from helpers import free_ports, run_launcher
 
 from vma_tf import configs, estimators, export, serving_client, training
 from vma_tf.classification import address_class_probs
@@ -444,6 +444,39 @@ def test_query_launcher_request_body_feeds_the_signature(served, loaded, tmp_pat
     )
     body = json.loads(proc.stdout)["inputs"]
     assert sorted(body) == ["memory", "num", "seed"] and body["seed"] == [3, 4]
+
+
+def test_query_launcher_invert_and_flatten_images(tmp_path):
+    """Image inputs: grayscale / 255; `--invert` gives 1 - that (dark strokes
+    on white become ink = 1); `--flatten` gives `[N, H * W]`."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(2, 3, 4)).astype(np.uint8)
+    pngs = [tmp_path / f"x{i}.png" for i in range(2)]
+    for image, path in zip(pixels, pngs):
+        Image.fromarray(image).save(path)
+    np.save(tmp_path / "memory.npy", np.zeros([2, 12], np.float32))
+    bodies = {}
+    for extra in ([], ["--invert"], ["--invert", "--flatten"]):
+        proc = run_launcher(
+            "query",
+            [
+                "--signature=address",
+                "--x=" + ",".join(map(str, pngs)),
+                f"--memory={tmp_path / 'memory.npy'}",
+                "--print_request",
+                *extra,
+            ],
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        bodies[" ".join(extra)] = np.array(json.loads(proc.stdout)["inputs"]["x"])
+    gray = pixels[..., None] / 255.0
+    np.testing.assert_allclose(bodies[""], gray, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(bodies["--invert"], 1.0 - gray, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        bodies["--invert --flatten"], (1.0 - gray).reshape(2, 12), rtol=0, atol=1e-6
+    )
 
 
 def test_query_launcher_bad_flags_give_one_line(tmp_path):

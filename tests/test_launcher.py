@@ -35,21 +35,47 @@ def test_unwritable_workdir(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+# Put first on the child's PYTHONPATH: every name lookup and socket connection
+# fails at once and is recorded, whatever proxy settings or libraries the child uses.
+_NO_NETWORK = """
+import os, socket
+
+def _record(address):
+    with open(os.environ["VMA_TEST_CONNECT_LOG"], "a") as f:
+        f.write(repr(address) + "\\n")
+
+def _blocked(self, address, *args, **kwargs):
+    _record(address)
+    raise OSError(101, "network blocked by the test")
+
+def _no_lookup(host, *args, **kwargs):
+    _record(host)
+    raise socket.gaierror(-3, "name lookup blocked by the test")
+
+socket.socket.connect = _blocked
+socket.socket.connect_ex = _blocked
+socket.getaddrinfo = _no_lookup
+"""
+
+
 def test_missing_data_offline_names_file_and_sha(tmp_path):
-    """No data anywhere and no network: one line naming file, sha256, dirs."""
+    """No data anywhere and no network (blocked at the socket level): one
+    line naming file, sha256, dirs; the download was tried and blocked."""
     empty = tmp_path / "empty"
     empty.mkdir()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_NO_NETWORK)
+    attempts = tmp_path / "connects.log"
     workdir = tmp_path / "run"
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
     proc = run(
         [f"--workdir={workdir}", f"--data_dir={empty}"],
         tmp_path,
         env={
             "VMA_DATA_DIR": str(empty),
-            # Any download attempt fails at once.
-            "http_proxy": "http://127.0.0.1:9",
-            "HTTP_PROXY": "http://127.0.0.1:9",
-            "https_proxy": "http://127.0.0.1:9",
-            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "PYTHONPATH": path.rstrip(os.pathsep),
+            "VMA_TEST_CONNECT_LOG": str(attempts),
         },
     )
     assert proc.returncode != 0
@@ -58,3 +84,4 @@ def test_missing_data_offline_names_file_and_sha(tmp_path):
     assert "binarized_mnist_train.amat.gz" in err and "sha256" in err
     assert str(empty) in err
     assert not workdir.exists()
+    assert attempts.read_text().strip()  # A connection was tried, and failed.

@@ -3,21 +3,28 @@
 The log-weights log p(x|z, m_a) + log p(z|m_a) + log p(a) - log q(z|x, m_a)
 - log q(a|x), kl_a = sum_a q log(q/p), the analytic kl_z and recon are rebuilt
 from the networks' outputs (embeddings, Gaussian parameters, logits) with
-NumPy densities, at fixed addresses and the model's own z noise. A dropped or
-doubled term of the log-weight fails here (every other test compares the
-model with itself).
+NumPy densities, at fixed addresses and the model's own z noise: for the MLP
+and the conv VMA (episodic and learned memory, the z part's nets run once per
+entry or on the addressed entries), the VAE and soft attention (whose
+attention read-out m(z) is rebuilt in NumPy). A dropped or doubled term of
+the log-weight, a swapped KL or a wrong gather fails here (every other test
+compares the model with itself).
 """
+
+import dataclasses
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from vma_tf import configs
 from vma_tf.configs import ModelConfig
 from vma_tf.modeling import sampling
-from vma_tf.modeling.builders import build_mlp_model
+from vma_tf.modeling.builders import build_model, build_mlp_model
 
 K, B, M, D, Z = 3, 4, 5, 6, 2
+IMAGE = (8, 8, 1)  # conv models: the smallest image the pyramid takes
 
 
 @pytest.fixture
@@ -54,33 +61,75 @@ def _log_softmax(v):
     return v - np.log(np.exp(v).sum(-1, keepdims=True))
 
 
-def _build(kind, memory="episodic"):
-    config = ModelConfig(
-        kind=kind,
-        memory=memory,
-        memory_size=M,
-        memory_dim=3,
-        hidden_units=(7,),
-        latent_dim=Z,
-        embed_dim=3,
-        num_samples=K,
-    )
-    keras.utils.set_random_seed(0)
-    model = build_mlp_model(config, (D,), seed=0)
+def _log_px(x, logits):
+    """log Bernoulli(x; logits) summed over the event dims, `[K, B]`."""
+    v = x[None] * logits - _softplus(logits)
+    return v.reshape(v.shape[:2] + (-1,)).sum(-1)
+
+
+def _normalized_scores(e, queries):
+    """S(e_a, q) = <e_a, q> / ||e_a|| (paper eq. 5), `[..., |M|]`."""
+    return queries @ e.T / np.linalg.norm(e, axis=-1)
+
+
+def _build(kind, memory="episodic", arch="mlp", rows=M):
+    """A tiny float64 model with non-trivial weights, targets and memory."""
     rng = np.random.default_rng(1)
-    x = tf.constant((rng.uniform(size=(B, D)) > 0.5).astype(np.float64))
+    if arch == "mlp":
+        config = ModelConfig(
+            kind=kind,
+            memory=memory,
+            memory_size=rows,
+            memory_dim=3,
+            hidden_units=(7,),
+            latent_dim=Z,
+            embed_dim=3,
+            num_samples=K,
+        )
+        x_shape = (D,)
+        keras.utils.set_random_seed(0)
+        model = build_mlp_model(config, x_shape, seed=0)
+    else:
+        preset = {"vma": "omniglot_fewshot", "soft_attention": "omniglot_fewshot_soft"}
+        config = dataclasses.replace(
+            configs.get_preset(preset[kind]).model,
+            memory=memory,
+            memory_size=rows,
+            prior="learned",
+            channels=4,
+            hidden_units=(8,),
+            latent_dim=Z,
+            embed_dim=3,
+            num_samples=K,
+        )
+        x_shape = IMAGE
+        keras.utils.set_random_seed(0)
+        model = build_model(config, x_shape, seed=0)
+    x = tf.constant((rng.uniform(size=(B, *x_shape)) > 0.5).astype(np.float64))
     mem = None
-    if kind == "vma" and memory == "episodic":
-        mem = tf.constant((rng.uniform(size=(M, D)) > 0.5).astype(np.float64))
+    if kind != "vae" and memory == "episodic":
+        mem = tf.constant((rng.uniform(size=(rows, *x_shape)) > 0.5).astype(np.float64))
     model.compute_terms(x, mem, K, seed=(0, 0))
     for v in model.trainable_variables:  # Non-trivial weights everywhere.
         v.assign(v + rng.normal(scale=0.5, size=v.shape))
     return model, x, mem, rng
 
 
-@pytest.mark.parametrize("memory", ["episodic", "learned"])
-def test_vma_terms_match_numpy_reference(float64, memory):
-    model, x, mem, rng = _build("vma", memory)
+@pytest.mark.parametrize(
+    "arch,memory,entry_work",
+    [
+        ("mlp", "episodic", "per_entry"),
+        ("mlp", "learned", "per_entry"),
+        ("mlp", "episodic", "per_sample"),
+        ("conv", "episodic", "per_entry"),
+        ("conv", "learned", "per_sample"),
+    ],
+)
+def test_vma_terms_match_numpy_reference(float64, arch, memory, entry_work):
+    model, x, mem, rng = _build("vma", memory, arch)
+    model.entry_work = entry_work
+    # K != B and rows repeated across targets: a transposed or mis-batched
+    # gather of the addressed entries changes the result.
     addresses = tf.constant(rng.integers(0, M, size=(K, B)), tf.int32)
     seed = tf.constant([3, 4])
     terms = model.compute_terms(x, mem, K, seed, addresses=addresses)
@@ -89,22 +138,21 @@ def test_vma_terms_match_numpy_reference(float64, memory):
     e = model.addressing.embed_memory(m).numpy()
     e_q = model.addressing.query_embedder(x).numpy()
     e_p = model.addressing.prior_query.numpy()
-    norm = np.linalg.norm(e, axis=-1)
-    log_q_all = _log_softmax(e_q @ e.T / norm)  # [B, M]
-    log_p_all = _log_softmax(e @ e_p / norm)  # [M]
+    log_q_all = _log_softmax(_normalized_scores(e, e_q))  # [B, M]
+    log_p_all = _log_softmax(_normalized_scores(e, e_p))  # [M]
     a = addresses.numpy()
     log_q_a = log_q_all[np.arange(B)[None], a]
     log_p_a = log_p_all[a]
-    gather = lambda t: tf.nest.map_structure(lambda u: tf.gather(u, addresses), t)
-    entry = model.entry_features(m)
+    # The z part's per-entry features of every entry, gathered here in NumPy.
+    entry = tf.nest.map_structure(lambda u: u.numpy(), model.entry_features(m))
+    gather = lambda t: tf.nest.map_structure(lambda u: tf.constant(u[a]), t)
     lq, sq = _gauss(model.encoder(x, gather(entry["encoder"])))
-    lp, sp = _gauss(gather(entry["prior_z"]))
+    lp, sp = _gauss(entry["prior_z"][a])
     _, seed_z = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     eps = sampling.standard_normal([K, B, Z], seed_z, tf.float64).numpy()
     z = lq + sq * eps
     logits = model.decoder(tf.constant(z), gather(entry["decoder"])).numpy()
-    xn = x.numpy()[None]
-    log_px = np.sum(xn * logits - _softplus(logits), -1)
+    log_px = _log_px(x.numpy(), logits)
     log_w = (
         log_px
         + _log_normal(z, lp, sp)
@@ -113,6 +161,8 @@ def test_vma_terms_match_numpy_reference(float64, memory):
         - log_q_a
     )
     q = np.exp(log_q_all)
+    # Non-flat p(a) and q(a|x): a dropped or misplaced address term shows.
+    assert np.ptp(log_p_all) > 1e-3 and np.all(np.ptp(log_q_all, -1) > 1e-3)
     np.testing.assert_allclose(terms.log_weights.numpy(), log_w, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(terms.log_q_a.numpy(), log_q_a, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(
@@ -132,7 +182,32 @@ def test_vae_terms_match_numpy_reference(float64):
     eps = sampling.standard_normal([K, B, Z], seed, tf.float64).numpy()
     z = lq + sq * eps
     logits = model.decoder(tf.constant(z)).numpy()
-    log_px = np.sum(x.numpy()[None] * logits - _softplus(logits), -1)
+    log_px = _log_px(x.numpy(), logits)
+    log_w = log_px + _log_normal(z, 0.0, 1.0) - _log_normal(z, lq, sq)
+    np.testing.assert_allclose(terms.log_weights.numpy(), log_w, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(
+        terms.kl_z.numpy(), _kl_normal(lq, sq, 0.0, 1.0), rtol=1e-9
+    )
+    np.testing.assert_allclose(terms.recon.numpy(), -log_px.mean(0), rtol=1e-10)
+    np.testing.assert_array_equal(terms.kl_a.numpy(), np.zeros(B))
+
+
+def test_soft_attention_terms_match_numpy_reference(float64):
+    """Soft attention: z ~ q(z|x), w(z) = softmax_a S(h(m_a), g(z)) over the
+    memory, m(z) = sum_a w_a m_a into the decoder, p(z) = N(0, I)."""
+    model, x, mem, _ = _build("soft_attention", "episodic", "conv")
+    seed = tf.constant([7, 8])
+    terms = model.compute_terms(x, mem, K, seed)
+    lq, sq = _gauss(model.encoder(x))
+    eps = sampling.standard_normal([K, B, Z], seed, tf.float64).numpy()
+    z = lq + sq * eps
+    e = model.memory_embedder(mem).numpy()
+    scores = _normalized_scores(e, model.query_net(tf.constant(z)).numpy())
+    w = np.exp(_log_softmax(scores))  # [K, B, M]
+    m = mem.numpy()
+    m_z = (w @ m.reshape(M, -1)).reshape((K, B, *m.shape[1:]))
+    logits = model._decode(tf.constant(z), tf.constant(m_z)).numpy()
+    log_px = _log_px(x.numpy(), logits)
     log_w = log_px + _log_normal(z, 0.0, 1.0) - _log_normal(z, lq, sq)
     np.testing.assert_allclose(terms.log_weights.numpy(), log_w, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(

@@ -335,15 +335,21 @@ def test_chunked_draws_reproduce_the_unchunked_draw():
 def test_two_stage_categorical_for_large_memory_is_exact_and_chunkable():
     """Above HIERARCHICAL_MIN_CATEGORIES, group-then-entry sampling: the
     frequencies match softmax(logits), padded slots are never drawn, and
-    chunks of the draw reproduce the whole draw (same seed, offsets)."""
+    chunks of the draw reproduce the whole draw (same seed, offsets).
+
+    Several hot entries share a group, also the padded last group, so a group
+    logit other than the logsumexp of its entries (e.g. their max) changes
+    the group frequencies."""
     n = sampling.HIERARCHICAL_MIN_CATEGORIES + 700  # last group padded
-    rng = np.random.default_rng(0)
+    size = sampling.HIERARCHICAL_GROUP_SIZE
+    last = (n - 1) // size * size  # first entry of the padded group
     logits = np.full([2, n], -30.0, np.float32)
-    hot = rng.choice(n, size=(2, 5), replace=False)
-    weights = np.log(np.array([0.1, 0.2, 0.3, 0.15, 0.25], np.float32))
-    for b in range(2):
-        logits[b, hot[b]] = weights
-    logits[1, n - 1] = weights[0] + 0.5  # a hot entry in the padded group
+    # Row 0: three entries in group 2 (0.6 in all) against one in group 10.
+    hot0 = {2 * size + 3: 0.2, 2 * size + 100: 0.2, 3 * size - 1: 0.2, 10 * size: 0.4}
+    # Row 1: three in the padded group (0.5) against two in group 0.
+    hot1 = {last: 0.15, last + 50: 0.15, n - 1: 0.2, 0: 0.25, 7: 0.25}
+    for b, hot in enumerate((hot0, hot1)):
+        logits[b, list(hot)] = np.log(np.array(list(hot.values()), np.float32))
     logits = tf.constant(logits)
     draw = sampling.categorical(logits, 4000, seed=(5, 6)).numpy()
     assert draw.shape == (4000, 2) and draw.min() >= 0 and draw.max() < n
@@ -352,6 +358,12 @@ def test_two_stage_categorical_for_large_memory_is_exact_and_chunkable():
         counts = np.bincount(draw[:, b], minlength=n)
         sd = np.sqrt(4000 * probs[b] * (1 - probs[b]))
         assert np.all(np.abs(counts - 4000 * probs[b]) <= 5 * sd + 1)
+        # Group frequencies: 0.6 / 0.4 and 0.5 / 0.5 (the max would give
+        # 1/3 / 2/3 and 4/9 / 5/9).
+        per_group = np.bincount(draw[:, b] // size, minlength=n // size + 1)
+        group_probs = np.bincount(np.arange(n) // size, probs[b])
+        sd = np.sqrt(4000 * group_probs * (1 - group_probs))
+        assert np.all(np.abs(per_group - 4000 * group_probs) <= 5 * sd + 1)
     parts = [
         sampling.categorical(logits, 1000, seed=(5, 6), offset=k).numpy()
         for k in range(0, 4000, 1000)

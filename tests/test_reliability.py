@@ -1,48 +1,69 @@
-"""Fault injection: a training process killed with SIGKILL at a random step."""
+"""Fault injection: a training process killed with SIGKILL at a seeded step."""
 
 import json
 import os
-import pathlib
 import random
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
-from test_training import all_checkpoint_values, tiny
+from helpers import REPO, all_checkpoint_values, tiny, wait_all
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+# Runs launchers.train and SIGKILLs its own process at a given point
+# (`VMA_TEST_KILL_AT=STEP:PHASE`): "begin" just before step STEP runs,
+# "save" just before checkpoint STEP is written. Deterministic: no polling
+# of the child's progress under a wall-clock deadline.
+DRIVER = r"""
+import os, signal, sys
+step, phase = os.environ["VMA_TEST_KILL_AT"].split(":")
+step = int(step)
+import tensorflow as tf
+from vma_tf import training
+kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if phase == "save":
+    save = tf.train.CheckpointManager.save
+    def killing_save(self, checkpoint_number=None, **kwargs):
+        if checkpoint_number == step:
+            kill()
+        return save(self, checkpoint_number=checkpoint_number, **kwargs)
+    tf.train.CheckpointManager.save = killing_save
+else:
+    begin = training._Monitor.on_epoch_begin
+    def killing_begin(self, epoch, logs=None):
+        if self._step() + 1 == step:
+            kill()
+        return begin(self, epoch, logs)
+    training._Monitor.on_epoch_begin = killing_begin
+from absl import app
+from launchers import train
+sys.argv[0] = "launchers.train"
+app.run(train.main)
+"""
 
 
-def launch(config_json, workdir, log):
+def launch(config_json, workdir, log, kill_at=None):
+    command = [sys.executable, "-m", "launchers.train"]
+    env = dict(os.environ)
+    if kill_at is not None:
+        command = [sys.executable, "-c", DRIVER]
+        env["VMA_TEST_KILL_AT"] = kill_at
+    args = [f"--config_json={config_json}", f"--workdir={workdir}", "--progress=false"]
     with open(log, "w") as f:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "launchers.train",
-                f"--config_json={config_json}",
-                f"--workdir={workdir}",
-                "--progress=false",
-            ],
+            [*command, *args],
             cwd=REPO,
             stdout=f,
             stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
 
 
 def train_rows(workdir):
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # A line being written.
-            break
+    text = (workdir / "metrics.jsonl").read_text()
+    rows = [json.loads(line) for line in text.splitlines()]
     return [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
 
 
@@ -53,46 +74,44 @@ def final_values(workdir):
     return path, values
 
 
-def test_sigkill_at_a_random_step_then_rerun_is_bit_equal(tmp_path):
-    """`--deterministic`: a run killed with SIGKILL at a random step and rerun
-    with the same command ends with every weight, Adam moment and seed state
-    bit-equal to an uninterrupted run, with the same loss at every step."""
-    steps = 60
+def test_sigkill_at_a_seeded_step_then_rerun_is_bit_equal(tmp_path):
+    """`--deterministic`: a run killed with SIGKILL at a seeded step (just
+    before a step, or just before a checkpoint is written) and rerun with the
+    same command ends with every weight, Adam moment and seed state bit-equal
+    to an uninterrupted run, with the same loss at every step."""
+    steps, every = 60, 7
     config = tiny(
         steps=steps,
         log_every=1,
         eval_every=steps,
-        checkpoint_every=7,
+        checkpoint_every=every,
         deterministic=True,
     )
     config_json = tmp_path / "config.json"
     config_json.write_text(config.to_json())
-    # After the first checkpoint (step 7): the row of step 8 is written only
-    # once the step-7 callback, which saves, has returned.
-    kill_at = random.Random().randint(8, 45)  # Printed on failure.
+    rng = random.Random(15)  # Seeded: the same kill point on every run.
+    phase = rng.choice(["begin", "save"])
+    kill_step = rng.randint(8, 45) if phase == "begin" else every * rng.randint(2, 6)
+    print(f"kill point: {phase} of step {kill_step}")
+    last_checkpoint = (kill_step - (phase == "begin")) // every * every
+    if phase == "save":
+        last_checkpoint -= every
     full, part = tmp_path / "full", tmp_path / "part"
     procs = [
         launch(config_json, full, tmp_path / "full.log"),
-        launch(config_json, part, tmp_path / "part.log"),
+        launch(config_json, part, tmp_path / "part.log", f"{kill_step}:{phase}"),
     ]
-    deadline = time.monotonic() + 300
-    while not any(step >= kill_at for step, _ in train_rows(part)):
-        assert procs[1].poll() is None, (tmp_path / "part.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, f"no step {kill_at} in 300 s"
-        time.sleep(0.02)
-    os.kill(procs[1].pid, signal.SIGKILL)
-    assert procs[1].wait(60) == -signal.SIGKILL
-    killed_after = max(step for step, _ in train_rows(part))
-    assert killed_after < steps, f"step {killed_after}: finished before the kill"
-    assert procs[0].wait(300) == 0, (tmp_path / "full.log").read_text()[-3000:]
+    codes = wait_all(procs, timeout=300)
+    assert codes == [0, -signal.SIGKILL], [
+        (tmp_path / f"{n}.log").read_text()[-3000:] for n in ("full", "part")
+    ]
+    done = kill_step - 1 if phase == "begin" else kill_step
+    assert max(step for step, _ in train_rows(part)) == done
 
     rerun = launch(config_json, part, tmp_path / "rerun.log")
-    assert rerun.wait(300) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    assert wait_all([rerun], timeout=300) == [0], (tmp_path / "rerun.log").read_text()
     log = (tmp_path / "rerun.log").read_text()
-    assert "Resuming from " in log, f"killed at {killed_after}, no resume:\n{log}"
-    resumed = int(log.split("Resuming from ")[1].split(" at step ")[1].split()[0])
-    print(f"killed at step {killed_after} (target {kill_at}), resumed at {resumed}")
-    assert 7 <= resumed <= killed_after and resumed % 7 == 0
+    assert f"at step {last_checkpoint}" in log, log[-3000:]
 
     path_a, a = final_values(full)
     path_b, b = final_values(part)

@@ -3,42 +3,23 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import (
+    all_checkpoint_values,
+    checkpoint_values,
+    read_metrics,
+    run_launcher,
+    tiny,
+)
 
-from vma_tf import configs, training
-from vma_tf.errors import NonFiniteError, WorkdirError
+from vma_tf import checkpointing, configs, training
+from vma_tf.configs import ModelConfig
+from vma_tf.errors import CheckpointMismatchError, NonFiniteError, WorkdirError
+from vma_tf.modeling.builders import build_mlp_model
 from vma_tf.modeling.models import LatentVariableModel
-
-
-def tiny(preset="mnist_recall", **overrides):
-    base = dict(
-        steps=40, log_every=10, eval_every=20, checkpoint_every=20, eval_batches=2
-    )
-    if preset.startswith("omniglot"):
-        base["channels"] = 4
-    if configs.get_preset(preset).data.task == "episodes":
-        base.update(batch_classes=2, targets_per_class=2, memory_per_class=2)
-    else:
-        base.update(memory_size=8, batch_size=8)
-    if preset == "mnist_recall":
-        base["eval_memory_size"] = 32
-    base.update(overrides)
-    return configs.override(configs.get_preset(preset), **base)
-
-
-def checkpoint_values(workdir):
-    path = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
-    return {
-        n: tf.train.load_variable(path, n)
-        for n, _ in tf.train.list_variables(path)
-        if n.startswith("model/")
-    }
-
-
-def read_metrics(workdir):
-    return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize(
@@ -140,10 +121,38 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     )
 
 
-def all_checkpoint_values(path):
-    return {
-        n: tf.train.load_variable(path, n) for n, _ in tf.train.list_variables(path)
-    }
+def nan_gradient_from(iteration):
+    """`LatentVariableModel.objective` whose value is unchanged (finite) but
+    whose gradient is NaN from optimizer step `iteration` (0-based) on."""
+    original = LatentVariableModel.objective
+
+    def poisoned(self, terms, *args, **kwargs):
+        value = original(self, terms, *args, **kwargs)
+        bad = self.optimizer.iterations >= iteration
+
+        @tf.custom_gradient
+        def identity(v):
+            def grad(dy):
+                return tf.where(bad, tf.fill(tf.shape(dy), float("nan")), dy)
+
+            return tf.identity(v), grad
+
+        return identity(value)
+
+    return poisoned
+
+
+def test_nonfinite_gradient_with_a_finite_loss_stops_training(tmp_path, monkeypatch):
+    """The loss stays finite; only the gradient is NaN from step 26: training
+    stops naming step 26 and keeps ckpt-20 (finite values)."""
+    monkeypatch.setattr(LatentVariableModel, "objective", nan_gradient_from(25))
+    with pytest.raises(NonFiniteError, match="step 26") as err:
+        training.train_and_evaluate(tiny(jit=False), tmp_path, progress=False)
+    assert "ckpt-20" in str(err.value)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-20")
+    rows = [r for r in read_metrics(tmp_path) if r["split"] == "train"]
+    assert [r["step"] for r in rows] == [10, 20]
+    assert all(np.isfinite(r["loss"]) for r in rows)
 
 
 def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):
@@ -170,18 +179,43 @@ def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):
     assert after[next(n for n in moved if n.startswith("optimizer/"))] == 40
 
 
-def test_second_run_on_a_locked_workdir_refuses(tmp_path):
-    import fcntl
+def test_second_run_on_a_locked_workdir_refuses(tmp_path, monkeypatch):
+    """A real first run holds the lock; at its step 20 a second process with
+    the same command starts on the same workdir and is refused with one line;
+    the first run then finishes as it would have, its files untouched."""
+    config = tiny(jit=False)
+    config_json = tmp_path / "flags.json"
+    config_json.write_text(config.to_json())
+    workdir = tmp_path / "run"
+    second = {}
+    on_epoch_end = training._Monitor.on_epoch_end
 
-    tmp_path.mkdir(exist_ok=True)
-    fd = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        with pytest.raises(WorkdirError, match="in use"):
-            training.train_and_evaluate(tiny(), tmp_path, progress=False)
-    finally:
-        os.close(fd)
-    assert not (tmp_path / "metrics.jsonl").exists()
+    def start_second_at_step_20(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        if self._step() == 20:
+            before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+            second["result"] = run_launcher(
+                "train",
+                [f"--config_json={config_json}", f"--workdir={workdir}"],
+                env={"VMA_DATA_DIR": os.environ.get("VMA_DATA_DIR", "")},
+            )
+            after = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+            second["checkpoints"] = (before, after)
+
+    monkeypatch.setattr(training._Monitor, "on_epoch_end", start_second_at_step_20)
+    summary = training.train_and_evaluate(config, workdir, progress=False)
+    result = second["result"]
+    assert result.returncode != 0
+    assert "in use by another run" in result.stderr + result.stdout
+    before, after = second["checkpoints"]
+    assert before == after  # The second wrote nothing.
+    assert summary["step"] == 40 and summary["steps_this_run"] == 40
+    rows = read_metrics(workdir)
+    assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
+    saved = configs.Config.from_dict(json.loads((workdir / "config.json").read_text()))
+    assert saved == config
+    values = all_checkpoint_values(str(workdir / "checkpoints" / "ckpt-40"))
+    assert values["optimizer/000.Siteration/.ATTRIBUTES/VARIABLE_VALUE"] == 40
 
 
 def test_resume_with_a_different_model_is_refused(tmp_path):
@@ -190,6 +224,104 @@ def test_resume_with_a_different_model_is_refused(tmp_path):
         training.train_and_evaluate(
             tiny(steps=40, memory_size=4), tmp_path, progress=False
         )
+
+
+def _tree(path):
+    return {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_resume_with_an_edited_config_is_refused(tmp_path):
+    """config.json edited to another model (NVIL's extra variables): the
+    flags match it, so only the checkpoint can tell. The restore fails with
+    one line naming the checkpoint; checkpoints and metrics are untouched."""
+    training.train_and_evaluate(tiny(steps=20, jit=False), tmp_path, progress=False)
+    edited = json.loads((tmp_path / "config.json").read_text())
+    edited["model"]["estimator"] = "nvil"
+    (tmp_path / "config.json").write_text(json.dumps(edited))
+    checkpoints, metrics = _tree(tmp_path / "checkpoints"), _tree(tmp_path / "tb")
+    rows = (tmp_path / "metrics.jsonl").read_text()
+    config = tiny(steps=40, jit=False, estimator="nvil")
+    with pytest.raises(CheckpointMismatchError, match="does not match this model") as e:
+        training.train_and_evaluate(config, tmp_path, progress=False)
+    assert "ckpt-20" in str(e.value) and "\n" not in str(e.value)
+    assert _tree(tmp_path / "checkpoints") == checkpoints
+    assert _tree(tmp_path / "tb") == metrics
+    assert (tmp_path / "metrics.jsonl").read_text() == rows
+
+
+def _compiled(estimator, decoder_context="all"):
+    config = ModelConfig(
+        kind="vma",
+        memory="learned",
+        memory_size=3,
+        memory_dim=4,
+        hidden_units=(5,),
+        latent_dim=2,
+        embed_dim=3,
+        num_samples=2,
+        estimator=estimator,
+        decoder_context=decoder_context,
+    )
+    keras.utils.set_random_seed(0)
+    model = build_mlp_model(config, (6,), seed=0)
+    model.compute_terms(tf.zeros([2, 6]), None, 2, seed=(0, 0))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+@pytest.mark.parametrize(
+    "saved,restored",
+    [
+        ("nvil", "vimco"),  # Checkpoint variables the model lacks.
+        ("vimco", "nvil"),  # Model variables the checkpoint lacks.
+        ("vimco", "first"),  # Another decoder: names and shapes differ.
+    ],
+)
+def test_checkpoint_of_another_model_restores_nothing(tmp_path, saved, restored):
+    """`checkpointing.restore` of another model's checkpoint raises
+    `CheckpointMismatchError` and leaves every model and optimizer variable
+    at its value (nothing half-restored); the same model restores exactly."""
+    source = _compiled(saved)
+    for v in source.variables:  # Values no fresh model has.
+        v.assign(v + tf.cast(1.5, v.dtype))
+    path = checkpointing.make_checkpoint(source).save(str(tmp_path / "ckpt"))
+    if restored == "first":
+        target = _compiled("vimco", decoder_context="first")
+    else:
+        target = _compiled(restored)
+    variables = [*target.variables, *target.optimizer.variables]
+    before = [v.numpy().copy() for v in variables]
+    with pytest.raises(CheckpointMismatchError, match="does not match this model"):
+        checkpointing.restore(checkpointing.make_checkpoint(target), path)
+    for v, value in zip(variables, before):
+        np.testing.assert_array_equal(v.numpy(), value, err_msg=v.path)
+    same = _compiled(saved)
+    checkpointing.restore(checkpointing.make_checkpoint(same), path)
+    for a, b in zip(same.variables, source.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (tiny("mnist_vae").to_json(), "holds a 'mnist_vae' run, not 'mnist_recall'"),
+        ('{"experiment": "someone else\'s"}', "is not a readable vma_tf config"),
+        ("not json", "is not a readable vma_tf config"),
+    ],
+)
+def test_foreign_workdir_is_refused_before_anything_is_written(
+    tmp_path, content, message
+):
+    """A workdir holding another preset's run, or a config.json that is not
+    ours: refused with one line; the directory is left exactly as it was."""
+    (tmp_path / "config.json").write_text(content)
+    (tmp_path / "notes.txt").write_text("theirs")
+    before = _tree(tmp_path)
+    with pytest.raises(WorkdirError, match=message) as err:
+        training.train_and_evaluate(tiny(), tmp_path, progress=False)
+    assert "\n" not in str(err.value)
+    assert _tree(tmp_path) == before
 
 
 def test_unwritable_workdir_writes_nothing(tmp_path):

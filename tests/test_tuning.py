@@ -12,7 +12,7 @@ import time
 
 import keras_tuner
 import pytest
-from local_processes import free_ports, wait_all
+from helpers import reserved_ports, wait_all
 
 from vma_tf import configs, tuning
 from vma_tf.modeling.models import VMA, LatentVariableModel
@@ -171,32 +171,33 @@ def test_distributed_search_chief_and_two_workers(tmp_path):
     """keras-tuner's gRPC oracle on 127.0.0.1: the chief serves, 2 workers run
     4 trials; every trial is recorded once, all processes exit by themselves."""
     workdir = tmp_path / "search"
-    (port,) = free_ports(1)
-    base_env = {
-        **os.environ,
-        "KERASTUNER_ORACLE_IP": "127.0.0.1",
-        "KERASTUNER_ORACLE_PORT": str(port),
-    }
-    cmd = tune_command(workdir, "--max_trials=4", "--steps_per_trial=10")
-    procs, logs = [], []
-    try:
-        for tuner_id in ("chief", "tuner0", "tuner1"):
-            logs.append(tmp_path / f"{tuner_id}.log")
-            with open(logs[-1], "w") as log:
-                procs.append(
-                    subprocess.Popen(
-                        cmd,
-                        cwd=REPO,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env={**base_env, "KERASTUNER_TUNER_ID": tuner_id},
-                        start_new_session=True,
+    # The port stays reserved until every process has exited (no race).
+    with reserved_ports(1) as (port,):
+        base_env = {
+            **os.environ,
+            "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": str(port),
+        }
+        cmd = tune_command(workdir, "--max_trials=4", "--steps_per_trial=10")
+        procs, logs = [], []
+        try:
+            for tuner_id in ("chief", "tuner0", "tuner1"):
+                logs.append(tmp_path / f"{tuner_id}.log")
+                with open(logs[-1], "w") as log:
+                    procs.append(
+                        subprocess.Popen(
+                            cmd,
+                            cwd=REPO,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            env={**base_env, "KERASTUNER_TUNER_ID": tuner_id},
+                            start_new_session=True,
+                        )
                     )
-                )
-            if tuner_id == "chief":
-                time.sleep(2)  # Workers wait for the server anyway (gRPC).
-    finally:
-        wait_all(procs, timeout=240)
+                if tuner_id == "chief":
+                    time.sleep(2)  # Workers wait for the server anyway (gRPC).
+        finally:
+            wait_all(procs, timeout=240)
     texts = [log.read_text() for log in logs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(
         t[-2000:] for t in texts

@@ -8,7 +8,8 @@ maps, keyed by position and path (`"007/encoder/dense_0/kernel"`), covering
 every model variable — weights, learned memory, seed-generator states, the
 non-finite-step marker — and every optimizer variable (step counter, Adam
 moments). Restoring requires an exact match (`assert_consumed`), so a
-checkpoint of another architecture fails loudly instead of half-restoring.
+checkpoint of another architecture fails loudly instead of half-restoring
+(and every variable keeps its value).
 """
 
 from __future__ import annotations
@@ -38,10 +39,26 @@ def make_checkpoint(model: keras.Model) -> tf.train.Checkpoint:
 
 
 def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
-    """Restores every variable from `path`; raises on any mismatch."""
+    """Restores every variable from `path`; raises on any mismatch.
+
+    All or nothing: when the checkpoint does not match (another model, or
+    unreadable files) every variable is put back to the value it had, so a
+    caller that catches the error holds no half-restored model.
+    """
+    parts = [getattr(checkpoint, name, {}) for name in ("model", "optimizer")]
+    variables = [v for part in parts for v in part.values()]
+    before = [v.numpy() for v in variables]
+    status = None
     try:
-        checkpoint.restore(path).assert_consumed()
-    except (AssertionError, ValueError) as e:
+        status = checkpoint.restore(path)
+        status.assert_consumed()
+    except Exception as e:
+        if status is not None:  # No warnings about its unused values at exit.
+            status.expect_partial()
+        for v, value in zip(variables, before):
+            v.assign(value)
+        if not isinstance(e, (AssertionError, ValueError)):
+            raise
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointMismatchError(
             f"checkpoint {path} does not match this model ({first[:200]})"

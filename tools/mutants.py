@@ -1,0 +1,320 @@
+"""Mutation harness: plants known bugs one at a time and checks that the
+tests meant to catch them fail.
+
+Run on demand (not in CI; a few minutes per mutant on 2 cores):
+
+    .venv/bin/python tools/mutants.py            # every mutant
+    .venv/bin/python tools/mutants.py --list     # names, files, tests
+    .venv/bin/python tools/mutants.py --only NAME [--only NAME2]
+
+Each mutant copies the repository's files (`git ls-files`: tracked, and new
+files not ignored; working-tree versions) to a temporary directory, replaces one exact
+snippet of one file, and runs only the mutant's tests there
+(`pytest -p no:cacheprovider -x -q -m ""`). A failing test run prints
+`killed`; a passing one `survived`; a collection error, timeout or a snippet
+that is not found exactly once prints `error`. The exit status is 0 only if
+every mutant selected was killed.
+
+The snippets are part of the code's maintenance: a refactor that moves or
+rewrites a line must update its mutant here (`tests/test_mutants.py` checks
+in the default suite that every snippet still occurs exactly once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """One planted bug.
+
+    Attributes:
+        name: short identifier (`--only`).
+        file: path relative to the repository root.
+        original: exact snippet, which must occur exactly once in `file`.
+        replacement: what the snippet becomes.
+        tests: pytest node ids meant to catch the bug.
+    """
+
+    name: str
+    file: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+
+
+MODELS = "vma_tf/modeling/models.py"
+TERMS = "tests/test_model_terms.py"
+
+MUTANTS = (
+    # -- the bugs of issue 15's table ------------------------------------
+    Mutant(
+        "vma_log_p_a_dropped",
+        MODELS,
+        "log_weights = log_px + p_z.log_prob(z) - log_q_z + log_p_a - log_q_a_term",
+        "log_weights = log_px + p_z.log_prob(z) - log_q_z - log_q_a_term",
+        (f"{TERMS}::test_vma_terms_match_numpy_reference",),
+    ),
+    Mutant(
+        "restore_without_assert_consumed",
+        "vma_tf/checkpointing.py",
+        "status.assert_consumed()",
+        "status.expect_partial()",
+        (
+            "tests/test_training.py::test_checkpoint_of_another_model_restores_nothing",
+            "tests/test_training.py::test_resume_with_an_edited_config_is_refused",
+        ),
+    ),
+    Mutant(
+        "restore_mismatch_not_rolled_back",
+        "vma_tf/checkpointing.py",
+        "for v, value in zip(variables, before):\n            v.assign(value)",
+        "for v, value in zip(variables, before):\n            pass",
+        ("tests/test_training.py::test_checkpoint_of_another_model_restores_nothing",),
+    ),
+    Mutant(
+        "recall_targets_not_in_memory",
+        "vma_tf/data/pipelines.py",
+        '"x": tf.gather(memory, targets),',
+        '"x": tf.cast(tf.gather(images, targets), tf.float32),',
+        (
+            "tests/test_pipelines.py::test_recall_targets_are_their_memory_rows",
+            "tests/test_protocols.py::test_recall_sizes",
+        ),
+    ),
+    Mutant(
+        "two_stage_group_max",
+        "vma_tf/modeling/sampling.py",
+        "group_logits = tf.reduce_logsumexp(grouped, axis=-1)",
+        "group_logits = tf.reduce_max(grouped, axis=-1)",
+        (
+            "tests/test_modeling.py::"
+            "test_two_stage_categorical_for_large_memory_is_exact_and_chunkable",
+        ),
+    ),
+    Mutant(
+        "gradient_finiteness_unchecked",
+        MODELS,
+        "finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))",
+        "finite = tf.logical_and(finite, True)",
+        (
+            "tests/test_training.py::"
+            "test_nonfinite_gradient_with_a_finite_loss_stops_training",
+        ),
+    ),
+    Mutant(
+        "learning_signals_sign",
+        "vma_tf/estimators.py",
+        "return bound[tf.newaxis] - loo",
+        "return loo - bound[tf.newaxis]",
+        (
+            "tests/test_properties.py::"
+            "test_vimco_is_finite_exact_and_permutation_equivariant",
+        ),
+    ),
+    # -- the bound, the KL terms, gathers, resume, data splits -------------
+    Mutant(
+        "bound_mean_not_logmeanexp",
+        "vma_tf/estimators.py",
+        "return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)",
+        "return tf.reduce_mean(log_weights, axis=0)",
+        ("tests/test_estimators.py::test_bound_value_is_log_mean_exp",),
+    ),
+    Mutant(
+        "kl_z_arguments_swapped",
+        MODELS,
+        "kl_z=tf.reduce_mean(tfd.kl_divergence(q_z, p_z), axis=0),",
+        "kl_z=tf.reduce_mean(tfd.kl_divergence(p_z, q_z), axis=0),",
+        (f"{TERMS}::test_vma_terms_match_numpy_reference",),
+    ),
+    Mutant(
+        "kl_a_without_cross_entropy",
+        MODELS,
+        "kl_a=tfd.kl_divergence(q_a, p_a),",
+        "kl_a=-q_a.entropy(),",
+        (f"{TERMS}::test_vma_terms_match_numpy_reference",),
+    ),
+    Mutant(
+        "soft_attention_softmax_over_targets",
+        MODELS,
+        "self.similarity(self.memory_embedder(m), self.query_net(z)), axis=-1",
+        "self.similarity(self.memory_embedder(m), self.query_net(z)), axis=-2",
+        (f"{TERMS}::test_soft_attention_terms_match_numpy_reference",),
+    ),
+    Mutant(
+        "per_sample_gather_transposed",
+        MODELS,
+        'tf.gather(state["memory"], tf.reshape(addresses, [-1]))',
+        'tf.gather(state["memory"], tf.reshape(tf.transpose(addresses), [-1]))',
+        (f"{TERMS}::test_vma_terms_match_numpy_reference",),
+    ),
+    Mutant(
+        "log_q_a_gathered_from_first_target",
+        MODELS,
+        "tf.gather(log_q_all, tf.transpose(addresses), batch_dims=1)",
+        "tf.gather(log_q_all[0], tf.transpose(addresses))",
+        (f"{TERMS}::test_vma_terms_match_numpy_reference",),
+    ),
+    Mutant(
+        "resume_data_from_step_zero",
+        "vma_tf/training.py",
+        "distribute(model.distribute_strategy, data.train(start_step)),",
+        "distribute(model.distribute_strategy, data.train(0)),",
+        ("tests/test_training.py::test_resume_is_exact[mnist_recall]",),
+    ),
+    Mutant(
+        "seed_stream_not_checkpointed",
+        "vma_tf/checkpointing.py",
+        "model=_variable_map(model.variables, strip_scope=False),",
+        "model=_variable_map(\n"
+        '            [v for v in model.variables if "seed" not in v.path],\n'
+        "            strip_scope=False,\n"
+        "        ),",
+        ("tests/test_training.py::test_resume_is_exact[mnist_recall]",),
+    ),
+    Mutant(
+        "valid_split_is_test",
+        "vma_tf/data/pipelines.py",
+        'evals=_eval_sets(config, "valid", valid),',
+        'evals=_eval_sets(config, "valid", test),',
+        ("tests/test_pipelines.py::test_mnist_splits_come_from_their_own_files",),
+    ),
+    Mutant(
+        "omniglot_train_includes_test_alphabets",
+        "vma_tf/data/omniglot.py",
+        "return data.subset(~is_test), data.subset(is_test)",
+        "return data.subset(is_test | ~is_test), data.subset(is_test)",
+        ("tests/test_omniglot_data.py::test_fewshot_split",),
+    ),
+    Mutant(
+        "epoch_position_ignores_batch_size",
+        "vma_tf/data/pipelines.py",
+        "pos = tf.cast(step, tf.int64) * batch_size + tf.range(",
+        "pos = tf.cast(step, tf.int64) + tf.range(",
+        (
+            "tests/test_pipelines.py::"
+            "test_epoch_batches_visit_each_example_once_per_epoch",
+        ),
+    ),
+    Mutant(
+        "nvil_centre_decay_reversed",
+        "vma_tf/modeling/nvil.py",
+        "a * self.centre + (1.0 - a) * tf.cast(mean, self.centre.dtype)",
+        "(1.0 - a) * self.centre + a * tf.cast(mean, self.centre.dtype)",
+        ("tests/test_estimators.py::test_nvil_running_statistics_update_values",),
+    ),
+)
+
+
+def find(name: str) -> Mutant:
+    for m in MUTANTS:
+        if m.name == name:
+            return m
+    raise SystemExit(f"error: no mutant named {name!r} (see --list)")
+
+
+def occurrences(mutant: Mutant, root: pathlib.Path = REPO) -> int:
+    """How often the mutant's snippet occurs in its file under `root`."""
+    return (root / mutant.file).read_text().count(mutant.original)
+
+
+def copy_tree(dest: pathlib.Path) -> None:
+    """Copies the repository's files (tracked, and untracked but not
+    ignored; working-tree versions)."""
+    command = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(command, cwd=REPO, capture_output=True, check=True)
+    files = listed.stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def run(mutant: Mutant, timeout: float) -> tuple[str, str]:
+    """Applies `mutant` to a temporary copy and runs its tests.
+
+    Returns:
+        `(status, detail)`: status `killed`, `survived` or `error`.
+    """
+    count = occurrences(mutant)
+    if count != 1:
+        return "error", f"snippet found {count} times in {mutant.file} (need 1)"
+    with tempfile.TemporaryDirectory(prefix=f"mutant_{mutant.name}_") as tmp:
+        root = pathlib.Path(tmp)
+        copy_tree(root)
+        path = root / mutant.file
+        path.write_text(path.read_text().replace(mutant.original, mutant.replacement))
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        shared = REPO.parent / "shared" / "data"
+        if "VMA_DATA_DIR" not in env and shared.is_dir():
+            env["VMA_DATA_DIR"] = str(shared)
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+        command += ["-x", "-q", "-m", "", *mutant.tests]
+        try:
+            proc = subprocess.run(
+                command,
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return "error", f"timeout after {timeout:.0f} s"
+    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+    last = lines[-1] if lines else proc.stderr.strip()[-200:]
+    if proc.returncode == 1:
+        failed = [l for l in lines if l.startswith("FAILED ")]
+        return "killed", (failed[0] if failed else last)
+    if proc.returncode == 0:
+        return "survived", last
+    return "error", f"pytest exit {proc.returncode}: {last}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutants")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help="run NAME only"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds per mutant (900)"
+    )
+    args = parser.parse_args(argv)
+    selected = [find(n) for n in args.only] if args.only else list(MUTANTS)
+    if args.list:
+        for m in selected:
+            print(f"{m.name}  ({m.file}, found {occurrences(m)}x)")
+            for t in m.tests:
+                print(f"    {t}")
+        return 0
+    results = []
+    for m in selected:
+        t0 = time.monotonic()
+        status, detail = run(m, args.timeout)
+        results.append(status)
+        print(f"{status:9s} {m.name:42s} {time.monotonic() - t0:6.0f} s  {detail}")
+        sys.stdout.flush()
+    killed = results.count("killed")
+    print(
+        f"{killed}/{len(results)} killed, {results.count('survived')} survived, "
+        f"{results.count('error')} errors"
+    )
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
