@@ -88,6 +88,11 @@ TABLE = [
     ),
     (
         "train",
+        ["--preset=omniglot_fewshot", "--decoder_bias_init=data_mean"],
+        "--decoder_bias_init=data_mean applies to MLP decoders",
+    ),
+    (
+        "train",
         ["--prior_z_init=he"],
         "flag --prior_z_init=he: value should be one of",
     ),

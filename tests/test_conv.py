@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from vma_tf import configs
-from vma_tf.modeling import conv
+from vma_tf.modeling import conv, networks
 from vma_tf.modeling.builders import build_model
 from vma_tf.modeling.models import VAE, VMA, SoftAttentionVAE
 
@@ -91,6 +91,20 @@ def test_conv_models_terms_shapes(preset, cls):
         )
         loss, one = single.loss_and_terms(x, memory, seed=(1, 2))
         assert one.log_weights.shape == (1, B) and np.isfinite(loss.numpy())
+
+
+@pytest.mark.parametrize("init", ["glorot", "standard_normal"])
+def test_prior_z_init_reaches_the_conv_prior(init):
+    """`prior_z_init="standard_normal"` makes the conv p(z|m_a) N(0, I) for
+    every entry at initialisation; Keras' init does not."""
+    model, _, memory = _vma(prior_z_init=init)
+    p_z = networks.gaussian(model.memory_state(memory)["prior_z"])  # [|M|] x [Z]
+    loc, scale = p_z.mean().numpy(), p_z.stddev().numpy()
+    if init == "standard_normal":
+        np.testing.assert_allclose(loc, 0.0, atol=1e-6)
+        np.testing.assert_allclose(scale, 1.0, atol=1e-5)
+    else:
+        assert np.abs(loc).max() > 1e-3
 
 
 def _vma(**model):
