@@ -174,14 +174,8 @@ def test_vma_terms_match_numpy_reference(float64, arch, memory, entry_work):
     np.testing.assert_allclose(terms.recon.numpy(), -log_px.mean(0), rtol=1e-10)
 
 
-def test_vae_terms_match_numpy_reference(float64):
-    model, x, _, _ = _build("vae")
-    seed = tf.constant([5, 6])
-    terms = model.compute_terms(x, None, K, seed)
-    lq, sq = _gauss(model.encoder(x))
-    eps = sampling.standard_normal([K, B, Z], seed, tf.float64).numpy()
-    z = lq + sq * eps
-    logits = model.decoder(tf.constant(z)).numpy()
+def _assert_standard_prior_terms(terms, x, z, lq, sq, logits):
+    """Terms of a model with z ~ q(z|x), p(z) = N(0, I) and no address."""
     log_px = _log_px(x.numpy(), logits)
     log_w = log_px + _log_normal(z, 0.0, 1.0) - _log_normal(z, lq, sq)
     np.testing.assert_allclose(terms.log_weights.numpy(), log_w, rtol=1e-10, atol=1e-9)
@@ -190,6 +184,17 @@ def test_vae_terms_match_numpy_reference(float64):
     )
     np.testing.assert_allclose(terms.recon.numpy(), -log_px.mean(0), rtol=1e-10)
     np.testing.assert_array_equal(terms.kl_a.numpy(), np.zeros(B))
+
+
+def test_vae_terms_match_numpy_reference(float64):
+    model, x, _, _ = _build("vae")
+    seed = tf.constant([5, 6])
+    terms = model.compute_terms(x, None, K, seed)
+    lq, sq = _gauss(model.encoder(x))
+    eps = sampling.standard_normal([K, B, Z], seed, tf.float64).numpy()
+    z = lq + sq * eps
+    logits = model.decoder(tf.constant(z)).numpy()
+    _assert_standard_prior_terms(terms, x, z, lq, sq, logits)
 
 
 def test_soft_attention_terms_match_numpy_reference(float64):
@@ -207,11 +212,4 @@ def test_soft_attention_terms_match_numpy_reference(float64):
     m = mem.numpy()
     m_z = (w @ m.reshape(M, -1)).reshape((K, B, *m.shape[1:]))
     logits = model._decode(tf.constant(z), tf.constant(m_z)).numpy()
-    log_px = _log_px(x.numpy(), logits)
-    log_w = log_px + _log_normal(z, 0.0, 1.0) - _log_normal(z, lq, sq)
-    np.testing.assert_allclose(terms.log_weights.numpy(), log_w, rtol=1e-10, atol=1e-9)
-    np.testing.assert_allclose(
-        terms.kl_z.numpy(), _kl_normal(lq, sq, 0.0, 1.0), rtol=1e-9
-    )
-    np.testing.assert_allclose(terms.recon.numpy(), -log_px.mean(0), rtol=1e-10)
-    np.testing.assert_array_equal(terms.kl_a.numpy(), np.zeros(B))
+    _assert_standard_prior_terms(terms, x, z, lq, sq, logits)
