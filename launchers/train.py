@@ -107,6 +107,12 @@ flags.DEFINE_enum(
     ["glorot", "standard_normal"],
     "Init of p(z|m_a)'s output layer (standard_normal: N(0, I) for every entry).",
 )
+flags.DEFINE_enum(
+    "encoder_context_init",
+    None,
+    ["glorot", "zeros"],
+    "Init of the m_a-half of q(z|x, m_a)'s first layer (zeros: starts as q(z|x)).",
+)
 flags.DEFINE_integer(
     "decoder_refine",
     None,

@@ -127,3 +127,30 @@ def wait_all(procs, timeout):
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     return [p.returncode for p in procs]
+
+
+def check_encoder_context_init(model, x, memory, m_kernel, zeros: bool):
+    """q(z|x, m_a) of a built VMA at initialisation: with a zero m_a-half
+    (`encoder_context_init="zeros"`) its parameters are the same for every
+    entry, else they differ; either way the loss has a non-zero gradient for
+    the m_a-half `m_kernel` (the encoder learns to use m_a)."""
+    import numpy as np
+
+    state = model.memory_state(memory)
+    batch = x.shape[0]
+    q_params = [
+        model.encoder(
+            x,
+            tf.nest.map_structure(
+                lambda t: tf.gather(t, tf.fill([batch], slot)), state["encoder"]
+            ),
+        ).numpy()
+        for slot in (0, 1)
+    ]
+    gap = np.abs(q_params[0] - q_params[1]).max()
+    assert (gap == 0.0) if zeros else (gap > 1e-4), gap
+    assert (np.abs(m_kernel.numpy()).max() == 0.0) == zeros
+    with tf.GradientTape() as tape:
+        loss, _ = model.loss_and_terms(x, memory, seed=tf.constant([3, 4]))
+    grad = tape.gradient(loss, m_kernel)
+    assert grad is not None and np.abs(grad.numpy()).max() > 0.0

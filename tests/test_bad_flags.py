@@ -96,6 +96,11 @@ TABLE = [
         ["--prior_z_init=he"],
         "flag --prior_z_init=he: value should be one of",
     ),
+    (
+        "train",
+        ["--preset=omniglot_fewshot", "--encoder_context_init=zeros", "--tie_pyramid"],
+        "--encoder_context_init=zeros needs --tie_pyramid=false",
+    ),
     ("train", ["--strategy=ps"], "flag --strategy=ps: value should be one of"),
     ("train", ["--estimator=reinforce"], "flag --estimator=reinforce: value should"),
     (

@@ -12,6 +12,8 @@ from vma_tf.modeling import conv, networks
 from vma_tf.modeling.builders import build_model
 from vma_tf.modeling.models import VAE, VMA, SoftAttentionVAE
 
+from helpers import check_encoder_context_init
+
 K, B, M = 3, 4, 5
 
 
@@ -105,6 +107,16 @@ def test_prior_z_init_reaches_the_conv_prior(init):
         np.testing.assert_allclose(scale, 1.0, atol=1e-5)
     else:
         assert np.abs(loc).max() > 1e-3
+
+
+@pytest.mark.parametrize("init", ["glorot", "zeros"])
+def test_encoder_context_init_zeros_reaches_the_conv_encoder(init):
+    """The m-half of the untied encoder pyramid's first conv starts at zero
+    with `encoder_context_init="zeros"`: q(z|x, m_a) equal for every entry."""
+    model, x, memory = _vma(encoder_context_init=init)
+    check_encoder_context_init(
+        model, x, memory, model.encoder.pyramid.convs[0].kernel, init == "zeros"
+    )
 
 
 def _vma(**model):

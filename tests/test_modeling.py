@@ -14,6 +14,8 @@ from vma_tf.modeling.memory import MemoryBuffer
 from vma_tf.modeling.models import VAE, VMA
 from vma_tf.modeling.similarity import NormalizedSimilarity
 
+from helpers import check_encoder_context_init
+
 tfd = tfp.distributions
 B, K, M, D = 6, 4, 5, 784
 
@@ -157,6 +159,18 @@ def test_vae_terms_shapes():
     terms = model.compute_terms(x, None, K, seed=(0, 1))
     assert terms.log_weights.shape == (K, B) and terms.log_q_a is None
     np.testing.assert_array_equal(terms.kl_a.numpy(), np.zeros(B))
+
+
+@pytest.mark.parametrize("init", ["glorot", "zeros"])
+def test_encoder_context_init_zeros_starts_q_z_as_q_z_given_x(init):
+    """`encoder_context_init="zeros"` (mnist_learned): the MLP q(z|x, m_a)
+    starts equal for every entry and still learns how to use m_a."""
+    model = _model(memory="learned", encoder_context_init=init)
+    x = _binary(np.random.default_rng(6), (B, D))
+    model.compute_terms(x, None, K, seed=(0, 1))
+    check_encoder_context_init(
+        model, x, None, model.encoder.context_proj.kernel, zeros=init == "zeros"
+    )
 
 
 @pytest.mark.parametrize("context", ["first", "all"])

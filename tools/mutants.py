@@ -214,6 +214,16 @@ MUTANTS = (
         "(1.0 - a) * self.centre + a * tf.cast(mean, self.centre.dtype)",
         ("tests/test_estimators.py::test_nvil_running_statistics_update_values",),
     ),
+    Mutant(
+        "encoder_context_init_ignored",
+        "vma_tf/modeling/builders.py",
+        'return "zeros" if config.encoder_context_init == "zeros" else "glorot_uniform"',
+        'return "glorot_uniform"',
+        (
+            "tests/test_modeling.py::"
+            "test_encoder_context_init_zeros_starts_q_z_as_q_z_given_x",
+        ),
+    ),
 )
 
 

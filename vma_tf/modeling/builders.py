@@ -60,6 +60,11 @@ def _estimator_args(config: ModelConfig) -> dict:
     )
 
 
+def _context_initializer(config: ModelConfig):
+    """Kernel initializer of q(z|x, m_a)'s m_a-half (`encoder_context_init`)."""
+    return "zeros" if config.encoder_context_init == "zeros" else "glorot_uniform"
+
+
 def _nvil_baseline(config: ModelConfig, x_shape) -> dict:
     """`{"nvil_baseline": NVILBaseline}` for a VMA trained with NVIL, else
     `{}` (other models have no such variables, so their checkpoints do not
@@ -179,7 +184,7 @@ def build_conv_model(
         encoder=conv.ConvEncoder(
             pyramid
             if config.tie_pyramid
-            else conv.ConvPyramid(ch, joint=True, fast=fast, name="encoder_pyramid"),
+            else _encoder_pyramid(config),
             hidden,
             2 * z,
             name="encoder",
@@ -191,6 +196,16 @@ def build_conv_model(
         **common,
         **_nvil_baseline(config, x_shape),
     )
+
+
+def _encoder_pyramid(config: ModelConfig) -> conv.ConvPyramid:
+    """q(z|x, m_a)'s own (untied) pyramid; its first conv is the m-half."""
+    pyramid = conv.ConvPyramid(
+        config.channels, joint=True, fast=config.fast_convs, name="encoder_pyramid"
+    )
+    if config.encoder_context_init == "zeros":
+        pyramid.convs[0].kernel_initializer = keras.initializers.Zeros()
+    return pyramid
 
 
 def build_mlp_model(
@@ -258,7 +273,12 @@ def build_mlp_model(
         memory=memory,
         addressing=addressing,
         prior_net=prior_net,
-        encoder=networks.ConditionalMLP(hidden, z2, name="encoder"),
+        encoder=networks.ConditionalMLP(
+            hidden,
+            z2,
+            context_initializer=_context_initializer(config),
+            name="encoder",
+        ),
         decoder=networks.ConditionalMLP(
             hidden[::-1],
             x_dim,

@@ -122,6 +122,9 @@ class ConditionalMLP(keras.layers.Layer):
         context: `"first"` or `"all"`.
         output_bias: initial bias of the output layer `[output_dim]`
             (default zeros).
+        context_initializer: kernel initializer of the context projections
+            (default Glorot uniform; `"zeros"`: the network starts as the MLP
+            on `inputs` alone and learns how to use the context).
 
     Methods:
         memory_features(memory): `[|M|, Dm]` -> `[|M|, F]`, once per step.
@@ -136,6 +139,7 @@ class ConditionalMLP(keras.layers.Layer):
         activation: str = "relu",
         context: str = "first",
         output_bias=None,
+        context_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -160,7 +164,10 @@ class ConditionalMLP(keras.layers.Layer):
         n_ctx = 1 if context == "first" else len(sizes)
         self._context_sizes = sizes[:n_ctx]
         self.context_proj = keras.layers.Dense(
-            sum(self._context_sizes), use_bias=False, name="context_proj"
+            sum(self._context_sizes),
+            use_bias=False,
+            kernel_initializer=context_initializer,
+            name="context_proj",
         )
 
     def memory_features(self, memory):
