@@ -137,20 +137,34 @@ def own_mask(batch: dict, memory_size: int) -> np.ndarray | None:
 def measure(model, dataset) -> dict:
     """Address statistics of `model` (a VMA) over the batches of `dataset`.
 
+    The per-entry addressing state (`model.address_state`) of a learned
+    memory is computed once for all batches, and q(a|x) runs as a graph.
+
     Args:
-        model: a model with `address_distributions(x, memory)`.
+        model: a VMA (`address_state(memory)`, `address_distributions(x,
+            state=...)`).
         dataset: batches `{"x", ["memory"], [labels]}` (see `own_mask`).
 
     Returns:
         `AddressHealth.result()`; empty for an empty dataset.
     """
-    health = None
+    import tensorflow as tf
+
+    @tf.function
+    def q_probs(x, memory):
+        # Learned memory (memory None): one state, reused by every trace.
+        state = shared if memory is None else model.address_state(memory)
+        q_a, _ = model.address_distributions(x, state=state)
+        return q_a.probs_parameter()
+
+    health, shared = None, None
     for batch in dataset:
         memory = batch.get("memory")
         if health is None:
             health = AddressHealth(shared_memory=memory is None)
-        q_a, _ = model.address_distributions(batch["x"], memory)
-        q = q_a.probs_parameter().numpy()
+            if memory is None:
+                shared = model.address_state(None)
+        q = q_probs(batch["x"], memory).numpy()
         health.update(q, own_mask(batch, q.shape[-1]))
     return {} if health is None else health.result()
 

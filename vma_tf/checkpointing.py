@@ -38,6 +38,18 @@ def make_checkpoint(model: keras.Model) -> tf.train.Checkpoint:
     )
 
 
+def manifest(path: str) -> dict[str, list]:
+    """`key -> [dtype name, shape]` of every value saved in checkpoint `path`
+    (without TF's object-graph entry): what a resume must match."""
+    reader = tf.train.load_checkpoint(path)
+    dtypes = reader.get_variable_to_dtype_map()
+    return {
+        key: [dtypes[key].name, list(shape)]
+        for key, shape in reader.get_variable_to_shape_map().items()
+        if key != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
+
+
 def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
     """Restores every variable from `path`; raises on any mismatch.
 
