@@ -30,9 +30,12 @@ $(VENV)/.installed: requirements.txt
 train: venv
 	$(PY) -m launchers.train --preset=$(PRESET) --steps=$(STEPS) --workdir=$(WORKDIR) $(ARGS)
 
-## The default test suite (< 15 min on 2 cores; long runs are marked slow).
+## The default test suite (< 15 min on 2 cores; long runs are marked slow), on
+## TEST_WORKERS pytest-xdist processes (files with an xdist_group mark stay in
+## one process, so their module fixtures are built once). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow

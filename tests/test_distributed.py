@@ -15,6 +15,10 @@ from helpers import all_checkpoint_values, reserved_ports, wait_all
 
 from vma_tf import configs, training
 
+# `make test` (--dist loadgroup): one xdist worker runs this whole file, so its
+# module-scoped fixtures are built once.
+pytestmark = pytest.mark.xdist_group("test_distributed")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # The tiny run of every test here: 8 targets (4 per replica), |M| = 8.

@@ -22,6 +22,10 @@ from vma_tf.classification import address_class_probs
 from vma_tf.data.experiments import make_data
 from vma_tf.evaluation import load_run
 
+# `make test` (--dist loadgroup): one xdist worker runs this whole file, so its
+# module-scoped fixtures are built once.
+pytestmark = pytest.mark.xdist_group("test_export")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEED = [3, 4]
 K = 5

@@ -153,13 +153,7 @@ def test_vma_terms_match_numpy_reference(float64, arch, memory, entry_work):
     z = lq + sq * eps
     logits = model.decoder(tf.constant(z), gather(entry["decoder"])).numpy()
     log_px = _log_px(x.numpy(), logits)
-    log_w = (
-        log_px
-        + _log_normal(z, lp, sp)
-        + log_p_a
-        - _log_normal(z, lq, sq)
-        - log_q_a
-    )
+    log_w = log_px + _log_normal(z, lp, sp) + log_p_a - _log_normal(z, lq, sq) - log_q_a
     q = np.exp(log_q_all)
     # Non-flat p(a) and q(a|x): a dropped or misplaced address term shows.
     assert np.ptp(log_p_all) > 1e-3 and np.all(np.ptp(log_q_all, -1) > 1e-3)

@@ -333,7 +333,10 @@ def test_chunked_draws_reproduce_the_unchunked_draw():
     # apart where a SIMD loop handles the tail of a shorter chunk (seen on
     # this machine, 2026-12-02, at 9befe2b too).
     bits = sampling.random_bits([9 * 15], seed)
-    chunked = [sampling.random_bits([4 * 15], seed), sampling.random_bits([5 * 15], seed, 4 * 15)]
+    chunked = [
+        sampling.random_bits([4 * 15], seed),
+        sampling.random_bits([5 * 15], seed, 4 * 15),
+    ]
     np.testing.assert_array_equal(tf.concat(chunked, 0).numpy(), bits.numpy())
     np.testing.assert_allclose(
         tf.concat(parts, 0).numpy(), full.numpy(), rtol=0, atol=1e-6

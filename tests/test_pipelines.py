@@ -65,9 +65,7 @@ def test_epoch_batches_visit_each_example_once_per_epoch():
 
 
 @pytest.mark.parametrize("max_batches,expected", [(0, 4), (2, 2), (9, 4)])
-def test_sequential_batches_are_the_first_full_batches_in_order(
-    max_batches, expected
-):
+def test_sequential_batches_are_the_first_full_batches_in_order(max_batches, expected):
     images = _distinct_images(23)
     batches = list(pipelines.sequential_batches(images, 5, max_batches))
     assert len(batches) == expected

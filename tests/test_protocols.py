@@ -12,8 +12,19 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from vma_tf import address_health, classification, configs, evaluation, protocols, training
+from vma_tf import (
+    address_health,
+    classification,
+    configs,
+    evaluation,
+    protocols,
+    training,
+)
 from vma_tf.modeling.builders import build_model
+
+# `make test` (--dist loadgroup): one xdist worker runs this whole file, so its
+# module-scoped fixtures are built once.
+pytestmark = pytest.mark.xdist_group("test_protocols")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +92,12 @@ BAD_REQUESTS = [
     ("recall", "classification", {}, "--protocol=classification needs an episodic"),
     ("omniglot", "recall_sizes", {}, "--protocol=recall_sizes needs an MNIST recall"),
     ("omniglot", "large_memory", {}, "--protocol=large_memory needs an MNIST VMA run"),
-    ("recall", "large_memory", {"memory_size": 10**6}, "--memory_size=1000000: at most"),
+    (
+        "recall",
+        "large_memory",
+        {"memory_size": 10**6},
+        "--memory_size=1000000: at most",
+    ),
     (
         "recall",
         "large_memory",

@@ -88,8 +88,9 @@ def test_resume_is_exact(tmp_path, preset):
 
 
 def test_rerun_after_completion_only_evaluates(tmp_path):
-    training.train_and_evaluate(tiny(steps=20), tmp_path, progress=False)
-    summary = training.train_and_evaluate(tiny(steps=20), tmp_path, progress=False)
+    config = tiny(steps=20, jit=False)
+    training.train_and_evaluate(config, tmp_path, progress=False)
+    summary = training.train_and_evaluate(config, tmp_path, progress=False)
     assert summary["steps_this_run"] == 0 and summary["step"] == 20
 
 
@@ -333,7 +334,7 @@ def test_unwritable_workdir_writes_nothing(tmp_path):
 
 def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(tmp_path):
     source, target = tmp_path / "small", tmp_path / "big"
-    training.train_and_evaluate(tiny(steps=20), source, progress=False)
+    training.train_and_evaluate(tiny(steps=20, jit=False), source, progress=False)
     trained = checkpoint_values(source)
     # A memory-size curriculum: the same networks, a bigger episodic memory.
     config = tiny(
@@ -343,6 +344,7 @@ def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(tmp_path):
         checkpoint_every=10,
         memory_size=16,
         init_from=str(source),
+        jit=False,
     )
     summary = training.train_and_evaluate(config, target, progress=False)
     assert summary["step"] == 10  # The optimizer starts at step 0.
@@ -359,7 +361,9 @@ def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(tmp_path):
 def test_warm_start_from_another_architecture_is_refused(tmp_path):
     from vma_tf.errors import CheckpointMismatchError
 
-    training.train_and_evaluate(tiny(steps=20), tmp_path / "mlp", progress=False)
+    training.train_and_evaluate(
+        tiny(steps=20, jit=False), tmp_path / "mlp", progress=False
+    )
     config = tiny(
         steps=10,
         log_every=10,

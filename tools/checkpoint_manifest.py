@@ -52,7 +52,9 @@ def all_manifests() -> dict[str, dict[str, list]]:
 def main() -> int:
     sys.path.insert(0, str(REPO))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="re-record the golden file")
+    parser.add_argument(
+        "--write", action="store_true", help="re-record the golden file"
+    )
     args = parser.parse_args()
     current = all_manifests()
     if args.write:
@@ -61,7 +63,9 @@ def main() -> int:
         print(f"wrote {GOLDEN.relative_to(REPO)} ({len(current)} presets)")
         return 0
     golden = json.loads(GOLDEN.read_text())
-    bad = [n for n in sorted(set(golden) | set(current)) if golden.get(n) != current.get(n)]
+    bad = [
+        n for n in sorted(set(golden) | set(current)) if golden.get(n) != current.get(n)
+    ]
     for n in bad:
         print(f"differs: {n}")
     print("ok" if not bad else f"{len(bad)} preset(s) differ from {GOLDEN.name}")

@@ -611,9 +611,7 @@ PRESETS: dict[str, Config] = {
     "mnist_recall": _mnist(
         "mnist_recall",
         DataConfig(task="recall", eval_memory_size=2048, eval_batches=20),
-        ModelConfig(
-            kind="vma", memory="episodic", memory_size=256, tie_embedders=True
-        ),
+        ModelConfig(kind="vma", memory="episodic", memory_size=256, tie_embedders=True),
     ),
     # Section 4.1 "learned memory": |M| in {64, ..., 1024}, m_a in R^256.
     "mnist_learned": _mnist(

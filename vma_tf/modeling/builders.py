@@ -182,9 +182,7 @@ def build_conv_model(
         addressing=addressing,
         prior_net=prior_net,
         encoder=conv.ConvEncoder(
-            pyramid
-            if config.tie_pyramid
-            else _encoder_pyramid(config),
+            pyramid if config.tie_pyramid else _encoder_pyramid(config),
             hidden,
             2 * z,
             name="encoder",
