@@ -129,6 +129,18 @@ def wait_all(procs, timeout):
     return [p.returncode for p in procs]
 
 
+def load_tool(name):
+    """The module `tools/NAME.py` (tools are scripts, not a package), registered
+    in `sys.modules` under `name` (its dataclasses need that)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def check_encoder_context_init(model, x, memory, m_kernel, zeros: bool):
     """q(z|x, m_a) of a built VMA at initialisation: with a zero m_a-half
     (`encoder_context_init="zeros"`) its parameters are the same for every

@@ -3,25 +3,15 @@ holds exactly the keys, dtypes and shapes recorded in
 `tests/golden/checkpoint_manifest.json` (`tools/checkpoint_manifest.py`
 re-records it for an intended change)."""
 
-import importlib.util
 import json
 
 import pytest
+from helpers import load_tool
 
-from helpers import REPO
 from vma_tf import configs
 
-
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "checkpoint_manifest", REPO / "tools/checkpoint_manifest.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GOLDEN = json.loads((REPO / "tests/golden/checkpoint_manifest.json").read_text())
+TOOL = load_tool("checkpoint_manifest")
+GOLDEN = json.loads(TOOL.GOLDEN.read_text())
 
 
 def test_golden_file_covers_every_preset():
@@ -30,7 +20,7 @@ def test_golden_file_covers_every_preset():
 
 @pytest.mark.parametrize("preset", sorted(configs.PRESETS))
 def test_checkpoint_keys_and_shapes_match_the_golden_manifest(preset):
-    current = _tool().preset_manifest(preset)
+    current = TOOL.preset_manifest(preset)
     golden = GOLDEN[preset]
     assert sorted(set(golden) - set(current)) == [], "keys gone"
     assert sorted(set(current) - set(golden)) == [], "keys new"

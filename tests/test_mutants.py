@@ -3,18 +3,8 @@ bug's snippet occurs exactly once in its file and every test meant to catch
 it exists (`tools/mutants.py` runs the mutants themselves, on demand)."""
 
 import ast
-import importlib.util
-import sys
 
-from helpers import REPO
-
-
-def _load_harness():
-    spec = importlib.util.spec_from_file_location("mutants", REPO / "tools/mutants.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("mutants", module)  # For its dataclass.
-    spec.loader.exec_module(module)
-    return module
+from helpers import REPO, load_tool
 
 
 def _test_names(path):
@@ -23,7 +13,7 @@ def _test_names(path):
 
 
 def test_every_mutant_applies_once_and_names_existing_tests():
-    mutants = _load_harness().MUTANTS
+    mutants = load_tool("mutants").MUTANTS
     assert len(mutants) >= 11
     assert len({m.name for m in mutants}) == len(mutants)
     for m in mutants:
