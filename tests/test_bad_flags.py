@@ -70,6 +70,11 @@ TABLE = [
     ("train", ["--prior=uniform"], "flag --prior=uniform: value should be one of"),
     ("train", ["--baseline=mean"], "flag --baseline=mean: value should be one of"),
     ("train", ["--decoder_context=none"], "flag --decoder_context=none"),
+    (
+        "train",
+        ["--decoder_context=first", OMNI],
+        "--decoder_context=first applies to MLP decoders",
+    ),
     ("train", ["--skip_mode=mul"], "flag --skip_mode=mul: value should be one of"),
     (
         "train",

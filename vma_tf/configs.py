@@ -93,6 +93,7 @@ class ModelConfig:
             and the relaxed gradient backward.
         decoder_context: where p(x|z, m_a) sees m_a: `"first"` layer only
             (an MLP on [z, m_a]) or `"all"` layers (skip paths from m_a).
+            MLP only (conv decoders: `skip_levels`).
         skip_mode: how the conv decoder joins the skip paths from m_a's
             pyramid: `"concat"` or `"add"` (conv only).
         skip_levels: how many resolutions of the conv decoder, coarsest
@@ -474,6 +475,11 @@ def validate(config: Config) -> Config:
             f"--estimator={m.estimator}"
         )
     _choice("decoder_context", m.decoder_context, ("first", "all"))
+    if m.architecture == "conv" and m.decoder_context != "all":
+        raise ConfigError(
+            f"--decoder_context={m.decoder_context} applies to MLP decoders; a conv "
+            "decoder takes m_a through its skip paths (--skip_levels)"
+        )
     _choice("skip_mode", m.skip_mode, ("concat", "add"))
     _choice("skip_levels", m.skip_levels, (0, 1, 2, 3, 4))
     _at_least("decoder_refine", m.decoder_refine, 0)

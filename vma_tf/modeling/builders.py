@@ -224,12 +224,7 @@ def build_mlp_model(
     x_dim = int(x_shape[0])
     hidden = tuple(config.hidden_units)
     z2 = 2 * config.latent_dim
-    common = dict(
-        num_samples=config.num_samples,
-        baseline=config.baseline,
-        seed=seed,
-        **_estimator_args(config),
-    )
+    common = _common(config, seed)
     output_bias = None
     if config.decoder_bias_init == "data_mean" and pixel_mean is not None:
         output_bias = networks.data_mean_logits(np.reshape(pixel_mean, [x_dim]))
