@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from helpers import all_checkpoint_values, reserved_ports, wait_all
 
-from vma_tf import configs, training
+from vma_tf import configs, distribution, training
 
 # `make test` (--dist loadgroup): one xdist worker runs this whole file, so its
 # module-scoped fixtures are built once.
@@ -271,7 +271,7 @@ def test_replica_batches_split_x_and_replicate_memory():
     ds = tf.data.Dataset.from_tensors({"x": x, "memory": memory}).repeat(2)
     pieces = []
     for first in (0, 2):
-        out = list(training.replica_batches(ds, replicas=4, first=first, local=2))
+        out = list(distribution.replica_batches(ds, replicas=4, first=first, local=2))
         assert len(out) == 4  # 2 global batches x 2 local replicas.
         for element in out:
             np.testing.assert_array_equal(element["memory"], memory)
@@ -281,11 +281,11 @@ def test_replica_batches_split_x_and_replicate_memory():
         np.concatenate([p for piece in pieces for p in piece]), x
     )
     no_memory = tf.data.Dataset.from_tensors({"x": x})
-    (a,) = list(training.replica_batches(no_memory, replicas=2, first=1, local=1))
+    (a,) = list(distribution.replica_batches(no_memory, replicas=2, first=1, local=1))
     assert set(a) == {"x"}
     np.testing.assert_array_equal(a["x"], x[4:])
     strategy = tf.distribute.get_strategy()
-    assert training.distribute(strategy, ds) is ds  # One replica: unchanged.
+    assert distribution.distribute(strategy, ds) is ds  # One replica: unchanged.
 
 
 def test_batch_not_divisible_by_replicas_is_refused():
@@ -293,7 +293,7 @@ def test_batch_not_divisible_by_replicas_is_refused():
     with pytest.raises(
         configs.ConfigError, match="--batch_size=9 must be divisible by the 2"
     ):
-        training._check_batch(config, 2)
+        distribution.check_batch(config, 2)
 
 
 def test_bad_strategy_flag_is_one_line(tmp_path):

@@ -82,7 +82,8 @@ def test_nll_protocol_on_a_trained_run(tmp_path):
     from helpers import tiny
 
     from vma_tf import training
-    from vma_tf.evaluation import load_run, nll_protocol
+    from vma_tf.evaluation import nll_protocol
+    from vma_tf.experiment import load_run
 
     training.train_and_evaluate(tiny(steps=20), tmp_path, progress=False)
     config, model, data, step = load_run(tmp_path)

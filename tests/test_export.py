@@ -17,10 +17,10 @@ import pytest
 import tensorflow as tf
 from helpers import free_ports, run_launcher
 
-from vma_tf import configs, estimators, export, serving_client, training
+from vma_tf import configs, estimators, experiment, export, serving_client, training
 from vma_tf.classification import address_class_probs
 from vma_tf.data.experiments import make_data
-from vma_tf.evaluation import load_run
+from vma_tf.experiment import load_run
 
 # `make test` (--dist loadgroup): one xdist worker runs this whole file, so its
 # module-scoped fixtures are built once.
@@ -518,7 +518,7 @@ def test_grpc_without_the_package_is_one_clear_error(monkeypatch):
 def test_learned_memory_and_vae_exports(tmp_path, preset):
     config = tiny(preset, batch_size=4)
     data = make_data(config)
-    model = training.build_model(
+    model = experiment.build_model(
         config, data.x_shape, data.make_batch(tf.constant(0, tf.int64))
     )
     path = export.export_model(model, data.x_shape, tmp_path, 1)

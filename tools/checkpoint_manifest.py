@@ -31,13 +31,13 @@ def preset_manifest(name: str) -> dict[str, list]:
     (the model built as `launchers.train` builds it, on its first batch)."""
     import tensorflow as tf
 
-    from vma_tf import checkpointing, configs, training
+    from vma_tf import checkpointing, configs, experiment
     from vma_tf.data.experiments import make_data
 
     config = configs.get_preset(name)
     data = make_data(config)
     example = data.make_batch(tf.constant(0, tf.int64))
-    model = training.build_model(config, data.x_shape, example, data.pixel_mean)
+    model = experiment.build_model(config, data.x_shape, example, data.pixel_mean)
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpointing.make_checkpoint(model).save(str(pathlib.Path(tmp) / "c"))
         return checkpointing.manifest(path)

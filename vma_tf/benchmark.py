@@ -281,7 +281,7 @@ def benchmark_step(
         `peak_rss_mb`.
     """
     from vma_tf.evaluation import StreamedBound
-    from vma_tf.training import build_model
+    from vma_tf.experiment import build_model
 
     config = _with_memory_size(config, memory_size)
     batch = synthetic_batch(config, memory_size)

@@ -140,48 +140,6 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
-def load_run(workdir, dtype_policy: str | None = None):
-    """Rebuilds the model of a training workdir from its newest checkpoint.
-
-    Args:
-        workdir: a directory written by `train_and_evaluate`.
-        dtype_policy: build the model under this Keras dtype policy (e.g.
-            `"mixed_bfloat16"`: bfloat16 networks, float32 variables and
-            log-probabilities; see `LatentVariableModel.head_dtype`); None
-            keeps the global policy. Checkpoints are the same either way.
-
-    Returns:
-        `(config, model, data, step)`.
-
-    Raises:
-        vma_tf.errors.WorkdirError: no config or no checkpoint in `workdir`.
-    """
-    import json
-    import pathlib
-
-    from vma_tf import checkpointing
-    from vma_tf.configs import Config
-    from vma_tf.data.experiments import make_data
-    from vma_tf.errors import WorkdirError
-    from vma_tf.modeling.builders import dtype_policy_scope
-    from vma_tf.training import build_model
-
-    workdir = pathlib.Path(workdir).expanduser()
-    config_path = workdir / "config.json"
-    if not config_path.is_file():
-        raise WorkdirError(f"--workdir={workdir} has no config.json (not a run)")
-    config = Config.from_dict(json.loads(config_path.read_text()))
-    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
-    if latest is None:
-        raise WorkdirError(f"--workdir={workdir} has no checkpoint yet")
-    data = make_data(config)
-    with dtype_policy_scope(dtype_policy):
-        batch = data.make_batch(tf.constant(0, tf.int64))
-        model = build_model(config, data.x_shape, batch)
-    checkpointing.restore(checkpointing.make_checkpoint(model), latest)
-    return config, model, data, int(model.optimizer.iterations.numpy())
-
-
 def nll_protocol(
     model,
     evals,

@@ -527,7 +527,7 @@ def export_run(workdir, export_dir, version: int | None = None):
         WorkdirError: not a run / no checkpoint. ExportError: see
         `export_model`.
     """
-    from vma_tf.evaluation import load_run
+    from vma_tf.experiment import load_run
 
     if version is not None:
         version_dir(export_dir, version)  # Fail before loading anything.

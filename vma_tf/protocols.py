@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from vma_tf import address_health, classification, evaluation
+from vma_tf import address_health, classification, evaluation, experiment
 from vma_tf.configs import Config, ConfigError
 from vma_tf.data.pipelines import from_counter, recall_batch_fn
 
@@ -68,8 +68,8 @@ class Run:
 
 
 def load(workdir, dtype_policy: str | None = None) -> Run:
-    """Restores the newest checkpoint of `workdir` (see `evaluation.load_run`)."""
-    config, model, data, step = evaluation.load_run(workdir, dtype_policy)
+    """Restores the newest checkpoint of `workdir` (see `experiment.load_run`)."""
+    config, model, data, step = experiment.load_run(workdir, dtype_policy)
     return Run(pathlib.Path(workdir).expanduser(), config, model, data, step)
 
 
@@ -430,7 +430,7 @@ def figures(run: Run, seed=0, **_):
 
     from vma_tf import plotting
     from vma_tf.modeling.models import VMA
-    from vma_tf.training import sample_grid
+    from vma_tf.experiment import sample_grid
 
     figs = {}
     records = [

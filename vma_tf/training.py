@@ -18,7 +18,7 @@ Rerunning the same command resumes from the latest checkpoint. Training data
 are a pure function of (seed, step) (see `vma_tf.data.pipelines`), so the data
 position is restored with the step counter.
 
-Distributed training (`config.train.strategy`, see `make_strategy`): the model
+Distributed training (`config.train.strategy`, see `distribution.make_strategy`): the model
 is built under the strategy's scope, `batch_size` is the global batch, each
 replica gets `batch_size / replicas` targets of the same global batch and the
 whole (shared) memory (`distribute`). Every worker trains, evaluates and saves
@@ -44,16 +44,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vma_tf import address_health, checkpointing, plotting
-from vma_tf.configs import Config, ConfigError
+from vma_tf import address_health, checkpointing, distribution, plotting
+from vma_tf.configs import Config
 from vma_tf.data.experiments import make_data
-from vma_tf.errors import NonFiniteError, WorkdirError
-from vma_tf.modeling.builders import build_model as build_network
+from vma_tf.errors import NonFiniteError
+from vma_tf.experiment import build_model, sample_grid, samples_title
 from vma_tf.modeling.models import (
     METRIC_NAMES,
-    VMA,
     LatentVariableModel,
-    SoftAttentionVAE,
 )
 from vma_tf.workdir import atomic_write, preflight, workdir_lock
 
@@ -104,265 +102,6 @@ class MetricsLog:
         with self.writer.as_default(step=int(step)):
             tf.summary.image(name, grid[np.newaxis, ..., np.newaxis])
         self.writer.flush()
-
-
-# -- distribution -------------------------------------------------------------
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The `tf.distribute` strategy named by `config.train.strategy`.
-
-    Args:
-        name: `"default"` (the default one-device strategy), `"mirrored"`
-            (`MirroredStrategy` over all local GPUs, or the CPU) or
-            `"multi_worker"` (`MultiWorkerMirroredStrategy`; the cluster and
-            this task come from `$TF_CONFIG`). `multi_worker` must be created
-            before TensorFlow runs any op in the process.
-
-    Returns:
-        The strategy.
-    """
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ConfigError(
-                "--strategy=multi_worker needs $TF_CONFIG (cluster and task)"
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ConfigError(f"unknown strategy {name!r}")
-
-
-def task_info(strategy: tf.distribute.Strategy) -> tuple[str | None, int, bool]:
-    """`(task_type, task_id, is_chief)` of this process in `strategy`.
-
-    The chief is task `chief` if the cluster has one, else `worker` 0;
-    without a cluster (default / mirrored) the process is the chief.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return None, 0, True
-    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    chief = task_type == "chief" or (
-        task_type == "worker" and task_id == 0 and not has_chief
-    )
-    return task_type, task_id, chief
-
-
-def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
-    """Splits a dataset of global batches into per-replica batches.
-
-    Replica `r` of `R` gets `x[r * B/R : (r + 1) * B/R]` of every global
-    batch and the whole `memory` (memory is shared by the batch, never split),
-    so the union of the replicas' batches is exactly the single-device batch.
-    Every worker builds the same global batches (a pure function of the step)
-    and keeps only its own replicas' slices; no file sharding.
-
-    Args:
-        strategy: the strategy; with one replica `dataset` is returned as is.
-        dataset: elements `{"x": [B, *x], "memory": [|M|, *entry]}` (memory
-            optional), `B` static and divisible by the number of replicas.
-
-    Returns:
-        `dataset`, or a `tf.distribute.DistributedDataset` for `model.fit` /
-        `model.evaluate`.
-    """
-    replicas = strategy.num_replicas_in_sync
-    if replicas == 1:
-        return dataset
-
-    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-        ds = replica_batches(
-            dataset, replicas, ctx.input_pipeline_id * local, local
-        ).prefetch(tf.data.AUTOTUNE)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.OFF
-        )
-        return ds.with_options(options)
-
-    return strategy.distribute_datasets_from_function(dataset_fn)
-
-
-def use_jit(config: Config) -> bool:
-    """`config.train.jit`, except under a strategy with several replicas.
-
-    Keras compiles the whole `strategy.run(train_step)` with XLA; with several
-    replicas that fails (measured, TF 2.21 CPU): `mirrored` with 2 devices
-    "Trying to access resource .../replica_1 located in device CPU:1 from
-    device CPU:0" (https://www.tensorflow.org/xla/known_issues), and
-    `multi_worker` "Collectives are not yet implemented for CPU devices when
-    compiling with XLA". XLA is therefore switched off with several
-    replicas, with a logged message (see BUILD.md).
-    """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if config.train.jit and replicas > 1:
-        print(
-            f"XLA off: --jit is not supported with {replicas} replicas "
-            f"(--strategy={config.train.strategy}); steps run as TF graphs"
-        )
-        return False
-    return config.train.jit
-
-
-def replica_batches(
-    dataset: tf.data.Dataset, replicas: int, first: int, local: int
-) -> tf.data.Dataset:
-    """The per-replica batches of replicas `first, ..., first + local - 1`.
-
-    Args:
-        dataset: global batches `{"x": [B, *x], "memory": [|M|, *entry]}`.
-        replicas: R, the number of replicas in sync (`B % R == 0`).
-        first: global id of this input pipeline's first replica.
-        local: replicas fed by this input pipeline.
-
-    Returns:
-        `local` consecutive elements per global batch, element `j`
-        `{"x": [B/R, *x], "memory": [|M|, *entry]}` for replica `first + j`.
-    """
-
-    def split(batch):
-        x = batch["x"]
-        b = int(x.shape[0]) // replicas
-        parts = {
-            "x": tf.stack(
-                [x[(first + j) * b : (first + j + 1) * b] for j in range(local)]
-            )
-        }
-        if "memory" in batch:
-            parts["memory"] = tf.stack([batch["memory"]] * local)
-        return tf.data.Dataset.from_tensor_slices(parts)
-
-    return dataset.flat_map(split)
-
-
-def _check_same_step(strategy: tf.distribute.Strategy, step: int) -> None:
-    """Raises `WorkdirError` on every worker unless all resume at `step`.
-
-    A worker that cannot read the chief's checkpoints would otherwise train
-    from other weights (e.g. no shared filesystem). Compares the mean and
-    the mean square of the workers' steps (one all-reduce).
-    """
-    if strategy.num_replicas_in_sync == 1:
-        return
-    value = tf.constant([step, step * step], tf.float64)
-    mean, mean_sq = strategy.reduce(
-        "MEAN", strategy.run(lambda: tf.identity(value)), axis=None
-    ).numpy()
-    if mean != step or mean_sq != step * step:
-        raise WorkdirError(
-            f"the workers resume from different checkpoints (this one: step "
-            f"{step}, mean over workers {mean:g}); every worker must read the "
-            "chief's WORKDIR/checkpoints (a shared filesystem)"
-        )
-
-
-def _check_batch(config: Config, replicas: int) -> None:
-    if config.train.batch_size % replicas:
-        raise ConfigError(
-            f"--batch_size={config.train.batch_size} must be divisible by the "
-            f"{replicas} replicas of --strategy={config.train.strategy}"
-        )
-
-
-# -- model assembly -----------------------------------------------------------
-
-
-def build_model(
-    config: Config, x_shape, example_batch, pixel_mean=None
-) -> LatentVariableModel:
-    """Builds, compiles and creates the variables of the model (and optimizer).
-
-    Args:
-        config: validated config.
-        x_shape: shape of one example.
-        example_batch: a training batch, used to create variables eagerly.
-        pixel_mean: training-set pixel means (the `"data_mean"` decoder bias
-            of a fresh model; not needed when weights are restored next).
-
-    Returns:
-        The compiled model, `jit_compile` set explicitly by `use_jit(config)`.
-    """
-    keras.utils.set_random_seed(config.train.seed)
-    model = build_network(
-        config.model, x_shape, seed=config.train.seed, pixel_mean=pixel_mean
-    )
-    model.compute_terms(
-        example_batch["x"],
-        example_batch.get("memory"),
-        config.model.num_samples,
-        seed=(0, 0),
-    )
-    model.skip_nonfinite = config.train.skip_nonfinite
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.train.learning_rate),
-        jit_compile=use_jit(config),
-    )
-    model.optimizer.build(model.trainable_variables)
-    if tf.distribute.has_strategy():
-        # Every variable exists now. Keras' pre-fit "symbolic build" under a
-        # strategy reduces one dict batch across replicas, which
-        # MultiWorkerMirroredStrategy rejects ("Attempt to convert a value
-        # ({'x': PerReplica...}) with an unsupported type (<class 'dict'>)").
-        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    if isinstance(
-        tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
-    ):
-        _vectorize_step_outputs(model)
-    return model
-
-
-def _vectorize_step_outputs(model: LatentVariableModel) -> None:
-    """Makes `train_step` / `test_step` return `[1]` metrics, not scalars.
-
-    Keras reduces the per-replica step outputs of a multi-worker strategy
-    with `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars
-    ("Invalid reduction dimension 0 for input with 0 dimensions"). The epoch
-    logs `_Monitor` and `evaluate` see are read from the metric trackers
-    (aggregated over all replicas), not from these outputs.
-    """
-    expand = lambda logs: {k: tf.reshape(v, [1]) for k, v in logs.items()}
-    train_step, test_step = model.train_step, model.test_step
-    model.train_step = lambda data: expand(train_step(data))
-    model.test_step = lambda data: expand(test_step(data))
-
-
-def sample_grid(
-    model: LatentVariableModel, memory, rows: int, cols: int, seed: int, x_hw=(28, 28)
-) -> np.ndarray:
-    """Sample images `[rows, cols, H, W]`; for VMA each row shares one m_a.
-
-    With episodic memory the first column shows the memory entry m_a itself
-    (paper Fig. 2B); with learned memory all columns are samples.
-    """
-    seeds = tf.random.experimental.stateless_split(tf.constant([seed, 7]), 2)
-    if isinstance(model, VMA):
-        addr = model.sample_prior_addresses(rows, memory, seed=seeds[0])
-        per_row = cols - 1 if memory is not None else cols
-        images = model.sample(tf.repeat(addr, per_row), memory, seed=seeds[1])
-        images = tf.reshape(images, [rows, per_row, *x_hw]).numpy()
-        if memory is not None:
-            entries = tf.reshape(tf.gather(memory, addr), [rows, 1, *x_hw])
-            images = np.concatenate([entries.numpy(), images], axis=1)
-        return images
-    if isinstance(model, SoftAttentionVAE):
-        images = model.sample(rows * cols, memory, seed=seeds[0])
-    else:
-        images = model.sample(rows * cols, seed=seeds[0])
-    return tf.reshape(images, [rows, cols, *x_hw]).numpy()
-
-
-def _samples_title(name: str, model, memory) -> str:
-    """Title of samples.png, saying what `sample_grid`'s columns are."""
-    if not isinstance(model, VMA):
-        return f"{name}: samples"
-    if memory is None:
-        return f"{name}: samples (rows share m_a)"
-    return f"{name}: first column m_a, then samples of p(x|m_a)"
 
 
 # -- the training loop --------------------------------------------------------
@@ -458,7 +197,7 @@ def evaluate(
         model.reset_eval_seed()
         t0 = time.perf_counter()
         values = model.evaluate(
-            distribute(strategy, ds),
+            distribution.distribute(strategy, ds),
             steps=_num_batches(ds) if strategy.num_replicas_in_sync > 1 else None,
             verbose=0,
             return_dict=True,
@@ -504,9 +243,9 @@ def train_and_evaluate(
     workdir = preflight(config, workdir)
     if config.train.deterministic:  # Before any TF op; process-wide.
         tf.config.experimental.enable_op_determinism()
-    strategy = make_strategy(config.train.strategy)  # Before any TF op.
-    _check_batch(config, strategy.num_replicas_in_sync)
-    task_type, task_id, chief = task_info(strategy)
+    strategy = distribution.make_strategy(config.train.strategy)  # Before any TF op.
+    distribution.check_batch(config, strategy.num_replicas_in_sync)
+    task_type, task_id, chief = distribution.task_info(strategy)
     if chief:
         write_dir = workdir
     else:  # Workers write into a temporary directory (deleted at the end).
@@ -554,7 +293,7 @@ def _train(
     )
     # Checkpoints are numbered by step. All workers must agree before the
     # restore, whose variable creation is itself a collective.
-    _check_same_step(
+    distribution.check_same_step(
         model.distribute_strategy, int(latest.rsplit("-", 1)[1]) if latest else 0
     )
     if latest:
@@ -579,7 +318,7 @@ def _train(
     t0 = time.perf_counter()
     if start_step < t.steps:
         model.fit(
-            distribute(model.distribute_strategy, data.train(start_step)),
+            distribution.distribute(model.distribute_strategy, data.train(start_step)),
             epochs=t.steps // t.log_every,
             initial_epoch=start_step // t.log_every,
             steps_per_epoch=t.log_every,
@@ -595,7 +334,7 @@ def _train(
     plotting.save_grid(
         workdir / "samples.png",
         grid,
-        title=_samples_title(config.name, model, memory),
+        title=samples_title(config.name, model, memory),
     )
     step = int(model.optimizer.iterations.numpy())
     trained = step - start_step

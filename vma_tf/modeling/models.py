@@ -313,7 +313,7 @@ class LatentVariableModel(keras.Model):
     @staticmethod
     def _replica_seed(seed):
         """`(seed, replica context, R)`. Under a tf.distribute strategy with
-        R > 1 replicas (see `vma_tf.training.distribute`) each replica folds
+        R > 1 replicas (see `vma_tf.distribution.distribute`) each replica folds
         its id into the seed, so the replicas draw different noise."""
         replica = tf.distribute.get_replica_context()
         replicas = replica.num_replicas_in_sync if replica is not None else 1
