@@ -15,7 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags  # noqa: E402
 
-from launchers.common import check_common, fail, parse_flags  # noqa: E402
+from launchers.common import (  # noqa: E402
+    check_common,
+    fail,
+    import_tensorflow_quietly,
+    parse_flags,
+)
 
 FLAGS = flags.FLAGS
 
@@ -164,6 +169,7 @@ def main(argv):
         )
         # Every input check before TensorFlow loads: errors stay one clean line.
         workdir = preflight(config, FLAGS.workdir)
+        import_tensorflow_quietly()
         from vma_tf import training
 
         summary = training.train_and_evaluate(config, workdir, progress=FLAGS.progress)

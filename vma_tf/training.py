@@ -132,7 +132,7 @@ class _Monitor(keras.callbacks.Callback):
             keras.utils.Progbar(
                 t.steps - start_step,
                 unit_name="step",
-                stateful_metrics=["step", "nll_bound", "kl_a"],
+                stateful_metrics=["nll_bound", "kl_a"],
             )
             if progress
             else None
@@ -169,7 +169,6 @@ class _Monitor(keras.callbacks.Callback):
             self.progbar.update(
                 step - self._start_step,
                 values=[
-                    ("step", step),
                     ("nll_bound", float(logs["nll_bound"])),
                     ("kl_a", float(logs["kl_a"])),
                 ],
