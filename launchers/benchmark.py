@@ -10,7 +10,6 @@ Run it alone on the machine: other processes distort every number.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -19,11 +18,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags
 
-from launchers.common import fail, parse_flags
+from launchers.common import build_config, define_config_flags, fail, parse_flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("preset", "omniglot_fewshot", "Named experiment preset.")
+# --preset and the config flags of the timed model (default: the preset's);
+# --steps here counts timed steps, so training's steps is only --config.train.steps.
+define_config_flags(
+    "omniglot_fewshot",
+    short=(
+        "channels",
+        "num_samples",
+        "estimator",
+        "straight_through",
+        "jit",
+        "data_dir",
+        "fast_convs",
+    ),
+    config_json=False,
+)
 flags.DEFINE_list(
     "memory_sizes", [], "Comma-separated |M| values (default: the preset's)."
 )
@@ -36,22 +49,6 @@ flags.DEFINE_integer(
     "input_batches", 50, "Batches read from the real input pipeline (0 skips it)."
 )
 flags.DEFINE_string("json", None, "Write the report here as JSON.")
-flags.DEFINE_integer("channels", None, "Feature maps of every conv layer.")
-flags.DEFINE_integer("num_samples", None, "Samples K from q per example.")
-flags.DEFINE_enum(
-    "estimator",
-    None,
-    ["vimco", "vimco_geometric", "nvil", "rws", "gumbel"],
-    "Address gradient estimator of the timed train step (default: the preset's).",
-)
-flags.DEFINE_boolean(
-    "straight_through", None, "gumbel: straight-through relaxed address."
-)
-flags.DEFINE_boolean("jit", None, "Compile with XLA (default: the preset's, True).")
-flags.DEFINE_string("data_dir", None, "Data directory (for the input pipeline).")
-flags.DEFINE_boolean(
-    "fast_convs", None, "Hole-free stride-2/transposed convs (default: the preset's)."
-)
 flags.DEFINE_boolean(
     "conv_layers",
     False,
@@ -65,18 +62,8 @@ flags.DEFINE_enum(
 )
 
 
-def main(argv):
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}; all options are --flags")
-    from vma_tf import configs
-    from vma_tf.data.files import DataError
-
-    if FLAGS.conv_layers:
-        from vma_tf import benchmark
-
-        print(benchmark.format_conv_layers(benchmark.conv_layer_timings()))
-        return
-
+def _memory_sizes() -> list[int]:
+    """`--memory_sizes` as integers, after the checks of the count flags."""
     try:
         sizes = [int(s) for s in FLAGS.memory_sizes]
     except ValueError:
@@ -94,23 +81,24 @@ def main(argv):
     ):
         if getattr(FLAGS, flag) < minimum:
             fail(f"--{flag}={getattr(FLAGS, flag)} must be >= {minimum}")
+    return sizes
+
+
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; all options are --flags")
+    from vma_tf import configs
+    from vma_tf.data.files import DataError
+
+    if FLAGS.conv_layers:
+        from vma_tf import benchmark
+
+        print(benchmark.format_conv_layers(benchmark.conv_layer_timings()))
+        return
+
+    sizes = _memory_sizes()
     try:
-        config = configs.validate(
-            configs.override(
-                configs.get_preset(FLAGS.preset),
-                channels=FLAGS.channels,
-                num_samples=FLAGS.num_samples,
-                estimator=FLAGS.estimator,
-                straight_through=FLAGS.straight_through,
-                jit=FLAGS.jit,
-                data_dir=FLAGS.data_dir,
-            )
-        )
-        if FLAGS.fast_convs is not None:
-            config = dataclasses.replace(
-                config,
-                model=dataclasses.replace(config.model, fast_convs=FLAGS.fast_convs),
-            )
+        config = configs.validate(build_config())
         if sizes and config.model.kind == "vae":
             raise configs.ConfigError(
                 f"--memory_sizes: preset {FLAGS.preset!r} is a VAE (no memory)"

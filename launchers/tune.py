@@ -32,13 +32,12 @@ from absl import app, flags
 
 # Defines --preset, --workdir, --config_json and the config flags (shared).
 from launchers import train as _train_flags  # noqa: F401
-from launchers.common import check_common, fail, parse_flags
+from launchers.common import build_config, check_common, fail, parse_flags
+from vma_tf.configs import TUNERS, ConfigError
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum(
-    "tuner", "random", ["random", "bayesian", "hyperband"], "keras-tuner oracle."
-)
+flags.DEFINE_enum("tuner", "random", list(TUNERS), "keras-tuner oracle.")
 flags.DEFINE_integer("max_trials", 10, "Number of trials (a cap for hyperband).")
 flags.DEFINE_integer(
     "steps_per_trial",
@@ -48,112 +47,67 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("tuner_seed", 0, "Seed of the oracle's choices.", lower_bound=0)
 
 
-def _base_config(configs):
-    if FLAGS.config_json:
-        base = configs.load_json(FLAGS.config_json)
-    else:
-        base = configs.get_preset(FLAGS.preset)
-    for name in ("steps", "init_from"):
-        if getattr(FLAGS, name) is not None:
-            raise configs.ConfigError(
-                f"--{name} is not used by launchers.tune (see --steps_per_trial)"
-            )
-    if FLAGS.strategy == "multi_worker":
-        raise configs.ConfigError(
+_NOT_USED = "is not used by launchers.tune (see --steps_per_trial)"
+
+
+def _base_config():
+    base = build_config(refuse={"train.steps": _NOT_USED, "train.init_from": _NOT_USED})
+    if base.train.strategy == "multi_worker":
+        raise ConfigError(
             "--strategy=multi_worker is not supported for tuning; distribute "
             "trials with KERASTUNER_* workers instead"
         )
-    return configs.override(base, **{k: getattr(FLAGS, k) for k in configs.FLAG_FIELDS})
+    return base
 
 
 def main(argv):
     check_common(argv, FLAGS.workdir, "the search directory")
-    from vma_tf import configs
     from vma_tf.data.files import DataError
     from vma_tf.errors import NonFiniteError
-    from vma_tf.workdir import atomic_write, preflight
 
     workdir = pathlib.Path(FLAGS.workdir).expanduser().absolute()
     try:
-        if FLAGS.max_trials < 1:
-            raise configs.ConfigError(f"--max_trials={FLAGS.max_trials} must be >= 1")
-        base = _base_config(configs)
-        every = base.train.log_every
-        if FLAGS.steps_per_trial < 1 or FLAGS.steps_per_trial % every:
-            raise configs.ConfigError(
-                f"--steps_per_trial={FLAGS.steps_per_trial} must be a positive "
-                f"multiple of --log_every={every}"
-            )
-        settings = {
-            "tuner": FLAGS.tuner,
-            "max_trials": FLAGS.max_trials,
-            "steps_per_trial": FLAGS.steps_per_trial,
-            "tuner_seed": FLAGS.tuner_seed,
-            "base": base.to_dict(),
-        }
-        settings = json.loads(json.dumps(settings))
-        _check_settings(configs, workdir, settings)
-        # Every input check before TensorFlow loads: one clean error line.
+        base, settings = _settings(workdir)
+        # Every input check so far ran before TensorFlow loads.
         from vma_tf import tuning
 
-        for config in _corner_configs(configs, tuning, base):
-            configs.validate(config)
-        preflight(_corner_configs(configs, tuning, base)[0], workdir / "trials" / "_")
-        tuner = tuning.make_tuner(
-            base,
-            workdir,
-            tuner=FLAGS.tuner,
-            max_trials=FLAGS.max_trials,
-            steps_per_trial=FLAGS.steps_per_trial,
-            seed=FLAGS.tuner_seed,
-        )
-        if tuning.is_chief():
-            atomic_write(workdir / "search.json", json.dumps(settings, indent=2) + "\n")
-        tuner.search()
-    except (configs.ConfigError, DataError, NonFiniteError) as e:
+        results = tuning.run_search(base, workdir, settings)
+    except (ConfigError, DataError, NonFiniteError) as e:
         fail(str(e))
-    if not tuning.is_chief():
+    if results is None:
         print(f"tuner {os.environ.get('KERASTUNER_TUNER_ID')}: search finished")
-        return
-    results = tuning.write_results(tuner, base)
-    for row in results["trials"]:
-        values = ", ".join(
-            f"{k[3:]}={v}" for k, v in row.items() if k.startswith("hp/")
+    else:
+        print(tuning.format_results(results, workdir))
+
+
+def _settings(workdir: pathlib.Path):
+    """`(base config, search settings)` from the flags (no TensorFlow)."""
+    if FLAGS.max_trials < 1:
+        raise ConfigError(f"--max_trials={FLAGS.max_trials} must be >= 1")
+    base = _base_config()
+    every = base.train.log_every
+    if FLAGS.steps_per_trial < 1 or FLAGS.steps_per_trial % every:
+        raise ConfigError(
+            f"--steps_per_trial={FLAGS.steps_per_trial} must be a positive "
+            f"multiple of --log_every={every}"
         )
-        print(
-            f"trial {row['trial_id']} {row['status']}: nll_bound={row['objective']} ({values})"
-        )
-    print(f"trials: {workdir / 'trials.csv'}")
-    print(f"best config: {results['best_config']}")
-
-
-def _corner_configs(configs, tuning, base):
-    """The base config with each searched value in turn, at the trial budget."""
-    import dataclasses
-
-    budget = dataclasses.replace(
-        base.train,
-        steps=FLAGS.steps_per_trial,
-        eval_every=FLAGS.steps_per_trial,
-        checkpoint_every=FLAGS.steps_per_trial,
-    )
-    out = [dataclasses.replace(base, train=budget)]
-    for name, choices in tuning.search_space(base).items():
-        for value in choices:
-            out.append(tuning.apply_values(out[0], {name: value}))
-    return out
-
-
-def _check_settings(configs, workdir: pathlib.Path, settings) -> None:
+    settings = {
+        "tuner": FLAGS.tuner,
+        "max_trials": FLAGS.max_trials,
+        "steps_per_trial": FLAGS.steps_per_trial,
+        "tuner_seed": FLAGS.tuner_seed,
+        "base": base.to_dict(),
+    }
+    settings = json.loads(json.dumps(settings))
     saved = workdir / "search.json"
-    if saved.exists():
-        old = json.loads(saved.read_text())
-        for key, value in settings.items():
-            if old.get(key) != value:
-                raise configs.ConfigError(
-                    f"--workdir={workdir} holds a search with other settings "
-                    f"({key}); use another --workdir or the same flags to continue"
-                )
+    old = json.loads(saved.read_text()) if saved.exists() else settings
+    for key, value in settings.items():
+        if old.get(key) != value:
+            raise ConfigError(
+                f"--workdir={workdir} holds a search with other settings "
+                f"({key}); use another --workdir or the same flags to continue"
+            )
+    return base, settings
 
 
 if __name__ == "__main__":

@@ -50,11 +50,6 @@ TABLE = [
     ("train", ["--weight_decay=-1"], "--weight_decay=-1.0 must be >= 0"),
     ("train", ["--seed=-1"], "--seed=-1 must be in [0, 2**31 - 1]"),
     ("train", ["--steps=0"], "--steps=0 must be >= 1"),
-    (
-        "train",
-        ["--steps=150", "--log_every=100"],
-        "--steps=150 must be a positive multiple",
-    ),
     ("train", ["--log_every=0"], "--log_every=0 must be >= 1"),
     ("train", ["--eval_every=50"], "--eval_every=50 must be a positive multiple"),
     ("train", ["--checkpoint_every=0"], "--checkpoint_every=0 must be a positive"),
@@ -140,6 +135,59 @@ TABLE = [
         [OMNI, "--batch_classes=8", "--confounder_classes=140"],
         "--batch_classes=8 + --confounder_classes=140 exceeds the 144",
     ),
+    # -- launchers.train: dotted overrides generated from the schema ---------
+    (
+        "train",
+        ["--config.model.colour=1"],
+        "Unknown command line flag 'config.model.colour'",
+    ),
+    ("train", ["--config.modle.memory_size=8"], "flag 'config.modle.memory_size'"),
+    (
+        "train",
+        ["--config.model.memory_size=abc"],
+        "flag --config.model.memory_size=abc: invalid literal for int()",
+    ),
+    (
+        "train",
+        ["--config.train.learning_rate=fast"],
+        "flag --config.train.learning_rate=fast",
+    ),
+    (
+        "train",
+        ["--config.model.similarity=foo"],
+        "flag --config.model.similarity=foo: value should be one of",
+    ),
+    (
+        "train",
+        ["--config.model.estimator=reinforce"],
+        "flag --config.model.estimator=reinforce: value should be one of",
+    ),
+    (
+        "train",
+        ["--config.model.hidden_units=256,x"],
+        "flag --config.model.hidden_units=256,x: must be comma-separated integers",
+    ),
+    (
+        "train",
+        ["--config.model.latent_dim=0"],
+        "--config.model.latent_dim=0 must be >= 1",
+    ),
+    (
+        "train",
+        ["--config.model.kind=vae", "--config.model.estimator=nvil"],
+        "--estimator=nvil needs a VMA",
+    ),
+    ("train", ["--config.model.memory_size=0"], "--memory_size=0 must be >= 1"),
+    (
+        "train",
+        ["--memory_size=16", "--config.model.memory_size=32"],
+        "--memory_size=16 and --config.model.memory_size=32 both set",
+    ),
+    (
+        "train",
+        ["--config.data.dataset=omniglot_gmn"],
+        "--config.data.dataset='omniglot_gmn' does not fit",
+    ),
     # -- launchers.evaluate --------------------------------------------------
     (
         "evaluate",
@@ -174,6 +222,12 @@ TABLE = [
     ("benchmark", ["--num_samples=1"], "--num_samples=1 must be >= 2"),
     ("benchmark", [OMNI, "--channels=0"], "--channels=0 must be >= 1"),
     ("benchmark", ["--precision=fp16"], "flag --precision=fp16"),
+    (
+        "benchmark",
+        ["--config.model.estimator=reinforce"],
+        "flag --config.model.estimator=reinforce",
+    ),
+    ("benchmark", [OMNI, "--config.model.channels=0"], "--channels=0 must be >= 1"),
     ("benchmark", ["--estimator=reinforce"], "flag --estimator=reinforce"),
     ("benchmark", ["--preset=nope"], "--preset='nope' is unknown"),
     ("benchmark", ["--preset=mnist_vae", "--memory_sizes=8"], "is a VAE (no memory)"),
@@ -204,6 +258,16 @@ TABLE = [
     # -- launchers.tune ------------------------------------------------------
     ("tune", ["--workdir={new}", "--steps=100"], "--steps is not used by launchers"),
     ("tune", ["--workdir={new}", "--strategy=multi_worker"], "is not supported"),
+    (
+        "tune",
+        ["--workdir={new}", "--config.train.steps=100"],
+        "--config.train.steps is not used by launchers.tune",
+    ),
+    (
+        "tune",
+        ["--workdir={new}", "--config.model.prior=none"],
+        "flag --config.model.prior=none",
+    ),
     ("tune", ["--workdir={new}", "--max_trials=0"], "--max_trials=0 must be >= 1"),
     (
         "tune",

@@ -37,7 +37,6 @@ ALTERNATIVES = {
     "similarity": "dot",
     "prior": "flat",
     "num_samples": 2,
-    "baseline": "geometric",
     "estimator": "rws",
     "gumbel_temperature": 0.9,
     "straight_through": True,
@@ -87,7 +86,6 @@ IGNORED = {
             "embed_dim",
             "similarity",
             "prior",
-            "baseline",
             "estimator",
             "tie_embedders",
             "memory_init_scale",
@@ -121,7 +119,6 @@ IGNORED = {
         ("conv_soft", field): _SOFT
         for field in (
             "prior",
-            "baseline",
             "gumbel_temperature",
             "tie_pyramid",
             "tie_embedders",

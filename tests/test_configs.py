@@ -1,6 +1,7 @@
 """Presets, overrides and validation."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -53,9 +54,11 @@ def test_configs_are_frozen():
     ],
 )
 def test_validation_names_the_flag(overrides, flag):
-    cfg = configs.override(configs.get_preset("mnist_recall"), **overrides)
+    # Some values (the legacy --baseline) are refused by override already.
     with pytest.raises(configs.ConfigError, match=flag):
-        configs.validate(cfg)
+        configs.validate(
+            configs.override(configs.get_preset("mnist_recall"), **overrides)
+        )
 
 
 def test_omniglot_episode_sizes_are_derived():
@@ -123,3 +126,62 @@ def test_old_config_json_without_estimator_fields_loads():
     assert loaded == configs.get_preset("mnist_recall")
     old["model"]["baseline"] = "geometric"
     assert configs.Config.from_dict(old).model.estimator == "vimco_geometric"
+
+
+def test_old_config_json_with_baseline_field_loads():
+    """config.json files written before the `baseline` field went."""
+    old = configs.get_preset("mnist_recall").to_dict()
+    assert "baseline" not in old["model"]
+    for baseline, estimator, want in [
+        ("arithmetic", "vimco", "vimco"),
+        ("geometric", "vimco", "vimco_geometric"),
+        ("geometric", "vimco_geometric", "vimco_geometric"),
+        ("arithmetic", "nvil", "nvil"),
+    ]:
+        old["model"].update(baseline=baseline, estimator=estimator)
+        loaded = configs.Config.from_dict(old)
+        assert loaded.model.estimator == want
+        assert loaded.model.baseline == baseline  # Derived, read-only.
+        assert "baseline" not in loaded.to_dict()["model"]
+
+
+def test_schema_fields_carry_help_and_choices():
+    for key, spec in configs.FIELDS.items():
+        assert spec.help and spec.help.endswith("."), key
+        if spec.choices:
+            assert spec.default is None or spec.default in spec.choices, key
+    assert configs.FIELDS["model.estimator"].choices is configs.ESTIMATORS
+    assert configs.FIELDS["model.similarity"].choices is configs.SIMILARITIES
+    assert configs.flag_name("model", "memory_size") == "memory_size"
+    assert configs.flag_name("model", "latent_dim") == "config.model.latent_dim"
+    assert ("train", "jit") in configs.RESUMABLE_FIELDS
+    assert ("model", "memory_size") not in configs.RESUMABLE_FIELDS
+
+
+def test_override_takes_dotted_keys():
+    base = configs.get_preset("mnist_recall")
+    cfg = configs.override(base, **{"model.latent_dim": 8, "train.steps": 200})
+    assert (cfg.model.latent_dim, cfg.train.steps) == (8, 200)
+    with pytest.raises(configs.ConfigError, match="unknown config field 'model.x'"):
+        configs.override(base, **{"model.x": 1})
+    with pytest.raises(configs.ConfigError, match="set twice"):
+        configs.override(base, memory_size=8, **{"model.memory_size": 16})
+    with pytest.raises(configs.ConfigError, match="--config.model.latent_dim=0"):
+        configs.validate(configs.override(base, latent_dim=0))
+    with pytest.raises(configs.ConfigError, match="--config.model.kind='gan'"):
+        configs.validate(configs.override(base, kind="gan"))
+
+
+def test_run_with_an_old_config_json_resumes(tmp_path):
+    """A workdir whose config.json still has `baseline` passes the resume check."""
+    from vma_tf import workdir
+
+    config = configs.override(
+        configs.get_preset("mnist_recall"), estimator="vimco_geometric"
+    )
+    old = config.to_dict()
+    old["model"]["baseline"] = "geometric"
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    workdir.check_workdir(tmp_path, config)
+    with pytest.raises(configs.ConfigError, match="model.estimator='vimco_geometric'"):
+        workdir.check_workdir(tmp_path, configs.override(config, estimator="vimco"))

@@ -85,3 +85,33 @@ def test_missing_data_offline_names_file_and_sha(tmp_path):
     assert str(empty) in err
     assert not workdir.exists()
     assert attempts.read_text().strip()  # A connection was tried, and failed.
+
+
+def test_config_flags_are_generated_from_the_schema():
+    """Every field has `--config.SECTION.NAME`, the short ones also `--NAME`;
+    both kinds, and the legacy --baseline, reach the config."""
+    from absl import flags
+
+    from launchers import common
+    from vma_tf import configs
+
+    fv = flags.FlagValues()
+    common.define_config_flags("mnist_recall", flag_values=fv)
+    for spec in configs.FIELDS.values():
+        assert f"config.{spec.key}" in fv, spec.key
+        assert (spec.name in fv) == spec.short, spec.key
+    fv(
+        [
+            "prog",
+            "--memory_size=8",
+            "--config.model.latent_dim=4",
+            "--config.model.hidden_units=64,32",
+            "--noconfig.train.jit",
+            "--baseline=geometric",
+        ]
+    )
+    config = configs.validate(common.build_config(fv))
+    assert (config.model.memory_size, config.model.latent_dim) == (8, 4)
+    assert config.model.hidden_units == (64, 32) and not config.train.jit
+    assert config.model.estimator == "vimco_geometric"
+    assert config.name == "mnist_recall"

@@ -1,4 +1,5 @@
-"""Fault injection: a training process killed with SIGKILL at a seeded step."""
+"""Fault injection: a training process killed with SIGKILL, or stopped with
+SIGINT / SIGTERM, at a seeded step."""
 
 import json
 import os
@@ -10,6 +11,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 from helpers import REPO, all_checkpoint_values, tiny, wait_all
+
+from vma_tf import configs
 
 # Runs launchers.train and SIGKILLs its own process at a given point
 # (`VMA_TEST_KILL_AT=STEP:PHASE`): "begin" just before step STEP runs,
@@ -43,12 +46,34 @@ app.run(train.main)
 """
 
 
-def launch(config_json, workdir, log, kill_at=None):
+# Sends its own process SIGNAL just before step STEP runs
+# (`VMA_TEST_SIGNAL_AT=STEP:SIGNAL`), as a user's Ctrl-C or a machine's
+# shutdown would, between two steps (inside a log interval).
+SIGNAL_DRIVER = r"""
+import os, signal, sys
+step, name = os.environ["VMA_TEST_SIGNAL_AT"].split(":")
+step = int(step)
+from vma_tf import training
+def signalling_begin(self, batch, logs=None):
+    if self._step() + 1 == step:
+        os.kill(os.getpid(), getattr(signal, name))
+training._Monitor.on_train_batch_begin = signalling_begin
+from absl import app
+from launchers import train
+sys.argv[0] = "launchers.train"
+app.run(train.main, flags_parser=train.parse_flags)
+"""
+
+
+def launch(config_json, workdir, log, kill_at=None, signal_at=None):
     command = [sys.executable, "-m", "launchers.train"]
     env = dict(os.environ)
     if kill_at is not None:
         command = [sys.executable, "-c", DRIVER]
         env["VMA_TEST_KILL_AT"] = kill_at
+    if signal_at is not None:
+        command = [sys.executable, "-c", SIGNAL_DRIVER]
+        env["VMA_TEST_SIGNAL_AT"] = signal_at
     args = [f"--config_json={config_json}", f"--workdir={workdir}", "--progress=false"]
     with open(log, "w") as f:
         return subprocess.Popen(
@@ -120,6 +145,66 @@ def test_sigkill_at_a_seeded_step_then_rerun_is_bit_equal(tmp_path):
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert train_rows(full) == train_rows(part)
+
+
+def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
+    tmp_path,
+):
+    """Ctrl-C (SIGINT) and a shutdown (SIGTERM) at a seeded step inside a log
+    interval: the run checkpoints the step it was running, logs the partial
+    interval, prints one line and exits 130 / 143; the rerun resumes at that
+    step (none lost) and ends bit-equal to an uninterrupted run. `--steps` is
+    not a multiple of `--log_every` (the last interval is shorter)."""
+    steps, log_every = 23, 4
+    config = tiny(
+        steps=steps,
+        log_every=log_every,
+        eval_every=8,
+        checkpoint_every=8,
+        deterministic=True,
+    )
+    config_json = tmp_path / "config.json"
+    config_json.write_text(config.to_json())
+    rng = random.Random(16)  # Seeded: the same stop points on every run.
+    stops = {
+        name: log_every * rng.randint(1, 4) + rng.randint(1, log_every - 1)
+        for name in ("SIGINT", "SIGTERM")
+    }
+    print(f"stop points: {stops}")
+    runs = {name: tmp_path / name for name in ("full", *stops)}
+    procs = [launch(config_json, runs["full"], tmp_path / "full.log")] + [
+        launch(config_json, runs[n], tmp_path / f"{n}.log", signal_at=f"{at}:{n}")
+        for n, at in stops.items()
+    ]
+    codes = wait_all(procs, timeout=300)
+    logs = {name: (tmp_path / f"{name}.log").read_text() for name in runs}
+    assert codes == [0, 128 + signal.SIGINT, 128 + signal.SIGTERM], logs
+    for name, at in stops.items():
+        lines = [line for line in logs[name].splitlines() if line.startswith(name)]
+        assert lines == [
+            f"{name}: checkpointed step {at} in {runs[name] / 'checkpoints'}; "
+            "rerun the same command to resume"
+        ], logs[name][-3000:]
+        assert "Traceback" not in logs[name], logs[name][-3000:]
+        assert max(step for step, _ in train_rows(runs[name])) == at
+    reruns = [launch(config_json, runs[n], tmp_path / f"{n}.rerun.log") for n in stops]
+    assert wait_all(reruns, timeout=300) == [0, 0]
+    path_a, a = final_values(runs["full"])
+    full_rows = dict(train_rows(runs["full"]))
+    assert sorted(full_rows) == [4, 8, 12, 16, 20, 23]
+    for name, at in stops.items():
+        log = (tmp_path / f"{name}.rerun.log").read_text()
+        assert f"at step {at}" in log, log[-3000:]
+        path_b, b = final_values(runs[name])
+        assert path_a.endswith(f"ckpt-{steps}") and path_b.endswith(f"ckpt-{steps}")
+        assert a.keys() == b.keys() and len(a) > 30
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+        # Intervals the stop did not split have the same mean loss.
+        rows = dict(train_rows(runs[name]))
+        for step, loss in full_rows.items():
+            if not step - log_every < at < step:
+                assert rows[step] == loss, (name, step)
 
 
 def test_no_pickle_loading_anywhere():

@@ -10,6 +10,15 @@ class NonFiniteError(RuntimeError):
     """The loss or a gradient became NaN/Inf; names the step."""
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped training after checkpointing the current
+    step; `exit_code` is the shell's `128 + signal number`."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class WorkdirError(ConfigError):
     """The workdir cannot be used (unwritable, locked, or another run's)."""
 
@@ -18,4 +27,10 @@ class CheckpointMismatchError(ConfigError):
     """A checkpoint does not hold exactly this model's variables."""
 
 
-__all__ = ["CheckpointMismatchError", "ConfigError", "NonFiniteError", "WorkdirError"]
+__all__ = [
+    "CheckpointMismatchError",
+    "ConfigError",
+    "Interrupted",
+    "NonFiniteError",
+    "WorkdirError",
+]

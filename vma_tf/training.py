@@ -30,13 +30,16 @@ workers).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pathlib
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -47,7 +50,7 @@ import tensorflow as tf
 from vma_tf import address_health, checkpointing, distribution, plotting
 from vma_tf.configs import Config
 from vma_tf.data.experiments import make_data
-from vma_tf.errors import NonFiniteError
+from vma_tf.errors import Interrupted, NonFiniteError
 from vma_tf.experiment import build_model, sample_grid, samples_title
 from vma_tf.modeling.models import (
     METRIC_NAMES,
@@ -108,7 +111,10 @@ class MetricsLog:
 
 
 class _Monitor(keras.callbacks.Callback):
-    """Logging, evaluation, checkpoints, progress bar and NaN guard."""
+    """Logging, evaluation, checkpoints, progress bar, NaN guard, and the
+    stop on SIGINT / SIGTERM (`signal`, set by `_checkpoint_on_signals`)."""
+
+    signal: int | None = None
 
     def __init__(
         self,
@@ -138,18 +144,14 @@ class _Monitor(keras.callbacks.Callback):
             else None
         )
         self._t0 = time.perf_counter()
-        self._start_step = start_step
+        self._start_step = self._epoch_start = start_step
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
+    def on_train_batch_end(self, batch, logs=None):
+        if self.signal is not None:
+            self._stop(logs)
 
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
-
-    def on_epoch_end(self, epoch, logs=None):
-        t = self.config.train
-        elapsed = time.perf_counter() - self._t0
-        step = self._step()
+    def _check_finite(self, step: int, logs) -> None:
+        """Raises `NonFiniteError` if a step since the last check was NaN/Inf."""
         bad = int(self.model.first_nonfinite_step.numpy())
         if bad >= 0 or not all(math.isfinite(float(logs[k])) for k in METRIC_NAMES):
             bad_step = bad if bad >= 0 else step
@@ -158,13 +160,49 @@ class _Monitor(keras.callbacks.Callback):
                 f"non-finite loss or gradient at step {bad_step}; training "
                 f"stopped, last good checkpoint: {last}"
             )
-        record = self.log.write("train", step, logs, t.log_every / elapsed)
+
+    def _stop(self, logs=None):
+        """Checkpoints the current step, logs the partial interval, raises
+        `Interrupted`."""
+        step = self._step()
+        if logs and step > self._epoch_start:
+            self._check_finite(step, logs)
+            elapsed = time.perf_counter() - self._t0
+            rate = (step - self._epoch_start) / elapsed
+            self.history.append(self.log.write("train", step, logs, rate))
+        latest = self.manager.latest_checkpoint or ""
+        if not latest.endswith(f"-{step}"):
+            self.manager.save(checkpoint_number=step)
+        name = signal.Signals(self.signal).name
+        raise Interrupted(
+            f"{name}: checkpointed step {step} in {self.manager.directory}; rerun "
+            "the same command to resume",
+            exit_code=128 + self.signal,
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+        self._epoch_start = self._step()
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = self.config.train
+        elapsed = time.perf_counter() - self._t0
+        step = self._step()
+        self._check_finite(step, logs)
+        record = self.log.write(
+            "train", step, logs, (step - self._epoch_start) / elapsed
+        )
         self.history.append(record)
         if step % t.eval_every == 0 or step >= t.steps:
             self.history.extend(evaluate(self.model, self.evals, step, self.log))
             self.log.image("samples", step, plotting.tile(self.sample_fn()))
         if step % t.checkpoint_every == 0 or step >= t.steps:
             self.manager.save(checkpoint_number=step)
+        if self.signal is not None:
+            self._stop()
         if self.progbar is not None:
             self.progbar.update(
                 step - self._start_step,
@@ -315,16 +353,18 @@ def _train(
         config, log, manager, data.evals, start_step, sample_fn, progress
     )
     t0 = time.perf_counter()
-    if start_step < t.steps:
-        model.fit(
-            distribution.distribute(model.distribute_strategy, data.train(start_step)),
-            epochs=t.steps // t.log_every,
-            initial_epoch=start_step // t.log_every,
-            steps_per_epoch=t.log_every,
-            callbacks=[monitor],
-            verbose=0,
-            shuffle=False,
-        )
+    step = start_step
+    with _checkpoint_on_signals(monitor, model.distribute_strategy):
+        for length, count in log_intervals(start_step, t.steps, t.log_every):
+            model.fit(
+                distribution.distribute(model.distribute_strategy, data.train(step)),
+                epochs=count,
+                steps_per_epoch=length,
+                callbacks=[monitor],
+                verbose=0,
+                shuffle=False,
+            )
+            step += length * count
     wall = time.perf_counter() - t0
     final = evaluate(
         model, data.final_evals, int(model.optimizer.iterations.numpy()), log
@@ -355,6 +395,51 @@ def _train(
     atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.writer.flush()
     return summary
+
+
+@contextlib.contextmanager
+def _checkpoint_on_signals(monitor: _Monitor, strategy: tf.distribute.Strategy):
+    """While training, SIGINT and SIGTERM set `monitor.signal`: the monitor
+    checkpoints the step that is running when it ends, and stops with
+    `Interrupted`. A second signal acts at once (the previous handler is
+    back). Only in the main thread, and not under `multi_worker` (one
+    worker stopping alone would leave the others waiting in collectives;
+    `tf.distribute.experimental.PreemptionCheckpointHandler` is the tool
+    there, not wired yet)."""
+    if threading.current_thread() is not threading.main_thread() or isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ):
+        yield
+        return
+
+    def handler(signum, frame):
+        monitor.signal = signum
+        signal.signal(signum, previous[signum])
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def log_intervals(start: int, stop: int, every: int) -> list[tuple[int, int]]:
+    """Train-metric intervals from step `start` to `stop`, as `(length,
+    count)` runs: up to the next multiple of `every`, whole intervals, then
+    the rest. E.g. `(50, 275, 100)` -> `[(50, 1), (100, 2), (25, 1)]`."""
+    runs = []
+    head = min(-start % every, stop - start)
+    if head:
+        runs.append((head, 1))
+    whole = (stop - start - head) // every
+    if whole:
+        runs.append((every, whole))
+    tail = stop - start - head - whole * every
+    if tail:
+        runs.append((tail, 1))
+    return runs
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -53,11 +53,19 @@ from typing import Any
 
 import keras_tuner
 
-from vma_tf.configs import Config, ConfigError, validate, x_shape
-from vma_tf.workdir import atomic_write
+from vma_tf.configs import (
+    FIELDS_BY_NAME,
+    SIMILARITIES,
+    TUNERS,
+    Config,
+    ConfigError,
+    override,
+    validate,
+    x_shape,
+)
+from vma_tf.workdir import atomic_write, preflight
 
 OBJECTIVE = "nll_bound"
-TUNERS = ("random", "bayesian", "hyperband")
 HYPERBAND_MAX_EPOCHS = 3  # Hyperband rungs: 1/3, 2/3 (rounded) and all steps.
 
 
@@ -70,35 +78,17 @@ def search_space(config: Config) -> dict[str, tuple[Any, ...]]:
     }
     if m.kind != "vae":
         space["embed_dim"] = (64, 128, 256)
-        space["similarity"] = ("normalized", "dot", "cosine")
+        space["similarity"] = SIMILARITIES
     space["num_samples"] = (2, 4, 8)
     if m.architecture == "conv":
         space["channels"] = (16, 32, 64)
     return space
 
 
-# Which config section each searched value lives in.
-_SECTIONS = {
-    "learning_rate": "train",
-    "weight_decay": "model",
-    "embed_dim": "model",
-    "similarity": "model",
-    "num_samples": "model",
-    "channels": "model",
-}
-
-
 def apply_values(config: Config, values: dict[str, Any]) -> Config:
-    """`config` with searched values (keys of `search_space`) replaced."""
-    sections: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
-    for name, value in values.items():
-        if name in _SECTIONS:
-            sections[_SECTIONS[name]][name] = value
-    return dataclasses.replace(
-        config,
-        model=dataclasses.replace(config.model, **sections["model"]),
-        train=dataclasses.replace(config.train, **sections["train"]),
-    )
+    """`config` with searched values (keys of `search_space`, config field
+    names) replaced; other keys (keras-tuner's `tuner/...`) are ignored."""
+    return override(config, **{k: v for k, v in values.items() if k in FIELDS_BY_NAME})
 
 
 def trial_steps(steps_per_trial: int, log_every: int, epochs: int | None) -> int:
@@ -360,3 +350,68 @@ def is_chief() -> bool:
     if "KERASTUNER_ORACLE_IP" not in os.environ:
         return True
     return "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
+
+
+def corner_configs(base: Config, steps_per_trial: int) -> list[Config]:
+    """The base config with each searched value in turn, at the trial budget."""
+    budget = dataclasses.replace(
+        base.train,
+        steps=steps_per_trial,
+        eval_every=steps_per_trial,
+        checkpoint_every=steps_per_trial,
+    )
+    out = [dataclasses.replace(base, train=budget)]
+    for name, choices in search_space(base).items():
+        for value in choices:
+            out.append(apply_values(out[0], {name: value}))
+    return out
+
+
+def run_search(
+    base: Config, workdir: pathlib.Path, settings: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Validates every searched value at the trial budget, preflights the
+    first trial, then searches (resuming a search in `workdir`).
+
+    Args:
+        base: the config every trial starts from.
+        workdir: the search directory.
+        settings: `tuner`, `max_trials`, `steps_per_trial`, `tuner_seed`
+            (and anything else to record): written to `workdir/search.json`.
+
+    Returns:
+        `write_results(...)` on the chief, None on other tuner processes.
+    """
+    steps = settings["steps_per_trial"]
+    corners = corner_configs(base, steps)
+    for config in corners:
+        validate(config)
+    preflight(corners[0], workdir / "trials" / "_")
+    tuner = make_tuner(
+        base,
+        workdir,
+        tuner=settings["tuner"],
+        max_trials=settings["max_trials"],
+        steps_per_trial=steps,
+        seed=settings["tuner_seed"],
+    )
+    if is_chief():
+        atomic_write(workdir / "search.json", json.dumps(settings, indent=2) + "\n")
+    tuner.search()
+    return write_results(tuner, base) if is_chief() else None
+
+
+def format_results(results: dict[str, Any], workdir: pathlib.Path) -> str:
+    """One line per trial, then where the table and the best config are."""
+    lines = []
+    for row in results["trials"]:
+        values = ", ".join(
+            f"{k[3:]}={v}" for k, v in row.items() if k.startswith("hp/")
+        )
+        lines.append(
+            f"trial {row['trial_id']} {row['status']}: "
+            f"nll_bound={row['objective']} ({values})"
+        )
+    lines.append(f"trials: {workdir / 'trials.csv'}")
+    lines.append(f"best config: {results['best_config']}")
+    return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from vma_tf.configs import Config
+from vma_tf.configs import EPISODIC_DATASETS, Config
 from vma_tf.data import omniglot
 from vma_tf.data.pipelines import (
     ExperimentData,
@@ -88,7 +88,7 @@ def make_data(config: Config) -> ExperimentData:
     dataset = config.data.dataset
     if dataset == "binarized_mnist":
         return mnist_data(config)
-    if dataset in ("omniglot_fewshot", "omniglot_gmn"):
+    if dataset in EPISODIC_DATASETS:
         return omniglot_episode_data(config)
     if dataset == "omniglot_learned":
         return omniglot_learned_data(config)

@@ -45,6 +45,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from vma_tf.configs import SKIP_MODES
 from vma_tf.modeling.networks import MLP
 
 
@@ -363,8 +364,10 @@ class ConvDecoder(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.skip_levels = num_layers // 2 + 1 if skip_levels is None else skip_levels
-        if skip_mode not in ("concat", "add"):
-            raise ValueError(f"skip_mode must be 'concat' or 'add'; got {skip_mode!r}")
+        if skip_mode not in SKIP_MODES:
+            raise ValueError(
+                f"skip_mode must be one of {SKIP_MODES}; got {skip_mode!r}"
+            )
         self.skip_mode = skip_mode
         self.image_shape = tuple(int(s) for s in image_shape)
         self.channels = channels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-VARIANTS = ("normalized", "dot", "cosine")
+from vma_tf.configs import SIMILARITIES as VARIANTS
 
 
 def safe_norm(v: tf.Tensor, axis: int = -1, eps: float = 1e-6) -> tf.Tensor:

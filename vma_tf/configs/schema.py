@@ -1,0 +1,405 @@
+"""The config schema: frozen dataclasses whose fields carry their help text,
+choices and bounds, and every choice list (each defined once, here).
+
+Each field's `metadata` holds (`fields.FIELDS` reads it into `FieldSpec`s):
+    help: one or two sentences (the flag's help text).
+    choices: allowed values (checked by `validate`; enum flags refuse others).
+    short: the launchers expose the field as a flat `--NAME` flag (every
+        field is also `--config.SECTION.NAME`, see `launchers.common`).
+    minimum / positive: bounds checked by `validate` for every config.
+    resumable: may change when a run is resumed (does not change the model).
+
+No TensorFlow or absl import: launchers build and validate configs first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value. The message is one line naming the flag."""
+
+
+# -- Choice lists ----------------------------------------------------------
+DATASETS = ("binarized_mnist", "omniglot_fewshot", "omniglot_gmn", "omniglot_learned")
+EPISODIC_DATASETS = ("omniglot_fewshot", "omniglot_gmn")
+TASKS = ("recall", "batches", "episodes")
+KINDS = ("vma", "vae", "soft_attention")
+ARCHITECTURES = ("mlp", "conv")
+MEMORIES = ("episodic", "learned")
+SIMILARITIES = ("normalized", "dot", "cosine")
+PRIORS = ("learned", "flat")
+# The address gradient estimators (`vma_tf.estimators` implements them).
+ESTIMATORS = ("vimco", "vimco_geometric", "nvil", "rws", "gumbel")
+VIMCO_ESTIMATORS = ("vimco", "vimco_geometric")
+# VIMCO's leave-one-out baselines: only the legacy `--baseline` flag and old
+# config.json files name them (`"geometric"` with vimco is vimco_geometric).
+BASELINES = ("arithmetic", "geometric")
+DECODER_CONTEXTS = ("first", "all")
+SKIP_MODES = ("concat", "add")
+SKIP_LEVELS = (0, 1, 2, 3, 4)
+DECODER_BIAS_INITS = ("zero", "data_mean")
+PRIOR_Z_INITS = ("glorot", "standard_normal")
+ENCODER_CONTEXT_INITS = ("glorot", "zeros")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+# Not a config field: the keras-tuner oracles of `launchers.tune` (`vma_tf.tuning`).
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+def _field(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] = (),
+    short: bool = False,
+    minimum: float | None = None,
+    positive: bool = False,
+    resumable: bool = False,
+) -> Any:
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "short": short,
+        "minimum": minimum,
+        "positive": positive,
+        "resumable": resumable,
+    }
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where examples and memory contents come from (help: field metadata)."""
+
+    dataset: str = _field(
+        "binarized_mnist",
+        "binarized_mnist (Larochelle's fixed binarisation); omniglot_fewshot "
+        "(26x26, the 45/5 alphabet split); omniglot_gmn (28x28, the GMN "
+        "background/evaluation split); omniglot_learned (28x28, all "
+        "characters, drawers 15/5).",
+        choices=DATASETS,
+    )
+    task: str = _field(
+        "batches",
+        "recall: each step fills memory with memory_size random training images "
+        "and draws the targets from it (paper Fig. 2A); batches: shuffled "
+        "minibatches (learned or no memory); episodes: few-shot episodes.",
+        choices=TASKS,
+    )
+    eval_memory_size: int = _field(
+        0,
+        "Extra test-time memory size for recall (the paper's 2048 test images; "
+        "0: none).",
+        short=True,
+        minimum=0,
+        resumable=True,
+    )
+    eval_batches: int = _field(
+        0,
+        "Batches per evaluation (0: the whole split, remainder dropped so XLA "
+        "sees one static shape).",
+        short=True,
+        minimum=0,
+        resumable=True,
+    )
+    data_dir: str | None = _field(
+        None,
+        "Data directory (else $VMA_DATA_DIR, then ./data).",
+        short=True,
+        resumable=True,
+    )
+    # The episode sizes; batch = classes * targets (episodes only).
+    batch_classes: int = _field(8, "Characters per few-shot episode.", short=True)
+    targets_per_class: int = _field(4, "Targets per character.", short=True)
+    memory_per_class: int = _field(
+        4, "Other examples of each character in memory.", short=True
+    )
+    confounder_classes: int = _field(
+        0, "Extra characters with examples only in memory.", short=True
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The generative model (help: field metadata)."""
+
+    kind: str = _field(
+        "vma",
+        "vma (variational memory addressing), vae (no memory) or soft_attention "
+        "(z top-level, soft memory read-out).",
+        choices=KINDS,
+    )
+    architecture: str = _field(
+        "mlp",
+        "mlp (MNIST, section 4.1) or conv (Omniglot, section 4.2).",
+        choices=ARCHITECTURES,
+    )
+    channels: int = _field(
+        64, "Feature maps of every conv layer (conv only).", short=True, minimum=1
+    )
+    weight_decay: float = _field(
+        0.0,
+        "L2 penalty on all parameters except learned memory.",
+        short=True,
+        minimum=0.0,
+    )
+    memory: str = _field(
+        "episodic",
+        "episodic (contents given per batch) or learned (a trainable "
+        "[memory_size, memory_dim] parameter). Ignored for vae.",
+        choices=MEMORIES,
+    )
+    memory_size: int = _field(256, "Memory slots |M|.", short=True, minimum=1)
+    memory_dim: int = _field(
+        256,
+        "Size of one learned memory entry (episodic entries have the shape of "
+        "an image).",
+    )
+    hidden_units: tuple[int, ...] = _field(
+        (256, 128), "Hidden layer sizes of every MLP (paper: 256, 128)."
+    )
+    latent_dim: int = _field(32, "|z| (paper: 32 on MNIST).", minimum=1)
+    embed_dim: int = _field(
+        128, "Size of the matching space for q(a|x) and p(a).", minimum=1
+    )
+    similarity: str = _field(
+        "normalized",
+        "Similarity S(m, x): normalized (paper eq. 5), dot or cosine.",
+        choices=SIMILARITIES,
+        short=True,
+    )
+    prior: str = _field(
+        "learned",
+        "Address prior p(a): learned (query e^p) or flat (1/|M|).",
+        choices=PRIORS,
+        short=True,
+    )
+    num_samples: int = _field(
+        4,
+        "Samples K from q per example, for the bound and the estimator (>= 2 "
+        "with an address).",
+        short=True,
+    )
+    estimator: str = _field(
+        "vimco",
+        "Address gradient estimator in training (vma_tf.estimators; evaluation "
+        "is always the discrete model's L_K): vimco (paper), vimco_geometric "
+        "(Mnih & Rezende 2016 baseline), nvil, rws (reweighted wake-sleep) or "
+        "gumbel (relaxed address in training). VMA models only.",
+        choices=ESTIMATORS,
+        short=True,
+    )
+    gumbel_temperature: float = _field(
+        0.5,
+        "Temperature of the relaxed address (gumbel).",
+        short=True,
+        positive=True,
+    )
+    straight_through: bool = _field(
+        False,
+        "gumbel: hard one-hot address forward, relaxed gradient (straight-through).",
+        short=True,
+    )
+    decoder_context: str = _field(
+        "all",
+        "Where p(x|z, m_a) sees m_a: the first layer only (an MLP on [z, m_a]) "
+        "or all layers (skip paths from m_a).",
+        choices=DECODER_CONTEXTS,
+        short=True,
+    )
+    skip_mode: str = _field(
+        "concat",
+        "How the conv decoder joins the skip paths from m_a's pyramid (conv).",
+        choices=SKIP_MODES,
+        short=True,
+    )
+    skip_levels: int = _field(
+        4,
+        "Conv decoder resolutions, coarsest first, with a skip path from m_a's "
+        "pyramid (4 = all: 4, 7, 13 and full; 0 = m_a only through its top "
+        "vector).",
+        choices=SKIP_LEVELS,
+        short=True,
+    )
+    # p(z|m_a) and p(x|z, m_a) always share m's pyramid: we read the paper's
+    # "we tie ... the downscaling layers in q(z|m) and p(x|m, z)" as p(z|m).
+    # Tying q too measured 5.4 nats worse at 3000 steps (RESULTS.md).
+    tie_pyramid: bool = _field(
+        False,
+        "Also share q(z|x, m_a)'s conv downscaling layers with m_a's pyramid "
+        "(conv only).",
+        short=True,
+    )
+    # Under XLA on the 2-core CPU the 13 -> 26 upconv is 1.7x faster this way
+    # but the stride-2 convs are slower; the whole Omniglot step measured the
+    # same within noise (BENCHMARKS.md), so Keras' layers are the default.
+    fast_convs: bool = _field(
+        False,
+        "Stride-2 and transposed convs as dense convs on space-to-depth / "
+        "depth-to-space rearrangements: the same function and variables (conv).",
+        short=True,
+        resumable=True,
+    )
+    # On omniglot_fewshot --channels=32, seed 0, 5000 steps, test nll_bound
+    # VMA / VAE: 0: 103.31 / 107.48; 1: 101.29 / 106.25; 2: 98.33 / 107.69
+    # (RESULTS.md); the Omniglot presets use 2.
+    decoder_refine: int = _field(
+        0,
+        "Extra 3x3 ReLU conv layers at full resolution before the conv "
+        "decoder's logits (>= 1 lets the decoder gate the template by z).",
+        short=True,
+        minimum=0,
+    )
+    tie_embedders: bool = _field(
+        False,
+        "One embedding network h for memory entries and queries (h = h^q; "
+        "episodic memory only).",
+        short=True,
+    )
+    memory_init_scale: float | None = _field(
+        None,
+        "Stddev of the N(0, s^2) init of learned memory (default: MLP 1.0, conv 0.5).",
+        short=True,
+        positive=True,
+    )
+    decoder_bias_init: str = _field(
+        "zero",
+        "Initial output bias of the MLP decoder (data_mean: logits of the "
+        "training-set pixel means).",
+        choices=DECODER_BIAS_INITS,
+        short=True,
+    )
+    prior_z_init: str = _field(
+        "glorot",
+        "Init of p(z|m_a)'s output layer (standard_normal: zero kernel, "
+        "N(0, I) for every entry, so no entry starts out favoured).",
+        choices=PRIOR_Z_INITS,
+        short=True,
+    )
+    # With learned N(0, 1) entries in R^256 the Glorot m-half has ~5x the
+    # variance of the image half, so the untrained encoder mostly sees m_a.
+    encoder_context_init: str = _field(
+        "glorot",
+        "Init of the m_a-half of q(z|x, m_a)'s first layer (zeros: q(z|x, m_a) "
+        "starts as the VAE's q(z|x)).",
+        choices=ENCODER_CONTEXT_INITS,
+        short=True,
+    )
+
+    @property
+    def baseline(self) -> str:
+        """VIMCO's leave-one-out baseline implied by `estimator` (read-only)."""
+        return "geometric" if self.estimator == "vimco_geometric" else "arithmetic"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping (help: field metadata)."""
+
+    steps: int = _field(
+        100_000,
+        "Total optimiser steps (a rerun resumes until it reaches this).",
+        short=True,
+        minimum=1,
+        resumable=True,
+    )
+    batch_size: int = _field(32, "Targets per step (B).", short=True, minimum=1)
+    learning_rate: float = _field(
+        3e-4, "Adam learning rate.", short=True, positive=True
+    )
+    seed: int = _field(0, "Seeds parameters, data order and every sample.", short=True)
+    log_every: int = _field(
+        100,
+        "Steps between train-metric lines (steps, eval_every and "
+        "checkpoint_every are multiples of it).",
+        short=True,
+        minimum=1,
+        resumable=True,
+    )
+    eval_every: int = _field(
+        1000, "Steps between evaluations.", short=True, resumable=True
+    )
+    checkpoint_every: int = _field(
+        1000, "Steps between checkpoints.", short=True, resumable=True
+    )
+    keep_checkpoints: int = _field(3, "Checkpoints kept.", resumable=True)
+    jit: bool = _field(
+        True,
+        "Compile steps with XLA (jit_compile=True).",
+        short=True,
+        resumable=True,
+    )
+    # E.g. a memory-size curriculum: mnist_recall with |M| = 16, then 256.
+    init_from: str | None = _field(
+        None,
+        "Warm start: initial weights from this run directory's newest "
+        "checkpoint (optimizer and step start fresh; only without a "
+        "checkpoint of its own).",
+        short=True,
+        resumable=True,
+    )
+    strategy: str = _field(
+        "default",
+        "tf.distribute strategy: default (one device), mirrored (all local "
+        "GPUs), multi_worker (MultiWorkerMirroredStrategy from $TF_CONFIG); "
+        "batch_size stays the global batch.",
+        choices=STRATEGIES,
+        short=True,
+        resumable=True,
+    )
+    # Batch s is a pure function of (seed, s) and the step is the
+    # checkpointed optimizer counter, so a run killed at any step resumes
+    # bit-equal; on CPU our kernels are deterministic anyway.
+    deterministic: bool = _field(
+        False,
+        "tf.config.experimental.enable_op_determinism(): every kernel "
+        "deterministic (GPU too); with it a run killed at any step resumes "
+        "bit-exactly.",
+        short=True,
+        resumable=True,
+    )
+    skip_nonfinite: bool = _field(
+        False,
+        "Skip (no weight/optimizer update) a step with a NaN/Inf loss or "
+        "gradient and count it in the skipped_steps metric, instead of "
+        "stopping.",
+        short=True,
+        resumable=True,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
+        """Reads `to_dict()` output, also of older versions (a `baseline`
+        field: `"geometric"` with vimco is vimco_geometric)."""
+        try:
+            model = dict(d["model"])
+            model["hidden_units"] = tuple(model["hidden_units"])
+            geometric = model.pop("baseline", None) == "geometric"
+            if geometric and model.get("estimator", "vimco") == "vimco":
+                model["estimator"] = "vimco_geometric"
+            return cls(
+                name=d["name"],
+                data=DataConfig(**d["data"]),
+                model=ModelConfig(**model),
+                train=TrainConfig(**d["train"]),
+            )
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"not a vma_tf config: {e}") from None
