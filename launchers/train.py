@@ -48,6 +48,7 @@ def main(argv):
         workdir = preflight(config, FLAGS.workdir)
         import_tensorflow_quietly()
         from vma_tf import training
+        from vma_tf.metrics_log import format_summary
 
         summary = training.train_and_evaluate(config, workdir, progress=FLAGS.progress)
     except (ConfigError, DataError, NonFiniteError) as e:
@@ -55,7 +56,7 @@ def main(argv):
     except Interrupted as e:  # SIGINT / SIGTERM: the current step is saved.
         print(str(e), file=sys.stderr)
         sys.exit(e.exit_code)
-    print(training.format_summary(summary))
+    print(format_summary(summary))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ import time
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from vma_tf import address_health, checkpointing, distribution, plotting
@@ -56,56 +55,8 @@ from vma_tf.modeling.models import (
     METRIC_NAMES,
     LatentVariableModel,
 )
+from vma_tf.metrics_log import MetricsLog
 from vma_tf.workdir import atomic_write, preflight, workdir_lock
-
-# -- metrics ------------------------------------------------------------------
-
-
-class MetricsLog:
-    """Appends JSON lines to metrics.jsonl and scalars to TensorBoard."""
-
-    def __init__(self, workdir: pathlib.Path, start_step: int):
-        self.path = workdir / "metrics.jsonl"
-        if self.path.exists():  # Drop lines past the checkpoint we resume from.
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= start_step
-            ]
-            atomic_write(self.path, "".join(k + "\n" for k in kept))
-        self.writer = tf.summary.create_file_writer(str(workdir / "tb"))
-
-    def write(
-        self, split: str, step: int, values: dict[str, float], steps_per_sec: float
-    ) -> dict[str, Any]:
-        record = {
-            "split": split,
-            "step": int(step),
-            **{k: float(values[k]) for k in METRIC_NAMES},
-            # Non-finite steps skipped in this log window (--skip_nonfinite).
-            **{k: int(values[k]) for k in ("skipped_steps",) if k in values},
-            # Address health at evaluations of a VMA (`vma_tf.address_health`).
-            **{k: float(values[k]) for k in address_health.HEALTH_KEYS if k in values},
-            "steps_per_sec": float(steps_per_sec),
-            "wall_time": time.time(),
-        }
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        with self.writer.as_default(step=int(step)):
-            for k in (*METRIC_NAMES, "skipped_steps"):
-                if k in record:
-                    tf.summary.scalar(f"{split}/{k}", record[k])
-            for k in address_health.HEALTH_KEYS:
-                if k in record:
-                    tf.summary.scalar(f"{split}/address/{k}", record[k])
-            tf.summary.scalar(f"{split}/steps_per_sec", steps_per_sec)
-        return record
-
-    def image(self, name: str, step: int, grid: np.ndarray) -> None:
-        with self.writer.as_default(step=int(step)):
-            tf.summary.image(name, grid[np.newaxis, ..., np.newaxis])
-        self.writer.flush()
-
 
 # -- the training loop --------------------------------------------------------
 
@@ -325,26 +276,7 @@ def _train(
     manager = tf.train.CheckpointManager(
         checkpoint, workdir / "checkpoints", max_to_keep=t.keep_checkpoints
     )
-    latest = tf.train.latest_checkpoint(
-        str(pathlib.Path(restore_dir or workdir) / "checkpoints")
-    )
-    # Checkpoints are numbered by step. All workers must agree before the
-    # restore, whose variable creation is itself a collective.
-    distribution.check_same_step(
-        model.distribute_strategy, int(latest.rsplit("-", 1)[1]) if latest else 0
-    )
-    if latest:
-        latest = checkpointing.restore_newest_valid(
-            checkpoint,
-            pathlib.Path(restore_dir or workdir) / "checkpoints",
-            warn=lambda message: print(message, file=sys.stderr),
-        )
-    elif t.init_from:
-        source = checkpointing.warm_start(model, t.init_from)
-        print(f"Warm start: model weights from {source}")
-    start_step = int(model.optimizer.iterations.numpy())
-    if start_step:
-        print(f"Resuming from {latest} at step {start_step}")
+    start_step = _restore(model, checkpoint, restore_dir or workdir, t.init_from)
     log = MetricsLog(workdir, start_step)
     memory = None if data.sample_memory is None else tf.constant(data.sample_memory)
     x_hw = data.x_shape[:2] if len(data.x_shape) == 3 else (28, 28)
@@ -369,20 +301,54 @@ def _train(
     final = evaluate(
         model, data.final_evals, int(model.optimizer.iterations.numpy()), log
     )
-    grid = sample_fn()
     plotting.save_grid(
         workdir / "samples.png",
-        grid,
+        sample_fn(),
         title=samples_title(config.name, model, memory),
     )
+    summary = _summary(
+        config, workdir, model, start_step, wall, monitor.history + final
+    )
+    atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    log.writer.flush()
+    return summary
+
+
+def _restore(model, checkpoint, checkpoint_root: pathlib.Path, init_from) -> int:
+    """Restores the newest valid checkpoint of `checkpoint_root/checkpoints`
+    (or warm-starts from `init_from`); returns the step to start from."""
+    directory = pathlib.Path(checkpoint_root) / "checkpoints"
+    latest = tf.train.latest_checkpoint(str(directory))
+    # Checkpoints are numbered by step. All workers must agree before the
+    # restore, whose variable creation is itself a collective.
+    distribution.check_same_step(
+        model.distribute_strategy, int(latest.rsplit("-", 1)[1]) if latest else 0
+    )
+    if latest:
+        latest = checkpointing.restore_newest_valid(
+            checkpoint,
+            directory,
+            warn=lambda message: print(message, file=sys.stderr),
+        )
+    elif init_from:
+        source = checkpointing.warm_start(model, init_from)
+        print(f"Warm start: model weights from {source}")
+    start_step = int(model.optimizer.iterations.numpy())
+    if start_step:
+        print(f"Resuming from {latest} at step {start_step}")
+    return start_step
+
+
+def _summary(config, workdir, model, start_step, wall, records) -> dict[str, Any]:
+    """The run's summary: steps, wall time, the last record of each split."""
     step = int(model.optimizer.iterations.numpy())
     trained = step - start_step
     last = {}
-    for rec in monitor.history + final:
+    for rec in records:
         last[rec["split"]] = {
             k: rec[k] for k in (*METRIC_NAMES, *address_health.HEALTH_KEYS) if k in rec
         }
-    summary = {
+    return {
         "name": config.name,
         "workdir": str(workdir),
         "step": step,
@@ -392,9 +358,6 @@ def _train(
         "metrics": last,
         "samples_png": str(workdir / "samples.png"),
     }
-    atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    log.writer.flush()
-    return summary
 
 
 @contextlib.contextmanager
@@ -440,39 +403,3 @@ def log_intervals(start: int, stop: int, every: int) -> list[tuple[int, int]]:
     if tail:
         runs.append((tail, 1))
     return runs
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """Human-readable table of a `train_and_evaluate` summary."""
-    lines = [
-        f"{summary['name']} @ step {summary['step']} "
-        f"({summary['steps_this_run']} steps this run, "
-        f"{summary['wall_time_sec']:.1f} s"
-        + (
-            f", {summary['steps_per_sec']:.1f} steps/s)"
-            if summary["steps_per_sec"]
-            else ")"
-        ),
-    ]
-    # With an address: the optimal lookup table log|M| and q's mass on the
-    # target's own slot/class (evaluated splits only).
-    rows = summary["metrics"]
-    extra = [k for k in ("log|M|", "q_own") if any(_extra(v, k) for v in rows.values())]
-    columns = (*METRIC_NAMES[1:], *extra)
-    lines.append(f"{'split':<16}" + "".join(f"{k:>11}" for k in columns))
-    for split, values in rows.items():
-        cells = (_extra(values, k) for k in columns)
-        lines.append(
-            f"{split:<16}"
-            + "".join(f"{'-':>11}" if v is None else f"{v:>11.3f}" for v in cells)
-        )
-    lines.append(f"samples: {summary['samples_png']}")
-    return "\n".join(lines)
-
-
-def _extra(values: dict, key: str):
-    """A summary cell: a metric, log|M| from the address health, or None."""
-    if key == "log|M|":
-        size = values.get("memory_size")
-        return math.log(size) if size else None
-    return values.get(key)

@@ -1,0 +1,99 @@
+"""The run's records: `metrics.jsonl` and TensorBoard (`MetricsLog`), and the
+summary table the training launcher prints (`format_summary`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from vma_tf import address_health
+from vma_tf.modeling.models import METRIC_NAMES
+from vma_tf.workdir import atomic_write
+
+
+class MetricsLog:
+    """Appends JSON lines to metrics.jsonl and scalars to TensorBoard."""
+
+    def __init__(self, workdir: pathlib.Path, start_step: int):
+        self.path = workdir / "metrics.jsonl"
+        if self.path.exists():  # Drop lines past the checkpoint we resume from.
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= start_step
+            ]
+            atomic_write(self.path, "".join(k + "\n" for k in kept))
+        self.writer = tf.summary.create_file_writer(str(workdir / "tb"))
+
+    def write(
+        self, split: str, step: int, values: dict[str, float], steps_per_sec: float
+    ) -> dict[str, Any]:
+        record = {
+            "split": split,
+            "step": int(step),
+            **{k: float(values[k]) for k in METRIC_NAMES},
+            # Non-finite steps skipped in this log window (--skip_nonfinite).
+            **{k: int(values[k]) for k in ("skipped_steps",) if k in values},
+            # Address health at evaluations of a VMA (`vma_tf.address_health`).
+            **{k: float(values[k]) for k in address_health.HEALTH_KEYS if k in values},
+            "steps_per_sec": float(steps_per_sec),
+            "wall_time": time.time(),
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        with self.writer.as_default(step=int(step)):
+            for k in (*METRIC_NAMES, "skipped_steps"):
+                if k in record:
+                    tf.summary.scalar(f"{split}/{k}", record[k])
+            for k in address_health.HEALTH_KEYS:
+                if k in record:
+                    tf.summary.scalar(f"{split}/address/{k}", record[k])
+            tf.summary.scalar(f"{split}/steps_per_sec", steps_per_sec)
+        return record
+
+    def image(self, name: str, step: int, grid: np.ndarray) -> None:
+        with self.writer.as_default(step=int(step)):
+            tf.summary.image(name, grid[np.newaxis, ..., np.newaxis])
+        self.writer.flush()
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Human-readable table of a `train_and_evaluate` summary."""
+    lines = [
+        f"{summary['name']} @ step {summary['step']} "
+        f"({summary['steps_this_run']} steps this run, "
+        f"{summary['wall_time_sec']:.1f} s"
+        + (
+            f", {summary['steps_per_sec']:.1f} steps/s)"
+            if summary["steps_per_sec"]
+            else ")"
+        ),
+    ]
+    # With an address: the optimal lookup table log|M| and q's mass on the
+    # target's own slot/class (evaluated splits only).
+    rows = summary["metrics"]
+    extra = [k for k in ("log|M|", "q_own") if any(_extra(v, k) for v in rows.values())]
+    columns = (*METRIC_NAMES[1:], *extra)
+    lines.append(f"{'split':<16}" + "".join(f"{k:>11}" for k in columns))
+    for split, values in rows.items():
+        cells = (_extra(values, k) for k in columns)
+        lines.append(
+            f"{split:<16}"
+            + "".join(f"{'-':>11}" if v is None else f"{v:>11.3f}" for v in cells)
+        )
+    lines.append(f"samples: {summary['samples_png']}")
+    return "\n".join(lines)
+
+
+def _extra(values: dict, key: str):
+    """A summary cell: a metric, log|M| from the address health, or None."""
+    if key == "log|M|":
+        size = values.get("memory_size")
+        return math.log(size) if size else None
+    return values.get(key)
