@@ -1,32 +1,22 @@
-"""Tests for vma_tf.data.files (lookup, verification, downloads) and vma_tf.data.mnist."""
+"""Raw data files and their tfds preparation: lookup, one-line errors, atomic
+preparation, and MNIST served by tfds equal to the raw files row for row."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import pathlib
-import urllib.request
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from vma_tf.data import files
-from vma_tf.data.files import (
-    REGISTRY,
-    DataError,
-    DataFile,
-    find_file,
-    resolve_data_dirs,
-)
-from vma_tf.data.mnist import _parse_amat, load_binarized_mnist
+from vma_tf.data import omniglot_builders, tfds_data
+from vma_tf.data.files import SHA256, DataError, locate, resolve_data_dirs
+from vma_tf.data.mnist import load_binarized_mnist, load_mnist_train_images
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-FAKE_NAME = "sub/fake.bin"
-FAKE_BYTES = b"variational memory addressing\n" * 1000
-FAKE_SHA = hashlib.sha256(FAKE_BYTES).hexdigest()
+CSV = "omniglot_characters.csv"
 
 
 def _shared_data_dir() -> pathlib.Path | None:
@@ -50,37 +40,14 @@ def _listing(root: pathlib.Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def _fake_urlopen(
-    payload: bytes, calls: list[str] | None = None
-) -> Callable[..., io.BytesIO]:
-    def urlopen(url: str, timeout: float | None = None) -> io.BytesIO:
-        assert timeout is not None and timeout <= 120
-        if calls is not None:
-            calls.append(url)
-        return io.BytesIO(payload)
-
-    return urlopen
-
-
-def _failing_urlopen(url: str, timeout: float | None = None) -> io.BytesIO:
-    raise OSError("network unreachable (test)")
-
-
-@pytest.fixture
-def fake_entry(monkeypatch: pytest.MonkeyPatch) -> DataFile:
-    entry = DataFile(FAKE_NAME, FAKE_SHA, ("https://example.invalid/fake.bin",))
-    monkeypatch.setitem(REGISTRY, FAKE_NAME, entry)
-    return entry
-
-
 @pytest.fixture
 def isolated(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
-    """An empty working directory with no VMA_DATA_DIR and no network."""
+    """An empty working directory, no VMA_DATA_DIR, and an empty tfds cache."""
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.delenv("VMA_DATA_DIR", raising=False)
-    monkeypatch.setattr(urllib.request, "urlopen", _failing_urlopen)
+    monkeypatch.setenv("VMA_TFDS_DIR", str(tmp_path / "tfds"))
     return work
 
 
@@ -109,243 +76,131 @@ def test_resolve_data_dirs_order(
     assert resolve_data_dirs("data") == [isolated / "data", tmp_path / "env"]
 
 
-def test_find_file_lookup_order(
-    fake_entry: DataFile,
-    isolated: pathlib.Path,
-    tmp_path: pathlib.Path,
-    monkeypatch: pytest.MonkeyPatch,
+def test_locate_lookup_order(
+    isolated: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     explicit, env = tmp_path / "explicit", tmp_path / "env"
     monkeypatch.setenv("VMA_DATA_DIR", str(env))
-    in_cwd = _put(isolated / "data", FAKE_NAME, FAKE_BYTES)
-    assert find_file(FAKE_NAME) == in_cwd
-    assert find_file(FAKE_NAME, str(explicit)) == in_cwd  # explicit dir has no copy
-    in_env = _put(env, FAKE_NAME, FAKE_BYTES)
-    assert find_file(FAKE_NAME) == in_env
-    in_explicit = _put(explicit, FAKE_NAME, FAKE_BYTES)
-    assert find_file(FAKE_NAME, str(explicit)) == in_explicit
-    assert find_file(FAKE_NAME, explicit) == in_explicit  # PathLike works too
-    assert find_file(FAKE_NAME) == in_env
+    in_cwd = _put(isolated / "data", CSV, b"x")
+    assert locate([CSV]) == {CSV: in_cwd}
+    assert locate([CSV], str(explicit)) == {CSV: in_cwd}  # No copy in explicit.
+    in_env = _put(env, CSV, b"x")
+    assert locate([CSV]) == {CSV: in_env}
+    in_explicit = _put(explicit, CSV, b"x")
+    assert locate([CSV], explicit) == {CSV: in_explicit}  # PathLike works too.
+    assert locate([CSV]) == {CSV: in_env}
 
 
 def test_unknown_name(isolated: pathlib.Path) -> None:
-    with pytest.raises(DataError, match="not in the registry") as info:
-        find_file("no_such_file.bin")
+    with pytest.raises(DataError, match="not known") as info:
+        locate(["no_such_file.bin"])
     assert "\n" not in str(info.value)
 
 
-def test_verification_is_cached(
-    fake_entry: DataFile, isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+def test_missing_files_one_line(
+    isolated: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _put(isolated / "data", FAKE_NAME, FAKE_BYTES)
-    calls: list[object] = []
-    real = files.sha256_file
-
-    def counting(path: object) -> str:
-        calls.append(path)
-        return real(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(files, "sha256_file", counting)
-    for _ in range(3):
-        find_file(FAKE_NAME)
-    assert len(calls) == 1
-
-
-# --------------------------------------------------------------------- verification
-
-
-def test_truncated_file_raises_one_line_error(
-    fake_entry: DataFile, isolated: pathlib.Path
-) -> None:
-    path = _put(isolated / "data", FAKE_NAME, FAKE_BYTES[:-7])
-    with pytest.raises(DataError) as info:
-        find_file(FAKE_NAME)
-    message = str(info.value)
-    assert str(path) in message
-    assert FAKE_SHA in message
-    assert "\n" not in message and "\r" not in message
-    # verify=False skips the check.
-    assert find_file(FAKE_NAME, verify=False) == path
-
-
-def test_corrupted_first_copy_is_not_skipped(
-    fake_entry: DataFile, isolated: pathlib.Path, tmp_path: pathlib.Path
-) -> None:
+    monkeypatch.setenv("VMA_DATA_DIR", str(tmp_path / "env"))
     explicit = tmp_path / "explicit"
-    _put(explicit, FAKE_NAME, b"garbage")
-    _put(isolated / "data", FAKE_NAME, FAKE_BYTES)
-    with pytest.raises(DataError, match="corrupted or truncated"):
-        find_file(FAKE_NAME, str(explicit))
-
-
-@needs_shared
-def test_truncated_real_file(isolated: pathlib.Path) -> None:
-    assert SHARED is not None
-    name = "binarized_mnist_test.amat.gz"
-    data = (SHARED / name).read_bytes()
-    path = _put(isolated / "data", name, data[: len(data) // 2])
+    names = ["omniglot28_background.npz", "omniglot28_evaluation.npz"]
+    _put(isolated / "data", names[0], b"x")
     with pytest.raises(DataError) as info:
-        find_file(name)
+        locate(names, str(explicit))
     message = str(info.value)
-    assert str(path) in message and REGISTRY[name].sha256 in message
+    assert f"{names[1]} (sha256 {SHA256[names[1]]})" in message
+    assert names[0] not in message
+    for directory in (explicit, tmp_path / "env", isolated / "data"):
+        assert str(directory) in message
+    assert "VMA_DATA_DIR" in message and "--data_dir" in message
     assert "\n" not in message
+    # Preparing fails the same way and leaves no dataset behind.
+    with pytest.raises(DataError, match=names[1]):
+        tfds_data.prepare("omniglot_gmn", explicit)
+    assert _listing(tmp_path / "tfds") == [".lock"]
 
 
 @needs_shared
-def test_registry_matches_sha256sums() -> None:
+def test_registry_matches_sha256sums_and_tfds_checksums() -> None:
     assert SHARED is not None
     listed = {}
     for line in (SHARED / "SHA256SUMS").read_text().splitlines():
         sha, name = line.split(maxsplit=1)
         listed[name.lstrip("*")] = sha
-    assert {name: f.sha256 for name, f in REGISTRY.items()} == listed
-    for name, entry in REGISTRY.items():
-        assert entry.name == name
-        assert all(url.startswith(("http://", "https://")) for url in entry.urls)
-    for split in ("train", "valid", "test"):
-        assert (
-            REGISTRY[f"binarized_mnist_{split}.amat.gz"].decompressed_sha256 is not None
-        )
-
-
-# ------------------------------------------------------------------------ downloads
-
-
-def test_missing_file_without_network(
-    fake_entry: DataFile,
-    isolated: pathlib.Path,
-    tmp_path: pathlib.Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("VMA_DATA_DIR", str(tmp_path / "env"))
-    explicit = tmp_path / "explicit"
-    with pytest.raises(DataError) as info:
-        find_file(FAKE_NAME, str(explicit))
-    message = str(info.value)
-    assert FAKE_NAME in message and FAKE_SHA in message
-    for directory in (explicit, tmp_path / "env", isolated / "data"):
-        assert str(directory) in message
-    assert "network unreachable" in message and "VMA_DATA_DIR" in message
-    assert "\n" not in message
-    assert _listing(tmp_path) == []
-
-
-def test_missing_file_download_disabled(
-    fake_entry: DataFile, isolated: pathlib.Path
-) -> None:
-    with pytest.raises(DataError, match="downloads are disabled"):
-        find_file(FAKE_NAME, download=False)
-    assert _listing(isolated) == []
-
-
-def test_missing_file_without_url(
-    isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(REGISTRY, FAKE_NAME, DataFile(FAKE_NAME, FAKE_SHA, ()))
-    with pytest.raises(DataError, match="no upstream URL"):
-        find_file(FAKE_NAME)
-
-
-def test_download_lands_verified(
-    fake_entry: DataFile, isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[str] = []
-    monkeypatch.setattr(urllib.request, "urlopen", _fake_urlopen(FAKE_BYTES, calls))
-    path = find_file(FAKE_NAME)
-    assert path == isolated / "data" / FAKE_NAME
-    assert path.read_bytes() == FAKE_BYTES
-    assert calls == list(fake_entry.urls)
-    assert _listing(isolated) == [str(pathlib.Path("data") / FAKE_NAME)]
-    # Now found locally, no further download.
-    assert find_file(FAKE_NAME) == path and len(calls) == 1
-
-
-@needs_shared
-def test_download_of_real_file(
-    isolated: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert SHARED is not None
-    name = "mnist_idx/t10k-labels-idx1-ubyte.gz"
-    data = (SHARED / name).read_bytes()
-    calls: list[str] = []
-    monkeypatch.setattr(urllib.request, "urlopen", _fake_urlopen(data, calls))
-    target_dir = tmp_path / "explicit"
-    path = find_file(name, str(target_dir))
-    assert path == target_dir / name
-    assert path.read_bytes() == data
-    assert calls == [
-        "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz"
-    ]
-    assert _listing(target_dir) == [name]
-
-
-@needs_shared
-def test_download_of_uncompressed_amat_is_gzipped(
-    isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert SHARED is not None
-    name = "binarized_mnist_test.amat.gz"
-    raw = gzip.decompress((SHARED / name).read_bytes())
-    calls: list[str] = []
-    monkeypatch.setattr(urllib.request, "urlopen", _fake_urlopen(raw, calls))
-    path = find_file(name)
-    assert calls == [
-        "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_test.amat"
-    ]
-    assert path == isolated / "data" / name
-    assert gzip.decompress(path.read_bytes()) == raw
-    assert path.read_bytes()[4:8] == b"\0\0\0\0"  # mtime 0 in the gzip header
-    # A fresh process (empty verification cache) accepts it via the decompressed sha256.
-    files._VERIFIED.clear()
-    assert find_file(name) == path
-    images = load_binarized_mnist("test")
-    assert images.shape == (10000, 784)
-
-
-def test_download_with_bad_bytes_leaves_nothing(
-    fake_entry: DataFile, isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(urllib.request, "urlopen", _fake_urlopen(FAKE_BYTES[:-1]))
-    with pytest.raises(DataError) as info:
-        find_file(FAKE_NAME)
-    message = str(info.value)
-    assert "does not match" in message and FAKE_SHA in message and "\n" not in message
-    assert _listing(isolated) == []
-
-
-def test_interrupted_download_leaves_nothing(
-    fake_entry: DataFile, isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    class Broken(io.BytesIO):
-        def read(self, size: int | None = -1) -> bytes:
-            if self.tell() > 0:
-                raise TimeoutError("read timed out (test)")
-            return super().read(10)
-
-    monkeypatch.setattr(
-        urllib.request, "urlopen", lambda url, timeout=None: Broken(FAKE_BYTES)
+    assert {name: listed[name] for name in SHA256} == SHA256
+    # The Omniglot builders' tfds checksums are the same files.
+    infos = omniglot_builders.OmniglotGmn28.url_infos
+    assert sorted(i.filename for i in infos.values()) == sorted(
+        n for n in SHA256 if n.startswith("omniglot")
     )
-    with pytest.raises(DataError, match="read timed out"):
-        find_file(FAKE_NAME)
-    assert _listing(isolated) == []
+    for info in infos.values():
+        assert info.checksum == SHA256[info.filename]
+        assert info.size == (SHARED / info.filename).stat().st_size
 
 
-# --------------------------------------------------------------------- binarized MNIST
+# ------------------------------------------------------ errors and atomic preparation
 
 
-def test_parse_amat_rejects_bad_content() -> None:
-    line = " ".join(["0", "1"] * 392) + "\n"
-    good = _parse_amat((line * 3).encode(), "x.amat")
-    assert good.shape == (3, 784) and good.dtype == np.uint8
-    np.testing.assert_array_equal(good[0], np.tile([0, 1], 392))
-    with pytest.raises(DataError, match="x.amat"):
-        _parse_amat((line * 2 + line.replace("1", "2", 1)).encode(), "x.amat")
-    with pytest.raises(DataError, match="x.amat"):
-        _parse_amat((line * 2).encode()[:-1], "x.amat")
-    with pytest.raises(DataError, match="x.amat"):
-        _parse_amat((line + line.replace(" ", ",", 1)).encode(), "x.amat")
-    with pytest.raises(DataError, match="x.amat"):
-        _parse_amat(b"", "x.amat")
+@needs_shared
+def test_truncated_gzip_names_file_and_sha(isolated: pathlib.Path) -> None:
+    assert SHARED is not None
+    data = (SHARED / "binarized_mnist_test.amat.gz").read_bytes()
+    _put(isolated / "data", "binarized_mnist_train.amat.gz", data[: len(data) // 2])
+    for split in ("valid", "test"):
+        _put(isolated / "data", f"binarized_mnist_{split}.amat.gz", data)
+    with pytest.raises(DataError) as info:
+        tfds_data.prepare("binarized_mnist")
+    message = str(info.value)
+    assert "binarized_mnist_train.amat.gz" in message and "\n" not in message
+    assert SHA256["binarized_mnist_train.amat.gz"] in message
+    assert _listing(isolated.parent / "tfds") == [".lock"]
+
+
+@needs_shared
+def test_corrupted_file_rejected_by_tfds_checksum(isolated: pathlib.Path) -> None:
+    assert SHARED is not None
+    for name in ("omniglot28_background.npz", "omniglot28_evaluation.npz"):
+        data = bytearray((SHARED / name).read_bytes())
+        if name.endswith("evaluation.npz"):
+            data[1000] ^= 1  # Same size, one bit flipped.
+        _put(isolated / "data", name, bytes(data))
+    assert hashlib.sha256(data).hexdigest() != SHA256[name]
+    with pytest.raises(DataError) as info:
+        tfds_data.prepare("omniglot_gmn")
+    message = str(info.value)
+    assert str(isolated / "data" / name) in message and SHA256[name] in message
+    assert "\n" not in message
+    assert _listing(isolated.parent / "tfds") == [".lock"]
+
+
+@needs_shared
+def test_interrupted_preparation_leaves_nothing(
+    isolated: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(omniglot_builders, "_read_gmn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tfds_data.prepare("omniglot_gmn", SHARED)
+    cache = isolated.parent / "tfds"
+    assert not tfds_data.builder("omniglot_gmn").is_prepared()
+    assert _listing(cache) == [".lock"]
+    # Leftovers of a killed run (stale staging/incomplete dirs) go at the next prepare.
+    (cache / "staging.stale").mkdir()
+    (cache / "omniglot_gmn28" / "incomplete.stale").mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        tfds_data.prepare("omniglot_gmn", SHARED)
+    assert not (cache / "staging.stale").exists()
+    assert not (cache / "omniglot_gmn28" / "incomplete.stale").exists()
+
+
+# ------------------------------------------------------------- MNIST served by tfds
+
+
+def _raw_amat(path: pathlib.Path) -> np.ndarray:
+    """Rows of a binarized MNIST ``.amat.gz``: `[N, 784]` uint8 (784 '0'/'1' + sep)."""
+    raw = np.frombuffer(gzip.decompress(path.read_bytes()), dtype=np.uint8)
+    return raw.reshape(-1, 1568)[:, ::2] - np.uint8(ord("0"))
 
 
 def test_load_binarized_mnist_bad_split() -> None:
@@ -355,26 +210,33 @@ def test_load_binarized_mnist_bad_split() -> None:
 
 @needs_shared
 @pytest.mark.parametrize(
-    "split, n", [("train", 50000), ("valid", 10000), ("test", 10000)]
+    "split, tfds_split, n",
+    [
+        ("train", "train", 50000),
+        ("valid", "validation", 10000),
+        ("test", "test", 10000),
+    ],
 )
-def test_load_binarized_mnist(split: str, n: int) -> None:
+def test_binarized_mnist_equals_raw_file(split: str, tfds_split: str, n: int) -> None:
+    assert SHARED is not None
     images = load_binarized_mnist(split, str(SHARED))
-    assert images.shape == (n, 784)
-    assert images.dtype == np.uint8
+    assert images.shape == (n, 784) and images.dtype == np.uint8
     assert images.flags.c_contiguous and not images.flags.writeable
-    assert set(np.unique(images).tolist()) == {0, 1}
-    assert 0.05 < images.mean() < 0.25  # ~13% of binarized MNIST pixels are on
-    assert load_binarized_mnist(split, str(SHARED)) is images  # cached
-    with pytest.raises(ValueError):
-        images[0, 0] = 1
+    assert load_binarized_mnist(split, str(SHARED)) is images  # Cached.
+    raw = _raw_amat(SHARED / f"binarized_mnist_{split}.amat.gz")
+    np.testing.assert_array_equal(images, raw)  # Exact, row for row.
+    # tfds' records are in hashed order; file_order is what puts them back.
+    records = tfds_data.read_split(tfds_data.prepare("binarized_mnist"), tfds_split)
+    records = records["image"].reshape(n, 784)
+    assert not np.array_equal(records, raw)
+    np.testing.assert_array_equal(records, raw[tfds_data.file_order(tfds_split, n)])
 
 
 @needs_shared
-def test_load_binarized_mnist_matches_loadtxt() -> None:
+def test_mnist_train_images_equal_idx_file() -> None:
     assert SHARED is not None
-    with gzip.open(SHARED / "binarized_mnist_test.amat.gz", "rt") as f:
-        first_line = f.readline()
-    reference = np.loadtxt(io.StringIO(first_line), dtype=np.uint8)
-    assert reference.shape == (784,)
-    images = load_binarized_mnist("test", str(SHARED))
-    np.testing.assert_array_equal(images[0], reference)
+    path = SHARED / "mnist_idx" / "train-images-idx3-ubyte.gz"
+    raw = np.frombuffer(gzip.decompress(path.read_bytes()), np.uint8, offset=16)
+    images = load_mnist_train_images(SHARED)
+    assert images.shape == (60000, 784) and not images.flags.writeable
+    np.testing.assert_array_equal(images, raw.reshape(60000, 784))

@@ -59,8 +59,9 @@ socket.getaddrinfo = _no_lookup
 
 
 def test_missing_data_offline_names_file_and_sha(tmp_path):
-    """No data anywhere and no network (blocked at the socket level): one
-    line naming file, sha256, dirs; the download was tried and blocked."""
+    """No data anywhere, an empty tfds cache and no network (blocked at the
+    socket level): one line naming file, sha256, dirs; nothing is downloaded
+    (no connection is even tried) and no run directory is made."""
     empty = tmp_path / "empty"
     empty.mkdir()
     site = tmp_path / "site"
@@ -74,6 +75,7 @@ def test_missing_data_offline_names_file_and_sha(tmp_path):
         tmp_path,
         env={
             "VMA_DATA_DIR": str(empty),
+            "VMA_TFDS_DIR": str(tmp_path / "tfds"),
             "PYTHONPATH": path.rstrip(os.pathsep),
             "VMA_TEST_CONNECT_LOG": str(attempts),
         },
@@ -84,7 +86,7 @@ def test_missing_data_offline_names_file_and_sha(tmp_path):
     assert "binarized_mnist_train.amat.gz" in err and "sha256" in err
     assert str(empty) in err
     assert not workdir.exists()
-    assert attempts.read_text().strip()  # A connection was tried, and failed.
+    assert not attempts.exists() or not attempts.read_text().strip()
 
 
 def test_config_flags_are_generated_from_the_schema():

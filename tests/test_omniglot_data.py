@@ -1,7 +1,9 @@
-"""Tests for vma_tf.data.omniglot: loaders, splits and the few-shot episode sampler."""
+"""Tests for vma_tf.data.omniglot: loaders (served by tfds, equal to arrays
+built straight from the raw files), splits and the few-shot episode sampler."""
 
 from __future__ import annotations
 
+import csv
 import os
 import pathlib
 
@@ -10,7 +12,6 @@ import pytest
 import tensorflow as tf
 
 from vma_tf.data import omniglot
-from vma_tf.data.files import find_file
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,15 +34,34 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def fewshot() -> omniglot.OmniglotSet:
+def split() -> tuple[omniglot.OmniglotSet, omniglot.OmniglotSet]:
     return omniglot.load_fewshot26(SHARED)
 
 
-@pytest.fixture(scope="module")
-def split(
-    fewshot: omniglot.OmniglotSet,
-) -> tuple[omniglot.OmniglotSet, omniglot.OmniglotSet]:
-    return omniglot.fewshot_split(fewshot)
+def _npz(name: str, key: str) -> np.ndarray:
+    assert SHARED is not None
+    with np.load(SHARED / name, allow_pickle=False) as npz:
+        return npz[key]
+
+
+def _assert_sets_equal(got: omniglot.OmniglotSet, expected: dict) -> None:
+    """Exact equality, values and dtypes, with arrays built from the raw files."""
+    np.testing.assert_array_equal(got.images, expected["images"], strict=True)
+    np.testing.assert_array_equal(got.alphabet, expected["alphabet"], strict=True)
+    assert got.alphabet_names == expected["alphabet_names"]
+    assert got.char_names == expected["char_names"]
+    assert got.images.flags.c_contiguous and not got.images.flags.writeable
+
+
+def _labelled(images, alphabets, characters) -> dict:
+    """`OmniglotSet` fields, alphabets numbered in order of first appearance."""
+    names = tuple(dict.fromkeys(alphabets))
+    return {
+        "images": images,
+        "alphabet": np.array([names.index(a) for a in alphabets], np.int32),
+        "alphabet_names": names,
+        "char_names": tuple(f"{a}/{c}" for a, c in zip(alphabets, characters)),
+    }
 
 
 def _reference_pool(background: np.ndarray) -> np.ndarray:
@@ -62,28 +82,45 @@ def _reference_pool(background: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- 26x26 few-shot data
 
 
-def test_fewshot26_matches_slow_reference(fewshot: omniglot.OmniglotSet) -> None:
-    picks = {
-        "background": [(0, 0), (17, 5), (963, 19)],
-        "evaluation": [(0, 3), (400, 11), (658, 19)],
-    }
-    offset = {"background": 0, "evaluation": 964}
-    for set_name, pairs in picks.items():
-        path = find_file(f"omniglot105_{set_name}.npz", SHARED)
-        with np.load(path, allow_pickle=False) as npz:
-            raw = npz["images"]
-        for char, drawer in pairs:
-            expected = _reference_pool(raw[char, drawer])
-            np.testing.assert_array_equal(
-                fewshot.images[offset[set_name] + char, drawer],
-                expected,
-                err_msg=f"{set_name} char {char} drawer {drawer}",
-            )
-            assert expected.sum() > 0
+def test_fewshot26_equals_raw_files(split) -> None:
+    """Both splits equal the raw 105x105 images pooled here, in global id order."""
+    pooled = []
+    for set_name in ("background", "evaluation"):
+        raw = _npz(f"omniglot105_{set_name}.npz", "images")  # bool, True = background
+        ink = ~raw[:, :, :104, :104]
+        pooled.append(
+            ink.reshape(len(raw), 20, 26, 4, 26, 4).any(axis=(3, 5)).astype(np.uint8)
+        )
+        del raw, ink
+    images = np.concatenate(pooled)
+    with open(SHARED / "omniglot_characters.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["char_id"]) for r in rows] == list(range(1, 1624))
+    is_test = np.array([r["alphabet"] in omniglot.FEWSHOT_TEST_ALPHABETS for r in rows])
+    for part, keep in zip(split, (~is_test, is_test)):
+        kept = [r for r, k in zip(rows, keep) if k]
+        _assert_sets_equal(
+            part,
+            _labelled(
+                images[keep],
+                [r["alphabet"] for r in kept],
+                [r["character"] for r in kept],
+            ),
+        )
+    # Spot checks against a slow per-pixel reference.
+    train, test = split
+    np.testing.assert_array_equal(
+        train.images[17, 5],
+        _reference_pool(_npz("omniglot105_background.npz", "images")[17, 5]),
+    )
+    np.testing.assert_array_equal(
+        test.images[-1, 19],
+        _reference_pool(_npz("omniglot105_evaluation.npz", "images")[658, 19]),
+    )
 
 
-def test_fewshot26_format(fewshot: omniglot.OmniglotSet) -> None:
-    images = fewshot.images
+def test_fewshot26_format(split) -> None:
+    images = np.concatenate([part.images for part in split])
     assert images.shape == (1623, 20, 26, 26)
     assert images.dtype == np.uint8
     assert set(np.unique(images).tolist()) == {0, 1}
@@ -92,20 +129,11 @@ def test_fewshot26_format(fewshot: omniglot.OmniglotSet) -> None:
     assert (images.reshape(1623 * 20, -1).sum(axis=1) > 0).all()
     # Borders are almost always background.
     assert images[:, :, 0, :].mean() < 0.05
-    assert not images.flags.writeable
-    assert omniglot.load_fewshot26(SHARED) is fewshot  # In-process cache.
+    assert omniglot.load_fewshot26(SHARED) is split  # In-process cache.
+    assert split[0].char_names[0] == "Arcadian/character01"
 
 
-def test_fewshot26_labels(fewshot: omniglot.OmniglotSet) -> None:
-    assert fewshot.alphabet.dtype == np.int32 and fewshot.alphabet.shape == (1623,)
-    assert len(fewshot.alphabet_names) == 50
-    assert len(fewshot.char_names) == 1623 == len(set(fewshot.char_names))
-    assert fewshot.char_names[0] == "Arcadian/character01"
-    for name, a in zip(fewshot.char_names, fewshot.alphabet):
-        assert name.split("/")[0] == fewshot.alphabet_names[a]
-
-
-def test_fewshot_split(fewshot: omniglot.OmniglotSet, split) -> None:
+def test_fewshot_split(split) -> None:
     train, test = split
     assert test.num_characters == 144
     assert train.num_characters + test.num_characters == 1623
@@ -114,50 +142,50 @@ def test_fewshot_split(fewshot: omniglot.OmniglotSet, split) -> None:
     assert not set(train.alphabet_names) & set(test.alphabet_names)
     assert not set(train.char_names) & set(test.char_names)
     for part in (train, test):
+        assert part.alphabet.dtype == np.int32
         assert part.alphabet.min() == 0
         assert part.alphabet.max() == len(part.alphabet_names) - 1
         for name, a in zip(part.char_names, part.alphabet):
             assert name.split("/")[0] == part.alphabet_names[a]
-    # Images travel with their character.
-    index = {n: i for i, n in enumerate(fewshot.char_names)}
-    for part in (train, test):
-        for k in (0, part.num_characters // 2, part.num_characters - 1):
-            np.testing.assert_array_equal(
-                part.images[k], fewshot.images[index[part.char_names[k]]]
-            )
 
 
 # ---------------------------------------------------------------- 28x28 data
 
 
-def test_gmn28() -> None:
+def _raw_gmn28(set_name: str) -> dict:
+    assert SHARED is not None
+    with np.load(SHARED / f"omniglot28_{set_name}.npz", allow_pickle=False) as npz:
+        keys = sorted(npz.files)
+        raw = np.stack([npz[k] for k in keys])  # uint8 [C, 20, 784] of 0/255
+    parts = [k.split("/") for k in keys]
+    assert all(p[0] == f"images_{set_name}" for p in parts)
+    images = (raw == 0).astype(np.uint8).reshape(len(keys), 20, 28, 28)
+    return _labelled(images, [p[1] for p in parts], [p[2] for p in parts])
+
+
+def test_gmn28_equals_raw_files() -> None:
     train, test = omniglot.load_gmn28(SHARED)
     assert train.images.shape == (964, 20, 28, 28)
     assert test.images.shape == (659, 20, 28, 28)
     assert len(train.alphabet_names) == 30 and len(test.alphabet_names) == 20
-    assert not set(train.alphabet_names) & set(test.alphabet_names)
     assert list(train.char_names) == sorted(train.char_names)
+    _assert_sets_equal(train, _raw_gmn28("background"))
+    _assert_sets_equal(test, _raw_gmn28("evaluation"))
     for part in (train, test):
-        assert part.images.dtype == np.uint8
-        assert set(np.unique(part.images).tolist()) == {0, 1}
         assert 0.03 < part.images.mean() < 0.25  # ink = 1 is the minority.
-    path = find_file("omniglot28_background.npz", SHARED)
-    key = "images_background/" + train.char_names[5]
-    with np.load(path, allow_pickle=False) as npz:
-        raw = npz[key]
-    np.testing.assert_array_equal(
-        train.images[5].reshape(20, 784), (raw == 0).astype(np.uint8)
-    )
 
 
-def test_learned28() -> None:
+def test_learned28_equals_raw_files() -> None:
     train, test = omniglot.load_learned28(SHARED)
     assert train.shape == (24345, 28, 28) and test.shape == (8115, 28, 28)
-    assert train.dtype == test.dtype == np.uint8
-    gmn_train, gmn_test = omniglot.load_gmn28(SHARED)
-    np.testing.assert_array_equal(train[:15], gmn_train.images[0, :15])
-    np.testing.assert_array_equal(test[:5], gmn_train.images[0, 15:])
-    np.testing.assert_array_equal(test[-5:], gmn_test.images[-1, 15:])
+    images = np.concatenate(
+        [_raw_gmn28(s)["images"] for s in ("background", "evaluation")]
+    )
+    np.testing.assert_array_equal(
+        train, images[:, :15].reshape(-1, 28, 28), strict=True
+    )
+    np.testing.assert_array_equal(test, images[:, 15:].reshape(-1, 28, 28), strict=True)
+    assert not train.flags.writeable and not test.flags.writeable
 
 
 # ---------------------------------------------------------------- episode sampler

@@ -393,7 +393,7 @@ def test_memory_of_the_streamed_bound_does_not_grow_with_k():
 
 
 def test_large_memory_protocol_end_to_end(recall_run):
-    """Beyond 70 000 images the memory also holds mnist.npz digits; the
+    """Beyond 70 000 images the memory also holds MNIST training digits; the
     sampler takes its two-stage path (> 16384 entries)."""
     result, _ = protocols.large_memory(
         recall_run,

@@ -192,9 +192,9 @@ MUTANTS = (
     ),
     Mutant(
         "omniglot_train_includes_test_alphabets",
-        "vma_tf/data/omniglot.py",
-        "return data.subset(~is_test), data.subset(is_test)",
-        "return data.subset(is_test | ~is_test), data.subset(is_test)",
+        "vma_tf/data/omniglot_builders.py",
+        'self._generate_examples(images, rows, is_test == (split == "test"))',
+        'self._generate_examples(images, rows, is_test | (split == "train"))',
         ("tests/test_omniglot_data.py::test_fewshot_split",),
     ),
     Mutant(
@@ -271,6 +271,9 @@ def run(mutant: Mutant, timeout: float) -> tuple[str, str]:
         shared = REPO.parent / "shared" / "data"
         if "VMA_DATA_DIR" not in env and shared.is_dir():
             env["VMA_DATA_DIR"] = str(shared)
+        if mutant.file.endswith("_builders.py"):
+            # Prepared tfds data bake in the builder code: prepare afresh.
+            env["VMA_TFDS_DIR"] = str(root / "tfds_cache")
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
         command += ["-x", "-q", "-m", "", *mutant.tests]
         try:

@@ -480,17 +480,15 @@ def large_memory_images(size: int, data_dir=None) -> np.ndarray:
     """`[size, 784]` float32 0/1 MNIST images for a very large memory.
 
     The 70 000 binarized MNIST images (train, valid, test) first, then the
-    MNIST training images of `mnist.npz` binarized at 0.5 (a different
-    binarization of some of the same digits), up to 130 000 images.
+    MNIST training images (tfds `mnist`, IDX-file order) binarized at 0.5 (a
+    different binarization of some of the same digits), up to 130 000 images.
     """
-    from vma_tf.data.files import find_file
-    from vma_tf.data.mnist import load_binarized_mnist
+    from vma_tf.data.mnist import load_binarized_mnist, load_mnist_train_images
 
     parts = [load_binarized_mnist(s, data_dir) for s in ("train", "valid", "test")]
     have = sum(len(p) for p in parts)
     if size > have:
-        with np.load(find_file("mnist.npz", data_dir), allow_pickle=False) as f:
-            extra = f["x_train"].reshape(-1, 784) > 127
+        extra = load_mnist_train_images(data_dir) > 127
         if size > have + len(extra):
             raise ConfigError(
                 f"--memory_size={size}: at most {have + len(extra)} MNIST images"

@@ -17,23 +17,7 @@ from typing import Iterator
 
 from vma_tf import configs
 from vma_tf.configs import Config, ConfigError
-from vma_tf.data.files import find_file
 from vma_tf.errors import WorkdirError
-
-# Data files each dataset needs (verified by sha256 in preflight).
-_OMNIGLOT28 = ("omniglot28_background.npz", "omniglot28_evaluation.npz")
-DATASET_FILES = {
-    "binarized_mnist": tuple(
-        f"binarized_mnist_{s}.amat.gz" for s in ("train", "valid", "test")
-    ),
-    "omniglot_fewshot": (
-        "omniglot105_background.npz",
-        "omniglot105_evaluation.npz",
-        "omniglot_characters.csv",
-    ),
-    "omniglot_gmn": _OMNIGLOT28,
-    "omniglot_learned": _OMNIGLOT28,
-}
 
 
 def atomic_write(path: pathlib.Path, text: str) -> None:
@@ -96,7 +80,10 @@ def workdir_lock(workdir: pathlib.Path) -> Iterator[None]:
 
 
 def preflight(config: Config, workdir: str | os.PathLike) -> pathlib.Path:
-    """Validates config, workdir and data files; returns the absolute workdir.
+    """Validates config, workdir and data; returns the absolute workdir.
+
+    The dataset is prepared in the tfds cache if it is not yet (which checks
+    the raw files' sha256); only this step imports TensorFlow.
 
     Raises:
         ConfigError / WorkdirError: bad values or workdir.
@@ -112,6 +99,7 @@ def preflight(config: Config, workdir: str | os.PathLike) -> pathlib.Path:
                 f"--init_from={config.train.init_from} is not a run directory "
                 "with checkpoints"
             )
-    for name in DATASET_FILES[config.data.dataset]:
-        find_file(name, config.data.data_dir)
+    from vma_tf.data import tfds_data  # Imports TensorFlow.
+
+    tfds_data.prepare(config.data.dataset, config.data.data_dir)
     return workdir

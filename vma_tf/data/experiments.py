@@ -22,7 +22,7 @@ def episodic_splits(config: Config):
     """`(train, test)` `OmniglotSet`s of an episodic Omniglot config."""
     d = config.data
     if d.dataset == "omniglot_fewshot":
-        return omniglot.fewshot_split(omniglot.load_fewshot26(d.data_dir))
+        return omniglot.load_fewshot26(d.data_dir)
     return omniglot.load_gmn28(d.data_dir)
 
 

@@ -1,62 +1,62 @@
-"""Locating, verifying and (optionally) downloading the data files.
+"""Where the raw data files are, and the one-line error when one is missing.
 
-Every data file the project uses is listed in :data:`REGISTRY` with its sha256.
-:func:`find_file` looks for a file in, in order, an explicit ``data_dir``,
-``$VMA_DATA_DIR`` and ``./data``; verifies it; and, if it is nowhere to be found,
-tries to download it from its upstream URLs. Downloads go to a temporary file in
-the target directory and are moved into place only once their sha256 verifies,
-so a failed or interrupted download never leaves a partial file behind.
-
-Only the standard library is used here.
+The raw files (described in the shared data README) are looked up in, in
+order, an explicit ``data_dir``, ``$VMA_DATA_DIR`` and ``./data``. Checking
+their sha256 and turning them into arrays is tensorflow-datasets' job
+(:mod:`vma_tf.data.tfds_data`); this module only finds them and words the
+error. It uses only the standard library, so launchers can import it before
+TensorFlow.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import gzip
-import hashlib
 import os
 import pathlib
-import tempfile
-import urllib.request
-import zlib
 from collections.abc import Iterable
-from typing import BinaryIO
 
-__all__ = [
-    "DataError",
-    "DataFile",
-    "REGISTRY",
-    "find_file",
-    "resolve_data_dirs",
-    "sha256_file",
-]
+__all__ = ["DATASET_FILES", "SHA256", "DataError", "locate", "resolve_data_dirs"]
 
-_CHUNK = 1 << 20  # 1 MiB
-_DOWNLOAD_TIMEOUT_S = 30.0
 _ENV_VAR = "VMA_DATA_DIR"
 
 PathLike = str | os.PathLike[str]
 
+SHA256: dict[str, str] = {
+    "binarized_mnist_train.amat.gz": "af247bd6075cf9adc4715459dcd5f13eaa99a2c92d8d81379a05da94770b6c0e",
+    "binarized_mnist_valid.amat.gz": "533b71bc0198f4d73c54ae5fe6c96fc08dc3cf1b3fae24c5521dbc0452507e38",
+    "binarized_mnist_test.amat.gz": "32a3c54d03504632bf9f131b4a148c7567aa6fc87da017049b044bdc14c2a0f2",
+    "mnist_idx/train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "mnist_idx/train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "mnist_idx/t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "mnist_idx/t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    "omniglot105_background.npz": "8bf84167413cd00beacdce3fe582f780ab538d8dbef043a6d688f2527bbce199",
+    "omniglot105_evaluation.npz": "0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276",
+    "omniglot_characters.csv": "fd10579ba9e544c91ff7f79173b7180d60fb2be4ab641a2caebfcae4830c8c8b",
+    "omniglot28_background.npz": "136ac9970475ee96cb03275a4299233ef7d0f023380d2eff4ca73b31cc2f97da",
+    "omniglot28_evaluation.npz": "5ac797844c90af132a423614c198f7b83ef8fad7cf8d32d6dc4f24483d317ac3",
+}
+"""sha256 of each raw file as it is stored in a data directory (named in errors).
 
-@dataclasses.dataclass(frozen=True)
-class DataFile:
-    """One registered data file.
+tfds checks what it reads against its own registered checksums: those of the
+uncompressed ``.amat`` files for ``binarized_mnist``, these same values for the
+``mnist_idx`` files and (``vma_tf/data/checksums.tsv``) the Omniglot files.
+"""
 
-    Attributes:
-        name: Path relative to a data directory, e.g. ``mnist_idx/t10k-labels-idx1-ubyte.gz``.
-        sha256: sha256 (hex) of the file as stored under ``name``.
-        urls: Upstream URLs to try, in order; empty if there is no known upstream.
-        decompressed_sha256: If set, the upstream serves the *uncompressed* file whose
-            sha256 is this value; the downloader verifies it and gzips it into ``name``.
-            A local gzip file whose decompressed content has this sha256 is also accepted
-            (a re-compression need not be byte-identical to the registered ``.gz``).
-    """
-
-    name: str
-    sha256: str
-    urls: tuple[str, ...]
-    decompressed_sha256: str | None = None
+_OMNIGLOT28 = ("omniglot28_background.npz", "omniglot28_evaluation.npz")
+DATASET_FILES: dict[str, tuple[str, ...]] = {
+    "binarized_mnist": tuple(
+        f"binarized_mnist_{s}.amat.gz" for s in ("train", "valid", "test")
+    ),
+    "mnist": tuple(name for name in SHA256 if name.startswith("mnist_idx/")),
+    "omniglot_fewshot": (
+        "omniglot105_background.npz",
+        "omniglot105_evaluation.npz",
+        "omniglot_characters.csv",
+    ),
+    "omniglot_gmn": _OMNIGLOT28,
+    "omniglot_learned": _OMNIGLOT28,
+}
+"""Raw files each dataset is prepared from (keys are ``--dataset`` values, plus
+``mnist`` for the large-memory protocol)."""
 
 
 class DataError(Exception):
@@ -64,120 +64,6 @@ class DataError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).splitlines()))
-
-
-_LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist"
-_CVDF = "https://storage.googleapis.com/cvdf-datasets/mnist"
-_OMNIGLOT105 = (
-    "https://raw.githubusercontent.com/bitsandscraps/omniglot/"
-    "9514cfd6780ed78e96a4d88bae8c85f3ee31359e"
-)
-_GMN = "https://raw.githubusercontent.com/sbos/gmn/d830b7092dd82a523f9ab8db7f919bfa6ad11523/data"
-
-_FILES: tuple[DataFile, ...] = (
-    DataFile(
-        "binarized_mnist_train.amat.gz",
-        "af247bd6075cf9adc4715459dcd5f13eaa99a2c92d8d81379a05da94770b6c0e",
-        (f"{_LAROCHELLE}/binarized_mnist_train.amat",),
-        decompressed_sha256="ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
-    ),
-    DataFile(
-        "binarized_mnist_valid.amat.gz",
-        "533b71bc0198f4d73c54ae5fe6c96fc08dc3cf1b3fae24c5521dbc0452507e38",
-        (f"{_LAROCHELLE}/binarized_mnist_valid.amat",),
-        decompressed_sha256="1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
-    ),
-    DataFile(
-        "binarized_mnist_test.amat.gz",
-        "32a3c54d03504632bf9f131b4a148c7567aa6fc87da017049b044bdc14c2a0f2",
-        (f"{_LAROCHELLE}/binarized_mnist_test.amat",),
-        decompressed_sha256="e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
-    ),
-    DataFile(
-        "mnist_idx/train-images-idx3-ubyte.gz",
-        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-        (f"{_CVDF}/train-images-idx3-ubyte.gz",),
-    ),
-    DataFile(
-        "mnist_idx/train-labels-idx1-ubyte.gz",
-        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-        (f"{_CVDF}/train-labels-idx1-ubyte.gz",),
-    ),
-    DataFile(
-        "mnist_idx/t10k-images-idx3-ubyte.gz",
-        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-        (f"{_CVDF}/t10k-images-idx3-ubyte.gz",),
-    ),
-    DataFile(
-        "mnist_idx/t10k-labels-idx1-ubyte.gz",
-        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-        (f"{_CVDF}/t10k-labels-idx1-ubyte.gz",),
-    ),
-    DataFile(
-        "mnist.npz",
-        "564eb681eb2f7bff726037f3dfc45398f3925355cc8e6db7dc5cd1e823aeb4ea",
-        (),
-    ),
-    DataFile(
-        "omniglot105_background.npz",
-        "8bf84167413cd00beacdce3fe582f780ab538d8dbef043a6d688f2527bbce199",
-        (f"{_OMNIGLOT105}/images_background.npz",),
-    ),
-    DataFile(
-        "omniglot105_evaluation.npz",
-        "0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276",
-        (f"{_OMNIGLOT105}/images_evaluation.npz",),
-    ),
-    DataFile(
-        "omniglot_characters.csv",
-        "fd10579ba9e544c91ff7f79173b7180d60fb2be4ab641a2caebfcae4830c8c8b",
-        (),
-    ),
-    DataFile(
-        "omniglot28_background.npz",
-        "136ac9970475ee96cb03275a4299233ef7d0f023380d2eff4ca73b31cc2f97da",
-        (f"{_GMN}/train_small.npz",),
-    ),
-    DataFile(
-        "omniglot28_evaluation.npz",
-        "5ac797844c90af132a423614c198f7b83ef8fad7cf8d32d6dc4f24483d317ac3",
-        (f"{_GMN}/test_small.npz",),
-    ),
-)
-
-REGISTRY: dict[str, DataFile] = {f.name: f for f in _FILES}
-"""All known data files, keyed by their path relative to a data directory."""
-
-# Successful verifications: (resolved path, size, mtime_ns, expected sha256).
-_VERIFIED: set[tuple[str, int, int, str]] = set()
-
-
-def sha256_file(path: PathLike) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks.
-
-    Args:
-        path: The file to hash.
-
-    Returns:
-        The lowercase hex digest.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _gunzip_sha256(path: pathlib.Path) -> str | None:
-    """Return the sha256 of the decompressed content of a gzip file, or None if unreadable."""
-    digest = hashlib.sha256()
-    try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    except (OSError, EOFError, zlib.error):
-        return None
-    return digest.hexdigest()
 
 
 def resolve_data_dirs(data_dir: PathLike | None = None) -> list[pathlib.Path]:
@@ -208,153 +94,45 @@ def resolve_data_dirs(data_dir: PathLike | None = None) -> list[pathlib.Path]:
     return dirs
 
 
-def _cache_key(path: pathlib.Path, entry: DataFile) -> tuple[str, int, int, str]:
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, entry.sha256)
-
-
-def _verify(path: pathlib.Path, entry: DataFile) -> None:
-    """Check ``path`` against ``entry``; raise DataError on a mismatch. Results are cached."""
-    key = _cache_key(path, entry)
-    if key in _VERIFIED:
-        return
-    actual = sha256_file(path)
-    ok = actual == entry.sha256
-    if not ok and entry.decompressed_sha256 is not None:
-        ok = _gunzip_sha256(path) == entry.decompressed_sha256
-    if not ok:
-        also = (
-            f" (nor does its decompressed content match {entry.decompressed_sha256})"
-            if entry.decompressed_sha256 is not None
-            else ""
-        )
-        raise DataError(
-            f"{path}: sha256 {actual} does not match the expected {entry.sha256}{also}; "
-            "the file is corrupted or truncated — delete it and put a good copy there"
-        )
-    _VERIFIED.add(key)
-
-
-def _copy_hashed(src: BinaryIO, dst: BinaryIO, compress: bool) -> str:
-    """Copy ``src`` to ``dst`` (gzipping if ``compress``); return the sha256 of the bytes read."""
-    digest = hashlib.sha256()
-    if compress:
-        with gzip.GzipFile(
-            filename="", mode="wb", fileobj=dst, compresslevel=9, mtime=0
-        ) as gz:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                gz.write(chunk)
-    else:
-        while chunk := src.read(_CHUNK):
-            digest.update(chunk)
-            dst.write(chunk)
-    return digest.hexdigest()
-
-
-def _download_one(url: str, target: pathlib.Path, entry: DataFile) -> None:
-    """Download ``url`` to ``target`` atomically; raise OSError/DataError on any failure."""
-    expected = entry.decompressed_sha256 or entry.sha256
-    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-        )
-        tmp = pathlib.Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                actual = _copy_hashed(
-                    response, out, compress=entry.decompressed_sha256 is not None
-                )
-                out.flush()
-                os.fsync(out.fileno())
-            if actual != expected:
-                raise DataError(
-                    f"{url}: sha256 {actual} does not match the expected {expected}"
-                )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-    # The content was verified while streaming; remember that for this exact file.
-    _VERIFIED.add(_cache_key(target, entry))
-
-
-def _download(entry: DataFile, target: pathlib.Path) -> str | None:
-    """Try every URL of ``entry``; return None on success, else a one-line reason."""
-    reasons: list[str] = []
-    for url in entry.urls:
-        try:
-            _download_one(url, target, entry)
-        except DataError as exc:
-            reasons.append(str(exc))
-        except (
-            OSError,
-            ValueError,
-        ) as exc:  # URLError/HTTPError/timeouts are OSErrors.
-            reasons.append(f"{url}: {type(exc).__name__}: {exc}")
-        else:
-            return None
-    return "; ".join(reasons)
-
-
 def _format_dirs(dirs: Iterable[pathlib.Path]) -> str:
     return "[" + ", ".join(str(d) for d in dirs) + "]"
 
 
-def find_file(
-    name: str,
-    data_dir: PathLike | None = None,
-    download: bool = True,
-    verify: bool = True,
-) -> pathlib.Path:
-    """Locate (and if needed download) a registered data file and verify its sha256.
+def locate(
+    names: Iterable[str], data_dir: PathLike | None = None
+) -> dict[str, pathlib.Path]:
+    """Find raw data files (not their content: tfds checks that when preparing).
 
-    The first existing ``dir / name`` over :func:`resolve_data_dirs` wins; a corrupted
-    file there is an error, not a reason to look further. If the file exists nowhere,
-    it is downloaded into ``data_dir`` (if given) or ``./data``.
+    Each name is looked up on its own: the first existing ``dir / name`` over
+    :func:`resolve_data_dirs` wins.
 
     Args:
-        name: A key of :data:`REGISTRY`, e.g. ``"binarized_mnist_test.amat.gz"``.
+        names: Keys of :data:`SHA256`, e.g. ``"binarized_mnist_test.amat.gz"``.
         data_dir: An explicit data directory, searched first.
-        download: Whether to try the upstream URLs when the file is missing.
-        verify: Whether to check the sha256 of a file found locally.
 
     Returns:
-        The path of the file.
+        ``name -> path`` for every name.
 
     Raises:
-        DataError: If ``name`` is unknown, the file is corrupted, or it is missing and
-            could not be downloaded. The message is one line.
+        DataError: One line naming every missing file with its sha256, the
+            directories searched and how to point at another one.
     """
-    entry = REGISTRY.get(name)
-    if entry is None:
-        raise DataError(
-            f"data file {name!r} is not in the registry; known files: {', '.join(sorted(REGISTRY))}"
-        )
     dirs = resolve_data_dirs(data_dir)
-    for directory in dirs:
-        path = directory / name
-        if path.is_file():
-            if verify:
-                _verify(path, entry)
-            return path
-
-    if not download:
-        reason = "downloads are disabled"
-    elif not entry.urls:
-        reason = "no upstream URL is known for this file"
-    else:
-        if data_dir is not None and str(data_dir):
-            base = pathlib.Path(data_dir).expanduser().absolute()
+    found: dict[str, pathlib.Path] = {}
+    missing: list[str] = []
+    for name in names:
+        if name not in SHA256:
+            raise DataError(f"data file {name!r} is not known to vma_tf")
+        path = next((d / name for d in dirs if (d / name).is_file()), None)
+        if path is None:
+            missing.append(f"{name} (sha256 {SHA256[name]})")
         else:
-            base = pathlib.Path.cwd() / "data"
-        target = base / name
-        failure = _download(entry, target)
-        if failure is None:
-            return target
-        reason = failure
-    raise DataError(
-        f"data file {name} (sha256 {entry.sha256}) not found in {_format_dirs(dirs)}; "
-        f"download failed ({reason}). Put it in one of those directories, "
-        f"or pass --data_dir / set {_ENV_VAR}"
-    )
+            found[name] = path
+    if missing:
+        raise DataError(
+            f"data file{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"not found in {_format_dirs(dirs)}. Put "
+            f"{'them' if len(missing) > 1 else 'it'} in one of those directories, "
+            f"or pass --data_dir / set {_ENV_VAR}"
+        )
+    return found
