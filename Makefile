@@ -16,7 +16,7 @@ STEPS   ?= 20000
 WORKDIR ?= $(HOME)/vma_runs/$(PRESET)_$(STEPS)
 ARGS    ?=
 
-.PHONY: venv train test test-slow clean-venv
+.PHONY: venv data train test test-slow clean-venv
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -24,6 +24,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
+
+## Prepare every dataset in tfds' cache ($VMA_TFDS_DIR, else ~/.cache/vma_tf/tfds)
+## from the raw files; training does this on first use anyway.
+data: venv
+	$(PY) -m launchers.prepare_data
 
 ## The main job: the default preset, resumable (rerun continues), progress bar,
 ## summary and samples.png at the end. Override: make train PRESET=mnist_vae STEPS=1000 ARGS="--seed=1"

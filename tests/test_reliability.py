@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 from helpers import REPO, all_checkpoint_values, tiny, wait_all
 
-from vma_tf import configs
 
 # Runs launchers.train and SIGKILLs its own process at a given point
 # (`VMA_TEST_KILL_AT=STEP:PHASE`): "begin" just before step STEP runs,

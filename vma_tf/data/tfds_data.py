@@ -201,10 +201,48 @@ def read_split(prepared: tfds.core.DatasetBuilder, split: str) -> dict[str, np.n
     Returns:
         ``feature name -> [N, ...]`` arrays (text features as bytes objects).
     """
+    cached = pathlib.Path(prepared.data_dir) / f"vma_arrays-{split}.npz"
+    if cached.is_file():
+        return _load_decoded(cached)
     read_config = tfds.ReadConfig(interleave_cycle_length=1)  # Shards in order.
     ds = prepared.as_dataset(split=split, shuffle_files=False, read_config=read_config)
     batches = list(tfds.as_numpy(ds.batch(8192)))
-    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+    arrays = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+    _save_decoded(cached, arrays)
+    return arrays
+
+
+_OBJECT_KEYS = "__object_keys__"  # Arrays of bytes objects, stored as `S`.
+
+
+def _save_decoded(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    """Writes a decoded split next to its records, atomically and without
+    pickle (bytes objects become fixed-width `S` arrays). Decoding the PNG
+    records of binarized MNIST takes seconds in every process; loading this
+    file, a fraction of one. Best effort: an unwritable cache is skipped."""
+    objects = [k for k, v in arrays.items() if v.dtype == object]
+    plain = {k: v.astype(bytes) if k in objects else v for k, v in arrays.items()}
+    plain[_OBJECT_KEYS] = np.array(objects, dtype=bytes)
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=".tmp-", suffix=".npz", delete=False
+        ) as f:
+            np.savez(f, **plain)
+        os.chmod(f.name, 0o644)
+        os.replace(f.name, path)
+    except OSError:
+        return
+
+
+def _load_decoded(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """The arrays `_save_decoded` wrote (bytes objects restored)."""
+    with np.load(path, allow_pickle=False) as saved:
+        objects = {k.decode() for k in saved[_OBJECT_KEYS]}
+        return {
+            k: saved[k].astype(object) if k in objects else saved[k]
+            for k in saved.files
+            if k != _OBJECT_KEYS
+        }
 
 
 def file_order(split: str, num_examples: int) -> np.ndarray:
