@@ -252,6 +252,16 @@ def test_figures_through_the_launcher(omniglot_runs, tmp_path):
         "entry_samples.png",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
+    # The report records the four common options (as it always has), although
+    # `figures` takes only --seed.
+    report = json.loads((tmp_path / "figures.json").read_text())
+    assert report["options"] == {
+        "num_samples": 1000,
+        "num_examples": 0,
+        "chunk_size": 100,
+        "seed": 0,
+        "precision": "float32",
+    }
 
 
 # -- classification maths ---------------------------------------------------

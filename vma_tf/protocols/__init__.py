@@ -10,7 +10,9 @@ naming it, the protocol and the options it takes. Bounds are the K-sample L_K
 streamed in chunks (`evaluation.StreamedBound`); randomness is seeded by
 `seed`, so the same command gives the same numbers.
 
-Protocols (one module each; `common` holds what they share):
+Protocols, one module `_<name>` each (private: this package's attributes
+`nll`, `figures`, ... are the functions, which a public module of the same name
+would shadow); `common` holds what they share:
 
 * `nll`: L_K (K up to thousands) on the run's final evaluation sets.
 * `recall_sizes`: MNIST recall model, memory of 256...2048 test images,
@@ -51,11 +53,26 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from vma_tf.configs import ConfigError
-from vma_tf.protocols.address_usage import AddressUsageOptions, address_usage
-from vma_tf.protocols.classification import (
+from vma_tf.protocols._address_usage import AddressUsageOptions, address_usage
+from vma_tf.protocols._classification import (
     ClassificationOptions,
     classification_protocol,
 )
+from vma_tf.protocols._figures import FiguresOptions, figures
+from vma_tf.protocols._gmn_table import GmnTableOptions, gmn_sequences, gmn_table
+from vma_tf.protocols._gradient_variance import (
+    GradientVarianceOptions,
+    gradient_variance_protocol,
+)
+from vma_tf.protocols._kl_breakdown import KlBreakdownOptions, kl_breakdown
+from vma_tf.protocols._large_memory import (
+    LargeMemoryOptions,
+    large_memory,
+    large_memory_images,
+)
+from vma_tf.protocols._nll import NllOptions, nll
+from vma_tf.protocols._recall_sizes import RecallSizesOptions, recall_sizes
+from vma_tf.protocols._robustness import RobustnessOptions, robustness
 from vma_tf.protocols.common import (
     BoundOptions,
     Figures,
@@ -64,21 +81,6 @@ from vma_tf.protocols.common import (
     Run,
     load,
 )
-from vma_tf.protocols.figures import FiguresOptions, figures
-from vma_tf.protocols.gmn_table import GmnTableOptions, gmn_sequences, gmn_table
-from vma_tf.protocols.gradient_variance import (
-    GradientVarianceOptions,
-    gradient_variance_protocol,
-)
-from vma_tf.protocols.kl_breakdown import KlBreakdownOptions, kl_breakdown
-from vma_tf.protocols.large_memory import (
-    LargeMemoryOptions,
-    large_memory,
-    large_memory_images,
-)
-from vma_tf.protocols.nll import NllOptions, nll
-from vma_tf.protocols.recall_sizes import RecallSizesOptions, recall_sizes
-from vma_tf.protocols.robustness import RobustnessOptions, robustness
 
 
 class Protocol(NamedTuple):
