@@ -2,15 +2,9 @@ r"""Evaluate a trained run: `python -m launchers.evaluate --workdir=DIR --protoc
 
 Writes `OUT/<protocol>.json` (default OUT = DIR/eval) with every number as
 mean and standard error (accuracies with a 95 % interval), and the protocol's
-PNG figures next to it. Protocols (see `vma_tf.protocols`):
+PNG figures next to it. Protocols (`vma_tf.protocols.REGISTRY`):
 
-  nll             L_K on the test set, K up to thousands, streamed in chunks
-  recall_sizes    MNIST recall model: memory of 256..2048 test images
-  gmn_table       Table 1 (GMN split): T examples from C characters in memory
-  robustness      Fig. 5: confounding characters / examples per character
-  kl_breakdown    Fig. 4B: --workdir=DIR1,DIR2,... (e.g. 1, 4, 8 per class)
-  classification  N-way k-shot accuracy (q(a|x) and importance weighted)
-  figures         learning curves, samples, q(a|x) histograms
+{protocols}
 
 Example:
 
@@ -35,37 +29,52 @@ from absl import app, flags  # noqa: E402
 
 from launchers.common import check_common, fail, parse_flags  # noqa: E402
 
-FLAGS = flags.FLAGS
-PROTOCOLS = (
-    "nll",
-    "recall_sizes",
-    "gmn_table",
-    "robustness",
-    "kl_breakdown",
-    "classification",
-    "figures",
-    "large_memory",
-    "address_usage",
-    "gradient_variance",
+# The protocols' registry does not import TensorFlow.
+from vma_tf.protocols import (
+    REGISTRY,
+    BoundOptions,
+    ClassificationOptions,
+    GradientVarianceOptions,
+    LargeMemoryOptions,
+    Options,
 )
+
+FLAGS = flags.FLAGS
+
+
+def _protocol_table() -> str:
+    """One line per registered protocol: its name and its function's summary."""
+    return "\n".join(
+        f"  {name:<18}{p.function.__doc__.splitlines()[0]}"
+        for name, p in REGISTRY.items()
+    )
+
+
+__doc__ = __doc__.replace("{protocols}", _protocol_table())  # The usage text.
 
 flags.DEFINE_string(
     "workdir",
     None,
     "Run directory written by launchers.train (comma list for kl_breakdown).",
 )
-flags.DEFINE_enum("protocol", "nll", PROTOCOLS, "What to measure.")
+flags.DEFINE_enum("protocol", "nll", list(REGISTRY), "What to measure.")
 flags.DEFINE_integer(
     "num_samples", None, "Importance samples K (default 1000; 10 for classification)."
 )
 flags.DEFINE_integer(
-    "num_examples", 0, "Examples/sequences/episodes (0: protocol default)."
+    "num_examples",
+    BoundOptions.num_examples,
+    "Examples/sequences/episodes (0: protocol default).",
 )
 flags.DEFINE_integer(
-    "iw_episodes", 100, "classification: episodes also scored importance-weighted."
+    "iw_episodes",
+    ClassificationOptions.iw_episodes,
+    "classification: episodes also scored importance-weighted.",
 )
-flags.DEFINE_integer("chunk_size", 100, "Samples per chunk (bounds memory).")
-flags.DEFINE_integer("seed", 0, "Evaluation seed.", lower_bound=0)
+flags.DEFINE_integer(
+    "chunk_size", BoundOptions.chunk_size, "Samples per chunk (bounds memory)."
+)
+flags.DEFINE_integer("seed", BoundOptions.seed, "Evaluation seed.", lower_bound=0)
 flags.DEFINE_enum(
     "precision",
     "float32",
@@ -73,10 +82,14 @@ flags.DEFINE_enum(
     "Networks in float32, or in bfloat16 with float32 log-probabilities.",
 )
 flags.DEFINE_integer(
-    "memory_size", 100_000, "large_memory: MNIST images in memory (<= 130000)."
+    "memory_size",
+    LargeMemoryOptions.memory_size,
+    "large_memory: MNIST images in memory (<= 130000).",
 )
 flags.DEFINE_integer(
-    "memory_chunk", 10_000, "large_memory: memory rows per per-entry chunk."
+    "memory_chunk",
+    LargeMemoryOptions.memory_chunk,
+    "large_memory: memory rows per per-entry chunk.",
 )
 flags.DEFINE_list(
     "estimators",
@@ -84,14 +97,28 @@ flags.DEFINE_list(
     "gradient_variance: estimators to measure (default: all the run supports).",
 )
 flags.DEFINE_integer(
-    "num_draws", 100, "gradient_variance: gradient draws per estimator."
+    "num_draws",
+    GradientVarianceOptions.num_draws,
+    "gradient_variance: gradient draws per estimator.",
 )
 flags.DEFINE_boolean(
     "all_checkpoints",
-    False,
+    GradientVarianceOptions.all_checkpoints,
     "gradient_variance: also at every checkpoint the run kept (along training).",
 )
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
+
+# The flags that set a protocol option: those named like an option of some
+# registered protocol. A protocol gets the ones it takes that the user set
+# (the others keep the defaults of its options type) and refuses the others.
+OPTION_FLAGS = tuple(
+    dict.fromkeys(
+        name for p in REGISTRY.values() for name in p.options.names() if name in FLAGS
+    )
+)
+# Recorded in every report's "options", also by protocols that do not take
+# them (with the flag's value), as reports have always had them.
+ALWAYS_RECORDED = ("num_samples", "num_examples", "chunk_size", "seed")
 
 
 def _summary_lines(result: dict, prefix: str = "") -> list[str]:
@@ -114,27 +141,19 @@ def _summary_lines(result: dict, prefix: str = "") -> list[str]:
     return lines
 
 
-def main(argv):
-    check_common(argv, FLAGS.workdir, "a run directory")
-    workdirs = [pathlib.Path(w).expanduser() for w in FLAGS.workdir.split(",") if w]
-    if len(workdirs) > 1 and FLAGS.protocol != "kl_breakdown":
-        fail("--workdir takes several runs only with --protocol=kl_breakdown")
-    for workdir in workdirs:
-        if not (workdir / "config.json").is_file():
-            fail(f"--workdir={workdir} has no config.json (not a run)")
-    num_samples = FLAGS.num_samples
-    if num_samples is None:
-        num_samples = 10 if FLAGS.protocol == "classification" else 1000
-    for flag, value, minimum in (
-        ("num_samples", num_samples, 1),
-        ("chunk_size", FLAGS.chunk_size, 1),
-        ("num_examples", FLAGS.num_examples, 0),
-        ("iw_episodes", FLAGS.iw_episodes, 0),
-        ("memory_size", FLAGS.memory_size, 1),
-        ("memory_chunk", FLAGS.memory_chunk, 1),
-        ("num_draws", FLAGS.num_draws, 2),
+def _check_values() -> None:
+    """Refuses flag values out of range and unknown estimators (one line)."""
+    for flag, minimum in (
+        ("num_samples", 1),
+        ("chunk_size", 1),
+        ("num_examples", 0),
+        ("iw_episodes", 0),
+        ("memory_size", 1),
+        ("memory_chunk", 1),
+        ("num_draws", 2),
     ):
-        if value < minimum:
+        value = FLAGS[flag].value
+        if value is not None and value < minimum:
             fail(f"--{flag}={value} must be >= {minimum}")
     from vma_tf.configs import ESTIMATORS  # No TensorFlow import.
 
@@ -144,47 +163,46 @@ def main(argv):
             f"--estimators={','.join(FLAGS.estimators)}: unknown {unknown}; "
             f"choose from {', '.join(ESTIMATORS)}"
         )
-    out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else workdirs[0] / "eval"
 
-    from vma_tf import protocols
-    from vma_tf.configs import ConfigError
-    from vma_tf.data.files import DataError
-    from vma_tf.errors import WorkdirError
 
-    options = dict(
-        num_samples=num_samples,
-        num_examples=FLAGS.num_examples,
-        chunk_size=FLAGS.chunk_size,
-        seed=FLAGS.seed,
-    )
-    # Recorded in the report (not passed to the protocol).
-    precision = FLAGS.precision
-    if FLAGS.protocol == "classification":
-        options["iw_episodes"] = FLAGS.iw_episodes
-    if FLAGS.protocol == "large_memory":
-        options["memory_size"] = FLAGS.memory_size
-        options["memory_chunk"] = FLAGS.memory_chunk
-    if FLAGS.protocol == "gradient_variance":
-        options["estimators"] = FLAGS.estimators
-        options["num_draws"] = FLAGS.num_draws
-        options["all_checkpoints"] = FLAGS.all_checkpoints
-    try:
-        policy = None if FLAGS.precision == "float32" else FLAGS.precision
-        runs = [protocols.load(w, policy) for w in workdirs]
-        target = runs if FLAGS.protocol == "kl_breakdown" else runs[0]
-        result, figures = protocols.PROTOCOLS[FLAGS.protocol](target, **options)
-    except (ConfigError, DataError, WorkdirError) as e:
-        fail(str(e))
-    report = {
-        "workdirs": [str(w) for w in workdirs],
-        "presets": [r.config.name for r in runs],
-        "steps": [r.step for r in runs],
-        "protocol": FLAGS.protocol,
-        "options": {**options, "precision": precision},
-        "results": result,
+def _protocol_options(protocol: str) -> Options:
+    """The options of `protocol` from the option flags the user set.
+
+    Refuses (one line, exit 2) a set option flag that `protocol` does not take.
+    """
+    options = REGISTRY[protocol].options
+    takes = [name for name in options.names() if name in OPTION_FLAGS]
+    for name in OPTION_FLAGS:
+        if FLAGS[name].present and name not in takes:
+            fail(
+                f"--{name} does not apply to --protocol={protocol}; it takes: "
+                + ", ".join(f"--{n}" for n in takes)
+            )
+    values = {name: FLAGS[name].value for name in takes if FLAGS[name].present}
+    if values.get("estimators") is not None:
+        values["estimators"] = tuple(values["estimators"])
+    return options.create(**values)
+
+
+def _recorded(options: Options) -> dict:
+    """The report's "options": `ALWAYS_RECORDED`, then the protocol's others."""
+    names = options.names()
+    out = {
+        name: getattr(options, name) if name in names else FLAGS[name].value
+        for name in ALWAYS_RECORDED
     }
+    if out["num_samples"] is None:  # Not a K-sample protocol.
+        out["num_samples"] = BoundOptions.num_samples
+    for name in names:
+        if name in OPTION_FLAGS and name not in out:
+            out[name] = getattr(options, name)
+    return out
+
+
+def _write(out: pathlib.Path, report: dict, figures) -> list[pathlib.Path]:
+    """Writes `<protocol>.json` and the figures' PNGs to `out` (atomically)."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{FLAGS.protocol}.json"
+    path = out / f"{report['protocol']}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, path)
@@ -195,12 +213,52 @@ def main(argv):
         draw(tmp)
         os.replace(tmp, png)
         written.append(png)
-    run = runs[0]
+    return written
+
+
+def main(argv):
+    check_common(argv, FLAGS.workdir, "a run directory")
+    workdirs = [pathlib.Path(w).expanduser() for w in FLAGS.workdir.split(",") if w]
+    entry = REGISTRY[FLAGS.protocol]
+    if len(workdirs) > 1 and not entry.options.several_runs:
+        several = [n for n, p in REGISTRY.items() if p.options.several_runs]
+        fail(f"--workdir takes several runs only with --protocol={'|'.join(several)}")
+    for workdir in workdirs:
+        if not (workdir / "config.json").is_file():
+            fail(f"--workdir={workdir} has no config.json (not a run)")
+    _check_values()
+    options = _protocol_options(FLAGS.protocol)
+    out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else workdirs[0] / "eval"
+
+    from vma_tf import protocols
+    from vma_tf.configs import ConfigError
+    from vma_tf.data.files import DataError
+    from vma_tf.errors import WorkdirError
+
+    try:
+        policy = None if FLAGS.precision == "float32" else FLAGS.precision
+        runs = [protocols.load(w, policy) for w in workdirs]
+        target = runs if entry.options.several_runs else runs[0]
+        result, figures = entry.function(target, options)
+    except (ConfigError, DataError, WorkdirError) as e:
+        fail(str(e))
+    recorded = _recorded(options)
+    report = {
+        "workdirs": [str(w) for w in workdirs],
+        "presets": [r.config.name for r in runs],
+        "steps": [r.step for r in runs],
+        "protocol": FLAGS.protocol,
+        # Precision is recorded in the report (not passed to the protocol).
+        "options": {**recorded, "precision": FLAGS.precision},
+        "results": result,
+    }
+    written = _write(out, report, figures)
     what = (
-        f"{FLAGS.num_draws} draws, the run's K"
-        if FLAGS.protocol == "gradient_variance"
-        else f"K = {num_samples}"
+        f"{options.num_draws} draws, the run's K"
+        if hasattr(options, "num_draws")
+        else f"K = {recorded['num_samples']}"
     )
+    run = runs[0]
     print(f"{run.config.name} @ step {run.step}, protocol {FLAGS.protocol}, {what}")
     for line in _summary_lines(result):
         print(line)

@@ -212,6 +212,39 @@ TABLE = [
     ("evaluate", ["--workdir={new}"], "has no config.json (not a run)"),
     ("evaluate", ["--out={new}"], "--workdir is required"),
     ("evaluate", ["--workdir={run}", "extra"], "unexpected arguments ['extra']"),
+    # An option flag set explicitly that the protocol does not take.
+    (
+        "evaluate",
+        ["--workdir={run}", "--iw_episodes=5"],
+        "--iw_episodes does not apply to --protocol=nll; it takes: --num_samples, "
+        "--num_examples, --chunk_size, --seed",
+    ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=figures", "--num_samples=10"],
+        "--num_samples does not apply to --protocol=figures; it takes: --seed",
+    ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=classification", "--chunk_size=10"],
+        "--chunk_size does not apply to --protocol=classification",
+    ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=address_usage", "--seed=0"],
+        "--seed does not apply to --protocol=address_usage; it takes: --num_examples",
+    ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=large_memory", "--noall_checkpoints"],
+        "--all_checkpoints does not apply to --protocol=large_memory",
+    ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=gradient_variance", "--memory_chunk=5"],
+        "--memory_chunk does not apply to --protocol=gradient_variance; it takes: "
+        "--estimators, --num_draws, --seed, --all_checkpoints",
+    ),
     # -- launchers.benchmark -------------------------------------------------
     ("benchmark", ["--memory_sizes=8,x"], "--memory_sizes=8,x must be comma-separated"),
     ("benchmark", ["--memory_sizes=0"], "--memory_sizes=0 must all be >= 1"),

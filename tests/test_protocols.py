@@ -252,6 +252,16 @@ def test_figures_through_the_launcher(omniglot_runs, tmp_path):
         "entry_samples.png",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
+    # The report records the four common options (as it always has), although
+    # `figures` takes only --seed.
+    report = json.loads((tmp_path / "figures.json").read_text())
+    assert report["options"] == {
+        "num_samples": 1000,
+        "num_examples": 0,
+        "chunk_size": 100,
+        "seed": 0,
+        "precision": "float32",
+    }
 
 
 # -- classification maths ---------------------------------------------------
@@ -473,3 +483,50 @@ def test_gradient_variance_protocol_on_a_restored_nvil_run(recall_run, tmp_path)
         protocols.gradient_variance_protocol(
             recall_run, estimators=["nvil"], num_draws=2, jit=False
         )
+
+
+# -- options -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(protocols.REGISTRY))
+def test_every_protocol_refuses_an_unknown_option_in_one_line(name):
+    """By its options type and by its function (before touching the run):
+    one line naming the option, the protocol and every option it takes."""
+    entry = protocols.REGISTRY[name]
+    assert entry.options.protocol == name
+    assert protocols.PROTOCOLS[name] is entry.function
+    calls = (
+        lambda: entry.options.create(num_sample=3),
+        lambda: entry.function(None, num_sample=3),
+        lambda: entry.function(None, entry.options(), num_sample=3),
+    )
+    for call in calls:
+        with pytest.raises(configs.ConfigError) as err:
+            call()
+        message = str(err.value)
+        assert "\n" not in message
+        assert f"'num_sample' is not an option of protocol '{name}'" in message
+        assert message.endswith("it takes: " + ", ".join(entry.options.names()))
+
+
+def test_options_are_frozen_typed_and_of_their_own_protocol():
+    options = protocols.NllOptions(num_samples=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.num_samples = 6
+    assert protocols.ClassificationOptions().num_samples == 10
+    assert protocols.RecallSizesOptions.create(sizes=(8,)).sizes == (8,)
+    with pytest.raises(configs.ConfigError, match="takes KlBreakdownOptions, not Nll"):
+        protocols.kl_breakdown([], options)
+    # Keywords override an options object's fields.
+    merged = protocols.NllOptions.resolve(options, {"seed": 3})
+    assert merged == protocols.NllOptions(num_samples=5, seed=3)
+
+
+def test_the_registry_imports_no_tensorflow():
+    """`launchers.evaluate` reads it to check flags before TensorFlow starts."""
+    code = (
+        "import sys; from vma_tf import protocols; "
+        "assert protocols.REGISTRY; assert 'tensorflow' not in sys.modules"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

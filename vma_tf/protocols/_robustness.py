@@ -1,0 +1,119 @@
+"""`robustness`: Fig. 5.
+
+A: C characters in memory (targets from up to 8 of them, the rest
+confounders), with the reference L(C=1) + log C of an optimal model of C
+disjoint classes; B: all test characters in memory, 1...16 examples each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from vma_tf.protocols.common import (
+    ROBUST_STREAM,
+    BoundOptions,
+    Result,
+    Run,
+    bound_over,
+    require,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustnessOptions(BoundOptions):
+    """Options of `robustness`.
+
+    Attributes:
+        num_samples: K of the bound.
+        num_examples: targets per point (0: 64), in batches of up to 8
+            characters x `targets_per_class`.
+        chunk_size: importance samples per chunk of the streamed bound.
+        seed: evaluation seed.
+        jit: compile with XLA.
+        classes: A's numbers of characters in memory (those above the test
+            characters are dropped).
+        examples: B's examples per character in memory.
+        targets_per_class: targets per target character.
+    """
+
+    protocol = "robustness"
+    classes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 144)
+    examples: Sequence[int] = (1, 2, 4, 8, 16)
+    targets_per_class: int = 4
+
+
+def robustness(
+    run: Run, options: RobustnessOptions | None = None, **keywords
+) -> Result:
+    """Fig. 5 A (C characters in memory) and B (all, 1..16 examples each).
+
+    Args:
+        run: a restored episodic Omniglot memory run (VMA or soft attention).
+        options: `RobustnessOptions` (default: the defaults).
+        **keywords: `RobustnessOptions` fields, overriding `options`.
+
+    Returns:
+        `({"A_classes": {str(C): point, ...}, "B_examples_per_class":
+        {str(k): point, ...}, "num_samples"}, {"robustness": figure})`; a
+        point is `{metric: {"mean", "stderr"}, "num_examples", "classes",
+        "memory_per_class"}`, A's also with `"optimal_reference"`.
+
+    Raises:
+        ConfigError: an unknown option, or a run of another kind.
+    """
+    o = RobustnessOptions.resolve(options, keywords)
+    from vma_tf import evaluation
+    from vma_tf.data.experiments import episodes, episodic_splits
+    from vma_tf.data.pipelines import from_counter
+
+    c = run.config
+    require(
+        run,
+        "robustness",
+        c.model.kind in ("vma", "soft_attention") and c.data.task == "episodes",
+        "an episodic Omniglot memory run",
+    )
+    _, test = episodic_splits(c)
+    total = test.num_characters
+    classes = [n for n in o.classes if n <= total] or [total]
+    stream = evaluation.StreamedBound(run.model, o.chunk_size, o.jit)
+    wanted = o.num_examples or 64
+
+    def point(num_classes, per_class):
+        targets = min(num_classes, c.data.batch_classes)
+        make = episodes(
+            c,
+            test,
+            ROBUST_STREAM,
+            batch_classes=targets,
+            targets_per_class=o.targets_per_class,
+            memory_per_class=per_class,
+            confounder_classes=num_classes - targets,
+        )
+        batches = max(1, math.ceil(wanted / (targets * o.targets_per_class)))
+        r = bound_over(stream, from_counter(make, 0, batches), o.num_samples, o.seed)
+        return {**r, "classes": num_classes, "memory_per_class": per_class}
+
+    a = {str(n): point(n, c.data.memory_per_class) for n in classes}
+    base = a[str(classes[0])]["nll_bound"]["mean"] - math.log(classes[0])
+    for n in classes:
+        a[str(n)]["optimal_reference"] = base + math.log(n)
+    b = {
+        str(k): point(total, k)
+        for k in o.examples
+        if k + o.targets_per_class <= test.images.shape[1]
+    }
+    results = {
+        "A_classes": a,
+        "B_examples_per_class": b,
+        "num_samples": o.num_samples,
+    }
+
+    def figure(path):
+        from vma_tf import plotting
+
+        plotting.robustness_figure(path, results)
+
+    return results, {"robustness": figure}
