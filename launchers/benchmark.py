@@ -6,6 +6,10 @@
 Prints one table (a row per memory size) and writes every number as JSON.
 Steps run on synthetic inputs of the preset's shapes (see `vma_tf.benchmark`).
 Run it alone on the machine: other processes distort every number.
+
+Every input is checked before TensorFlow loads: flags, the config, the --json
+path and (with --input_batches > 0) the data files, each failure one
+`error:` line and exit 2, nothing written.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 from absl import app, flags
 
 from launchers.common import build_config, define_config_flags, fail, parse_flags
+from vma_tf import configs
+from vma_tf.data.files import DataError
+from vma_tf.workdir import atomic_write, check_data_files, check_output_file
 
 FLAGS = flags.FLAGS
 
@@ -84,33 +91,33 @@ def _memory_sizes() -> list[int]:
     return sizes
 
 
+def _checked_config(sizes: list[int]) -> configs.Config:
+    """The validated config, after the output path and data checks (no TF)."""
+    config = configs.validate(build_config())
+    if sizes and config.model.kind == "vae":
+        raise configs.ConfigError(
+            f"--memory_sizes: preset {FLAGS.preset!r} is a VAE (no memory)"
+        )
+    if FLAGS.json:
+        check_output_file("--json", FLAGS.json)
+    if FLAGS.input_batches:  # The only step that reads the data files.
+        check_data_files(config)
+    return config
+
+
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; all options are --flags")
-    from vma_tf import configs
-    from vma_tf.data.files import DataError
-
     if FLAGS.conv_layers:
-        from vma_tf import benchmark
+        from vma_tf import benchmark  # TensorFlow.
 
         print(benchmark.format_conv_layers(benchmark.conv_layer_timings()))
         return
 
     sizes = _memory_sizes()
     try:
-        config = configs.validate(build_config())
-        if sizes and config.model.kind == "vae":
-            raise configs.ConfigError(
-                f"--memory_sizes: preset {FLAGS.preset!r} is a VAE (no memory)"
-            )
-        if FLAGS.json:
-            parent = os.path.dirname(os.path.abspath(FLAGS.json))
-            if not os.path.isdir(parent):
-                raise configs.ConfigError(
-                    f"--json={FLAGS.json}: directory {parent} does not exist"
-                )
-        from vma_tf import benchmark
-        from vma_tf.workdir import atomic_write
+        config = _checked_config(sizes)
+        from vma_tf import benchmark  # TensorFlow: only after every check.
 
         report = benchmark.run_benchmark(
             config,

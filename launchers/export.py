@@ -23,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 from absl import app, flags  # noqa: E402
 
 from launchers.common import check_common, fail, parse_flags  # noqa: E402
+from vma_tf.configs import ConfigError  # noqa: E402
+from vma_tf.data.files import DataError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -66,9 +68,7 @@ def main(argv):
     if export_dir.exists() and not export_dir.is_dir():
         fail(f"--export_dir={export_dir} is not a directory")
 
-    from vma_tf import export
-    from vma_tf.configs import ConfigError
-    from vma_tf.data.files import DataError
+    from vma_tf import export  # TensorFlow: only after the checks above.
 
     try:
         path, step = export.export_run(workdir, export_dir, FLAGS.version)

@@ -19,9 +19,17 @@ LAUNCHERS = sorted(
     if p.stem not in ("__init__", "common")
 )
 OMNI = "--preset=omniglot_fewshot"
+# No data files anywhere ("{new}" does not exist; ./data is the repo's) and
+# no network: downloads go to a proxy on a closed local port and fail at once.
+NO_DATA = {
+    "VMA_DATA_DIR": "{new}",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+}
 
-# (launcher, args, message). "{run}" is a directory holding only config.json,
-# "{new}" a path that must not exist afterwards.
+# (launcher, args, message[, env]). "{run}" is a directory holding only
+# config.json, "{new}" a path that must not exist afterwards; `env` entries
+# (formatted the same way) are added to the launcher's environment.
 TABLE = [
     # -- launchers.train: types, ranges, incompatible combinations ----------
     ("train", ["--preset=nope"], "--preset='nope' is unknown"),
@@ -265,6 +273,20 @@ TABLE = [
     ("benchmark", ["--preset=nope"], "--preset='nope' is unknown"),
     ("benchmark", ["--preset=mnist_vae", "--memory_sizes=8"], "is a VAE (no memory)"),
     ("benchmark", ["--json=/nonexistent/dir/b.json"], "--json=/nonexistent/dir/b.json"),
+    ("benchmark", ["--json={run}"], "is a directory, not a file"),
+    (
+        "benchmark",
+        ["--json={run}/config.json/b.json"],
+        "config.json is not a directory",
+    ),
+    # Data checked before anything is built or timed (the last step reads it).
+    ("benchmark", [], "data file omniglot105_background.npz (sha256", NO_DATA),
+    (
+        "benchmark",
+        ["--preset=mnist_recall", "--steps=1"],
+        "data file binarized_mnist_train.amat.gz (sha256",
+        NO_DATA,
+    ),
     # -- launchers.export ----------------------------------------------------
     (
         "export",
@@ -318,21 +340,26 @@ def files_under(path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
-@pytest.mark.parametrize(
-    "launcher,args,message", TABLE, ids=[f"{r[0]}:{' '.join(r[1])}" for r in TABLE]
-)
-def test_bad_flags_one_line_exit_2_nothing_written(tmp_path, launcher, args, message):
+def _row_id(row):
+    env = " ".join(f"{k}={v}" for k, v in (row[3] if len(row) > 3 else {}).items())
+    return f"{row[0]}:{' '.join(row[1])}" + (f" [{env}]" if env else "")
+
+
+@pytest.mark.parametrize("row", TABLE, ids=[_row_id(r) for r in TABLE])
+def test_bad_flags_one_line_exit_2_nothing_written(tmp_path, row):
+    launcher, args, message, env = (*row, {})[:4]
     runs = tmp_path / "run"
     runs.mkdir()
     (runs / "config.json").write_text("{}")
     new = tmp_path / "new"
     values = {"run": str(runs), "new": str(new)}
     args = [a.format(**values) for a in args]
+    env = {k: v.format(**values) for k, v in env.items()}
     if launcher == "train" and not any(a.startswith("--workdir") for a in args):
         args.append(f"--workdir={new}")
     before = files_under(tmp_path)
     # Temporary files of the launcher stay under tmp_path (checked below).
-    proc = run_launcher(launcher, args, env={"TMPDIR": str(tmp_path)})
+    proc = run_launcher(launcher, args, env={"TMPDIR": str(tmp_path), **env})
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
@@ -358,7 +385,7 @@ def _checked_flags(launcher):
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_every_checked_flag_has_a_row(launcher):
-    rows = [args for name, args, _ in TABLE if name == launcher]
+    rows = [row[1] for row in TABLE if row[0] == launcher]
     assert len(rows) >= 5, f"launchers.{launcher} has {len(rows)} rows"
     named = {a.split("=")[0][2:] for args in rows for a in args if a.startswith("--")}
     missing = sorted(set(_checked_flags(launcher)) - named)

@@ -27,9 +27,14 @@ class CheckpointMismatchError(ConfigError):
     """A checkpoint does not hold exactly this model's variables."""
 
 
+class ExportError(ConfigError):
+    """The export cannot be written (e.g. the version exists). One line."""
+
+
 __all__ = [
     "CheckpointMismatchError",
     "ConfigError",
+    "ExportError",
     "Interrupted",
     "NonFiniteError",
     "WorkdirError",

@@ -3,6 +3,8 @@
 `preflight(config, workdir)` runs every check that can fail on user input —
 config values, the workdir, the data files — before anything is written, so
 launchers can report one clean error line before TensorFlow even loads.
+`check_data_files(config)` and `check_output_file(flag, path)` are the data
+and output-path parts, for launchers without a workdir (launchers.benchmark).
 """
 
 from __future__ import annotations
@@ -63,6 +65,41 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> None:
                 )
 
 
+def check_output_file(flag: str, path: str | os.PathLike) -> pathlib.Path:
+    """Fails (nothing written) unless `path` can be written as a file: its
+    directory exists and is writable, and `path` is not a directory.
+
+    Args:
+        flag: the flag named in the message, e.g. `"--json"`.
+
+    Returns:
+        The absolute path.
+    """
+    given = f"{flag}={path}"
+    path = pathlib.Path(path).expanduser().absolute()
+    parent = path.parent
+    if not parent.is_dir():
+        problem = "is not a directory" if parent.exists() else "does not exist"
+        raise WorkdirError(f"{given}: {parent} {problem}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WorkdirError(f"{given}: directory {parent} is not writable")
+    if path.is_dir():
+        raise WorkdirError(f"{given} is a directory, not a file")
+    return path
+
+
+def check_data_files(config: Config) -> None:
+    """Finds `config`'s dataset, preparing it in the tfds cache if it is not
+    yet (tfds checks the raw files' sha256). Imports TensorFlow.
+
+    Raises:
+        vma_tf.data.files.DataError: a file is missing or corrupt.
+    """
+    from vma_tf.data import tfds_data  # Imports TensorFlow.
+
+    tfds_data.prepare(config.data.dataset, config.data.data_dir)
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: pathlib.Path) -> Iterator[None]:
     """Exclusive `flock` on `workdir/.lock`: two runs never share a workdir."""
@@ -99,7 +136,5 @@ def preflight(config: Config, workdir: str | os.PathLike) -> pathlib.Path:
                 f"--init_from={config.train.init_from} is not a run directory "
                 "with checkpoints"
             )
-    from vma_tf.data import tfds_data  # Imports TensorFlow.
-
-    tfds_data.prepare(config.data.dataset, config.data.data_dir)
+    check_data_files(config)
     return workdir
