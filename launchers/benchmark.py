@@ -22,7 +22,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags
 
-from launchers.common import build_config, define_config_flags, fail, parse_flags
+from launchers.common import (
+    build_config,
+    define_config_flags,
+    fail,
+    import_tensorflow_quietly,
+    parse_flags,
+)
 from vma_tf import configs
 from vma_tf.data.files import DataError
 from vma_tf.workdir import atomic_write, check_data_files, check_output_file
@@ -101,6 +107,7 @@ def _checked_config(sizes: list[int]) -> configs.Config:
     if FLAGS.json:
         check_output_file("--json", FLAGS.json)
     if FLAGS.input_batches:  # The only step that reads the data files.
+        import_tensorflow_quietly()
         check_data_files(config)
     return config
 
@@ -117,6 +124,7 @@ def main(argv):
     sizes = _memory_sizes()
     try:
         config = _checked_config(sizes)
+        import_tensorflow_quietly()
         from vma_tf import benchmark  # TensorFlow: only after every check.
 
         report = benchmark.run_benchmark(

@@ -40,13 +40,14 @@ def main(argv):
     check_common(argv, FLAGS.workdir, "the run directory")
     from vma_tf.data.files import DataError
     from vma_tf.errors import ConfigError, Interrupted, NonFiniteError
-    from vma_tf.workdir import preflight
+    from vma_tf.workdir import check_data_files, preflight
 
     try:
         config = build_config()
         # Every input check before TensorFlow loads: errors stay one clean line.
-        workdir = preflight(config, FLAGS.workdir)
+        workdir = preflight(config, FLAGS.workdir, check_data=False)
         import_tensorflow_quietly()
+        check_data_files(config)
         from vma_tf import training
         from vma_tf.metrics_log import format_summary
 

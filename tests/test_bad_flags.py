@@ -19,10 +19,12 @@ LAUNCHERS = sorted(
     if p.stem not in ("__init__", "common")
 )
 OMNI = "--preset=omniglot_fewshot"
-# No data files anywhere ("{new}" does not exist; ./data is the repo's) and
-# no network: downloads go to a proxy on a closed local port and fail at once.
+# No data files anywhere ("{new}" does not exist; ./data is the repo's), an
+# empty tfds cache (nothing prepared) and no network: downloads go to a proxy
+# on a closed local port and fail at once.
 NO_DATA = {
     "VMA_DATA_DIR": "{new}",
+    "VMA_TFDS_DIR": "{new}",
     "http_proxy": "http://127.0.0.1:9",
     "https_proxy": "http://127.0.0.1:9",
 }
@@ -333,6 +335,27 @@ TABLE = [
     ("tune", ["--workdir={new}", "--tuner_seed=-1"], "flag --tuner_seed=-1"),
     ("tune", ["--workdir={new}", "--similarity=foo"], "flag --similarity=foo"),
     ("tune", ["--steps_per_trial=100"], "--workdir is required"),
+    # -- launchers.prepare_data ---------------------------------------------
+    ("prepare_data", ["positional"], "unexpected arguments ['positional']"),
+    ("prepare_data", ["--datasets=nope"], "--datasets=nope unknown; choose from"),
+    (
+        "prepare_data",
+        ["--datasets=binarized_mnist,omniglot_gmn,typo"],
+        "--datasets=typo unknown",
+    ),
+    ("prepare_data", ["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
+    (
+        "prepare_data",
+        ["--datasets=binarized_mnist"],
+        "binarized_mnist_train.amat.gz",
+        NO_DATA,
+    ),
+    (
+        "prepare_data",
+        ["--datasets=omniglot_fewshot", "--data_dir={new}"],
+        "omniglot105_background.npz",
+        NO_DATA,
+    ),
 ]
 
 

@@ -116,11 +116,15 @@ def workdir_lock(workdir: pathlib.Path) -> Iterator[None]:
         os.close(fd)
 
 
-def preflight(config: Config, workdir: str | os.PathLike) -> pathlib.Path:
+def preflight(
+    config: Config, workdir: str | os.PathLike, check_data: bool = True
+) -> pathlib.Path:
     """Validates config, workdir and data; returns the absolute workdir.
 
     The dataset is prepared in the tfds cache if it is not yet (which checks
-    the raw files' sha256); only this step imports TensorFlow.
+    the raw files' sha256); only this step imports TensorFlow (`check_data=
+    False` skips it, for a launcher that starts TensorFlow its own way and
+    then calls `check_data_files`).
 
     Raises:
         ConfigError / WorkdirError: bad values or workdir.
@@ -136,5 +140,6 @@ def preflight(config: Config, workdir: str | os.PathLike) -> pathlib.Path:
                 f"--init_from={config.train.init_from} is not a run directory "
                 "with checkpoints"
             )
-    check_data_files(config)
+    if check_data:
+        check_data_files(config)
     return workdir

@@ -169,13 +169,14 @@ def prepare(dataset: str, data_dir: PathLike | None = None) -> tfds.core.Dataset
     result = builder(dataset)
     if _is_prepared(result):
         return result
+    # Missing raw files fail before the cache is created (nothing written).
+    files = locate(DATASET_FILES[dataset], data_dir)
     root = cache_dir()
     with _locked(root):
         result = builder(dataset)  # Another process may have prepared it.
         if _is_prepared(result):
             return result
         _remove_leftovers(root)
-        files = locate(DATASET_FILES[dataset], data_dir)
         tfds.disable_progress_bar()  # Preparing prints no progress bars.
         manual = pathlib.Path(tempfile.mkdtemp(prefix="staging.", dir=root))
         try:
