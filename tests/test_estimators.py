@@ -605,3 +605,21 @@ def test_estimator_names_agree_everywhere():
     assert configs.ESTIMATORS == estimators.ESTIMATORS
     assert set(estimators.UNBIASED_ESTIMATORS) < set(estimators.ESTIMATORS)
     assert tuple(flags.FLAGS["estimator"].parser.enum_values) == estimators.ESTIMATORS
+
+
+def test_estimator_registry_keys_are_the_schema_list():
+    """The registry has one entry per name of `configs.ESTIMATORS`, in order,
+    and `estimators.ESTIMATORS` is that list (not a copy)."""
+    from vma_tf.configs import schema
+    from vma_tf.modeling import estimator_registry
+
+    assert tuple(estimator_registry.REGISTRY) == schema.ESTIMATORS
+    assert estimators.ESTIMATORS is schema.ESTIMATORS
+    assert estimators.BASELINES is schema.BASELINES
+    for name, spec in estimator_registry.REGISTRY.items():
+        assert spec.name == name
+    assert estimator_registry.canonical_name("vimco", "geometric") == (
+        "vimco_geometric"
+    )
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        estimator_registry.lookup("reinforce")

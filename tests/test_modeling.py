@@ -305,6 +305,32 @@ def test_nonfinite_step_is_recorded():
     assert int(model.first_nonfinite_step.numpy()) == 3  # 1-based step.
 
 
+def test_nonfinite_guard_keeps_the_inner_optimizer_state():
+    """The optimizer wrapper adds no variable of its own: `variables`,
+    `iterations` and `learning_rate` are the inner Adam's (checkpoints of
+    the optimizer are unchanged)."""
+    from vma_tf.modeling.nonfinite import NonFiniteGuard
+
+    model = _model()
+    adam = keras.optimizers.Adam(1e-3)
+    model.compile(optimizer=adam)
+    assert isinstance(model.optimizer, NonFiniteGuard)
+    assert model.optimizer.inner_optimizer is adam
+    assert model.optimizer.first_nonfinite_step is model.first_nonfinite_step
+    assert model.optimizer.iterations is adam.iterations
+    model.optimizer.build(model.trainable_variables)
+    assert [v.path for v in model.optimizer.variables] == [
+        v.path for v in adam.variables
+    ]
+
+
+def test_model_kind_and_architecture_registries_match_the_schema():
+    from vma_tf.modeling import builders
+
+    assert tuple(builders.MODEL_KINDS) == configs.KINDS
+    assert tuple(builders.ARCHITECTURES) == configs.ARCHITECTURES
+
+
 def test_models_are_keras3():
     model = _model()
     assert isinstance(model, keras.Model) and isinstance(model, VMA)

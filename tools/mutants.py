@@ -54,14 +54,16 @@ class Mutant:
     tests: tuple[str, ...]
 
 
-MODELS = "vma_tf/modeling/models.py"
+VMA = "vma_tf/modeling/vma.py"
+BASELINES = "vma_tf/modeling/baselines.py"
+NONFINITE = "vma_tf/modeling/nonfinite.py"
 TERMS = "tests/test_model_terms.py"
 
 MUTANTS = (
     # -- the bugs of issue 15's table ------------------------------------
     Mutant(
         "vma_log_p_a_dropped",
-        MODELS,
+        VMA,
         "log_weights = log_px + p_z.log_prob(z) - log_q_z + log_p_a - log_q_a_term",
         "log_weights = log_px + p_z.log_prob(z) - log_q_z - log_q_a_term",
         (f"{TERMS}::test_vma_terms_match_numpy_reference",),
@@ -105,7 +107,7 @@ MUTANTS = (
     ),
     Mutant(
         "gradient_finiteness_unchecked",
-        MODELS,
+        NONFINITE,
         "finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))",
         "finite = tf.logical_and(finite, True)",
         (
@@ -133,35 +135,35 @@ MUTANTS = (
     ),
     Mutant(
         "kl_z_arguments_swapped",
-        MODELS,
+        VMA,
         "kl_z=tf.reduce_mean(tfd.kl_divergence(q_z, p_z), axis=0),",
         "kl_z=tf.reduce_mean(tfd.kl_divergence(p_z, q_z), axis=0),",
         (f"{TERMS}::test_vma_terms_match_numpy_reference",),
     ),
     Mutant(
         "kl_a_without_cross_entropy",
-        MODELS,
+        VMA,
         "kl_a=tfd.kl_divergence(q_a, p_a),",
         "kl_a=-q_a.entropy(),",
         (f"{TERMS}::test_vma_terms_match_numpy_reference",),
     ),
     Mutant(
         "soft_attention_softmax_over_targets",
-        MODELS,
+        BASELINES,
         "self.similarity(self.memory_embedder(m), self.query_net(z)), axis=-1",
         "self.similarity(self.memory_embedder(m), self.query_net(z)), axis=-2",
         (f"{TERMS}::test_soft_attention_terms_match_numpy_reference",),
     ),
     Mutant(
         "per_sample_gather_transposed",
-        MODELS,
+        VMA,
         'tf.gather(state["memory"], tf.reshape(addresses, [-1]))',
         'tf.gather(state["memory"], tf.reshape(tf.transpose(addresses), [-1]))',
         (f"{TERMS}::test_vma_terms_match_numpy_reference",),
     ),
     Mutant(
         "log_q_a_gathered_from_first_target",
-        MODELS,
+        VMA,
         "tf.gather(log_q_all, tf.transpose(addresses), batch_dims=1)",
         "tf.gather(log_q_all[0], tf.transpose(addresses))",
         (f"{TERMS}::test_vma_terms_match_numpy_reference",),
@@ -169,7 +171,7 @@ MUTANTS = (
     Mutant(
         "resume_data_from_step_zero",
         "vma_tf/training.py",
-        "distribute(model.distribute_strategy, data.train(start_step)),",
+        "distribute(model.distribute_strategy, data.train(step)),",
         "distribute(model.distribute_strategy, data.train(0)),",
         ("tests/test_training.py::test_resume_is_exact[mnist_recall]",),
     ),

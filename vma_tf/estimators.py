@@ -59,8 +59,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-BASELINES = ("arithmetic", "geometric")
-ESTIMATORS = ("vimco", "vimco_geometric", "nvil", "rws", "gumbel")
+# The names are defined once, in the config schema (no TensorFlow import
+# there); `vma_tf.modeling.estimator_registry` maps each to its training terms
+# and surrogate.
+from vma_tf.configs.schema import BASELINES, ESTIMATORS
+
 # Estimators whose expected gradient is the gradient of E[L_K] (tested by
 # exact enumeration in tests/test_estimators.py).
 UNBIASED_ESTIMATORS = ("vimco", "vimco_geometric", "nvil")

@@ -23,6 +23,7 @@ from vma_tf.errors import WorkdirError
 from vma_tf.modeling.builders import build_model as build_network
 from vma_tf.modeling.builders import dtype_policy_scope
 from vma_tf.modeling.models import VMA, LatentVariableModel, SoftAttentionVAE
+from vma_tf.modeling.nonfinite import NonFiniteGuard
 
 
 def use_jit(config: Config) -> bool:
@@ -71,9 +72,12 @@ def build_model(
         config.model.num_samples,
         seed=(0, 0),
     )
-    model.skip_nonfinite = config.train.skip_nonfinite
     model.compile(
-        optimizer=keras.optimizers.Adam(config.train.learning_rate),
+        optimizer=NonFiniteGuard(
+            keras.optimizers.Adam(config.train.learning_rate),
+            model.first_nonfinite_step,
+            skip_nonfinite=config.train.skip_nonfinite,
+        ),
         jit_compile=use_jit(config),
     )
     model.optimizer.build(model.trainable_variables)
