@@ -30,6 +30,7 @@ from launchers.common import (
     parse_flags,
 )
 from vma_tf import configs
+from vma_tf.configs import PRECISIONS
 from vma_tf.data.files import DataError
 from vma_tf.workdir import atomic_write, check_data_files, check_output_file
 
@@ -70,7 +71,7 @@ flags.DEFINE_boolean(
 flags.DEFINE_enum(
     "precision",
     "float32",
-    ["float32", "mixed_bfloat16"],
+    list(PRECISIONS),
     "Build the model under this Keras dtype policy (variables stay float32).",
 )
 

@@ -30,6 +30,7 @@ from absl import app, flags  # noqa: E402
 from launchers.common import check_common, fail, parse_flags  # noqa: E402
 
 # The protocols' registry does not import TensorFlow.
+from vma_tf.configs import PRECISIONS  # noqa: E402
 from vma_tf.protocols import (
     REGISTRY,
     BoundOptions,
@@ -78,7 +79,7 @@ flags.DEFINE_integer("seed", BoundOptions.seed, "Evaluation seed.", lower_bound=
 flags.DEFINE_enum(
     "precision",
     "float32",
-    ["float32", "mixed_bfloat16"],
+    list(PRECISIONS),
     "Networks in float32, or in bfloat16 with float32 log-probabilities.",
 )
 flags.DEFINE_integer(

@@ -48,6 +48,8 @@ ENCODER_CONTEXT_INITS = ("glorot", "zeros")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # Not a config field: the keras-tuner oracles of `launchers.tune` (`vma_tf.tuning`).
 TUNERS = ("random", "bayesian", "hyperband")
+# Keras dtype policies the evaluation and benchmark launchers build models under.
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def _field(

@@ -223,6 +223,17 @@ def _check_episode_sizes(
         )
 
 
+def _gather_drawings(images, chars: tf.Tensor, drawers: tf.Tensor):
+    """`chars` `[K]`, `drawers` `[K, P]` -> float32 images `[K*P, H, W, 1]`,
+    int32 labels `[K*P]` and drawers `[K*P]`."""
+    labels = tf.broadcast_to(chars[:, None], tf.shape(drawers))
+    pairs = tf.stack([labels, drawers], axis=-1)  # [K, P, 2]
+    x = tf.gather_nd(images, pairs)  # [K, P, H, W]
+    count = int(drawers.shape[0]) * int(drawers.shape[1])
+    x = tf.reshape(tf.cast(x, tf.float32), [count, *images.shape[2:], 1])
+    return x, tf.reshape(labels, [count]), tf.reshape(drawers, [count])
+
+
 def episode_batch_fn(
     images: tf.Tensor,
     alphabet: tf.Tensor,
@@ -286,14 +297,7 @@ def episode_batch_fn(
     n_alphabets = tf.reduce_sum(tf.cast(sizes > 0, tf.float32))
     log_weights = -tf.math.log(n_alphabets * tf.gather(sizes, alphabet))  # [N]
 
-    def gather(chars: tf.Tensor, drawers: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """`chars` `[K]`, `drawers` `[K, P]` -> images, labels, drawers, flattened."""
-        labels = tf.broadcast_to(chars[:, None], tf.shape(drawers))
-        pairs = tf.stack([labels, drawers], axis=-1)  # [K, P, 2]
-        x = tf.gather_nd(images, pairs)  # [K, P, H, W]
-        count = int(drawers.shape[0]) * int(drawers.shape[1])
-        x = tf.reshape(tf.cast(x, tf.float32), [count, *images.shape[2:], 1])
-        return x, tf.reshape(labels, [count]), tf.reshape(drawers, [count])
+    gather = lambda chars, drawers: _gather_drawings(images, chars, drawers)
 
     def make(step):
         seed_chars, seed_drawers = tf.unstack(

@@ -199,6 +199,11 @@ class ConvEncoder(keras.layers.Layer):
         self.conditional = conditional
         self.head = MLP(hidden_units, output_dim, name="head")
 
+    def build(self, *args, **kwargs):
+        # The pyramid and head build on first call (the conditional encoder
+        # is first called from `memory_features`, not `__call__`).
+        self.built = True
+
     def memory_features(self, memory):
         return self.pyramid.convs[0](memory)
 
