@@ -27,7 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags  # noqa: E402
 
-from launchers.common import check_common, fail, parse_flags  # noqa: E402
+from launchers.common import (  # noqa: E402
+    check_common,
+    fail,
+    import_tensorflow_quietly,
+    parse_flags,
+)
 
 # The protocols' registry does not import TensorFlow.
 from vma_tf.configs import PRECISIONS  # noqa: E402
@@ -231,6 +236,7 @@ def main(argv):
     options = _protocol_options(FLAGS.protocol)
     out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else workdirs[0] / "eval"
 
+    import_tensorflow_quietly()
     from vma_tf import protocols
     from vma_tf.configs import ConfigError
     from vma_tf.data.files import DataError

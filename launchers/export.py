@@ -22,7 +22,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags  # noqa: E402
 
-from launchers.common import check_common, fail, parse_flags  # noqa: E402
+from launchers.common import (  # noqa: E402
+    check_common,
+    fail,
+    import_tensorflow_quietly,
+    parse_flags,
+)
 from vma_tf.configs import ConfigError  # noqa: E402
 from vma_tf.data.files import DataError  # noqa: E402
 
@@ -68,6 +73,7 @@ def main(argv):
     if export_dir.exists() and not export_dir.is_dir():
         fail(f"--export_dir={export_dir} is not a directory")
 
+    import_tensorflow_quietly()
     from vma_tf import export  # TensorFlow: only after the checks above.
 
     try:

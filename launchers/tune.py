@@ -32,7 +32,13 @@ from absl import app, flags
 
 # Defines --preset, --workdir, --config_json and the config flags (shared).
 from launchers import train as _train_flags  # noqa: F401
-from launchers.common import build_config, check_common, fail, parse_flags
+from launchers.common import (
+    build_config,
+    check_common,
+    fail,
+    import_tensorflow_quietly,
+    parse_flags,
+)
 from vma_tf.configs import TUNERS, ConfigError
 
 FLAGS = flags.FLAGS
@@ -69,6 +75,7 @@ def main(argv):
     try:
         base, settings = _settings(workdir)
         # Every input check so far ran before TensorFlow loads.
+        import_tensorflow_quietly()
         from vma_tf import tuning
 
         results = tuning.run_search(base, workdir, settings)

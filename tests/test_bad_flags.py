@@ -282,11 +282,11 @@ TABLE = [
         "config.json is not a directory",
     ),
     # Data checked before anything is built or timed (the last step reads it).
-    ("benchmark", [], "data file omniglot105_background.npz (sha256", NO_DATA),
+    ("benchmark", [], "omniglot105_background.npz (sha256", NO_DATA),
     (
         "benchmark",
         ["--preset=mnist_recall", "--steps=1"],
-        "data file binarized_mnist_train.amat.gz (sha256",
+        "binarized_mnist_train.amat.gz (sha256",
         NO_DATA,
     ),
     # -- launchers.export ----------------------------------------------------
