@@ -158,9 +158,10 @@ def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
     config = tiny(
         steps=steps,
         log_every=log_every,
-        eval_every=8,
+        eval_every=24,  # Only the final evaluation.
         checkpoint_every=8,
         deterministic=True,
+        jit=False,  # The exactness under test is the checkpoint's, not XLA's.
     )
     config_json = tmp_path / "config.json"
     config_json.write_text(config.to_json())
