@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data)
-# Data lookup: --data_dir, then $VMA_DATA_DIR, then ./data, then download.
+# Raw-data lookup: --data_dir, then $VMA_DATA_DIR, then ./data (no download);
+# tfds prepares them into $VMA_TFDS_DIR, else ~/.cache/vma_tf/tfds (make data).
 ifneq ($(wildcard $(SHARED_DATA)/SHA256SUMS),)
 export VMA_DATA_DIR ?= $(SHARED_DATA)
 endif

@@ -167,15 +167,16 @@ def prepare(dataset: str, data_dir: PathLike | None = None) -> tfds.core.Dataset
         DataError: A raw file is missing, corrupted or truncated (one line).
     """
     name = dataset if dataset in _TFDS_NAMES else _BUILDERS[dataset].name
+    files = None
     if not (cache_dir() / name).is_dir():
         # Not prepared: missing raw files fail before anything is written
         # (constructing an unprepared tfds builder leaves a directory in
         # $TMPDIR, from its attempt to read metadata from GCS).
-        locate(DATASET_FILES[dataset], data_dir)
+        files = locate(DATASET_FILES[dataset], data_dir)
     result = builder(dataset)
     if _is_prepared(result):
         return result
-    files = locate(DATASET_FILES[dataset], data_dir)
+    files = files or locate(DATASET_FILES[dataset], data_dir)
     root = cache_dir()
     with _locked(root):
         result = builder(dataset)  # Another process may have prepared it.

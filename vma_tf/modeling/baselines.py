@@ -15,6 +15,37 @@ from vma_tf.modeling.memory import MemoryBuffer
 tfd = tfp.distributions
 
 
+def _top_level_z_terms(model, x, num_samples, seed, sample_offset, decode) -> Terms:
+    """Terms of a model whose only latent is z ~ q(z|x), p(z) = N(0, I).
+
+    Args:
+        model: the `VAE` or `SoftAttentionVAE` (its encoder, `latent_dim`,
+            `x_event_ndims`, `num_samples` and output head).
+        x: `[B, *x]` targets in the head dtype.
+        num_samples: K (None: the model's).
+        seed: stateless seed of the z samples; `sample_offset` as in
+            `sampling.sample`.
+        decode: `z [K, B, Z] -> logits [K, B, *x]` (before the head cast).
+
+    Returns:
+        `Terms` with `log_weights` `[K, B]`, no address (`log_q_a` None,
+        `kl_a` zeros `[B]`).
+    """
+    num_samples = num_samples or model.num_samples
+    q_z = networks.gaussian(model._head(model.encoder(x)))  # [B]
+    p_z = networks.standard_gaussian(model.latent_dim, x.dtype)
+    z = sampling.sample(q_z, as_seed(seed), [num_samples], sample_offset)
+    logits = model._head(decode(z))
+    log_px = networks.bernoulli(logits, model.x_event_ndims).log_prob(x)
+    return Terms(
+        log_weights=log_px + p_z.log_prob(z) - q_z.log_prob(z),
+        log_q_a=None,
+        kl_a=tf.zeros(tf.shape(x)[:1], x.dtype),
+        kl_z=tfd.kl_divergence(q_z, p_z),
+        recon=-tf.reduce_mean(log_px, axis=0),
+    )
+
+
 class VAE(LatentVariableModel):
     """The memory-less baseline: p(z) = N(0, I), q(z|x), p(x|z).
 
@@ -41,21 +72,9 @@ class VAE(LatentVariableModel):
         state=None,
         sample_offset=0,
     ) -> Terms:
-        num_samples = num_samples or self.num_samples
         x = tf.cast(x, self.head_dtype)
-        q_z = networks.gaussian(self._head(self.encoder(x)))  # [B]
-        p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
-        z = sampling.sample(q_z, as_seed(seed), [num_samples], sample_offset)
-        logits = self._head(self.decoder(z))
-        log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
-        log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z)
-        batch = tf.shape(x)[:1]
-        return Terms(
-            log_weights=log_weights,
-            log_q_a=None,
-            kl_a=tf.zeros(batch, x.dtype),
-            kl_z=tfd.kl_divergence(q_z, p_z),
-            recon=-tf.reduce_mean(log_px, axis=0),
+        return _top_level_z_terms(
+            self, x, num_samples, seed, sample_offset, lambda z: self.decoder(z)
         )
 
     def sample(self, num, seed=None):
@@ -142,23 +161,14 @@ class SoftAttentionVAE(LatentVariableModel):
         state=None,
         sample_offset=0,
     ) -> Terms:
-        num_samples = num_samples or self.num_samples
         x = tf.cast(x, self.head_dtype)
         m = self.memory(memory)
-        q_z = networks.gaussian(self._head(self.encoder(x)))  # [B]
-        p_z = networks.standard_gaussian(self.latent_dim, x.dtype)
-        z = sampling.sample(q_z, as_seed(seed), [num_samples], sample_offset)
-        m_z, _ = self.attention_readout(tf.cast(z, m.dtype), m)
-        logits = self._head(self._decode(z, m_z))
-        log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
-        log_weights = log_px + p_z.log_prob(z) - q_z.log_prob(z)
-        return Terms(
-            log_weights=log_weights,
-            log_q_a=None,
-            kl_a=tf.zeros(tf.shape(x)[:1], x.dtype),
-            kl_z=tfd.kl_divergence(q_z, p_z),
-            recon=-tf.reduce_mean(log_px, axis=0),
-        )
+
+        def decode(z):
+            m_z, _ = self.attention_readout(tf.cast(z, m.dtype), m)
+            return self._decode(z, m_z)
+
+        return _top_level_z_terms(self, x, num_samples, seed, sample_offset, decode)
 
     def sample(self, num, memory=None, seed=None):
         """`[num, *x]` pixel probabilities with z ~ N(0, I)."""
