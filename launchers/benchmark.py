@@ -68,11 +68,17 @@ flags.DEFINE_boolean(
     False,
     "Instead: time each stride-2/transposed conv, Keras' layer vs fast_convs.",
 )
-flags.DEFINE_enum(
+flags.DEFINE_string(
     "precision",
     "float32",
-    list(PRECISIONS),
-    "Build the model under this Keras dtype policy (variables stay float32).",
+    "Keras dtype policies to time, one table each (variables stay float32); "
+    "two or more, e.g. float32,mixed_bfloat16, are timed back to back in this "
+    "process and the ms/step ratio to the first is printed.",
+)
+flags.register_validator(
+    "precision",
+    lambda v: all(p in PRECISIONS for p in v.split(",")),
+    message=f"comma-separated values, each one of {', '.join(PRECISIONS)}",
 )
 
 
@@ -128,18 +134,24 @@ def main(argv):
         import_tensorflow_quietly()
         from vma_tf import benchmark  # TensorFlow: only after every check.
 
-        report = benchmark.run_benchmark(
-            config,
-            sizes,
-            steps=FLAGS.steps,
-            warmup=FLAGS.warmup,
-            eval_samples=FLAGS.eval_samples,
-            input_batches=FLAGS.input_batches,
-            dtype_policy=None if FLAGS.precision == "float32" else FLAGS.precision,
-        )
+        reports = [
+            benchmark.run_benchmark(
+                config,
+                sizes,
+                steps=FLAGS.steps,
+                warmup=FLAGS.warmup,
+                eval_samples=FLAGS.eval_samples,
+                input_batches=FLAGS.input_batches,
+                dtype_policy=None if precision == "float32" else precision,
+            )
+            for precision in FLAGS.precision.split(",")
+        ]
     except (configs.ConfigError, DataError) as e:
         fail(str(e))
-    print(benchmark.format_table(report))
+    print("\n".join(benchmark.format_table(r) for r in reports))
+    if len(reports) > 1:
+        print(benchmark.format_precision_ratios(reports))
+    report = reports[0] if len(reports) == 1 else {"runs": reports}
     if FLAGS.json:
         atomic_write(pathlib.Path(FLAGS.json), json.dumps(report, indent=2) + "\n")
         print(f"wrote {FLAGS.json}")

@@ -232,6 +232,16 @@ def test_normal_sampler_is_reparameterised():
     assert abs(float(tf.math.reduce_std(z[:, 0])) - 2.0) < 0.15
 
 
+def test_bfloat16_normal_noise_is_the_float32_noise_rounded():
+    """TF's CPU inverse normal CDF has no bfloat16 kernel: the noise is drawn
+    in float32 and rounded, so `mixed_bfloat16` sampling runs on CPU."""
+    s = tf.constant([5, 6])
+    wide = sampling.standard_normal([4, 3], s, tf.float32)
+    narrow = sampling.standard_normal([4, 3], s, tf.bfloat16)
+    assert narrow.dtype == tf.bfloat16
+    np.testing.assert_array_equal(narrow.numpy(), tf.cast(wide, tf.bfloat16).numpy())
+
+
 def test_sampling_is_identical_with_and_without_xla():
     logits = tf.random.stateless_normal([B, M], seed=[0, 1])
     seed = tf.constant([9, -9])  # Negative seeds come out of stateless_split.

@@ -87,6 +87,37 @@ def test_resume_is_exact(tmp_path, preset):
     assert train(full) == train(part)
 
 
+def test_bfloat16_training_keeps_float32_state_and_resumes_in_float32(
+    tmp_path, monkeypatch
+):
+    """`--precision=mixed_bfloat16`: the networks compute in bfloat16, every
+    checkpointed value is float32, the loss is finite, and the run resumes
+    under float32 (precision is resumable) with the global policy untouched."""
+    built = []
+
+    def build_model(*args, **kwargs):
+        built.append(training.build_model.__wrapped__(*args, **kwargs))
+        return built[-1]
+
+    build_model.__wrapped__ = training.build_model
+    monkeypatch.setattr(training, "build_model", build_model)
+    bf16 = tiny("omniglot_fewshot", steps=20, precision="mixed_bfloat16")
+    training.train_and_evaluate(bf16, tmp_path, progress=False)
+    assert keras.config.dtype_policy().name == "float32"
+    values = checkpoint_values(tmp_path)
+    floats = [v for v in values.values() if np.asarray(v).dtype.kind == "f"]
+    assert floats and all(np.asarray(v).dtype == np.float32 for v in floats)
+    rows = [r for r in read_metrics(tmp_path) if r["split"] == "train"]
+    assert rows and all(np.isfinite(r["loss"]) for r in rows)
+    summary = training.train_and_evaluate(
+        tiny("omniglot_fewshot", steps=40), tmp_path, progress=False
+    )
+    assert summary["steps_this_run"] == 20
+    layers = lambda m: [l for l in m._flatten_layers() if l.weights]
+    assert {l.compute_dtype for l in layers(built[0])} == {"bfloat16"}
+    assert {l.compute_dtype for l in layers(built[1])} == {"float32"}
+
+
 def test_rerun_after_completion_only_evaluates(tmp_path):
     config = tiny(steps=20, jit=False)
     training.train_and_evaluate(config, tmp_path, progress=False)

@@ -51,6 +51,7 @@ from vma_tf.configs import Config
 from vma_tf.data.experiments import make_data
 from vma_tf.errors import Interrupted, NonFiniteError
 from vma_tf.experiment import build_model, sample_grid, samples_title
+from vma_tf.modeling.builders import dtype_policy_scope
 from vma_tf.modeling.models import (
     METRIC_NAMES,
     LatentVariableModel,
@@ -271,7 +272,8 @@ def _train(
     `workdir`), the chief's directory for a non-chief worker."""
     t = config.train
     example = data.make_batch(tf.constant(0, tf.int64))
-    model = build_model(config, data.x_shape, example, data.pixel_mean)
+    with dtype_policy_scope(None if t.precision == "float32" else t.precision):
+        model = build_model(config, data.x_shape, example, data.pixel_mean)
     checkpoint = checkpointing.make_checkpoint(model)
     manager = tf.train.CheckpointManager(
         checkpoint, workdir / "checkpoints", max_to_keep=t.keep_checkpoints

@@ -43,6 +43,7 @@ from vma_tf.benchmark.conv_layers import conv_layer_timings, format_conv_layers
 from vma_tf.benchmark.hlo import compiled_flops, hlo_flops
 from vma_tf.benchmark.preset import (
     benchmark_step,
+    format_precision_ratios,
     format_table,
     input_rate,
     run_benchmark,
@@ -55,6 +56,7 @@ __all__ = [
     "compiled_flops",
     "conv_layer_timings",
     "format_conv_layers",
+    "format_precision_ratios",
     "format_table",
     "hlo_flops",
     "input_rate",

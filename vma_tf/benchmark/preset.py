@@ -207,3 +207,18 @@ def format_table(report: dict[str, Any]) -> str:
     if report.get("input_batches_per_sec"):
         lines.append(f"input pipeline: {report['input_batches_per_sec']:.1f} batches/s")
     return "\n".join(lines)
+
+
+def format_precision_ratios(reports: Sequence[dict[str, Any]]) -> str:
+    """ms/step of the first report over each other's, per memory size (> 1:
+    the other precision is faster). The reports time the same sizes."""
+    base = reports[0]
+    lines = []
+    for other in reports[1:]:
+        for b, o in zip(base["rows"], other["rows"]):
+            lines.append(
+                f"|M| = {b['memory_size']}: train ms/step {base['dtype_policy']} / "
+                f"{other['dtype_policy']} = {b['ms_per_step']:.1f} / "
+                f"{o['ms_per_step']:.1f} = {b['ms_per_step'] / o['ms_per_step']:.2f}x"
+            )
+    return "\n".join(lines)

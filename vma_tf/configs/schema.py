@@ -48,7 +48,7 @@ ENCODER_CONTEXT_INITS = ("glorot", "zeros")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # Not a config field: the keras-tuner oracles of `launchers.tune` (`vma_tf.tuning`).
 TUNERS = ("random", "bayesian", "hyperband")
-# Keras dtype policies the evaluation and benchmark launchers build models under.
+# Keras dtype policies: training (`TrainConfig.precision`), evaluation and benchmarks.
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -361,6 +361,15 @@ class TrainConfig:
         "tf.config.experimental.enable_op_determinism(): every kernel "
         "deterministic (GPU too); with it a run killed at any step resumes "
         "bit-exactly.",
+        short=True,
+        resumable=True,
+    )
+    precision: str = _field(
+        "float32",
+        "Keras dtype policy of the networks: float32, or mixed_bfloat16 "
+        "(bfloat16 activations and matmuls; float32 variables, optimizer, "
+        "log-probabilities and log-weights). Checkpoints are the same either way.",
+        choices=PRECISIONS,
         short=True,
         resumable=True,
     )

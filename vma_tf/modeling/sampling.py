@@ -87,8 +87,14 @@ def uniform(shape, seed, dtype=tf.float32, offset=0) -> tf.Tensor:
 
 
 def standard_normal(shape, seed, dtype=tf.float32, offset=0) -> tf.Tensor:
-    """N(0, 1) samples of `shape` by the inverse CDF of `uniform`."""
-    return tf.math.ndtri(uniform(shape, seed, dtype, offset))
+    """N(0, 1) samples of `shape` by the inverse CDF of `uniform`.
+
+    The inverse CDF runs in float32 for narrower dtypes (bfloat16 under
+    `mixed_bfloat16`: TF's CPU kernel has float32/64 only), then casts.
+    """
+    dtype = tf.as_dtype(dtype)
+    wide = dtype if dtype in (tf.float32, tf.float64) else tf.float32
+    return tf.cast(tf.math.ndtri(uniform(shape, seed, wide, offset)), dtype)
 
 
 # Above this many categories, `categorical` samples in two stages (below).
