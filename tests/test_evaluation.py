@@ -174,3 +174,18 @@ def test_mixed_bfloat16_networks_keep_float32_log_weights(preset):
     out = StreamedBound(mixed, 5, jit=False)(x, memory, 10)
     np.testing.assert_allclose(out["nll_bound"], ref["nll_bound"], atol=0.5)
     assert not np.array_equal(out["nll_bound"], ref["nll_bound"])  # bf16 ran
+
+
+@pytest.mark.parametrize("preset", ["mnist_recall", "omniglot_fewshot"])
+def test_duplicated_memory_entries_leave_the_bound_unchanged(preset):
+    """M = [m] and M = [m, m, m]: p(a) and q(a|x) split their mass equally
+    over copies, so p(a)/q(a|x) and m_a are unchanged sample by sample, and
+    the bound is the same to rounding (no |M| = 1 special case; a prior or
+    posterior normalised wrongly over entries would break this)."""
+    model, x, memory = _model(preset)
+    stream = StreamedBound(model, chunk_size=7, jit=False)
+    one = stream(x, memory[:1], 7, seed=(1, 2))
+    three = stream(x, np.concatenate([memory[:1]] * 3), 7, seed=(1, 2))
+    assert np.all(one["kl_a"] == 0)
+    np.testing.assert_allclose(three["kl_a"], 0, atol=1e-5)
+    np.testing.assert_allclose(three["nll_bound"], one["nll_bound"], rtol=1e-5)
