@@ -113,7 +113,10 @@ def test_launcher_reports_on_an_existing_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert "3 evaluations, trained to step 600 in 75 s" in lines[0]
+    assert (
+        "3 evaluations, trained to step 600 in 1m15s of training steps (75 s)"
+        in lines[0]
+    )
     assert lines[2].split() == ["<=", "100", "yes", "400", "99.500", "40", "40.0s"]
     assert lines[3].split()[:6] == ["<=", "90", "no", "600", "95.000", "75"]
     assert "not reached" in lines[3]

@@ -271,8 +271,8 @@ def format_report(report: QualityReport, title: str = "") -> str:
     head = f"{title}: " if title else ""
     lines = [
         f"{head}{report.split} nll_bound, {report.evaluations} evaluations, "
-        f"trained to step {report.last_step} in {report.train_seconds:.0f} s "
-        f"({_duration(report.train_seconds)}) of training steps",
+        f"trained to step {report.last_step} in {_duration(report.train_seconds)} "
+        f"of training steps ({report.train_seconds:.0f} s)",
         f"{'bound':<10}{'reached':>9}{'step':>8}{'nll_bound':>11}"
         f"{'train_s':>10}{'train':>9}",
     ]
