@@ -6,6 +6,7 @@
 Prints one table (a row per memory size) and writes every number as JSON.
 Steps run on synthetic inputs of the preset's shapes (see `vma_tf.benchmark`).
 Run it alone on the machine: other processes distort every number.
+Steps and training time to reach given test bounds: `launchers.time_to_quality`.
 
 Every input is checked before TensorFlow loads: flags, the config, the --json
 path and (with --input_batches > 0) the data files, each failure one

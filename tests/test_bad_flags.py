@@ -335,6 +335,46 @@ TABLE = [
     ("tune", ["--workdir={new}", "--tuner_seed=-1"], "flag --tuner_seed=-1"),
     ("tune", ["--workdir={new}", "--similarity=foo"], "flag --similarity=foo"),
     ("tune", ["--steps_per_trial=100"], "--workdir is required"),
+    # -- launchers.time_to_quality -------------------------------------------
+    (
+        "time_to_quality",
+        ["--workdir={new}", "--quality=100,x"],
+        "--quality=100,x must be comma-separated finite numbers",
+    ),
+    ("time_to_quality", ["--workdir={new}"], "--quality= must list one or more"),
+    ("time_to_quality", ["--quality=100"], "--workdir is required"),
+    ("time_to_quality", ["--workdir={new}", "--quality=90", "--steps=0"], "--steps=0"),
+    ("time_to_quality", ["--workdir={new}", "--quality=90", "--seed=-1"], "--seed=-1"),
+    (
+        "time_to_quality",
+        ["--workdir={new}", "--quality=90", "--channels=0"],
+        "--channels=0 must be >= 1",
+    ),
+    (
+        "time_to_quality",
+        ["--workdir={new}", "--quality=90", "--decoder_refine=-1"],
+        "--decoder_refine=-1 must be >= 0",
+    ),
+    (
+        "time_to_quality",
+        ["--workdir={new}", "--quality=90", "--eval_every=50"],
+        "--eval_every=50 must be a positive multiple",
+    ),
+    (
+        "time_to_quality",
+        ["--workdir={run}", "--quality=90"],
+        "is not a readable vma_tf config",
+    ),
+    (
+        "time_to_quality",
+        ["--workdir={run}", "--quality=90", "--notrain"],
+        "has no metrics.jsonl",
+    ),
+    (
+        "time_to_quality",
+        ["--workdir={run}", "--quality=90", "--notrain", "--channels=32"],
+        "--channels does not apply with --notrain",
+    ),
     # -- launchers.prepare_data ---------------------------------------------
     ("prepare_data", ["positional"], "unexpected arguments ['positional']"),
     ("prepare_data", ["--datasets=nope"], "--datasets=nope unknown; choose from"),

@@ -125,6 +125,32 @@ def test_rerun_after_completion_only_evaluates(tmp_path):
     assert summary["steps_this_run"] == 0 and summary["step"] == 20
 
 
+def test_stop_when_ends_training_at_that_evaluation(tmp_path):
+    """`stop_when` (the time-to-quality launcher's early stop) is asked after
+    each periodic evaluation; True at step 20 of 40 ends training there with
+    a checkpoint (none is due at 20, so a rerun resumes there) and the final
+    evaluation."""
+    config = tiny(steps=40, eval_every=10, checkpoint_every=40, jit=False)
+    asked = []
+
+    def stop_when(records):
+        asked.append([(r["split"], r["step"]) for r in records])
+        return records[0]["step"] == 20
+
+    summary = training.train_and_evaluate(
+        config, tmp_path, progress=False, stop_when=stop_when
+    )
+    assert summary["step"] == 20
+    assert asked == [
+        [("valid", 10), ("valid_m32", 10)],
+        [("valid", 20), ("valid_m32", 20)],
+    ]
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-20")
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20]
+    assert {r["step"] for r in rows if r["split"] == "test"} == {20}
+
+
 def poison_from(iteration):
     """`LatentVariableModel.objective` that is NaN from optimizer step
     `iteration` (0-based) on. (`tf.where`, not `+ 0 * nan`: 0 * NaN is NaN.)"""

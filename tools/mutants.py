@@ -226,6 +226,30 @@ MUTANTS = (
             "test_encoder_context_init_zeros_starts_q_z_as_q_z_given_x",
         ),
     ),
+    Mutant(
+        "early_stop_not_checkpointed",
+        "vma_tf/training.py",
+        "or step >= t.steps or self.stopped:",
+        "or step >= t.steps:",
+        ("tests/test_training.py::test_stop_when_ends_training_at_that_evaluation",),
+    ),
+    Mutant(
+        "time_to_quality_interval_from_step_zero",
+        "vma_tf/time_to_quality.py",
+        "start = train[-1][0] if train else 0",
+        "start = 0",
+        (
+            "tests/test_time_to_quality.py::"
+            "test_first_reaching_evaluation_and_training_time_of_a_resumed_run",
+        ),
+    ),
+    Mutant(
+        "time_to_quality_rewind_keeps_old_evaluations",
+        "vma_tf/time_to_quality.py",
+        "evals = {s: b for s, b in evals.items() if s < step}",
+        "pass",
+        ("tests/test_time_to_quality.py::test_a_rewound_log_keeps_the_later_history",),
+    ),
 )
 
 

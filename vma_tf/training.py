@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -63,8 +64,9 @@ from vma_tf.workdir import atomic_write, preflight, workdir_lock
 
 
 class _Monitor(keras.callbacks.Callback):
-    """Logging, evaluation, checkpoints, progress bar, NaN guard, and the
-    stop on SIGINT / SIGTERM (`signal`, set by `_checkpoint_on_signals`)."""
+    """Logging, evaluation, checkpoints, progress bar, NaN guard, the stop
+    on SIGINT / SIGTERM (`signal`, set by `_checkpoint_on_signals`) and the
+    early stop asked by `stop_when` (`stopped`)."""
 
     signal: int | None = None
 
@@ -77,9 +79,12 @@ class _Monitor(keras.callbacks.Callback):
         start_step: int,
         sample_fn,
         progress: bool,
+        stop_when: Callable[[list[dict[str, Any]]], bool] | None = None,
     ):
         super().__init__()
         self.config = config
+        self.stop_when = stop_when
+        self.stopped = False
         self.log = log
         self.manager = manager
         self.evals = evals
@@ -149,9 +154,13 @@ class _Monitor(keras.callbacks.Callback):
         )
         self.history.append(record)
         if step % t.eval_every == 0 or step >= t.steps:
-            self.history.extend(evaluate(self.model, self.evals, step, self.log))
+            records = evaluate(self.model, self.evals, step, self.log)
+            self.history.extend(records)
             self.log.image("samples", step, plotting.tile(self.sample_fn()))
-        if step % t.checkpoint_every == 0 or step >= t.steps:
+            if self.stop_when is not None and step < t.steps:
+                self.stopped = bool(self.stop_when(records))
+                self.model.stop_training = self.stopped
+        if step % t.checkpoint_every == 0 or step >= t.steps or self.stopped:
             self.manager.save(checkpoint_number=step)
         if self.signal is not None:
             self._stop()
@@ -162,6 +171,7 @@ class _Monitor(keras.callbacks.Callback):
                     ("nll_bound", float(logs["nll_bound"])),
                     ("kl_a", float(logs["kl_a"])),
                 ],
+                finalize=True if self.stopped else None,  # Ends the bar's line.
             )
 
 
@@ -209,7 +219,10 @@ def _num_batches(ds: tf.data.Dataset) -> int:
 
 
 def train_and_evaluate(
-    config: Config, workdir: str | os.PathLike, progress: bool = True
+    config: Config,
+    workdir: str | os.PathLike,
+    progress: bool = True,
+    stop_when: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming if it holds a checkpoint).
 
@@ -217,6 +230,11 @@ def train_and_evaluate(
         config: experiment config; validated here.
         workdir: run directory (created if missing).
         progress: show a progress bar.
+        stop_when: called after each periodic evaluation before the last
+            step with that evaluation's records (one per split, as written
+            to metrics.jsonl); True ends training at that step: it is
+            checkpointed, then the final evaluation, samples and summary
+            follow as after the last step. Rerunning resumes from there.
 
     Returns:
         Summary dict: final step, wall time, steps/s, last train/valid/test
@@ -247,7 +265,9 @@ def train_and_evaluate(
             if chief:
                 atomic_write(workdir / "config.json", config.to_json() + "\n")
             with strategy.scope():
-                summary = _train(config, write_dir, data, progress and chief, workdir)
+                summary = _train(
+                    config, write_dir, data, progress and chief, workdir, stop_when
+                )
     finally:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
@@ -267,9 +287,11 @@ def _train(
     data,
     progress: bool,
     restore_dir: pathlib.Path | None = None,
+    stop_when: Callable[[list[dict[str, Any]]], bool] | None = None,
 ):
     """Trains in `workdir`; resumes from `restore_dir/checkpoints` (default
-    `workdir`), the chief's directory for a non-chief worker."""
+    `workdir`), the chief's directory for a non-chief worker. `stop_when`:
+    as in `train_and_evaluate`."""
     t = config.train
     example = data.make_batch(tf.constant(0, tf.int64))
     with dtype_policy_scope(None if t.precision == "float32" else t.precision):
@@ -284,7 +306,7 @@ def _train(
     x_hw = data.x_shape[:2] if len(data.x_shape) == 3 else (28, 28)
     sample_fn = lambda: sample_grid(model, memory, 8, 10, t.seed, x_hw)
     monitor = _Monitor(
-        config, log, manager, data.evals, start_step, sample_fn, progress
+        config, log, manager, data.evals, start_step, sample_fn, progress, stop_when
     )
     t0 = time.perf_counter()
     step = start_step
@@ -299,6 +321,8 @@ def _train(
                 shuffle=False,
             )
             step += length * count
+            if monitor.stopped:
+                break
     wall = time.perf_counter() - t0
     final = evaluate(
         model, data.final_evals, int(model.optimizer.iterations.numpy()), log

@@ -1,0 +1,146 @@
+"""Time to quality (`vma_tf.time_to_quality`, `launchers.time_to_quality`):
+first reaching evaluation, training time across resumed runs, the launcher's
+report. No TensorFlow: synthetic metrics rows and fake run directories."""
+
+import json
+
+import pytest
+from helpers import run_launcher
+
+from vma_tf import configs
+from vma_tf import time_to_quality as ttq
+
+
+def train(step, steps_per_sec):
+    """A train row closing an interval run at `steps_per_sec`."""
+    return {
+        "split": "train",
+        "step": step,
+        "nll_bound": 0.0,
+        "steps_per_sec": float(steps_per_sec),
+    }
+
+
+def evaluation(step, bound, split="test"):
+    """An evaluation row (its steps_per_sec is eval batches/s: not training)."""
+    return {"split": split, "step": step, "nll_bound": bound, "steps_per_sec": 9.0}
+
+
+def resumed_run():
+    """Omniglot-like: log every 100, evaluate every 200. Process 1 runs to
+    step 400, is interrupted at 450 (partial row) and resumes there; process
+    2 runs to 600, its final evaluation repeats the step-600 test row. Every
+    interval takes 10 s except the partial one (5 s) and the first of
+    process 2 (50 steps in 20 s: graph tracing)."""
+    return [
+        train(100, 10),
+        train(200, 10),
+        evaluation(200, 120.0),
+        train(300, 10),
+        train(400, 10),
+        evaluation(400, 99.5),
+        train(450, 10),  # SIGTERM: partial interval, then ckpt-450.
+        train(500, 2.5),  # Process 2 resumes at 450: 50 steps in 20 s.
+        train(600, 10),
+        evaluation(600, 95.0),
+        evaluation(600, 95.0),  # The final evaluation of the last step.
+    ]
+
+
+def test_first_reaching_evaluation_and_training_time_of_a_resumed_run():
+    report = ttq.time_to_quality(resumed_run(), [100, 96, 90])
+    r100, r96, r90 = report.reaches
+    assert (r100.reached, r100.step, r100.nll_bound) == (True, 400, 99.5)
+    assert r100.train_seconds == pytest.approx(40.0)  # 4 intervals, no eval time.
+    assert (r96.reached, r96.step, r96.train_seconds) == (True, 600, pytest.approx(75))
+    # Never reached: the best so far, with its step and time.
+    assert (r90.reached, r90.step, r90.nll_bound) == (False, 600, 95.0)
+    assert report.evaluations == 3 and report.last_step == 600
+    assert report.train_seconds == pytest.approx(75.0)
+    assert not report.all_reached
+    assert ttq.time_to_quality(resumed_run(), [130, 120]).all_reached
+
+
+def test_a_rewound_log_keeps_the_later_history():
+    """Rows past a resume point that were not dropped (a log concatenated or
+    written without MetricsLog's truncation): the later rows win."""
+    rows = [
+        train(100, 10),
+        train(200, 10),
+        evaluation(200, 99.0),  # Of the abandoned history: dropped.
+        train(200, 5),  # Again from step 100: 100 steps in 20 s.
+        evaluation(200, 101.0),
+        train(300, 10),
+        train(400, 10),
+        evaluation(400, 98.0),
+    ]
+    reach = ttq.time_to_quality(rows, [100]).reaches[0]
+    assert (reach.step, reach.nll_bound) == (400, 98.0)
+    assert reach.train_seconds == pytest.approx(10 + 20 + 10 + 10)
+
+
+def test_split_choice_and_bad_rows():
+    rows = [train(100, 10), evaluation(100, 90.0, split="valid"), evaluation(100, 80.0)]
+    assert ttq.time_to_quality(rows, [95], split="valid").reaches[0].nll_bound == 90
+    with pytest.raises(ValueError, match=r"no 'valid_m2048' evaluation.*test, valid"):
+        ttq.time_to_quality(rows, [95], split="valid_m2048")
+    with pytest.raises(ValueError, match="steps_per_sec=0.0; need a positive"):
+        ttq.time_to_quality([train(100, 0), evaluation(100, 1.0)], [95])
+    with pytest.raises(ValueError, match="no split and step"):
+        ttq.time_to_quality([{"loss": 1.0}], [95])
+    assert ttq.check_thresholds(["100", 90]) == (100.0, 90.0)
+    for bad in ([], ["x"], ["inf"]):
+        with pytest.raises(ValueError, match="must"):
+            ttq.check_thresholds(bad)
+    assert ttq.reached_all([evaluation(10, 90.0)], [100, 90], "test")
+    assert not ttq.reached_all(
+        [evaluation(10, 90.5), evaluation(10, 1.0, "valid")], [90], "test"
+    )
+
+
+def fake_run(path, rows, config=None):
+    path.mkdir()
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if config is not None:
+        (path / "config.json").write_text(config.to_json() + "\n")
+    return path
+
+
+def test_launcher_reports_on_an_existing_run(tmp_path):
+    run = fake_run(tmp_path / "run", resumed_run())
+    proc = run_launcher(
+        "time_to_quality", ["--notrain", "--quality=100,90", f"--workdir={run}"]
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert (
+        "3 evaluations, trained to step 600 in 1m15s of training steps (75 s)"
+        in lines[0]
+    )
+    assert lines[2].split() == ["<=", "100", "yes", "400", "99.500", "40", "40.0s"]
+    assert lines[3].split()[:6] == ["<=", "90", "no", "600", "95.000", "75"]
+    assert "not reached" in lines[3]
+    # A log that is not JSON: one line naming the flag and the file's line.
+    (run / "metrics.jsonl").write_text("{bad\n")
+    proc = run_launcher(
+        "time_to_quality", ["--notrain", "--quality=100", f"--workdir={run}"]
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: --workdir={run}") and "line 1" in proc.stderr
+
+
+def test_launcher_does_not_train_a_run_that_reached_every_bound(tmp_path):
+    """Training mode on a run whose log already reaches the bounds: checked
+    against the flags' config (same as resuming), then only the report (no
+    TensorFlow, nothing written)."""
+    config = configs.override(configs.get_preset("omniglot_fewshot"), channels=32)
+    run = fake_run(tmp_path / "run", resumed_run(), config)
+    before = sorted(p.name for p in run.iterdir())
+    args = ["--preset=omniglot_fewshot", "--quality=100", f"--workdir={run}"]
+    proc = run_launcher("time_to_quality", [*args, "--channels=32"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("every bound already reached by step 600")
+    assert "omniglot_fewshot (" in proc.stdout
+    assert sorted(p.name for p in run.iterdir()) == before
+    proc = run_launcher("time_to_quality", [*args, "--channels=16"])
+    assert proc.returncode == 2 and "model.channels=32, not 16" in proc.stderr

@@ -1,0 +1,286 @@
+"""Time to quality: the training steps and time a run took to bring an
+evaluation bound below given thresholds, read from its `metrics.jsonl`.
+
+No TensorFlow import: `launchers.time_to_quality --notrain` reports on a
+finished (or running) run in a fraction of a second.
+
+Definitions (`time_to_quality`):
+
+* **Reached at** step S: the first evaluation of `split` (in step order)
+  whose `nll_bound` is <= the threshold. Evaluations happen every
+  `eval_every` steps (and at the end), so S is a multiple of `eval_every`
+  (or the last step): the true crossing lies in (S - eval_every, S].
+  Several rows of one split at one step (the periodic and the final
+  evaluation of the last step, or the final evaluation repeated by a rerun
+  of a finished run) are one evaluation of the same weights; the first row
+  is used.
+* **Training time** up to S: the seconds spent inside training steps,
+  summed over the logging intervals up to S. Each `train` row closes an
+  interval of (its step - the previous train row's step) optimiser steps run
+  at its `steps_per_sec`, timed from the interval's first step to its last
+  (`training._Monitor`): it includes the one-time graph tracing of each
+  process (in its first interval) and excludes evaluations, checkpoint
+  writes, sample grids, start-up, data preparation and the time between
+  processes of a resumed run, and steps a killed process ran past its last
+  checkpoint (their rows are dropped on resume; the resumed run redoes them
+  and counts them once). It is therefore comparable across runs resumed any
+  number of times, but it is wall-clock on a shared machine: other jobs
+  inflate it, steps are not affected.
+* **Resumed runs**: `MetricsLog` appends to the file from each process and,
+  on resume, first drops every row past the checkpoint it resumes from, so
+  train steps increase along the file. Should a train row repeat or go back
+  (a log written without that truncation, or concatenated), the later
+  history wins: the rows at or past its step are dropped, as `MetricsLog`
+  would have, and its interval starts at the previous remaining train row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Reach:
+    """One threshold's result.
+
+    Attributes:
+        threshold: the bound asked for (nats).
+        reached: some evaluation had `nll_bound <= threshold`.
+        step: reached: the first such evaluation's step; otherwise the step
+            of the best (lowest) evaluation so far.
+        nll_bound: the bound at `step`.
+        train_seconds: training time up to `step` (module docstring).
+    """
+
+    threshold: float
+    reached: bool
+    step: int
+    nll_bound: float
+    train_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityReport:
+    """`time_to_quality`'s answer.
+
+    Attributes:
+        split: the evaluation split read.
+        reaches: one `Reach` per threshold, in the order asked.
+        last_step: the last training step logged.
+        train_seconds: training time up to `last_step`.
+        evaluations: evaluations of `split` (distinct steps).
+    """
+
+    split: str
+    reaches: tuple[Reach, ...]
+    last_step: int
+    train_seconds: float
+    evaluations: int
+
+    @property
+    def all_reached(self) -> bool:
+        return all(r.reached for r in self.reaches)
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a `metrics.jsonl` (blank lines skipped).
+
+    Args:
+        path: the file.
+
+    Returns:
+        One dict per line, in file order.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: a line is not a JSON object (message names path and line).
+    """
+    rows = []
+    for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {number} is not JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} line {number} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def check_thresholds(values: Iterable[Any]) -> tuple[float, ...]:
+    """The thresholds as floats.
+
+    Args:
+        values: numbers or strings such as `"100"` (e.g. a list flag's items).
+
+    Returns:
+        The finite floats, in the order given.
+
+    Raises:
+        ValueError: none given, or one is not a finite number (the message
+            is the part after the flag name, e.g. `must be ...`).
+    """
+    values = list(values)
+    if not values:
+        raise ValueError("must list one or more bounds, e.g. 100,90")
+    out = []
+    for v in values:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = math.nan
+        if not math.isfinite(x):
+            raise ValueError(
+                f"must be comma-separated finite numbers (nats), e.g. 100,90; got {v!r}"
+            )
+        out.append(x)
+    return tuple(out)
+
+
+def _history(
+    rows: Iterable[Mapping[str, Any]], split: str
+) -> tuple[list[tuple[int, float]], dict[int, float]]:
+    """`([(train step, interval seconds)], {eval step: nll_bound})` of the
+    surviving history (module docstring: resumed runs)."""
+    train: list[tuple[int, float]] = []
+    evals: dict[int, float] = {}
+    for i, row in enumerate(rows, 1):
+        try:
+            kind, step = row["split"], int(row["step"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"metrics row {i} has no split and step: {row}") from None
+        if kind == "train":
+            rate = row.get("steps_per_sec")
+            if not isinstance(rate, (int, float)) or not rate > 0:
+                raise ValueError(
+                    f"metrics row {i} (train, step {step}) has steps_per_sec="
+                    f"{rate!r}; need a positive number"
+                )
+            if train and train[-1][0] >= step:  # Rewound: the later rows win.
+                while train and train[-1][0] >= step:
+                    train.pop()
+                evals = {s: b for s, b in evals.items() if s < step}
+            start = train[-1][0] if train else 0
+            train.append((step, (step - start) / rate))
+        elif kind == split and step not in evals:
+            bound = row.get("nll_bound")
+            if not isinstance(bound, (int, float)):
+                raise ValueError(
+                    f"metrics row {i} ({split}, step {step}) has no nll_bound"
+                )
+            evals[step] = float(bound)
+    return train, evals
+
+
+def time_to_quality(
+    rows: Iterable[Mapping[str, Any]],
+    thresholds: Sequence[float],
+    split: str = "test",
+) -> QualityReport:
+    """When did a run's `split` bound first reach each threshold?
+
+    Args:
+        rows: the rows of the run's `metrics.jsonl`, in file order
+            (`read_metrics`).
+        thresholds: bounds in nats (`nll_bound <= threshold` counts).
+        split: the evaluation split; `test` is the periodic one of the
+            Omniglot presets, `valid` of the MNIST presets.
+
+    Returns:
+        A `QualityReport` (module docstring for the definitions).
+
+    Raises:
+        ValueError: no thresholds, a row without split/step, a train row
+            without a positive `steps_per_sec`, or no `split` evaluation
+            (the message lists the splits the rows have).
+    """
+    rows = list(rows)
+    thresholds = check_thresholds(thresholds)
+    train, evals = _history(rows, split)
+    if not evals:
+        have = sorted({str(r.get("split")) for r in rows} - {"train"})
+        raise ValueError(
+            f"no {split!r} evaluation in the metrics (evaluated splits: "
+            f"{', '.join(have) or 'none'})"
+        )
+    cumulative, total = {}, 0.0
+    for step, seconds in train:
+        total += seconds
+        cumulative[step] = total
+
+    def seconds_to(step: int) -> float:
+        # Evaluations follow the train row of their step; a missing one
+        # (a log cut by hand) counts the train rows before it.
+        return max((c for s, c in cumulative.items() if s <= step), default=0.0)
+
+    ordered = sorted(evals.items())
+    best_step, best = min(ordered, key=lambda item: (item[1], item[0]))
+    reaches = []
+    for threshold in thresholds:
+        hit = next(((s, b) for s, b in ordered if b <= threshold), None)
+        step, bound = hit or (best_step, best)
+        reaches.append(Reach(threshold, hit is not None, step, bound, seconds_to(step)))
+    return QualityReport(
+        split=split,
+        reaches=tuple(reaches),
+        last_step=train[-1][0] if train else 0,
+        train_seconds=total,
+        evaluations=len(evals),
+    )
+
+
+def reached_all(
+    records: Iterable[Mapping[str, Any]], thresholds: Sequence[float], split: str
+) -> bool:
+    """Whether these evaluation records alone reach every threshold (the
+    lowest): `training.train_and_evaluate`'s `stop_when` for a run whose
+    earlier evaluations have not."""
+    lowest = min(check_thresholds(thresholds))
+    return any(r["split"] == split and r["nll_bound"] <= lowest for r in records)
+
+
+def _duration(seconds: float) -> str:
+    """`4321.0` -> `1h12m`, `75.2` -> `1m15s`, `9.5` -> `9.5s`."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        s = int(round(seconds))
+        return f"{s // 60}m{s % 60:02d}s"
+    m = int(round(seconds / 60))
+    return f"{m // 60}h{m % 60:02d}m"
+
+
+def format_report(report: QualityReport, title: str = "") -> str:
+    """The report as a table: a line per threshold, then the run's extent.
+
+    Args:
+        report: from `time_to_quality`.
+        title: the first line's leading words (e.g. preset and workdir).
+
+    Returns:
+        Text without a trailing newline.
+    """
+    head = f"{title}: " if title else ""
+    lines = [
+        f"{head}{report.split} nll_bound, {report.evaluations} evaluations, "
+        f"trained to step {report.last_step} in {_duration(report.train_seconds)} "
+        f"of training steps ({report.train_seconds:.0f} s)",
+        f"{'bound':<10}{'reached':>9}{'step':>8}{'nll_bound':>11}"
+        f"{'train_s':>10}{'train':>9}",
+    ]
+    for r in report.reaches:
+        lines.append(
+            f"{'<= ' + f'{r.threshold:g}':<10}{'yes' if r.reached else 'no':>9}"
+            f"{r.step:>8}{r.nll_bound:>11.3f}{r.train_seconds:>10.0f}"
+            f"{_duration(r.train_seconds):>9}"
+            + ("" if r.reached else "  (not reached: best so far)")
+        )
+    return "\n".join(lines)
