@@ -84,7 +84,7 @@ class StreamedBound:
         self._chunk = tf.function(self._chunk_terms, jit_compile=jit)
         self._pairs = tf.function(self.model.pair_state, jit_compile=jit)
 
-    def _chunk_terms(self, x, memory, state, pairs, seed, offset, num):
+    def _chunk_terms(self, x, memory, state, seed, offset, num, pairs=None):
         extra = {} if pairs is None else {"pairs": pairs}
         terms = self.model.compute_terms(
             x, memory, num, seed, state=state, sample_offset=offset, **extra
@@ -126,7 +126,7 @@ class StreamedBound:
         for start in range(0, num_samples, self.chunk_size):
             num = min(self.chunk_size, num_samples - start)
             lse, kl_a, kl_z_sum, recon_sum = self._chunk(
-                x, memory, state, pairs, seed, tf.constant(start, tf.int64), num
+                x, memory, state, seed, tf.constant(start, tf.int64), num, pairs
             )
             lse = lse.numpy().astype(np.float64)
             log_sum = lse if log_sum is None else np.logaddexp(log_sum, lse)
