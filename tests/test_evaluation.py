@@ -61,6 +61,44 @@ def test_chunked_equals_unchunked(preset):
     )
 
 
+@pytest.mark.parametrize(
+    "preset", ["mnist_recall", "mnist_learned", "omniglot_fewshot"]
+)
+def test_pair_state_gives_the_per_sample_terms(preset):
+    """q(z|x, m_a) and the KL of z computed once per (entry, target) pair and
+    gathered by address (`pairs=`, what `StreamedBound` uses) give the terms
+    of the per-sample computation: the same addresses and z noise, the same
+    numbers to float rounding."""
+    model, x, memory = _model(preset)  # 6 entries, 5 targets.
+    state = model.memory_state(memory)
+    assert model.pair_state(x, state, num_samples=5) is None  # |M| > K.
+    pairs = model.pair_state(x, state, num_samples=7, rows=4)  # Entries 4 + 2.
+    assert pairs["q_z"].shape[:2] == (6, 5) and pairs["kl_z"].shape == (6, 5)
+    seed = tf.constant([5, 6])
+    direct = model.compute_terms(x, memory, 7, seed, state=state, sample_offset=3)
+    paired = model.compute_terms(
+        x, memory, 7, seed, state=state, sample_offset=3, pairs=pairs
+    )
+    np.testing.assert_array_equal(paired.addresses, direct.addresses)
+    for field in ("log_weights", "log_q_a", "log_q", "kl_a", "kl_z", "recon"):
+        np.testing.assert_allclose(
+            getattr(paired, field),
+            getattr(direct, field),
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=field,
+        )
+    # The streamed bound (pairs) equals the direct K-sample bound (no pairs).
+    k = 9
+    stream = StreamedBound(model, chunk_size=4, jit=False)(x, memory, k, seed=(1, 2))
+    terms = model.compute_terms(x, memory, k, seed=tf.constant([1, 2]))
+    np.testing.assert_allclose(
+        stream["nll_bound"], -estimators.iwae_bound(terms.log_weights), rtol=1e-5
+    )
+    np.testing.assert_allclose(stream["kl_z"], terms.kl_z, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stream["recon"], terms.recon, rtol=1e-5)
+
+
 def test_more_samples_tighten_the_bound_on_average():
     model, x, memory = _model("mnist_recall")
     stream = StreamedBound(model, chunk_size=50)

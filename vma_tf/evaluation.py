@@ -3,9 +3,11 @@
 `StreamedBound` computes the per-example K-sample bound L_K for K up to
 thousands with memory bounded by the chunk size: samples are drawn in chunks
 of `chunk_size` and their log-weights accumulated with a running logsumexp.
-The per-memory-entry work (`model.memory_state`) is done once for all chunks,
-and chunk [k0, k0 + k) draws exactly the samples [k0, k0 + k) of one
-unchunked K-sample draw (counter-based Philox, `sample_offset`), so the
+The per-memory-entry work (`model.memory_state`) and the per-(entry, target)
+work (`model.pair_state`: q(z|x, m_a) for every entry and target when there
+are fewer entries than samples) are done once for all chunks, and chunk
+[k0, k0 + k) draws exactly the samples [k0, k0 + k) of one unchunked K-sample
+draw (counter-based Philox, `sample_offset`), so the
 chunked and unchunked bounds agree to float rounding.
 """
 
@@ -80,10 +82,12 @@ class StreamedBound:
         self.chunk_size = chunk_size
         self.memory_chunk = memory_chunk
         self._chunk = tf.function(self._chunk_terms, jit_compile=jit)
+        self._pairs = tf.function(self.model.pair_state, jit_compile=jit)
 
-    def _chunk_terms(self, x, memory, state, seed, offset, num):
+    def _chunk_terms(self, x, memory, state, seed, offset, num, pairs=None):
+        extra = {} if pairs is None else {"pairs": pairs}
         terms = self.model.compute_terms(
-            x, memory, num, seed, state=state, sample_offset=offset
+            x, memory, num, seed, state=state, sample_offset=offset, **extra
         )
         k = tf.cast(num, terms.log_weights.dtype)
         return (
@@ -112,12 +116,17 @@ class StreamedBound:
             memory = tf.cast(memory, self.model.compute_dtype)
         if state is None:
             state = memory_state_in_chunks(self.model, memory, self.memory_chunk)
+        # The per-(entry, target) work, once for all chunks (None: the model
+        # has none, or more entries than samples).
+        pairs = None
+        if state is not None:
+            pairs = self._pairs(x, state, num_samples, self.chunk_size)
         seed = tf.constant(seed, tf.int32)
         log_sum, kl_a, kl_z, recon = None, None, 0.0, 0.0
         for start in range(0, num_samples, self.chunk_size):
             num = min(self.chunk_size, num_samples - start)
             lse, kl_a, kl_z_sum, recon_sum = self._chunk(
-                x, memory, state, seed, tf.constant(start, tf.int64), num
+                x, memory, state, seed, tf.constant(start, tf.int64), num, pairs
             )
             lse = lse.numpy().astype(np.float64)
             log_sum = lse if log_sum is None else np.logaddexp(log_sum, lse)

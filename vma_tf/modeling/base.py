@@ -150,6 +150,12 @@ class LatentVariableModel(keras.Model):
         """Per-memory-entry tensors reusable across calls (None: no memory)."""
         return None
 
+    def pair_state(self, x, state, num_samples=None, rows: int = 0):
+        """Per-target and per-(entry, target) tensors of `compute_terms`
+        reusable across calls with the same `x` (`compute_terms(pairs=)`);
+        None: the model has none (see `VMA.pair_state`)."""
+        return None
+
     # -- shared ---------------------------------------------------------------
     @property
     def head_dtype(self):

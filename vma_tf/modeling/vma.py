@@ -115,6 +115,66 @@ class VMA(LatentVariableModel):
             "decoder": self.decoder.memory_features(features),
         }
 
+    def pair_state(
+        self, x, state, num_samples=None, rows: int = 0
+    ) -> dict[str, tf.Tensor] | None:
+        """The work of `compute_terms` that depends on z only through the
+        pair (target x_b, entry m_a): done once per target and pair, shared
+        by every chunk of a streamed bound (`evaluation.StreamedBound`).
+
+        With K samples over |M| <= K entries the K B (sample, target) pairs
+        repeat the |M| B (entry, target) pairs, so q(z|x_b, m_a) (the
+        encoder) and KL(q(z|x_b, m_a) || p(z|m_a)) are computed for every
+        pair here and gathered by the sampled addresses in `compute_terms`
+        (`pairs=`), which then draws z = mu + sigma eps with the same eps:
+        the same terms, to float rounding, at a cost that no longer grows
+        with K. Also per target: x in the head dtype and the logits of
+        q(a|x) and p(a).
+
+        Args:
+            x: `[B, *x]` targets.
+            state: `memory_state(memory)`.
+            num_samples: the K the pairs will serve (None: any). With more
+                entries than K (static shapes), pairs are more work than
+                samples: None is returned and `compute_terms` runs the
+                encoder per sample.
+            rows: run the encoder on this many entries at a time (0: all),
+                bounding its activations by `rows` B pairs.
+
+        Returns:
+            `x` `[B, *x]`, `q_logits` `[B, |M|]`, `p_logits` `[|M|]`, `q_z`
+            `[|M|, B, 2 Z]` (q(z|x_b, m_a) parameters) and `kl_z` `[|M|, B]`;
+            or None (see `num_samples`).
+        """
+        entries = state["prior_z"].shape[0]
+        if entries is None or (num_samples is not None and entries > num_samples):
+            return None
+        x = tf.cast(x, self.head_dtype)
+        q_a, p_a = self.address_distributions(x, state=state)
+        rows = rows or entries
+        # Entry axis first, a broadcast target axis: [|M|, 1, ...].
+        expand = lambda t, i: tf.nest.map_structure(
+            lambda u: u[i : i + rows, tf.newaxis], t
+        )
+        q_z = tf.concat(
+            [
+                self._head(self.encoder(x, expand(state["encoder"], i)))
+                for i in range(0, entries, rows)
+            ],
+            axis=0,
+        )  # [|M|, B, 2 Z]
+        prior = tf.broadcast_to(
+            self._head(state["prior_z"])[:, tf.newaxis], tf.shape(q_z)
+        )
+        kl_z = tfd.kl_divergence(networks.gaussian(q_z), networks.gaussian(prior))
+        return {
+            "x": x,
+            "q_logits": q_a.logits_parameter(),
+            "p_logits": p_a.logits_parameter(),
+            "q_z": q_z,
+            "kl_z": kl_z,
+        }
+
     def _per_sample_entries(self, memory, num_samples: int, x) -> bool:
         """Whether `compute_terms` runs `entry_features` on the K B addressed
         entries rather than on all |M| (static shapes; see the class doc)."""
@@ -146,6 +206,7 @@ class VMA(LatentVariableModel):
         state=None,
         sample_offset=0,
         stop_z_gradient=False,
+        pairs=None,
     ) -> Terms:
         """K-sample log-weights and diagnostics.
 
@@ -163,16 +224,23 @@ class VMA(LatentVariableModel):
                 reproduce the unchunked draw exactly.
             stop_z_gradient: treat z as a fixed sample (no reparameterised
                 gradient; for reweighted wake-sleep). Values are unchanged.
+            pairs: `pair_state(x, state)` computed before (with `state`):
+                q(z|x, m_a) and the KL of z are gathered from it by address
+                instead of computed per sample (same values).
 
         Returns:
             `Terms`.
         """
         num_samples = num_samples or self.num_samples
-        per_sample = state is None and self._per_sample_entries(memory, num_samples, x)
+        per_sample = (
+            state is None
+            and pairs is None
+            and self._per_sample_entries(memory, num_samples, x)
+        )
         if per_sample:
             state = self.address_state(memory)
         x, state, q_a, p_a, seed_a, seed_z = self._address_inputs(
-            x, memory, state, seed
+            x, memory, state, seed, pairs
         )
         if addresses is None:
             addresses = sampling.sample(q_a, seed_a, [num_samples], sample_offset)
@@ -195,6 +263,17 @@ class VMA(LatentVariableModel):
             )
             state = {**state, **tf.nest.map_structure(unflatten, features)}
             gather = lambda t: t
+        encoded = None
+        if pairs is not None:  # [|M|, B, ..] at (a_kb, b) -> [K, B, ..].
+            targets = tf.broadcast_to(
+                tf.range(tf.shape(addresses)[1], dtype=addresses.dtype),
+                tf.shape(addresses),
+            )
+            index = tf.stack([addresses, targets], axis=-1)
+            encoded = (
+                tf.gather_nd(pairs["q_z"], index),
+                tf.gather_nd(pairs["kl_z"], index),
+            )
         return self._terms_given_addresses(
             x,
             state,
@@ -206,21 +285,28 @@ class VMA(LatentVariableModel):
             stop_z_gradient,
             addresses,
             log_q_a,
+            encoded,
         )
 
-    def _address_inputs(self, x, memory, state, seed):
+    def _address_inputs(self, x, memory, state, seed, pairs=None):
         """What the discrete and the relaxed terms both start from.
 
         Returns:
             `(x, state, q_a, p_a, seed_a, seed_z)`: `x` in the head dtype,
             the per-entry state (`memory_state(memory)` unless given), q(a|x)
             and p(a), and the seeds of the address and of z (one stateless
-            split of `seed`).
+            split of `seed`). With `pairs` (`pair_state`), x and the logits
+            of q(a|x) and p(a) are taken from it.
         """
-        x = tf.cast(x, self.head_dtype)
         if state is None:
             state = self.memory_state(memory)
-        q_a, p_a = self.address_distributions(x, state=state)
+        if pairs is not None:
+            x = pairs["x"]
+            q_a = tfd.Categorical(logits=pairs["q_logits"])
+            p_a = tfd.Categorical(logits=pairs["p_logits"])
+        else:
+            x = tf.cast(x, self.head_dtype)
+            q_a, p_a = self.address_distributions(x, state=state)
         seed_a, seed_z = tf.unstack(
             tf.random.experimental.stateless_split(as_seed(seed), 2)
         )
@@ -238,16 +324,23 @@ class VMA(LatentVariableModel):
         stop_z_gradient,
         addresses,
         log_q_a,
+        encoded=None,
     ) -> Terms:
         """The z part of the terms, given how entries are selected.
 
         `select` maps a nest of per-entry tensors `[|M|, ...]` to `[K, B, ...]`
         (a gather, or a relaxed mixture); `address_log_probs` =
         `(log p(a_k), log q(a_k|x))` `[K, B]` enter the log-weights.
+        `encoded`: optional `(q(z|x, m_a) parameters [K, B, 2 Z], KL of z
+        [K, B])` gathered from `pair_state`, instead of running the encoder.
         """
         q_a, p_a = address_dists
         log_p_a, log_q_a_term = address_log_probs
-        q_z = networks.gaussian(self._head(self.encoder(x, select(state["encoder"]))))
+        if encoded is None:
+            q_z_params = self._head(self.encoder(x, select(state["encoder"])))
+        else:
+            q_z_params, kl_z = encoded
+        q_z = networks.gaussian(q_z_params)
         p_z = networks.gaussian(self._head(select(state["prior_z"])))
         z = sampling.sample(q_z, seed_z, (), sample_offset)  # [K, B, Z]
         if stop_z_gradient:
@@ -256,11 +349,13 @@ class VMA(LatentVariableModel):
         log_px = networks.bernoulli(logits, self.x_event_ndims).log_prob(x)
         log_q_z = q_z.log_prob(z)
         log_weights = log_px + p_z.log_prob(z) - log_q_z + log_p_a - log_q_a_term
+        if encoded is None:
+            kl_z = tfd.kl_divergence(q_z, p_z)
         return Terms(
             log_weights=log_weights,
             log_q_a=log_q_a,
             kl_a=tfd.kl_divergence(q_a, p_a),
-            kl_z=tf.reduce_mean(tfd.kl_divergence(q_z, p_z), axis=0),
+            kl_z=tf.reduce_mean(kl_z, axis=0),
             recon=-tf.reduce_mean(log_px, axis=0),
             addresses=addresses,
             log_q=log_q_a_term + log_q_z,
