@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vma_tf.modeling import networks, sampling
+from vma_tf.modeling import pairs as pairs_lib
 from vma_tf.modeling.addressing import AddressingHead
 from vma_tf.modeling.base import LatentVariableModel, Terms, as_seed
 from vma_tf.modeling.memory import MemoryBuffer
@@ -118,62 +119,9 @@ class VMA(LatentVariableModel):
     def pair_state(
         self, x, state, num_samples=None, rows: int = 0
     ) -> dict[str, tf.Tensor] | None:
-        """The work of `compute_terms` that depends on z only through the
-        pair (target x_b, entry m_a): done once per target and pair, shared
-        by every chunk of a streamed bound (`evaluation.StreamedBound`).
-
-        With K samples over |M| <= K entries the K B (sample, target) pairs
-        repeat the |M| B (entry, target) pairs, so q(z|x_b, m_a) (the
-        encoder) and KL(q(z|x_b, m_a) || p(z|m_a)) are computed for every
-        pair here and gathered by the sampled addresses in `compute_terms`
-        (`pairs=`), which then draws z = mu + sigma eps with the same eps:
-        the same terms, to float rounding, at a cost that no longer grows
-        with K. Also per target: x in the head dtype and the logits of
-        q(a|x) and p(a).
-
-        Args:
-            x: `[B, *x]` targets.
-            state: `memory_state(memory)`.
-            num_samples: the K the pairs will serve (None: any). With more
-                entries than K (static shapes), pairs are more work than
-                samples: None is returned and `compute_terms` runs the
-                encoder per sample.
-            rows: run the encoder on this many entries at a time (0: all),
-                bounding its activations by `rows` B pairs.
-
-        Returns:
-            `x` `[B, *x]`, `q_logits` `[B, |M|]`, `p_logits` `[|M|]`, `q_z`
-            `[|M|, B, 2 Z]` (q(z|x_b, m_a) parameters) and `kl_z` `[|M|, B]`;
-            or None (see `num_samples`).
-        """
-        entries = state["prior_z"].shape[0]
-        if entries is None or (num_samples is not None and entries > num_samples):
-            return None
-        x = tf.cast(x, self.head_dtype)
-        q_a, p_a = self.address_distributions(x, state=state)
-        rows = rows or entries
-        # Entry axis first, a broadcast target axis: [|M|, 1, ...].
-        expand = lambda t, i: tf.nest.map_structure(
-            lambda u: u[i : i + rows, tf.newaxis], t
-        )
-        q_z = tf.concat(
-            [
-                self._head(self.encoder(x, expand(state["encoder"], i)))
-                for i in range(0, entries, rows)
-            ],
-            axis=0,
-        )  # [|M|, B, 2 Z]
-        prior = tf.broadcast_to(
-            self._head(state["prior_z"])[:, tf.newaxis], tf.shape(q_z)
-        )
-        kl_z = tfd.kl_divergence(networks.gaussian(q_z), networks.gaussian(prior))
-        return {
-            "x": x,
-            "q_logits": q_a.logits_parameter(),
-            "p_logits": p_a.logits_parameter(),
-            "q_z": q_z,
-            "kl_z": kl_z,
-        }
+        """Per (target, entry) pair work shared by the chunks of a streamed
+        bound; see `vma_tf.modeling.pairs.pair_state`."""
+        return pairs_lib.pair_state(self, x, state, num_samples, rows)
 
     def _per_sample_entries(self, memory, num_samples: int, x) -> bool:
         """Whether `compute_terms` runs `entry_features` on the K B addressed
@@ -263,17 +211,7 @@ class VMA(LatentVariableModel):
             )
             state = {**state, **tf.nest.map_structure(unflatten, features)}
             gather = lambda t: t
-        encoded = None
-        if pairs is not None:  # [|M|, B, ..] at (a_kb, b) -> [K, B, ..].
-            targets = tf.broadcast_to(
-                tf.range(tf.shape(addresses)[1], dtype=addresses.dtype),
-                tf.shape(addresses),
-            )
-            index = tf.stack([addresses, targets], axis=-1)
-            encoded = (
-                tf.gather_nd(pairs["q_z"], index),
-                tf.gather_nd(pairs["kl_z"], index),
-            )
+        encoded = None if pairs is None else pairs_lib.gather(pairs, addresses)
         return self._terms_given_addresses(
             x,
             state,
