@@ -19,6 +19,7 @@ examples (nll, recall_sizes, robustness points), sequences per row
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -111,6 +112,13 @@ flags.DEFINE_boolean(
     "all_checkpoints",
     GradientVarianceOptions.all_checkpoints,
     "gradient_variance: also at every checkpoint the run kept (along training).",
+)
+flags.DEFINE_boolean(
+    "jit",
+    None,
+    "Compile the evaluation with XLA (default: as the run trained, its "
+    "config's jit: XLA for the MLP presets, TF's oneDNN kernels for the conv "
+    "presets, which are faster on CPU).",
 )
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval).")
 
@@ -245,6 +253,8 @@ def main(argv):
     try:
         policy = None if FLAGS.precision == "float32" else FLAGS.precision
         runs = [protocols.load(w, policy) for w in workdirs]
+        if "jit" in options.names() and not FLAGS["jit"].present:
+            options = dataclasses.replace(options, jit=runs[0].config.train.jit)
         target = runs if entry.options.several_runs else runs[0]
         result, figures = entry.function(target, options)
     except (ConfigError, DataError, WorkdirError) as e:
