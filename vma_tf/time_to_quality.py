@@ -237,6 +237,26 @@ def time_to_quality(
     )
 
 
+def curve(
+    rows: Iterable[Mapping[str, Any]], split: str = "test"
+) -> list[tuple[int, float, float]]:
+    """A run's learning curve: `(step, nll_bound, training seconds to step)`
+    for each evaluation of `split`, in step order (the same reading of
+    resumed runs and training time as `time_to_quality`).
+
+    Raises:
+        ValueError: as `time_to_quality` for malformed rows (no evaluations
+            gives an empty list).
+    """
+    train, evals = _history(rows, split)
+    cumulative, total = [], 0.0
+    for step, seconds in train:
+        total += seconds
+        cumulative.append((step, total))
+    seconds_to = lambda step: max((c for s, c in cumulative if s <= step), default=0.0)
+    return [(s, b, seconds_to(s)) for s, b in sorted(evals.items())]
+
+
 def reached_all(
     records: Iterable[Mapping[str, Any]], thresholds: Sequence[float], split: str
 ) -> bool:

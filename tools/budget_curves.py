@@ -1,0 +1,115 @@
+"""Budget curves of long runs: the test bound at fixed step budgets, and a figure.
+
+    python tools/budget_curves.py --run "few-shot VMA=~/vma_runs/long/fewshot_vma_c48:73.4" \
+        --run "few-shot VAE=~/vma_runs/long/fewshot_vae_c48:90.8" --out docs/budget_curves.png
+
+Each `--run` is `LABEL=WORKDIR[:PAPER]` (PAPER: the paper's number, drawn as a dashed line).
+Prints one Markdown row per run: the periodic bound (the run's `--split` evaluation, K of
+the training command) at each budget (the last evaluation at or before it), the last step,
+the best bound and the training time (`vma_tf.time_to_quality`). No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vma_tf import time_to_quality as ttq  # noqa: E402
+
+
+def parse_run(text: str) -> tuple[str, pathlib.Path, float | None]:
+    """`LABEL=WORKDIR[:PAPER]` -> `(label, workdir, paper or None)`."""
+    label, sep, rest = text.partition("=")
+    if not sep or not label or not rest:
+        raise ValueError(f"--run={text!r} must be LABEL=WORKDIR[:PAPER]")
+    path, _, paper = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    try:
+        value = float(paper) if paper else None
+    except ValueError:
+        raise ValueError(f"--run={text!r}: PAPER {paper!r} is not a number") from None
+    return label, pathlib.Path(path).expanduser(), value
+
+
+def at_budget(points, budget: int) -> float | None:
+    """The bound of the last evaluation at or before `budget` steps; None if
+    the run has not trained that far yet."""
+    if points[-1][0] < budget:
+        return None
+    before = [b for s, b, _ in points if s <= budget]
+    return before[-1] if before else None
+
+
+def table(runs, budgets, split: str) -> tuple[str, dict]:
+    """Markdown table and `{label: points}`."""
+    head = [
+        "run",
+        "paper",
+        *(f"{b // 1000}k" for b in budgets),
+        "last step",
+        "best",
+        "train h",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    curves = {}
+    for label, workdir, paper in runs:
+        points = ttq.curve(ttq.read_metrics(workdir / "metrics.jsonl"), split)
+        if not points:
+            raise ValueError(f"{workdir}: no {split!r} evaluation in metrics.jsonl")
+        curves[label] = points
+        fmt = lambda v: "–" if v is None else f"{v:.1f}"
+        cells = [label, fmt(paper), *(fmt(at_budget(points, b)) for b in budgets)]
+        cells += [str(points[-1][0]), f"{min(b for _, b, _ in points):.1f}"]
+        cells.append(f"{points[-1][2] / 3600:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), curves
+
+
+def figure(path, runs, curves) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (label, _, paper), color in zip(
+        runs, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4
+    ):
+        steps, bounds, _ = zip(*curves[label])
+        ax.plot(steps, bounds, label=label, color=color)
+        if paper is not None:
+            ax.axhline(paper, color=color, linestyle="--", linewidth=0.8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test bound (nats; dashed: paper)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="append", required=True)
+    parser.add_argument("--budgets", default="5000,10000,20000,50000")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--out", help="write the figure here (PNG)")
+    args = parser.parse_args(argv)
+    try:
+        runs = [parse_run(r) for r in args.run]
+        budgets = [int(b) for b in args.budgets.split(",")]
+        text, curves = table(runs, budgets, args.split)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    if args.out:
+        figure(args.out, runs, curves)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
