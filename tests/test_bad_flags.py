@@ -37,6 +37,11 @@ TABLE = [
     ("train", ["--preset=nope"], "--preset='nope' is unknown"),
     ("train", ["--steps=abc"], "flag --steps=abc: invalid literal for int()"),
     ("train", ["--learning_rate=fast"], "flag --learning_rate=fast"),
+    (
+        "train",
+        ["--precision=fp16"],
+        "flag --precision=fp16: value should be one of <float32|mixed_bfloat16>",
+    ),
     ("train", ["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
     ("train", ["positional"], "unexpected arguments ['positional']"),
     ("train", ["--num_samples=1"], "--num_samples=1 must be >= 2"),
@@ -253,7 +258,7 @@ TABLE = [
         "evaluate",
         ["--workdir={run}", "--protocol=gradient_variance", "--memory_chunk=5"],
         "--memory_chunk does not apply to --protocol=gradient_variance; it takes: "
-        "--estimators, --num_draws, --seed, --all_checkpoints",
+        "--estimators, --num_draws, --seed, --jit, --all_checkpoints",
     ),
     # -- launchers.benchmark -------------------------------------------------
     ("benchmark", ["--memory_sizes=8,x"], "--memory_sizes=8,x must be comma-separated"),
