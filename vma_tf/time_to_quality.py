@@ -211,28 +211,18 @@ def time_to_quality(
             f"no {split!r} evaluation in the metrics (evaluated splits: "
             f"{', '.join(have) or 'none'})"
         )
-    cumulative, total = {}, 0.0
-    for step, seconds in train:
-        total += seconds
-        cumulative[step] = total
-
-    def seconds_to(step: int) -> float:
-        # Evaluations follow the train row of their step; a missing one
-        # (a log cut by hand) counts the train rows before it.
-        return max((c for s, c in cumulative.items() if s <= step), default=0.0)
-
-    ordered = sorted(evals.items())
-    best_step, best = min(ordered, key=lambda item: (item[1], item[0]))
+    points = _curve(train, evals)
+    best = min(points, key=lambda p: (p[1], p[0]))
     reaches = []
     for threshold in thresholds:
-        hit = next(((s, b) for s, b in ordered if b <= threshold), None)
-        step, bound = hit or (best_step, best)
-        reaches.append(Reach(threshold, hit is not None, step, bound, seconds_to(step)))
+        hit = next((p for p in points if p[1] <= threshold), None)
+        step, bound, seconds = hit or best
+        reaches.append(Reach(threshold, hit is not None, step, bound, seconds))
     return QualityReport(
         split=split,
         reaches=tuple(reaches),
         last_step=train[-1][0] if train else 0,
-        train_seconds=total,
+        train_seconds=sum(seconds for _, seconds in train),
         evaluations=len(evals),
     )
 
@@ -248,12 +238,21 @@ def curve(
         ValueError: as `time_to_quality` for malformed rows (no evaluations
             gives an empty list).
     """
-    train, evals = _history(rows, split)
+    return _curve(*_history(rows, split))
+
+
+def _curve(train, evals) -> list[tuple[int, float, float]]:
+    """`curve` from `_history`'s `(train, evals)`."""
     cumulative, total = [], 0.0
     for step, seconds in train:
         total += seconds
         cumulative.append((step, total))
-    seconds_to = lambda step: max((c for s, c in cumulative if s <= step), default=0.0)
+
+    def seconds_to(step: int) -> float:
+        # Evaluations follow the train row of their step; a missing one
+        # (a log cut by hand) counts the train rows before it.
+        return max((c for s, c in cumulative if s <= step), default=0.0)
+
     return [(s, b, seconds_to(s)) for s, b in sorted(evals.items())]
 
 
