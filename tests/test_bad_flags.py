@@ -68,6 +68,7 @@ TABLE = [
     ("train", ["--log_every=0"], "--log_every=0 must be >= 1"),
     ("train", ["--eval_every=50"], "--eval_every=50 must be a positive multiple"),
     ("train", ["--checkpoint_every=0"], "--checkpoint_every=0 must be a positive"),
+    ("train", ["--patience=-1"], "--patience=-1 must be >= 0"),
     ("train", ["--eval_batches=-1"], "--eval_batches=-1 must be >= 0"),
     ("train", ["--channels=0", OMNI], "--channels=0 must be >= 1"),
     (
@@ -400,6 +401,28 @@ TABLE = [
         ["--datasets=omniglot_fewshot", "--data_dir={new}"],
         "omniglot105_background.npz",
         NO_DATA,
+    ),
+    ("reproduce", ["--action=train"], "flag --action=train: value should be one of"),
+    (
+        "reproduce",
+        ["--rows=fewshot,table9"],
+        "--rows=fewshot,table9: unknown row(s) table9",
+    ),
+    (
+        "reproduce",
+        ["--action=run", "--steps=0", "--runs_dir={new}"],
+        "--steps=0 must be >= 1",
+    ),
+    (
+        "reproduce",
+        ["--action=run", "--patience=-1", "--runs_dir={new}"],
+        "--patience=-1 must be >= 0",
+    ),
+    ("reproduce", ["--action=report", "--runs_dir={new}"], "is not a directory"),
+    (
+        "reproduce",
+        ["--action=run", "--runs_dir={new}", "extra"],
+        "unexpected arguments",
     ),
 ]
 

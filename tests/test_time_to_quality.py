@@ -144,3 +144,33 @@ def test_launcher_does_not_train_a_run_that_reached_every_bound(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == before
     proc = run_launcher("time_to_quality", [*args, "--channels=16"])
     assert proc.returncode == 2 and "model.channels=32, not 16" in proc.stderr
+
+
+def test_patience_rule_watches_the_best_evaluation():
+    """`plateaued`: the best (earliest of ties) evaluation's step once the
+    latest is `patience` steps past it; the watched split is valid if any."""
+    rows = [train(100, 10), evaluation(100, 120.0), train(200, 10)]
+    rows += [evaluation(200, 110.0), train(300, 10), evaluation(300, 111.0)]
+    rows += [train(400, 10), evaluation(400, 110.0)]
+    assert ttq.plateaued(rows, 200, "test") == 200
+    assert ttq.plateaued(rows, 201, "test") is None
+    assert (
+        ttq.plateaued(rows + [train(500, 10), evaluation(500, 109.9)], 1, "test")
+        is None
+    )
+    assert ttq.plateaued(rows, 100, "valid") is None  # No such evaluation.
+    assert ttq.plateau_split(["train", "test", "valid"]) == "valid"
+    assert ttq.plateau_split(["train", "test"]) == "test"
+    assert ttq.plateau_split(["train"]) is None
+
+
+def test_with_patience_reads_the_log(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [train(100, 10), evaluation(100, 100.0), train(200, 10)]
+    rows.append(evaluation(200, 101.0))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert ttq.with_patience(None, 0, path) is None
+    stop = ttq.with_patience(lambda records: False, 100, path)
+    assert stop([evaluation(200, 101.0)])
+    assert not ttq.with_patience(None, 101, path)([evaluation(200, 101.0)])
+    assert ttq.plateau_message(tmp_path / "none.jsonl", 1) is None

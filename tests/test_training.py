@@ -151,6 +151,25 @@ def test_stop_when_ends_training_at_that_evaluation(tmp_path):
     assert {r["step"] for r in rows if r["split"] == "test"} == {20}
 
 
+def test_patience_ends_training_once_the_bound_stops_improving(tmp_path):
+    """`--patience`: with a learning rate too small to move any weight
+    (w + 1e-30 == w in float32) every valid bound equals the first, so the
+    rule (patience 10) stops at step 20 of 40; a rerun trains no further."""
+    config = tiny(
+        steps=40,
+        eval_every=10,
+        checkpoint_every=40,
+        jit=False,
+        learning_rate=1e-30,
+        patience=10,
+    )
+    summary = training.train_and_evaluate(config, tmp_path, progress=False)
+    assert summary["step"] == 20
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-20")
+    again = training.train_and_evaluate(config, tmp_path, progress=False)
+    assert again["step"] == 20
+
+
 def poison_from(iteration):
     """`LatentVariableModel.objective` that is NaN from optimizer step
     `iteration` (0-based) on. (`tf.where`, not `+ 0 * nan`: 0 * NaN is NaN.)"""

@@ -41,7 +41,7 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -227,6 +227,15 @@ def time_to_quality(
     )
 
 
+def train_seconds(rows: Iterable[Mapping[str, Any]]) -> float:
+    """The run's training time so far (module docstring), evaluated or not.
+
+    Raises:
+        ValueError: as `time_to_quality` for malformed rows.
+    """
+    return sum(seconds for _, seconds in _history(rows, "")[0])
+
+
 def curve(
     rows: Iterable[Mapping[str, Any]], split: str = "test"
 ) -> list[tuple[int, float, float]]:
@@ -264,6 +273,76 @@ def reached_all(
     earlier evaluations have not."""
     lowest = min(check_thresholds(thresholds))
     return any(r["split"] == split and r["nll_bound"] <= lowest for r in records)
+
+
+def plateau_split(splits: Iterable[str]) -> str | None:
+    """The split the patience rule watches: `valid` if evaluated, else
+    `test` (the periodic split of the Omniglot presets); None if neither."""
+    splits = set(splits)
+    return next((s for s in ("valid", "test") if s in splits), None)
+
+
+def plateaued(
+    rows: Iterable[Mapping[str, Any]], patience: int, split: str
+) -> int | None:
+    """The patience rule of `TrainConfig.patience`: has `split`'s bound not
+    improved for `patience` steps?
+
+    Args:
+        rows: the run's `metrics.jsonl` rows, in file order.
+        patience: steps; > 0.
+        split: the evaluation split watched (`plateau_split`).
+
+    Returns:
+        The step of the best (lowest; the earliest of ties) evaluation if the
+        latest evaluation is at least `patience` steps after it, else None.
+
+    Raises:
+        ValueError: as `time_to_quality` for malformed rows.
+    """
+    points = curve(rows, split)
+    if not points:
+        return None
+    best = min(points, key=lambda p: (p[1], p[0]))[0]
+    return best if points[-1][0] - best >= patience else None
+
+
+def with_patience(
+    stop_when: Callable[[list[dict[str, Any]]], bool] | None,
+    patience: int,
+    metrics_path: str | os.PathLike,
+) -> Callable[[list[dict[str, Any]]], bool] | None:
+    """`stop_when` (`training.train_and_evaluate`'s hook), or also the rule
+    of `TrainConfig.patience` if `patience` > 0: stop once the watched
+    split's bound in `metrics_path` has not improved for `patience` steps."""
+    if not patience:
+        return stop_when
+
+    def stop(records: list[dict[str, Any]]) -> bool:
+        if stop_when is not None and stop_when(records):
+            return True
+        return plateau_message(metrics_path, patience) is not None
+
+    return stop
+
+
+def plateau_message(metrics_path: str | os.PathLike, patience: int) -> str | None:
+    """A line saying why a run has met the patience rule (printed), or None
+    if it has not (or `metrics_path` does not exist)."""
+    path = pathlib.Path(metrics_path)
+    if not path.exists():
+        return None
+    rows = read_metrics(path)
+    split = plateau_split(r.get("split") for r in rows)
+    best = None if split is None else plateaued(rows, patience, split)
+    if best is None:
+        return None
+    message = (
+        f"Early stop: the {split} bound has not improved since step {best} "
+        f"(patience {patience} steps)"
+    )
+    print(message)
+    return message
 
 
 def _duration(seconds: float) -> str:

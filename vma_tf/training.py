@@ -48,6 +48,7 @@ import keras
 import tensorflow as tf
 
 from vma_tf import address_health, checkpointing, distribution, plotting
+from vma_tf import time_to_quality as ttq
 from vma_tf.configs import Config
 from vma_tf.data.experiments import make_data
 from vma_tf.errors import Interrupted, NonFiniteError
@@ -305,13 +306,18 @@ def _train(
     memory = None if data.sample_memory is None else tf.constant(data.sample_memory)
     x_hw = data.x_shape[:2] if len(data.x_shape) == 3 else (28, 28)
     sample_fn = lambda: sample_grid(model, memory, 8, 10, t.seed, x_hw)
+    stop_when = ttq.with_patience(stop_when, t.patience, log.path)
     monitor = _Monitor(
         config, log, manager, data.evals, start_step, sample_fn, progress, stop_when
     )
+    if start_step and t.patience:  # A resumed run that had met the rule.
+        monitor.stopped = ttq.plateau_message(log.path, t.patience) is not None
     t0 = time.perf_counter()
     step = start_step
     with _checkpoint_on_signals(monitor, model.distribute_strategy):
         for length, count in log_intervals(start_step, t.steps, t.log_every):
+            if monitor.stopped:
+                break
             model.fit(
                 distribution.distribute(model.distribute_strategy, data.train(step)),
                 epochs=count,

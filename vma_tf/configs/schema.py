@@ -325,6 +325,15 @@ class TrainConfig:
     eval_every: int = _field(
         1000, "Steps between evaluations.", short=True, resumable=True
     )
+    patience: int = _field(
+        0,
+        "Early stop: end training once the periodic evaluation's nll_bound "
+        "(valid split if evaluated, else test) has not improved for this many "
+        "steps; 0: train to --steps.",
+        short=True,
+        minimum=0,
+        resumable=True,
+    )
     checkpoint_every: int = _field(
         1000, "Steps between checkpoints.", short=True, resumable=True
     )

@@ -1,0 +1,130 @@
+r"""Reproduce the paper's results at scale: one command per row, resumable.
+
+  python -m launchers.reproduce                          # list rows and commands
+  python -m launchers.reproduce --action=run --rows=fewshot
+  python -m launchers.reproduce --action=report          # paper | ours | steps | hours
+
+Each row (`vma_tf.reproduction.ROWS`) trains its runs in --runs_dir/NAME
+with `launchers.train` (to --steps, or until the periodic test bound has not
+improved for --patience steps) and evaluates them with `launchers.evaluate`.
+`run` executes exactly the commands `list` prints, one after the other,
+skipping a run already trained to the rule and an evaluation already made
+at its runs' current steps; stop it at any time (SIGTERM / Ctrl-C
+checkpoints the step) and rerun it to continue. `report` reads the run
+directories only: per run the steps, the hours of training steps and the
+periodic bound at 5k/10k/20k/50k steps; per evaluation its headline numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
+
+from absl import app, flags  # noqa: E402
+
+from launchers.common import fail, parse_flags  # noqa: E402
+from vma_tf import reproduction  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum(
+    "action",
+    "list",
+    ["list", "run", "report"],
+    "list: print each row's commands; run: train and evaluate (resumable); "
+    "report: the rows' numbers from --runs_dir.",
+)
+flags.DEFINE_list(
+    "rows",
+    ["all"],
+    f"Rows: {', '.join(reproduction.ROWS_BY_NAME)}, or all.",
+)
+flags.DEFINE_string("runs_dir", "~/vma_runs/long", "Directory of the rows' runs.")
+flags.DEFINE_integer(
+    "steps", reproduction.STEPS, "Training steps of each run (the step rule's cap)."
+)
+flags.DEFINE_integer(
+    "patience",
+    reproduction.PATIENCE,
+    "Stop a run once its periodic bound has not improved for this many steps "
+    "(0: train to --steps).",
+)
+
+
+def _commands(rows, runs_dir: pathlib.Path):
+    """`(kind, name or protocol, argv after python -m)` in run order."""
+    out = []
+    for t in reproduction.trainings(rows):
+        argv = reproduction.train_command(t, runs_dir, FLAGS.steps, FLAGS.patience)
+        out.append(("train", t.name, argv))
+    for row in rows:
+        for e in row.evaluations:
+            out.append(("evaluate", e, reproduction.evaluate_command(e, runs_dir)))
+    return out
+
+
+def _list(rows, runs_dir: pathlib.Path) -> None:
+    for row in rows:
+        print(f"{row.name}: {row.paper}")
+        for t in row.trainings:
+            argv = reproduction.train_command(t, runs_dir, FLAGS.steps, FLAGS.patience)
+            print("  python -m " + shlex.join(argv))
+        for e in row.evaluations:
+            print(
+                "  python -m " + shlex.join(reproduction.evaluate_command(e, runs_dir))
+            )
+
+
+def _run(rows, runs_dir: pathlib.Path) -> None:
+    seen = set()
+    for kind, what, argv in _commands(rows, runs_dir):
+        if kind == "evaluate":
+            key = tuple(argv)
+            if key in seen:
+                continue
+            seen.add(key)
+            if reproduction.evaluated(what, runs_dir) is not None:
+                print(f"skip {what.protocol} of {','.join(what.runs)}: up to date")
+                continue
+        else:
+            done = reproduction.trained_to(runs_dir / what, FLAGS.steps, FLAGS.patience)
+            if done:
+                print(f"skip training {what}: {done}")
+                continue
+        command = [sys.executable, "-m", *argv]
+        print("+ python -m " + shlex.join(argv), flush=True)
+        code = subprocess.call(command)
+        if code:
+            fail(f"exit {code}: python -m {shlex.join(argv)}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        rows = reproduction.select(FLAGS.rows)
+    except ValueError as e:
+        fail(f"--rows={','.join(FLAGS.rows)}: {e}")
+    if FLAGS.steps < 1:
+        fail(f"--steps={FLAGS.steps} must be >= 1")
+    if FLAGS.patience < 0:
+        fail(f"--patience={FLAGS.patience} must be >= 0")
+    runs_dir = pathlib.Path(FLAGS.runs_dir).expanduser().absolute()
+    if FLAGS.action == "report":
+        if not runs_dir.is_dir():
+            fail(f"--runs_dir={FLAGS.runs_dir} is not a directory")
+        print(reproduction.report_rows(rows, runs_dir), end="")
+    elif FLAGS.action == "run":
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        _run(rows, runs_dir)
+    else:
+        _list(rows, runs_dir)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

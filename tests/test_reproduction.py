@@ -1,0 +1,119 @@
+"""The paper rows (`vma_tf.reproduction`, `launchers.reproduce`): every row's
+commands are valid configs and protocol options; the report and the skip
+rules read fake run directories. No TensorFlow, no training."""
+
+import json
+import shlex
+
+import pytest
+from helpers import run_launcher
+
+from vma_tf import configs, protocols, reproduction
+
+
+def parse_train(argv):
+    """The config `launchers.train` builds from `train_command` arguments."""
+    values, preset = {}, None
+    for arg in argv[1:]:
+        name, _, value = arg[2:].partition("=")
+        if name == "preset":
+            preset = value
+        elif name not in ("workdir", "noprogress"):
+            spec = configs.field_spec(name)
+            values[name] = spec.type(value)
+    return configs.override(configs.get_preset(preset), **values)
+
+
+@pytest.mark.parametrize("row", reproduction.ROWS, ids=lambda r: r.name)
+def test_every_row_is_valid_configs_and_protocol_options(row, tmp_path):
+    names = {t.name for t in row.trainings}
+    for t in row.trainings:
+        config = parse_train(reproduction.train_command(t, tmp_path))
+        configs.validate(config)
+        assert config.train.steps == reproduction.STEPS
+        assert config.train.patience == reproduction.PATIENCE
+    for e in row.evaluations:
+        assert set(e.runs) <= names
+        options = protocols.REGISTRY[e.protocol].options
+        assert (len(e.runs) > 1) == options.several_runs
+        given = {f[2:].partition("=")[0] for f in e.flags}
+        assert given <= set(options.names()), (e.protocol, given)
+        assert e.headline
+
+
+def test_a_shared_run_is_one_training():
+    """The few-shot VMA serves four rows and is trained once."""
+    names = [t.name for t in reproduction.trainings(reproduction.ROWS)]
+    assert len(names) == len(set(names))
+    assert names.count("fewshot_vma_c48") == 1
+    with pytest.raises(ValueError, match="unknown row.*table9.*fewshot"):
+        reproduction.select(["table9"])
+
+
+def train_row(step, rate=2.0):
+    return {"split": "train", "step": step, "nll_bound": 0.0, "steps_per_sec": rate}
+
+
+def fake_run(path, evals, last):
+    """A run dir whose metrics log every 1000 steps (500 s each, so 11000
+    steps are 1.5 h) to `last`,
+    with test evaluations `{step: bound}`."""
+    path.mkdir(parents=True)
+    rows = []
+    for step in range(1000, last + 1, 1000):
+        rows.append(train_row(step))
+        if step in evals:
+            rows.append({"split": "test", "step": step, "nll_bound": evals[step]})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_and_skip_rules(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs / "gmn", {5000: 120.0, 10000: 100.0, 11000: 101.0}, 11000)
+    row = reproduction.ROWS_BY_NAME["gmn_table"]
+    (table,) = row.evaluations
+    assert reproduction.trained_to(runs / "gmn", 50_000, 10_000) == ""
+    assert "trained to step 11000" in reproduction.trained_to(runs / "gmn", 11000, 0)
+    assert reproduction.evaluated(table, runs) is None
+    cell = lambda t: {"nll_bound": {"mean": 90.0 + t, "stderr": 1.0}}  # noqa: E731
+    results = {"table": {f"C=1,T={t}": cell(t) for t in (1, 5)}}
+    report = {"workdirs": [str(runs / "gmn")], "steps": [11000], "results": results}
+    (runs / "gmn" / "eval").mkdir()
+    (runs / "gmn" / "eval" / "gmn_table.json").write_text(json.dumps(report))
+    assert reproduction.evaluated(table, runs) == report
+    text = reproduction.report_rows([row], runs)
+    assert "| gmn | 11000 | 1.5 | 120.0 | 100.0 | - | - |" in text
+    assert (
+        "gmn_table of gmn (step 11000): C=1,T=1 91.0, C=1,T=5 95.0, C=1,T=19 -" in text
+    )
+    # The run trains on: the evaluation is stale.
+    fake_run(runs / "gmn2", {}, 12000)
+    (runs / "gmn" / "metrics.jsonl").write_text(
+        (runs / "gmn2" / "metrics.jsonl").read_text()
+    )
+    assert reproduction.evaluated(table, runs) is None
+
+
+def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs / "gmn", {1000: 150.0, 2000: 140.0}, 2000)
+    proc = run_launcher("reproduce", ["--rows=gmn_table", f"--runs_dir={runs}"])
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line) for line in proc.stdout.splitlines()[1:]]
+    assert commands[0][:4] == [
+        "python",
+        "-m",
+        "launchers.train",
+        "--preset=omniglot_gmn",
+    ]
+    assert commands[1][-2:] == ["--protocol=gmn_table", "--num_samples=1000"]
+    report = {"workdirs": [str(runs / "gmn")], "steps": [2000], "results": {}}
+    (runs / "gmn" / "eval").mkdir()
+    (runs / "gmn" / "eval" / "gmn_table.json").write_text(json.dumps(report))
+    args = ["--action=run", "--rows=gmn_table", f"--runs_dir={runs}", "--steps=2000"]
+    proc = run_launcher("reproduce", args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "skip training gmn: trained to step 2000",
+        "skip gmn_table of gmn: up to date",
+    ]

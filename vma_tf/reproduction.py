@@ -1,0 +1,326 @@
+"""The paper's results as rows: the runs and evaluations that reproduce each.
+
+A `Row` names a result of the paper (its number as the paper prints it), the
+trainings it needs (`Training`: a preset and flags of `launchers.train`) and
+the evaluations that measure it (`Evaluation`: a protocol and flags of
+`launchers.evaluate`, and the numbers of its JSON to report). Trainings are
+named; a name is a workdir under one runs directory, so rows share a run
+(the few-shot VMA serves four rows) and rerunning a row resumes its runs.
+
+The step rule of the long runs (`STEPS`, `PATIENCE`): train to 50 000 steps,
+or until the periodic test bound has not improved for 10 000 steps
+(`TrainConfig.patience`). Model sizes: the paper's own where they are small
+(32 maps for learned Omniglot and the GMN split); 48 maps for the few-shot
+rows (the paper uses 48 or 64; 64 costs 1.6x the time per step on the
+project's CPU, BENCHMARKS.md).
+
+`launchers.reproduce` prints and runs the commands (`commands`) and reports
+the rows from the run directories (`report_rows`). No TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+from vma_tf import time_to_quality as ttq
+
+STEPS = 50_000
+PATIENCE = 10_000
+BUDGETS = (5_000, 10_000, 20_000, 50_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """One run: `launchers.train --preset=PRESET FLAGS` in `RUNS_DIR/name`."""
+
+    name: str
+    preset: str
+    flags: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """`launchers.evaluate --protocol=PROTOCOL FLAGS` of the named runs.
+
+    Attributes:
+        protocol: the protocol (`vma_tf.protocols.REGISTRY`).
+        runs: names of `Training`s (several for `kl_breakdown`).
+        flags: more flags of `launchers.evaluate`.
+        headline: `(label, path)` pairs: the numbers of the protocol's JSON
+            (`results`) the report shows; a path segment `@NAME` stands for
+            the workdir of the training NAME (as `kl_breakdown` keys runs).
+    """
+
+    protocol: str
+    runs: tuple[str, ...]
+    flags: tuple[str, ...] = ()
+    headline: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A result of the paper and how to reproduce it."""
+
+    name: str
+    paper: str
+    trainings: tuple[Training, ...]
+    evaluations: tuple[Evaluation, ...]
+
+
+K1000 = ("--num_samples=1000",)
+VMA = Training("fewshot_vma_c48", "omniglot_fewshot", ("--channels=48",))
+VAE = Training("fewshot_vae_c48", "omniglot_fewshot_vae", ("--channels=48",))
+SOFT = Training("fewshot_soft_c48", "omniglot_fewshot_soft", ("--channels=48",))
+
+
+def _nll(run: Training, examples: int = 320, samples: int = 1000) -> Evaluation:
+    flags = (f"--num_samples={samples}", f"--num_examples={examples}")
+    return Evaluation("nll", (run.name,), flags, (("NLL", ("test", "nll_bound")),))
+
+
+def _per_class(k: int) -> Training:
+    flags = ("--channels=48", f"--memory_per_class={k}")
+    return Training(f"fewshot_vma_c48_m{k}", "omniglot_fewshot", flags)
+
+
+def _robustness(run: Training) -> Evaluation:
+    heads = tuple((f"C={c}", ("A_classes", str(c), "nll_bound")) for c in (1, 8, 144))
+    return Evaluation("robustness", (run.name,), K1000, heads)
+
+
+ROWS: tuple[Row, ...] = (
+    Row(
+        "fewshot",
+        "§4.2 few-shot NLL (45/5 split): VAE 90.8, VMA up to 68.8; Fig. 5A soft "
+        "attention 73.4 (1-2 classes)",
+        (VMA, VAE, SOFT),
+        (_nll(VMA), _nll(VAE), _nll(SOFT)),
+    ),
+    Row(
+        "robustness",
+        "Fig. 5A: 1 -> 144 classes in memory, near L(1) + log C; soft attention "
+        "degrades",
+        (VMA, SOFT),
+        (_robustness(VMA), _robustness(SOFT)),
+    ),
+    Row(
+        "kl_breakdown",
+        "Fig. 4B, trained with 1 / 4 / 8 per class: kl_a 2.0 -> 4.5, kl_z "
+        "28.2 -> 21.8, NLL 75.1 -> 69.1",
+        (_per_class(1), VMA, _per_class(8)),
+        (
+            Evaluation(
+                "kl_breakdown",
+                (_per_class(1).name, VMA.name, _per_class(8).name),
+                K1000,
+                tuple(
+                    (f"{k}/class {what}", ("runs", f"@{name}", what))
+                    for k, name in ((1, _per_class(1).name), (8, _per_class(8).name))
+                    for what in ("kl_a", "kl_z", "nll_bound")
+                ),
+            ),
+        ),
+    ),
+    Row(
+        "gmn_table",
+        "Table 1 (GMN split), VMA C = 1: T = 1 86.5 ... T = 19 73.9",
+        (Training("gmn", "omniglot_gmn"),),
+        (
+            Evaluation(
+                "gmn_table",
+                ("gmn",),
+                K1000,
+                tuple(
+                    (f"C=1,T={t}", ("table", f"C=1,T={t}", "nll_bound"))
+                    for t in (1, 5, 19)
+                ),
+            ),
+        ),
+    ),
+    Row(
+        "omniglot_learned",
+        "§4.2 learned memory (28x28, |M| = 256, 32 maps): NLL 103.6 (K = 5000)",
+        (Training("learned", "omniglot_learned"),),
+        (_nll(Training("learned", "omniglot_learned"), 0, 5000),),
+    ),
+    Row(
+        "classification",
+        "few-shot classification by q(a|x), 5w1s / 5w5s / 20w1s / 20w5s: "
+        "91 / 97 / 77 / 90 %",
+        (VMA,),
+        (
+            Evaluation(
+                "classification",
+                (VMA.name,),
+                (),
+                tuple(
+                    (s, ("settings", s, "q(a|x)"))
+                    for s in (
+                        "5-way 1-shot",
+                        "5-way 5-shot",
+                        "20-way 1-shot",
+                        "20-way 5-shot",
+                    )
+                ),
+            ),
+        ),
+    ),
+)
+ROWS_BY_NAME = {row.name: row for row in ROWS}
+
+
+def select(names: Sequence[str]) -> tuple[Row, ...]:
+    """The rows named (all if `names` is empty or `["all"]`).
+
+    Raises:
+        ValueError: an unknown name (the message lists the rows).
+    """
+    if not names or list(names) == ["all"]:
+        return ROWS
+    unknown = [n for n in names if n not in ROWS_BY_NAME]
+    if unknown:
+        raise ValueError(
+            f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS_BY_NAME)}, all"
+        )
+    return tuple(ROWS_BY_NAME[n] for n in names)
+
+
+def trainings(rows: Sequence[Row]) -> tuple[Training, ...]:
+    """The rows' trainings, each once, in order of first use."""
+    seen: dict[str, Training] = {}
+    for row in rows:
+        for t in row.trainings:
+            seen.setdefault(t.name, t)
+    return tuple(seen.values())
+
+
+def train_command(
+    t: Training, runs_dir: pathlib.Path, steps: int = STEPS, patience: int = PATIENCE
+) -> list[str]:
+    """`launchers.train` arguments (after `python -m`) of a training."""
+    return [
+        "launchers.train",
+        f"--preset={t.preset}",
+        *t.flags,
+        f"--steps={steps}",
+        f"--patience={patience}",
+        "--seed=0",
+        "--noprogress",
+        f"--workdir={runs_dir / t.name}",
+    ]
+
+
+def evaluate_command(e: Evaluation, runs_dir: pathlib.Path) -> list[str]:
+    """`launchers.evaluate` arguments (after `python -m`) of an evaluation."""
+    workdirs = ",".join(str(runs_dir / name) for name in e.runs)
+    return [
+        "launchers.evaluate",
+        f"--workdir={workdirs}",
+        f"--protocol={e.protocol}",
+        *e.flags,
+    ]
+
+
+def trained_to(workdir: pathlib.Path, steps: int, patience: int) -> str:
+    """Why the run in `workdir` needs no more training ("" if it does)."""
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        return ""
+    rows = ttq.read_metrics(path)
+    last = max((r["step"] for r in rows if r.get("split") == "train"), default=0)
+    if last >= steps:
+        return f"trained to step {last}"
+    split = ttq.plateau_split(r.get("split") for r in rows)
+    best = (
+        None if split is None or not patience else ttq.plateaued(rows, patience, split)
+    )
+    if best is not None:
+        return f"stopped at step {last}: no better {split} bound since step {best}"
+    return ""
+
+
+def evaluated(e: Evaluation, runs_dir: pathlib.Path) -> dict[str, Any] | None:
+    """The evaluation's JSON if it exists and was made at the runs' current
+    newest checkpoints' steps (as far as their metrics say), else None."""
+    path = runs_dir / e.runs[0] / "eval" / f"{e.protocol}.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    wanted = [str(runs_dir / name) for name in e.runs]
+    if [str(pathlib.Path(w)) for w in report.get("workdirs", [])] != wanted:
+        return None
+    current = [_last_step(runs_dir / name) for name in e.runs]
+    return report if list(report.get("steps", [])) == current else None
+
+
+def _last_step(workdir: pathlib.Path) -> int:
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    steps = [r["step"] for r in ttq.read_metrics(path) if r.get("split") == "train"]
+    return max(steps, default=0)
+
+
+def _leaf(results: Any, path: Sequence[str], runs_dir: pathlib.Path) -> str:
+    """The number at `path` of `results` as text ("-" if missing)."""
+    node = results
+    for seg in path:
+        key = str(runs_dir / seg[1:]) if seg.startswith("@") else seg
+        if not isinstance(node, dict) or key not in node:
+            return "-"
+        node = node[key]
+    if isinstance(node, dict) and "mean" in node:
+        return f"{node['mean']:.1f}"
+    if isinstance(node, dict) and "accuracy" in node:
+        return f"{100 * node['accuracy']:.1f} %"
+    return "-"
+
+
+def _run_cells(t: Training, runs_dir: pathlib.Path, budgets) -> list[str]:
+    """`name`, steps, training hours and the periodic bound at each budget."""
+    path = runs_dir / t.name / "metrics.jsonl"
+    if not path.is_file():
+        return [t.name, "not started", "-", *("-" for _ in budgets)]
+    rows = ttq.read_metrics(path)
+    split = ttq.plateau_split(r.get("split") for r in rows) or "test"
+    points = ttq.curve(rows, split)
+    hours = ttq.train_seconds(rows) / 3600
+    cells = [t.name, str(_last_step(runs_dir / t.name)), f"{hours:.1f}"]
+    for b in budgets:
+        before = [bound for s, bound, _ in points if s <= b]
+        cells.append(f"{before[-1]:.1f}" if before and points[-1][0] >= b else "-")
+    return cells
+
+
+def report_rows(
+    rows: Sequence[Row], runs_dir: pathlib.Path, budgets: Sequence[int] = BUDGETS
+) -> str:
+    """Markdown: per row, the paper's number, then a line per run (steps,
+    training hours, periodic bound at each budget) and per evaluation (the
+    headline numbers at the steps evaluated, or "not evaluated")."""
+    out = []
+    for row in rows:
+        out += [f"### {row.name}", "", f"paper: {row.paper}", ""]
+        head = ["run", "steps", "train h", *(f"{b // 1000}k" for b in budgets)]
+        out += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for t in row.trainings:
+            out.append("| " + " | ".join(_run_cells(t, runs_dir, budgets)) + " |")
+        out.append("")
+        for e in row.evaluations:
+            report = evaluated(e, runs_dir)
+            what = f"{e.protocol} of {', '.join(e.runs)}"
+            if report is None:
+                out.append(f"- {what}: not evaluated at the runs' last steps")
+                continue
+            numbers = ", ".join(
+                f"{label} {_leaf(report['results'], path, runs_dir)}"
+                for label, path in e.headline
+            )
+            steps = "/".join(str(s) for s in report["steps"])
+            out.append(f"- {what} (step {steps}): {numbers}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
