@@ -143,7 +143,7 @@ def main(argv):
                 warmup=FLAGS.warmup,
                 eval_samples=FLAGS.eval_samples,
                 input_batches=FLAGS.input_batches,
-                dtype_policy=None if precision == "float32" else precision,
+                dtype_policy=precision,
             )
             for precision in FLAGS.precision.split(",")
         ]

@@ -251,8 +251,7 @@ def main(argv):
     from vma_tf.errors import WorkdirError
 
     try:
-        policy = None if FLAGS.precision == "float32" else FLAGS.precision
-        runs = [protocols.load(w, policy) for w in workdirs]
+        runs = [protocols.load(w, FLAGS.precision) for w in workdirs]
         if "jit" in options.names() and not FLAGS["jit"].present:
             options = dataclasses.replace(options, jit=runs[0].config.train.jit)
         target = runs if entry.options.several_runs else runs[0]

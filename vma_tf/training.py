@@ -295,7 +295,7 @@ def _train(
     as in `train_and_evaluate`."""
     t = config.train
     example = data.make_batch(tf.constant(0, tf.int64))
-    with dtype_policy_scope(None if t.precision == "float32" else t.precision):
+    with dtype_policy_scope(t.precision):
         model = build_model(config, data.x_shape, example, data.pixel_mean)
     checkpoint = checkpointing.make_checkpoint(model)
     manager = tf.train.CheckpointManager(

@@ -39,8 +39,9 @@ from vma_tf.modeling.similarity import NormalizedSimilarity
 
 @contextlib.contextmanager
 def dtype_policy_scope(policy: str | None):
-    """Builds layers under the Keras dtype `policy` (e.g. `"mixed_bfloat16"`)
-    inside the block, restoring the global policy after; None: no change."""
+    """Builds layers under the Keras dtype `policy` (`"float32"`,
+    `"mixed_bfloat16"`: `TrainConfig.precision`'s values) inside the block,
+    restoring the global policy after; None: no change."""
     previous = keras.config.dtype_policy()
     if policy:
         keras.config.set_dtype_policy(policy)
