@@ -29,6 +29,8 @@ from absl import app, flags  # noqa: E402
 
 from launchers.common import fail, parse_flags  # noqa: E402
 from vma_tf import reproduction  # noqa: E402
+from vma_tf.errors import WorkdirError  # noqa: E402
+from vma_tf.workdir import check_output_file  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -45,6 +47,11 @@ flags.DEFINE_list(
     f"Rows: {', '.join(reproduction.ROWS_BY_NAME)}, or all.",
 )
 flags.DEFINE_string("runs_dir", "~/vma_runs/long", "Directory of the rows' runs.")
+flags.DEFINE_string(
+    "figure",
+    None,
+    "With --action=report: also draw the runs' budget curves into this PNG.",
+)
 flags.DEFINE_integer(
     "steps", reproduction.STEPS, "Training steps of each run (the step rule's cap)."
 )
@@ -115,10 +122,24 @@ def main(argv):
     if FLAGS.patience < 0:
         fail(f"--patience={FLAGS.patience} must be >= 0")
     runs_dir = pathlib.Path(FLAGS.runs_dir).expanduser().absolute()
+    figure = None
+    if FLAGS.figure:
+        if FLAGS.action != "report":
+            fail(f"--figure applies to --action=report only, not {FLAGS.action}")
+        try:
+            figure = check_output_file("--figure", FLAGS.figure)
+        except WorkdirError as e:
+            fail(str(e))
     if FLAGS.action == "report":
         if not runs_dir.is_dir():
             fail(f"--runs_dir={FLAGS.runs_dir} is not a directory")
         print(reproduction.report_rows(rows, runs_dir), end="")
+        if FLAGS.figure:
+            from vma_tf import plotting
+
+            curves, papers = reproduction.curves(rows, runs_dir)
+            plotting.budget_curves(figure, curves, papers)
+            print(f"wrote {figure}")
     elif FLAGS.action == "run":
         runs_dir.mkdir(parents=True, exist_ok=True)
         _run(rows, runs_dir)

@@ -424,6 +424,12 @@ TABLE = [
         ["--action=run", "--runs_dir={new}", "extra"],
         "unexpected arguments",
     ),
+    ("reproduce", ["--figure={new}.png"], "--figure applies to --action=report only"),
+    (
+        "reproduce",
+        ["--action=report", "--runs_dir={run}", "--figure={new}/curves.png"],
+        "does not exist",
+    ),
 ]
 
 

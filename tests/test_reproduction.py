@@ -86,6 +86,9 @@ def test_report_and_skip_rules(tmp_path):
     assert (
         "gmn_table of gmn (step 11000): C=1,T=1 91.0, C=1,T=5 95.0, C=1,T=19 -" in text
     )
+    curves, papers = reproduction.curves([row], runs)
+    points = [(5000, 120.0, 2500.0), (10000, 100.0, 5000.0), (11000, 101.0, 5500.0)]
+    assert curves == {"gmn": points} and papers == {"gmn": None}
     # The run trains on: the evaluation is stale.
     fake_run(runs / "gmn2", {}, 12000)
     (runs / "gmn" / "metrics.jsonl").write_text(
@@ -110,6 +113,11 @@ def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
     report = {"workdirs": [str(runs / "gmn")], "steps": [2000], "results": {}}
     (runs / "gmn" / "eval").mkdir()
     (runs / "gmn" / "eval" / "gmn_table.json").write_text(json.dumps(report))
+    figure = tmp_path / "curves.png"
+    args = ["--action=report", "--rows=gmn_table", f"--runs_dir={runs}"]
+    proc = run_launcher("reproduce", [*args, f"--figure={figure}"])
+    assert proc.returncode == 0 and figure.is_file(), proc.stderr
+    assert "| gmn | 2000 | 0.3 | - | - | - | - |" in proc.stdout
     args = ["--action=run", "--rows=gmn_table", f"--runs_dir={runs}", "--steps=2000"]
     proc = run_launcher("reproduce", args)
     assert proc.returncode == 0, proc.stderr

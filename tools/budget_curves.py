@@ -18,6 +18,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vma_tf import plotting  # noqa: E402
 from vma_tf import time_to_quality as ttq  # noqa: E402
 
 
@@ -32,15 +33,6 @@ def parse_run(text: str) -> tuple[str, pathlib.Path, float | None]:
     except ValueError:
         raise ValueError(f"--run={text!r}: PAPER {paper!r} is not a number") from None
     return label, pathlib.Path(path).expanduser(), value
-
-
-def at_budget(points, budget: int) -> float | None:
-    """The bound of the last evaluation at or before `budget` steps; None if
-    the run has not trained that far yet."""
-    if points[-1][0] < budget:
-        return None
-    before = [b for s, b, _ in points if s <= budget]
-    return before[-1] if before else None
 
 
 def table(runs, budgets, split: str) -> tuple[str, dict]:
@@ -61,33 +53,11 @@ def table(runs, budgets, split: str) -> tuple[str, dict]:
             raise ValueError(f"{workdir}: no {split!r} evaluation in metrics.jsonl")
         curves[label] = points
         fmt = lambda v: "–" if v is None else f"{v:.1f}"
-        cells = [label, fmt(paper), *(fmt(at_budget(points, b)) for b in budgets)]
+        cells = [label, fmt(paper), *(fmt(ttq.at_budget(points, b)) for b in budgets)]
         cells += [str(points[-1][0]), f"{min(b for _, b, _ in points):.1f}"]
         cells.append(f"{points[-1][2] / 3600:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), curves
-
-
-def figure(path, runs, curves) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (label, _, paper), color in zip(
-        runs, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4
-    ):
-        steps, bounds, _ = zip(*curves[label])
-        ax.plot(steps, bounds, label=label, color=color)
-        if paper is not None:
-            ax.axhline(paper, color=color, linestyle="--", linewidth=0.8)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("test bound (nats; dashed: paper)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -106,7 +76,7 @@ def main(argv=None) -> int:
         return 2
     print(text)
     if args.out:
-        figure(args.out, runs, curves)
+        plotting.budget_curves(args.out, curves, {r[0]: r[2] for r in runs})
         print(f"wrote {args.out}")
     return 0
 

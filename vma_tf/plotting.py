@@ -184,3 +184,26 @@ def kl_breakdown_figure(path, runs: dict):
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def budget_curves(path, curves: dict, papers: dict | None = None) -> None:
+    """Learning curves of long runs: `curves` `label -> [(step, bound,
+    seconds)]` (`time_to_quality.curve`), each with its paper number from
+    `papers` (`label -> nats or None`) as a dashed line of its colour."""
+    from matplotlib import rcParams
+
+    fig = _figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, points) in enumerate(curves.items()):
+        color = colors[i % len(colors)]
+        steps, bounds, _ = zip(*points)
+        ax.plot(steps, bounds, label=label, color=color)
+        paper = (papers or {}).get(label)
+        if paper is not None:
+            ax.axhline(paper, color=color, linestyle="--", linewidth=0.8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("periodic bound, valid or test (nats; dashed: paper)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -35,11 +35,14 @@ BUDGETS = (5_000, 10_000, 20_000, 50_000)
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """One run: `launchers.train --preset=PRESET FLAGS` in `RUNS_DIR/name`."""
+    """One run: `launchers.train --preset=PRESET FLAGS` in `RUNS_DIR/name`;
+    `paper`: the paper's bound for this model, if it reports one (the
+    budget figure's dashed line)."""
 
     name: str
     preset: str
     flags: tuple[str, ...] = ()
+    paper: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +76,8 @@ class Row:
 
 K1000 = ("--num_samples=1000",)
 VMA = Training("fewshot_vma_c48", "omniglot_fewshot", ("--channels=48",))
-VAE = Training("fewshot_vae_c48", "omniglot_fewshot_vae", ("--channels=48",))
-SOFT = Training("fewshot_soft_c48", "omniglot_fewshot_soft", ("--channels=48",))
+VAE = Training("fewshot_vae_c48", "omniglot_fewshot_vae", ("--channels=48",), 90.8)
+SOFT = Training("fewshot_soft_c48", "omniglot_fewshot_soft", ("--channels=48",), 73.4)
 
 
 def _nll(run: Training, examples: int = 320, samples: int = 1000) -> Evaluation:
@@ -84,7 +87,8 @@ def _nll(run: Training, examples: int = 320, samples: int = 1000) -> Evaluation:
 
 def _per_class(k: int) -> Training:
     flags = ("--channels=48", f"--memory_per_class={k}")
-    return Training(f"fewshot_vma_c48_m{k}", "omniglot_fewshot", flags)
+    paper = {1: 75.1, 8: 69.1}[k]  # Fig. 4B
+    return Training(f"fewshot_vma_c48_m{k}", "omniglot_fewshot", flags, paper)
 
 
 def _robustness(run: Training) -> Evaluation:
@@ -200,8 +204,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "omniglot_learned",
         "§4.2 learned memory (28x28, |M| = 256, 32 maps): NLL 103.6 (K = 5000)",
-        (Training("learned", "omniglot_learned"),),
-        (_nll(Training("learned", "omniglot_learned"), 0, 5000),),
+        (Training("learned", "omniglot_learned", (), 103.6),),
+        (_nll(Training("learned", "omniglot_learned", (), 103.6), 0, 5000),),
     ),
     Row(
         "classification",
@@ -349,9 +353,25 @@ def _run_cells(t: Training, runs_dir: pathlib.Path, budgets) -> list[str]:
     hours = ttq.train_seconds(rows) / 3600
     cells = [t.name, str(_last_step(runs_dir / t.name)), f"{hours:.1f}"]
     for b in budgets:
-        before = [bound for s, bound, _ in points if s <= b]
-        cells.append(f"{before[-1]:.1f}" if before and points[-1][0] >= b else "-")
+        bound = ttq.at_budget(points, b)
+        cells.append("-" if bound is None else f"{bound:.1f}")
     return cells
+
+
+def curves(rows: Sequence[Row], runs_dir: pathlib.Path) -> tuple[dict, dict]:
+    """`({name: curve}, {name: paper})` of the rows' started runs, for
+    `plotting.budget_curves` (each run's periodic split, `plateau_split`)."""
+    out, papers = {}, {}
+    for t in trainings(rows):
+        path = runs_dir / t.name / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        rows_ = ttq.read_metrics(path)
+        split = ttq.plateau_split(r.get("split") for r in rows_) or "test"
+        points = ttq.curve(rows_, split)
+        if points:
+            out[t.name], papers[t.name] = points, t.paper
+    return out, papers
 
 
 def report_rows(

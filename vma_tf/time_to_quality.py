@@ -265,6 +265,16 @@ def _curve(train, evals) -> list[tuple[int, float, float]]:
     return [(s, b, seconds_to(s)) for s, b in sorted(evals.items())]
 
 
+def at_budget(points: Sequence[tuple[int, float, float]], budget: int) -> float | None:
+    """The bound of the last evaluation at or before `budget` steps of a
+    `curve`; None if the run has not trained that far (or has no evaluation
+    by then)."""
+    if not points or points[-1][0] < budget:
+        return None
+    before = [b for s, b, _ in points if s <= budget]
+    return before[-1] if before else None
+
+
 def reached_all(
     records: Iterable[Mapping[str, Any]], thresholds: Sequence[float], split: str
 ) -> bool:
