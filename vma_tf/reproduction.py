@@ -93,7 +93,8 @@ def _per_class(k: int) -> Training:
 
 def _robustness(run: Training) -> Evaluation:
     heads = tuple((f"C={c}", ("A_classes", str(c), "nll_bound")) for c in (1, 8, 144))
-    return Evaluation("robustness", (run.name,), K1000, heads)
+    reference = ("L(1) + log 144", ("A_classes", "144", "optimal_reference"))
+    return Evaluation("robustness", (run.name,), K1000, (*heads, reference))
 
 
 def _mnist_learned(size: int) -> Training:
@@ -218,7 +219,8 @@ ROWS: tuple[Row, ...] = (
                 (VMA.name,),
                 (),
                 tuple(
-                    (s, ("settings", s, "q(a|x)"))
+                    (f"{s} {form}", ("settings", s, form))
+                    for form in ("q(a|x)", "importance_weighted")
                     for s in (
                         "5-way 1-shot",
                         "5-way 5-shot",
