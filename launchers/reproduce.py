@@ -46,6 +46,12 @@ flags.DEFINE_list(
     ["all"],
     f"Rows: {', '.join(reproduction.ROWS_BY_NAME)}, or all.",
 )
+flags.DEFINE_list(
+    "runs",
+    [],
+    "Only these runs of the rows (names as in --action=list's workdirs) and the "
+    "evaluations of them alone; e.g. one per process to train two runs at once.",
+)
 flags.DEFINE_string("runs_dir", "~/vma_runs/long", "Directory of the rows' runs.")
 flags.DEFINE_string(
     "figure",
@@ -66,12 +72,16 @@ flags.DEFINE_integer(
 def _commands(rows, runs_dir: pathlib.Path):
     """`(kind, name or protocol, argv after python -m)` in run order."""
     out = []
+    chosen = set(FLAGS.runs)
     for t in reproduction.trainings(rows):
-        argv = reproduction.train_command(t, runs_dir, FLAGS.steps, FLAGS.patience)
-        out.append(("train", t.name, argv))
+        if not chosen or t.name in chosen:
+            argv = reproduction.train_command(t, runs_dir, FLAGS.steps, FLAGS.patience)
+            out.append(("train", t.name, argv))
     for row in rows:
         for e in row.evaluations:
-            out.append(("evaluate", e, reproduction.evaluate_command(e, runs_dir)))
+            if not chosen or set(e.runs) <= chosen:
+                argv = reproduction.evaluate_command(e, runs_dir)
+                out.append(("evaluate", e, argv))
     return out
 
 
@@ -117,6 +127,13 @@ def main(argv):
         rows = reproduction.select(FLAGS.rows)
     except ValueError as e:
         fail(f"--rows={','.join(FLAGS.rows)}: {e}")
+    names = [t.name for t in reproduction.trainings(rows)]
+    unknown = [n for n in FLAGS.runs if n not in names]
+    if unknown:
+        fail(
+            f"--runs={','.join(FLAGS.runs)}: {', '.join(unknown)} not a run of "
+            f"--rows={','.join(FLAGS.rows)} ({', '.join(names)})"
+        )
     if FLAGS.steps < 1:
         fail(f"--steps={FLAGS.steps} must be >= 1")
     if FLAGS.patience < 0:

@@ -427,6 +427,11 @@ TABLE = [
     ("reproduce", ["--figure={new}.png"], "--figure applies to --action=report only"),
     (
         "reproduce",
+        ["--rows=gmn_table", "--runs=gmn,learned"],
+        "--runs=gmn,learned: learned not a run of --rows=gmn_table (gmn)",
+    ),
+    (
+        "reproduce",
         ["--action=report", "--runs_dir={run}", "--figure={new}/curves.png"],
         "does not exist",
     ),

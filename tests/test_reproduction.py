@@ -125,3 +125,23 @@ def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
         "skip training gmn: trained to step 2000",
         "skip gmn_table of gmn: up to date",
     ]
+
+
+def test_launcher_runs_a_chosen_run_and_its_evaluations_only(tmp_path):
+    """--runs: one run of the rows (one lane of two processes); evaluations
+    that need another run are left to that lane."""
+    runs = tmp_path / "runs"
+    fake_run(runs / "fewshot_vae_c48", {1000: 150.0}, 1000)
+    args = ["--action=run", "--rows=fewshot", f"--runs_dir={runs}", "--steps=1000"]
+    proc = run_launcher("reproduce", [*args, "--runs=fewshot_vae_c48", "--patience=0"])
+    # launchers.evaluate fails (a fake run has no config.json); reproduce stops.
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(
+        "error: exit 2: python -m launchers.evaluate"
+    )
+    assert proc.stdout.splitlines()[:2] == [
+        "skip training fewshot_vae_c48: trained to step 1000",
+        "+ python -m launchers.evaluate "
+        f"--workdir={runs}/fewshot_vae_c48 --protocol=nll --num_samples=1000 "
+        "--num_examples=320",
+    ]
