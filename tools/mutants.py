@@ -234,6 +234,23 @@ MUTANTS = (
         ("tests/test_training.py::test_stop_when_ends_training_at_that_evaluation",),
     ),
     Mutant(
+        "patience_counts_from_the_latest_best",
+        "vma_tf/time_to_quality.py",
+        "best = min(points, key=lambda p: (p[1], p[0]))[0]\n    return best if",
+        "best = min(points, key=lambda p: (p[1], -p[0]))[0]\n    return best if",
+        ("tests/test_time_to_quality.py::test_patience_rule_watches_the_best_evaluation",),
+    ),
+    Mutant(
+        "resumed_run_ignores_its_plateau",
+        "vma_tf/training.py",
+        "monitor.stopped = ttq.plateau_message(log.path, t.patience) is not None",
+        "monitor.stopped = False",
+        (
+            "tests/test_training.py::"
+            "test_patience_ends_training_once_the_bound_stops_improving",
+        ),
+    ),
+    Mutant(
         "time_to_quality_interval_from_step_zero",
         "vma_tf/time_to_quality.py",
         "start = train[-1][0] if train else 0",
