@@ -17,7 +17,7 @@ STEPS   ?= 20000
 WORKDIR ?= $(HOME)/vma_runs/$(PRESET)_$(STEPS)
 ARGS    ?=
 
-.PHONY: venv data train test test-slow clean-venv
+.PHONY: venv data train reproduce reproduce-report test test-slow clean-venv
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -35,6 +35,23 @@ data: venv
 ## summary and samples.png at the end. Override: make train PRESET=mnist_vae STEPS=1000 ARGS="--seed=1"
 train: venv
 	$(PY) -m launchers.train --preset=$(PRESET) --steps=$(STEPS) --workdir=$(WORKDIR) $(ARGS)
+
+## The paper's rows at 50 000 steps (or a 10 000-step plateau), resumable: each
+## rerun continues. ROWS: a comma list of rows (all by default; see
+## `python -m launchers.reproduce --action=list`); RUNS: one lane of their runs.
+## Example, two lanes on two cores: make reproduce ROWS=fewshot RUNS=fewshot_vma_c48 &
+## make reproduce ROWS=gmn_table RUNS=gmn
+ROWS ?=
+RUNS ?=
+RUNS_DIR ?= $(HOME)/vma_runs/long
+REPRODUCE = $(PY) -m launchers.reproduce --runs_dir=$(RUNS_DIR) $(if $(ROWS),--rows=$(ROWS)) $(if $(RUNS),--runs=$(RUNS))
+reproduce: venv
+	$(REPRODUCE) --action=run $(ARGS)
+
+## The paper table from the runs so far, with budget curves (FIGURE=PNG for the figure).
+FIGURE ?=
+reproduce-report: venv
+	$(REPRODUCE) --action=report $(if $(FIGURE),--figure=$(FIGURE)) $(ARGS)
 
 ## The default test suite (< 15 min on 2 cores; long runs are marked slow), on
 ## TEST_WORKERS pytest-xdist processes (files with an xdist_group mark stay in
