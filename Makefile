@@ -41,10 +41,11 @@ train: venv
 ## `python -m launchers.reproduce --action=list`); RUNS: one lane of their runs.
 ## Example, two lanes on two cores: make reproduce ROWS=fewshot RUNS=fewshot_vma_c48 &
 ## make reproduce ROWS=gmn_table RUNS=gmn
+## RUNS_DIR: the runs' directory (the launcher's default, ~/vma_runs/long, when unset).
 ROWS ?=
 RUNS ?=
-RUNS_DIR ?= $(HOME)/vma_runs/long
-REPRODUCE = $(PY) -m launchers.reproduce --runs_dir=$(RUNS_DIR) $(if $(ROWS),--rows=$(ROWS)) $(if $(RUNS),--runs=$(RUNS))
+RUNS_DIR ?=
+REPRODUCE = $(PY) -m launchers.reproduce $(if $(RUNS_DIR),--runs_dir=$(RUNS_DIR)) $(if $(ROWS),--rows=$(ROWS)) $(if $(RUNS),--runs=$(RUNS))
 reproduce: venv
 	$(REPRODUCE) --action=run $(ARGS)
 
