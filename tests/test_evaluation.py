@@ -227,3 +227,27 @@ def test_duplicated_memory_entries_leave_the_bound_unchanged(preset):
     assert np.all(one["kl_a"] == 0)
     np.testing.assert_allclose(three["kl_a"], 0, atol=1e-5)
     np.testing.assert_allclose(three["nll_bound"], one["nll_bound"], rtol=1e-5)
+
+
+def test_many_memory_sizes_trace_once_each_without_the_retracing_warning():
+    """A protocol that varies the memory size (`robustness`) traces the
+    per-(entry, target) and chunk functions once per shape, and TensorFlow's
+    "frequent retracing" warning (meant for accidental retracing) stays
+    quiet; a repeated shape reuses its trace."""
+    import logging
+
+    model, x, memory = _model("mnist_recall")
+    stream = StreamedBound(model, chunk_size=20, jit=False)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = tf.get_logger()
+    logger.addHandler(handler)
+    try:
+        sizes = (1, 2, 3, 4, 5, 2)  # TF warns at 5 traces in a row.
+        for size in sizes:
+            stream(x, np.concatenate([memory] * 2)[:size], 20, seed=(0, size))
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m], messages
+    assert stream._pairs.traces == 5 and stream._chunk.traces == 5

@@ -13,6 +13,7 @@ chunked and unchunked bounds agree to float rounding.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -58,6 +59,59 @@ def memory_state_in_chunks(model: LatentVariableModel, memory, rows: int = 0):
     return tf.nest.pack_sequence_as(skeleton, joined)
 
 
+def _signature(value):
+    """Hashable trace key of one argument leaf: shape and dtype of a tensor
+    or array, the value itself otherwise (Python numbers, None)."""
+    if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)):
+        return (tuple(value.shape), value.dtype.name)
+    return (type(value).__name__, value)
+
+
+class TracedPerSignature:
+    """`fn` as one `tf.function` per call signature (shapes, dtypes and
+    Python values of the arguments), each traced exactly once.
+
+    The streamed bound is compiled once per input shape anyway (XLA needs
+    static shapes). Protocols that vary the memory size (`robustness`: 13
+    memory/target shapes) retrace on nearly every call, and TensorFlow warns
+    of "frequent retracing", a warning meant for accidental retracing, which
+    it counts per Python function (its code object). Each signature's
+    Function wraps its own `functools.partial` of `fn`, so the count is per
+    signature: the same compilations, no warning.
+
+    Args:
+        fn: the Python function.
+        jit: compile with XLA.
+    """
+
+    def __init__(self, fn, jit: bool):
+        self._fn = fn
+        self._jit = jit
+        self._functions = {}
+
+    def _function(self, args):
+        key = tuple(
+            _signature(v) for v in tf.nest.flatten(args, expand_composites=True)
+        )
+        function = self._functions.get(key)
+        if function is None:
+            function = tf.function(functools.partial(self._fn), jit_compile=self._jit)
+            self._functions[key] = function
+        return function
+
+    def __call__(self, *args):
+        return self._function(args)(*args)
+
+    def get_concrete_function(self, *args):
+        """The traced graph function of `args`' signature."""
+        return self._function(args).get_concrete_function(*args)
+
+    @property
+    def traces(self) -> int:
+        """Traces so far, over all signatures."""
+        return sum(f.experimental_get_tracing_count() for f in self._functions.values())
+
+
 class StreamedBound:
     """Per-example K-sample bound and diagnostics, K streamed in chunks.
 
@@ -81,8 +135,8 @@ class StreamedBound:
         self.model = model
         self.chunk_size = chunk_size
         self.memory_chunk = memory_chunk
-        self._chunk = tf.function(self._chunk_terms, jit_compile=jit)
-        self._pairs = tf.function(self.model.pair_state, jit_compile=jit)
+        self._chunk = TracedPerSignature(self._chunk_terms, jit)
+        self._pairs = TracedPerSignature(self.model.pair_state, jit)
 
     def _chunk_terms(self, x, memory, state, seed, offset, num, pairs=None):
         extra = {} if pairs is None else {"pairs": pairs}
