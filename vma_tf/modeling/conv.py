@@ -48,7 +48,7 @@ import tensorflow as tf
 
 from vma_tf.configs import SKIP_MODES
 from vma_tf.modeling.networks import MLP
-from vma_tf.modeling.strided import StridedConv2D, SubPixelConv2DTranspose
+from vma_tf.modeling.strided import StridedConv2D, SubPixelConv2DTranspose, add_bias
 
 __all__ = [
     "ConvDecoder",
@@ -350,7 +350,7 @@ class ConvDecoder(keras.layers.Layer):
         self._build_concat_input(layer)
         kernel = tf.cast(layer.kernel[:, :, : self.channels], h.dtype)
         y = tf.nn.conv2d(tf.nn.relu(h), kernel, 1, "SAME") + skip
-        return layer.activation(tf.nn.bias_add(y, tf.cast(layer.bias, y.dtype)))
+        return layer.activation(add_bias(y, layer.bias))
 
     def call(self, z, gathered=None):
         z, lead = _fold(z, 1)
