@@ -1,13 +1,15 @@
 """Streamed many-sample evaluation."""
 
+import contextlib
 import dataclasses
+import logging
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from vma_tf import configs, estimators
+from vma_tf import address_health, configs, estimators
 from vma_tf.evaluation import StreamedBound, mean_and_stderr
 from vma_tf.modeling.builders import build_model
 
@@ -229,25 +231,68 @@ def test_duplicated_memory_entries_leave_the_bound_unchanged(preset):
     np.testing.assert_allclose(three["nll_bound"], one["nll_bound"], rtol=1e-5)
 
 
-def test_many_memory_sizes_trace_once_each_without_the_retracing_warning():
-    """A protocol that varies the memory size (`robustness`) traces the
-    per-(entry, target) and chunk functions once per shape, and TensorFlow's
-    "frequent retracing" warning (meant for accidental retracing) stays
-    quiet; a repeated shape reuses its trace."""
-    import logging
-
-    model, x, memory = _model("mnist_recall")
-    stream = StreamedBound(model, chunk_size=20, jit=False)
+@contextlib.contextmanager
+def tf_log_messages():
+    """The messages TensorFlow's logger emits inside the block."""
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())
     logger = tf.get_logger()
     logger.addHandler(handler)
     try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_many_memory_sizes_trace_once_each_without_the_retracing_warning():
+    """A protocol that varies the memory size (`robustness`) traces the
+    per-(entry, target) and chunk functions once per shape, and TensorFlow's
+    "frequent retracing" warning (meant for accidental retracing) stays
+    quiet; a repeated shape reuses its trace."""
+    model, x, memory = _model("mnist_recall")
+    stream = StreamedBound(model, chunk_size=20, jit=False)
+    with tf_log_messages() as messages:
         sizes = (1, 2, 3, 4, 5, 2)  # TF warns at 5 traces in a row.
         for size in sizes:
             stream(x, np.concatenate([memory] * 2)[:size], 20, seed=(0, size))
-    finally:
-        logger.removeHandler(handler)
     assert not [m for m in messages if "retracing" in m], messages
     assert stream._pairs.traces == 5 and stream._chunk.traces == 5
+
+
+@pytest.mark.parametrize("preset", ["mnist_recall", "mnist_learned"])
+def test_address_health_traces_once_per_model_and_reads_the_current_weights(preset):
+    """Training measures q(a|x) on every evaluation split at every
+    evaluation: the graph is traced once per model and batch shape (no
+    "frequent retracing" warning in a training log), and each call reads the
+    weights of that moment (a learned memory's state is an argument, not a
+    constant frozen into the first trace)."""
+    model, x, memory = _model(preset)
+    rng = np.random.default_rng(1)
+
+    def batches(size):
+        if memory is None:
+            return [{"x": x}, {"x": x[:3]}]
+        return [{"x": x, "memory": np.concatenate([memory] * 2)[:size]}] * 2
+
+    def eager(batches):
+        health = address_health.AddressHealth(shared_memory=memory is None)
+        for batch in batches:
+            state = model.address_state(batch.get("memory"))
+            q_a, _ = model.address_distributions(batch["x"], state=state)
+            health.update(q_a.probs_parameter().numpy(), None)
+        return health.result()
+
+    sizes = (6, 12) * 3
+    with tf_log_messages() as messages:
+        for size in sizes:
+            for v in model.trainable_variables:
+                v.assign_add(0.3 * rng.normal(size=v.shape).astype(np.float32))
+            got = address_health.measure(model, batches(size))
+            want = eager(batches(size))
+            assert got.keys() == want.keys()
+            for key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
+    assert not [m for m in messages if "retracing" in m], messages
+    traces = address_health._q_probs_function(model).traces
+    assert traces == 2, traces  # Two batch shapes (learned) or memory sizes.

@@ -27,6 +27,8 @@ for more than `COLLAPSE_MAX_TOP_SHARE` of the targets.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 COLLAPSE_MIN_INFORMATION = 0.05
@@ -138,7 +140,9 @@ def measure(model, dataset) -> dict:
     """Address statistics of `model` (a VMA) over the batches of `dataset`.
 
     The per-entry addressing state (`model.address_state`) of a learned
-    memory is computed once for all batches, and q(a|x) runs as a graph.
+    memory is computed once for all batches, and q(a|x) runs as a graph,
+    traced once per model and batch signature (training measures every
+    evaluation split at every evaluation: the same traces each time).
 
     Args:
         model: a VMA (`address_state(memory)`, `address_distributions(x,
@@ -148,15 +152,7 @@ def measure(model, dataset) -> dict:
     Returns:
         `AddressHealth.result()`; empty for an empty dataset.
     """
-    import tensorflow as tf
-
-    @tf.function
-    def q_probs(x, memory):
-        # Learned memory (memory None): one state, reused by every trace.
-        state = shared if memory is None else model.address_state(memory)
-        q_a, _ = model.address_distributions(x, state=state)
-        return q_a.probs_parameter()
-
+    q_probs = _q_probs_function(model)
     health, shared = None, None
     for batch in dataset:
         memory = batch.get("memory")
@@ -164,9 +160,35 @@ def measure(model, dataset) -> dict:
             health = AddressHealth(shared_memory=memory is None)
             if memory is None:
                 shared = model.address_state(None)
-        q = q_probs(batch["x"], memory).numpy()
+        q = q_probs(batch["x"], memory, shared).numpy()
         health.update(q, own_mask(batch, q.shape[-1]))
     return {} if health is None else health.result()
+
+
+_Q_PROBS = weakref.WeakKeyDictionary()
+
+
+def _q_probs_function(model):
+    """`q_probs(x, memory, state) -> [B, |M|]` of `model`, one per model.
+
+    Episodic memory (`memory` given) computes the state in the graph; a
+    learned memory (`memory` None) takes it as an argument, so the weights
+    of a training model are read at each call, not frozen in a trace."""
+    from vma_tf.evaluation import TracedPerSignature
+
+    function = _Q_PROBS.get(model)
+    if function is None:
+        owner = weakref.ref(model)  # The cache must not keep the model alive.
+
+        def q_probs(x, memory, state):
+            vma = owner()
+            if memory is not None:
+                state = vma.address_state(memory)
+            q_a, _ = vma.address_distributions(x, state=state)
+            return q_a.probs_parameter()
+
+        function = _Q_PROBS[model] = TracedPerSignature(q_probs, jit=False)
+    return function
 
 
 def collapse_warning(split: str, step: int, stats: dict) -> str:
