@@ -125,8 +125,9 @@ def test_nll_protocol_on_a_trained_run(tmp_path):
     from vma_tf.evaluation import nll_protocol
     from vma_tf.experiment import load_run
 
-    training.train_and_evaluate(tiny(steps=20, jit=False), tmp_path, progress=False)
-    config, model, data, step = load_run(tmp_path)
+    config = tiny(steps=20, jit=False, eval_memory_size=32)
+    training.train_and_evaluate(config, tmp_path, progress=False)
+    _, model, data, step = load_run(tmp_path)
     assert step == 20
     result = nll_protocol(model, data.final_evals, 30, num_examples=10, chunk_size=7)
     assert set(result) == {"test", "test_m32"}

@@ -33,13 +33,16 @@ from vma_tf.modeling.models import LatentVariableModel
     ],
 )
 def test_run_writes_everything(tmp_path, preset):
-    summary = training.train_and_evaluate(tiny(preset), tmp_path, progress=False)
+    config = tiny(
+        preset, **({"eval_memory_size": 32} if preset == "mnist_recall" else {})
+    )
+    summary = training.train_and_evaluate(config, tmp_path, progress=False)
     assert summary["step"] == 40
     for name in ("config.json", "metrics.jsonl", "samples.png", "summary.json"):
         assert (tmp_path / name).is_file(), name
     assert any((tmp_path / "tb").iterdir())
     saved = configs.Config.from_dict(json.loads((tmp_path / "config.json").read_text()))
-    assert saved == tiny(preset)
+    assert saved == config
     rows = read_metrics(tmp_path)
     keys = {
         "split",
@@ -70,12 +73,17 @@ def test_run_writes_everything(tmp_path, preset):
 @pytest.mark.parametrize("preset", ["mnist_recall", "omniglot_fewshot"])
 def test_resume_is_exact(tmp_path, preset):
     """20 steps + resume to 40 == 40 uninterrupted steps, bit for bit (MNIST:
-    XLA; Omniglot: TF's oneDNN kernels, the conv presets' `jit=False`)."""
+    XLA; Omniglot: TF's oneDNN kernels, the conv presets' `jit=False`). Only
+    the interrupted run evaluates at step 20 (its end), so this also checks
+    that an evaluation leaves the training streams untouched."""
     assert configs.get_preset(preset).train.jit == (preset == "mnist_recall")
     full, part = tmp_path / "full", tmp_path / "part"
-    training.train_and_evaluate(tiny(preset), full, progress=False)
-    training.train_and_evaluate(tiny(preset, steps=20), part, progress=False)
-    summary = training.train_and_evaluate(tiny(preset), part, progress=False)
+    config = tiny(preset, eval_every=40)
+    training.train_and_evaluate(config, full, progress=False)
+    training.train_and_evaluate(
+        tiny(preset, steps=20, eval_every=40), part, progress=False
+    )
+    summary = training.train_and_evaluate(config, part, progress=False)
     assert summary["steps_this_run"] == 20
     a, b = checkpoint_values(full), checkpoint_values(part)
     assert a.keys() == b.keys()
@@ -85,6 +93,10 @@ def test_resume_is_exact(tmp_path, preset):
         (r["step"], r["loss"]) for r in read_metrics(w) if r["split"] == "train"
     ]
     assert train(full) == train(part)
+    evals = lambda w: sorted(
+        {r["step"] for r in read_metrics(w) if r["split"] != "train"}
+    )
+    assert evals(full) == [40] and evals(part) == [20, 40]
 
 
 def test_bfloat16_training_keeps_float32_state_and_resumes_in_float32(
@@ -130,7 +142,9 @@ def test_stop_when_ends_training_at_that_evaluation(tmp_path):
     each periodic evaluation; True at step 20 of 40 ends training there with
     a checkpoint (none is due at 20, so a rerun resumes there) and the final
     evaluation."""
-    config = tiny(steps=40, eval_every=10, checkpoint_every=40, jit=False)
+    config = tiny(
+        steps=40, eval_every=10, checkpoint_every=40, jit=False, eval_memory_size=32
+    )
     asked = []
 
     def stop_when(records):
