@@ -29,6 +29,7 @@ from absl import app, flags  # noqa: E402
 
 from launchers.common import fail, parse_flags  # noqa: E402
 from vma_tf import reproduction  # noqa: E402
+from vma_tf.configs.schema import PRECISIONS  # noqa: E402
 from vma_tf.errors import WorkdirError  # noqa: E402
 from vma_tf.workdir import check_output_file  # noqa: E402
 
@@ -68,6 +69,21 @@ flags.DEFINE_integer(
     "(0: train to --steps).",
 )
 
+flags.DEFINE_enum(
+    "precision",
+    reproduction.PRECISION,
+    list(PRECISIONS),
+    "Training precision of the runs (evaluations run in float32): "
+    "mixed_bfloat16 (1.7-1.8x faster on a CPU with AMX, within 1 nat of "
+    "float32 at 5000 steps) or float32 (the paper's setting).",
+)
+
+
+def _train_command(t, runs_dir: pathlib.Path):
+    return reproduction.train_command(
+        t, runs_dir, FLAGS.steps, FLAGS.patience, FLAGS.precision
+    )
+
 
 def _commands(rows, runs_dir: pathlib.Path):
     """`(kind, name or protocol, argv after python -m)` in run order."""
@@ -75,8 +91,7 @@ def _commands(rows, runs_dir: pathlib.Path):
     chosen = set(FLAGS.runs)
     for t in reproduction.trainings(rows):
         if not chosen or t.name in chosen:
-            argv = reproduction.train_command(t, runs_dir, FLAGS.steps, FLAGS.patience)
-            out.append(("train", t.name, argv))
+            out.append(("train", t.name, _train_command(t, runs_dir)))
     for row in rows:
         for e in row.evaluations:
             if not chosen or set(e.runs) <= chosen:
@@ -89,8 +104,7 @@ def _list(rows, runs_dir: pathlib.Path) -> None:
     for row in rows:
         print(f"{row.name}: {row.paper}")
         for t in row.trainings:
-            argv = reproduction.train_command(t, runs_dir, FLAGS.steps, FLAGS.patience)
-            print("  python -m " + shlex.join(argv))
+            print("  python -m " + shlex.join(_train_command(t, runs_dir)))
         for e in row.evaluations:
             print(
                 "  python -m " + shlex.join(reproduction.evaluate_command(e, runs_dir))

@@ -32,6 +32,9 @@ def test_every_row_is_valid_configs_and_protocol_options(row, tmp_path):
         configs.validate(config)
         assert config.train.steps == reproduction.STEPS
         assert config.train.patience == reproduction.PATIENCE
+        assert config.train.precision == "mixed_bfloat16" == reproduction.PRECISION
+        paper = reproduction.train_command(t, tmp_path, precision="float32")
+        assert parse_train(paper).train.precision == "float32"
     for e in row.evaluations:
         assert set(e.runs) <= names
         options = protocols.REGISTRY[e.protocol].options
@@ -82,7 +85,10 @@ def test_report_and_skip_rules(tmp_path):
     (runs / "gmn" / "eval" / "gmn_table.json").write_text(json.dumps(report))
     assert reproduction.evaluated(table, runs) == report
     text = reproduction.report_rows([row], runs)
-    assert "| gmn | 11000 | 1.5 | 120.0 | 100.0 | - | - |" in text
+    assert "| gmn | 11000 | 1.5 | - | 120.0 | 100.0 | - | - |" in text
+    (runs / "gmn" / "config.json").write_text('{"train": {"precision": "float32"}}')
+    text = reproduction.report_rows([row], runs)
+    assert "| gmn | 11000 | 1.5 | float32 | 120.0 | 100.0 | - | - |" in text
     assert (
         "gmn_table of gmn (step 11000): C=1,T=1 91.0, C=1,T=5 95.0, C=1,T=19 -" in text
     )
@@ -103,6 +109,7 @@ def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
     proc = run_launcher("reproduce", ["--rows=gmn_table", f"--runs_dir={runs}"])
     assert proc.returncode == 0, proc.stderr
     commands = [shlex.split(line) for line in proc.stdout.splitlines()[1:]]
+    assert "--precision=mixed_bfloat16" in commands[0]
     assert commands[0][:4] == [
         "python",
         "-m",
@@ -117,7 +124,10 @@ def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
     args = ["--action=report", "--rows=gmn_table", f"--runs_dir={runs}"]
     proc = run_launcher("reproduce", [*args, f"--figure={figure}"])
     assert proc.returncode == 0 and figure.is_file(), proc.stderr
-    assert "| gmn | 2000 | 0.3 | - | - | - | - |" in proc.stdout
+    assert "| gmn | 2000 | 0.3 | - | - | - | - | - |" in proc.stdout
+    proc = run_launcher("reproduce", ["--rows=gmn_table", "--precision=float32"])
+    assert proc.returncode == 0, proc.stderr
+    assert "--precision=float32 --seed=0" in proc.stdout.splitlines()[1]
     args = ["--action=run", "--rows=gmn_table", f"--runs_dir={runs}", "--steps=2000"]
     proc = run_launcher("reproduce", args)
     assert proc.returncode == 0, proc.stderr
