@@ -155,3 +155,17 @@ def test_launcher_runs_a_chosen_run_and_its_evaluations_only(tmp_path):
         f"--workdir={runs}/fewshot_vae_c48 --protocol=nll --num_samples=1000 "
         "--num_examples=320",
     ]
+    proc = run_launcher("reproduce", [*args, "--runs=fewshot_vae_c48", "--threads=1"])
+    assert proc.stdout.splitlines()[1].startswith(
+        "+ TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python -m launchers.evaluate"
+    )
+
+
+def test_thread_env():
+    assert reproduction.thread_env(0) == {}
+    assert reproduction.thread_env(1) == {
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+    }
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        reproduction.thread_env(-1)

@@ -290,6 +290,23 @@ def train_command(
     ]
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment variables giving each TensorFlow process of a run
+    `threads` intra-op and inter-op threads ({} for TF's default, all cores).
+
+    Two lanes on two cores train 10-13 % more steps/s with one thread each
+    than with TF's two each (BENCHMARKS.md "Two lanes on two cores").
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, not {threads}")
+    if not threads:
+        return {}
+    return {
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": str(threads),
+    }
+
+
 def evaluate_command(e: Evaluation, runs_dir: pathlib.Path) -> list[str]:
     """`launchers.evaluate` arguments (after `python -m`) of an evaluation."""
     workdirs = ",".join(str(runs_dir / name) for name in e.runs)
