@@ -421,6 +421,16 @@ TABLE = [
     ("reproduce", ["--action=report", "--runs_dir={new}"], "is not a directory"),
     (
         "reproduce",
+        ["--action=run", "--precision=float16", "--runs_dir={new}"],
+        "flag --precision=float16: value should be one of",
+    ),
+    (
+        "reproduce",
+        ["--action=run", "--threads=-1", "--runs_dir={new}"],
+        "flag --threads=-1: -1 is not a non-negative integer",
+    ),
+    (
+        "reproduce",
         ["--action=run", "--runs_dir={new}", "extra"],
         "unexpected arguments",
     ),
