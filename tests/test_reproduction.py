@@ -116,7 +116,11 @@ def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
         "launchers.train",
         "--preset=omniglot_gmn",
     ]
-    assert commands[1][-2:] == ["--protocol=gmn_table", "--num_samples=1000"]
+    assert commands[1][-3:] == [
+        "--protocol=gmn_table",
+        "--num_samples=1000",
+        "--num_examples=40",
+    ]
     report = {"workdirs": [str(runs / "gmn")], "steps": [2000], "results": {}}
     (runs / "gmn" / "eval").mkdir()
     (runs / "gmn" / "eval" / "gmn_table.json").write_text(json.dumps(report))
