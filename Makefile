@@ -39,7 +39,7 @@ train: venv
 ## The paper's rows at 50 000 steps (or a 10 000-step plateau), resumable: each
 ## rerun continues. ROWS: a comma list of rows (all by default; see
 ## `python -m launchers.reproduce --action=list`); RUNS: one lane of their runs.
-## Example, two lanes on two cores, one TF thread each (10-13 % faster than two):
+## Example, two lanes on two cores, one TF thread each (6-13 % faster than two):
 ## make reproduce ROWS=fewshot RUNS=fewshot_vma_c48 ARGS=--threads=1 &
 ## make reproduce ROWS=gmn_table RUNS=gmn ARGS=--threads=1
 ## RUNS_DIR: the runs' directory (the launcher's default, ~/vma_runs/long, when unset).

@@ -297,7 +297,7 @@ def thread_env(threads: int) -> dict[str, str]:
     """Environment variables giving each TensorFlow process of a run
     `threads` intra-op and inter-op threads ({} for TF's default, all cores).
 
-    Two lanes on two cores train 10-13 % more steps/s with one thread each
+    Two lanes on two cores train 6-13 % more steps/s with one thread each
     than with TF's two each (BENCHMARKS.md "Two lanes on two cores").
     """
     if threads < 0:
