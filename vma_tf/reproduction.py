@@ -396,8 +396,8 @@ def _run_cells(t: Training, runs_dir: pathlib.Path, budgets) -> list[str]:
     split = ttq.plateau_split(r.get("split") for r in rows) or "test"
     points = ttq.curve(rows, split)
     hours = ttq.train_seconds(rows) / 3600
-    cells = [t.name, str(_last_step(runs_dir / t.name)), f"{hours:.1f}"]
-    cells.append(_precision(runs_dir / t.name))
+    workdir = runs_dir / t.name
+    cells = [t.name, str(_last_step(workdir)), f"{hours:.1f}", _precision(workdir)]
     for b in budgets:
         bound = ttq.at_budget(points, b)
         cells.append("-" if bound is None else f"{bound:.1f}")
@@ -424,8 +424,9 @@ def report_rows(
     rows: Sequence[Row], runs_dir: pathlib.Path, budgets: Sequence[int] = BUDGETS
 ) -> str:
     """Markdown: per row, the paper's number, then a line per run (steps,
-    training hours, training precision, periodic bound at each budget) and per evaluation (the
-    headline numbers at the steps evaluated, or "not evaluated")."""
+    training hours, training precision, periodic bound at each budget) and per
+    evaluation (the headline numbers at the steps evaluated, or "not
+    evaluated")."""
     out = []
     for row in rows:
         out += [f"### {row.name}", "", f"paper: {row.paper}", ""]
