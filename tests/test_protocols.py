@@ -21,6 +21,7 @@ from vma_tf import (
     training,
 )
 from vma_tf.modeling.builders import build_model
+from vma_tf.protocols.common import CellCache
 
 # `make test` (--dist loadgroup): one xdist worker runs this whole file, so its
 # module-scoped fixtures are built once.
@@ -161,6 +162,37 @@ def test_gmn_table(omniglot_runs):
     for key in ("C=1,T=1", "C=2,T=1"):
         assert table[key]["kl_a"]["mean"] == pytest.approx(0.0, abs=1e-6), key
     assert table["C=2,T=3"]["kl_a"]["mean"] > 1e-6
+
+
+def test_gmn_table_resumes_from_its_saved_cells(omniglot_runs, monkeypatch):
+    """An interrupted evaluation leaves its finished cells on disk; a rerun
+    takes them and computes the rest to the same numbers as an uninterrupted
+    run. The file is gone once the table is complete, and a rerun with other
+    options (another key) does not take it."""
+    run = omniglot_runs[0]
+    kw = dict(num_samples=4, num_examples=2, classes=(1,), shots=(1, 3), jit=False)
+    full, _ = protocols.gmn_table(run, **kw)
+    path = run.workdir / "eval" / ".gmn_table.cells.json"
+    assert not path.exists()
+
+    def interrupted(cell):  # As if stopped after the first cell.
+        CellCache(run, protocols.GmnTableOptions(**kw))("C=1,T=1", lambda: cell)
+        assert path.exists()
+
+    interrupted(full["table"]["C=1,T=1"])
+    assert protocols.gmn_table(run, **kw)[0] == full
+    assert not path.exists()
+    marked = {**full["table"]["C=1,T=1"], "num_examples": -1}
+    interrupted(marked)
+    resumed, _ = protocols.gmn_table(run, **kw)
+    assert resumed["table"] == {**full["table"], "C=1,T=1": marked}
+    interrupted(marked)
+    other, _ = protocols.gmn_table(run, **{**kw, "num_samples": 5})
+    assert other["table"]["C=1,T=1"]["num_examples"] == 2 * 19
+    monkeypatch.setattr(CellCache, "finish", lambda self: None)  # Keep the file.
+    protocols.gmn_table(run, **kw)
+    assert json.loads(path.read_text())["cells"] == full["table"]  # Every cell saved.
+    path.unlink()
 
 
 def test_gmn_sequences_draw_distinct_images_of_the_chosen_characters():

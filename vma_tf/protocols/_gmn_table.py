@@ -3,7 +3,8 @@
 Sequences of 20 test images from C characters; each image after the first T
 is a target with memory = the first T images. Targets T+1..20 of one sequence
 are exchangeable, so all of them are evaluated against the same memory (one
-batch per sequence).
+batch per sequence). Each finished (C, T) cell is kept on disk (`CellCache`), so
+a rerun of an interrupted evaluation resumes at the first missing cell.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from vma_tf.configs import ConfigError
-from vma_tf.protocols.common import BoundOptions, Result, Run, bound_over, require
+from vma_tf.protocols.common import (
+    BoundOptions,
+    CellCache,
+    Result,
+    Run,
+    bound_over,
+    require,
+)
 
 # Images per sequence.
 LENGTH = 20
@@ -105,11 +113,16 @@ def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> R
         n: [gmn_sequences(test.images, n, LENGTH, rng) for _ in range(per_row)]
         for n in o.classes
     }
+    cells = CellCache(run, o)
     table = {}
     for n in o.classes:
         for t in o.shots:
-            batches = ({"x": seq[t:], "memory": seq[:t]} for seq, _ in sequences[n])
-            table[f"C={n},T={t}"] = bound_over(stream, batches, o.num_samples, o.seed)
+            batches = [{"x": seq[t:], "memory": seq[:t]} for seq, _ in sequences[n]]
+            table[f"C={n},T={t}"] = cells(
+                f"C={n},T={t}",
+                lambda b=batches: bound_over(stream, b, o.num_samples, o.seed),
+            )
+    cells.finish()
     return {
         "table": table,
         "classes": list(o.classes),

@@ -11,6 +11,8 @@ in this module.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Self
@@ -205,6 +207,59 @@ def bound_over(
             v.append(res[k])
         n += len(res["nll_bound"])
     return {**summary(values), "num_examples": n}
+
+
+class CellCache:
+    """The finished cells of a long protocol, on disk, so that a rerun resumes.
+
+    A protocol of many independent cells (each seeded by itself, so that its
+    value does not depend on which cells ran before it; e.g. `gmn_table`'s
+    28 (C, T) cells, hours at K = 1000 on a CPU) keeps each finished cell in
+    `<workdir>/eval/.<protocol>.cells.json` under a key of everything the
+    value depends on: the checkpoint's step, the model's dtype policy and the
+    options. A rerun with the same key takes the saved cells (JSON floats
+    round-trip exactly, so the result equals an uninterrupted run's); any
+    other key, or an unreadable file, starts afresh. `finish` removes the file.
+
+    Attributes:
+        path: the file.
+        resumed: how many cells came from the file.
+    """
+
+    def __init__(self, run: Run, options: Options):
+        """Reads the saved cells of `run` under `options`, if their key matches.
+
+        Args:
+            run: the evaluated run (`workdir`, `step`, `model`).
+            options: the protocol's options (the `protocol` names the file).
+        """
+        self.path = run.workdir / "eval" / f".{options.protocol}.cells.json"
+        policy = getattr(getattr(run.model, "dtype_policy", None), "name", None)
+        key = {"step": run.step, "dtype_policy": policy}
+        key["options"] = dataclasses.asdict(options)
+        self._key = json.loads(json.dumps(key))  # Tuples as lists, as read back.
+        self._cells = {}
+        try:
+            saved = json.loads(self.path.read_text())
+            if saved["key"] == self._key:
+                self._cells = dict(saved["cells"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # No file, or not ours: start afresh.
+        self.resumed = len(self._cells)
+
+    def __call__(self, name: str, compute: Callable[[], dict]) -> dict:
+        """The saved cell `name`, or `compute()` saved before it is returned."""
+        if name not in self._cells:
+            self._cells[name] = json.loads(json.dumps(compute()))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": self._key, "cells": self._cells}))
+            os.replace(tmp, self.path)
+        return self._cells[name]
+
+    def finish(self) -> None:
+        """Removes the file (the protocol's result is complete)."""
+        self.path.unlink(missing_ok=True)
 
 
 def require(run: Run, protocol: str, ok: bool, what: str) -> None:
