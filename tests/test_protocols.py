@@ -222,6 +222,17 @@ def test_robustness(omniglot_runs, tmp_path):
     b = result["B_examples_per_class"]
     assert [b[k]["memory_per_class"] for k in b] == [1, 2]
     figs["robustness"](tmp_path / "f.png")
+    # Resumable like gmn_table: a point left on disk by an interrupted run is
+    # taken (here a marked copy), the others recomputed to the same numbers.
+    options = protocols.RobustnessOptions(
+        num_samples=3, num_examples=4, classes=(1, 2, 4), examples=(1, 2), jit=False
+    )
+    marked = {**a["2"], "num_examples": -1}
+    del marked["optimal_reference"]  # Added after the points are computed.
+    CellCache(omniglot_runs[0], options)("A2", lambda: marked)
+    resumed, _ = protocols.robustness(omniglot_runs[0], options)
+    assert resumed["A_classes"]["2"] == {**a["2"], "num_examples": -1}
+    assert resumed["A_classes"]["4"] == a["4"] and resumed["B_examples_per_class"] == b
 
 
 def test_kl_breakdown(omniglot_runs, tmp_path):

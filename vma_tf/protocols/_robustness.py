@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from vma_tf.protocols.common import (
     ROBUST_STREAM,
     BoundOptions,
+    CellCache,
     Result,
     Run,
     bound_over,
@@ -96,15 +97,18 @@ def robustness(
         r = bound_over(stream, from_counter(make, 0, batches), o.num_samples, o.seed)
         return {**r, "classes": num_classes, "memory_per_class": per_class}
 
-    a = {str(n): point(n, c.data.memory_per_class) for n in classes}
+    cells = CellCache(run, o)  # A rerun resumes at the first missing point.
+    per_class = c.data.memory_per_class
+    a = {str(n): cells(f"A{n}", lambda n=n: point(n, per_class)) for n in classes}
     base = a[str(classes[0])]["nll_bound"]["mean"] - math.log(classes[0])
     for n in classes:
         a[str(n)]["optimal_reference"] = base + math.log(n)
     b = {
-        str(k): point(total, k)
+        str(k): cells(f"B{k}", lambda k=k: point(total, k))
         for k in o.examples
         if k + o.targets_per_class <= test.images.shape[1]
     }
+    cells.finish()
     results = {
         "A_classes": a,
         "B_examples_per_class": b,

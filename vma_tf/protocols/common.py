@@ -213,8 +213,8 @@ class CellCache:
     """The finished cells of a long protocol, on disk, so that a rerun resumes.
 
     A protocol of many independent cells (each seeded by itself, so that its
-    value does not depend on which cells ran before it; e.g. `gmn_table`'s
-    28 (C, T) cells, hours at K = 1000 on a CPU) keeps each finished cell in
+    value does not depend on which cells ran before it: `gmn_table`'s 28
+    (C, T) cells, hours at K = 1000 on a CPU, and `robustness`' points) keeps each finished cell in
     `<workdir>/eval/.<protocol>.cells.json` under a key of everything the
     value depends on: the checkpoint's step, the model's dtype policy and the
     options. A rerun with the same key takes the saved cells (JSON floats
@@ -255,7 +255,7 @@ class CellCache:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"key": self._key, "cells": self._cells}))
             os.replace(tmp, self.path)
-        return self._cells[name]
+        return dict(self._cells[name])  # The caller may add keys.
 
     def finish(self) -> None:
         """Removes the file (the protocol's result is complete)."""
