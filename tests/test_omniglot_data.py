@@ -152,6 +152,39 @@ def test_fewshot_split(split) -> None:
 # ---------------------------------------------------------------- 28x28 data
 
 
+def test_bgeval26_equals_pil_nearest_resizing() -> None:
+    """The public PyTorch VMA's data: torchvision's Omniglot resized with
+    PIL's NEAREST to 26x26, background set to train, evaluation set to test,
+    characters in global id order."""
+    from PIL import Image
+
+    with open(SHARED / "omniglot_characters.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for part, set_name in zip(
+        omniglot.load_bgeval26(SHARED), ("background", "evaluation")
+    ):
+        raw = _npz(f"omniglot105_{set_name}.npz", "images")  # bool, True = background
+        kept = [r for r in rows if r["set"] == set_name]
+        expected = (~raw[:, :, 2::4, 2::4]).astype(np.uint8)
+        _assert_sets_equal(
+            part,
+            _labelled(
+                expected,
+                [r["alphabet"] for r in kept],
+                [r["character"] for r in kept],
+            ),
+        )
+        # Spot checks against PIL itself (as torchvision calls it: mode L,
+        # ink dark), then ToTensor and 1 - x.
+        for c, d in ((0, 0), (17, 5), (len(raw) - 1, 19)):
+            page = Image.fromarray(raw[c, d].astype(np.uint8) * 255, mode="L")
+            small = np.asarray(page.resize((26, 26), Image.NEAREST))
+            np.testing.assert_array_equal(
+                part.images[c, d], (small == 0).astype(np.uint8)
+            )
+        del raw
+
+
 def _raw_gmn28(set_name: str) -> dict:
     assert SHARED is not None
     with np.load(SHARED / f"omniglot28_{set_name}.npz", allow_pickle=False) as npz:

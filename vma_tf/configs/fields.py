@@ -80,7 +80,7 @@ def x_shape(config: Config) -> tuple[int, ...]:
     dataset = config.data.dataset
     if dataset == "binarized_mnist":
         return (784,)
-    if dataset == "omniglot_fewshot":
+    if dataset in ("omniglot_fewshot", "omniglot_bgeval"):
         return (26, 26, 1)
     return (28, 28, 1)
 

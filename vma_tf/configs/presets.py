@@ -113,6 +113,15 @@ PRESETS.update(
             weight_decay=3e-4,
             hidden_units=(128,),
         ),
+        # The same model on the public PyTorch VMA's data (Table 1's second
+        # anchor): 26x26 nearest-neighbour, background/evaluation split.
+        "omniglot_bgeval": _omniglot(
+            "omniglot_bgeval",
+            "omniglot_bgeval",
+            channels=32,
+            weight_decay=3e-4,
+            hidden_units=(128,),
+        ),
     }
 )
 

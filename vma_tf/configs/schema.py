@@ -25,8 +25,14 @@ class ConfigError(ValueError):
 
 
 # -- Choice lists ----------------------------------------------------------
-DATASETS = ("binarized_mnist", "omniglot_fewshot", "omniglot_gmn", "omniglot_learned")
-EPISODIC_DATASETS = ("omniglot_fewshot", "omniglot_gmn")
+DATASETS = (
+    "binarized_mnist",
+    "omniglot_fewshot",
+    "omniglot_gmn",
+    "omniglot_bgeval",
+    "omniglot_learned",
+)
+EPISODIC_DATASETS = ("omniglot_fewshot", "omniglot_gmn", "omniglot_bgeval")
 TASKS = ("recall", "batches", "episodes")
 KINDS = ("vma", "vae", "soft_attention")
 ARCHITECTURES = ("mlp", "conv")
@@ -81,7 +87,9 @@ class DataConfig:
         "binarized_mnist",
         "binarized_mnist (Larochelle's fixed binarisation); omniglot_fewshot "
         "(26x26, the 45/5 alphabet split); omniglot_gmn (28x28, the GMN "
-        "background/evaluation split); omniglot_learned (28x28, all "
+        "background/evaluation split); omniglot_bgeval (26x26 nearest-"
+        "neighbour, the same split, as the public PyTorch VMA's); "
+        "omniglot_learned (28x28, all "
         "characters, drawers 15/5).",
         choices=DATASETS,
     )

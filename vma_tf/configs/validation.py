@@ -25,6 +25,7 @@ SPLIT_SIZES = {
     "binarized_mnist": {"train": 50_000, "valid": 10_000, "test": 10_000},
     "omniglot_fewshot": {"train": 1479, "test": 144},
     "omniglot_gmn": {"train": 964, "test": 659},
+    "omniglot_bgeval": {"train": 964, "test": 659},
     "omniglot_learned": {"train": 1623 * 15, "test": 1623 * 5},
 }
 assert tuple(SPLIT_SIZES) == DATASETS

@@ -21,9 +21,12 @@ _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 def episodic_splits(config: Config):
     """`(train, test)` `OmniglotSet`s of an episodic Omniglot config."""
     d = config.data
-    if d.dataset == "omniglot_fewshot":
-        return omniglot.load_fewshot26(d.data_dir)
-    return omniglot.load_gmn28(d.data_dir)
+    load = {
+        "omniglot_fewshot": omniglot.load_fewshot26,
+        "omniglot_gmn": omniglot.load_gmn28,
+        "omniglot_bgeval": omniglot.load_bgeval26,
+    }[d.dataset]
+    return load(d.data_dir)
 
 
 def episodes(config: Config, split: omniglot.OmniglotSet, stream: int, **sizes):

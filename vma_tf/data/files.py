@@ -53,6 +53,11 @@ DATASET_FILES: dict[str, tuple[str, ...]] = {
         "omniglot_characters.csv",
     ),
     "omniglot_gmn": _OMNIGLOT28,
+    "omniglot_bgeval": (
+        "omniglot105_background.npz",
+        "omniglot105_evaluation.npz",
+        "omniglot_characters.csv",
+    ),
     "omniglot_learned": _OMNIGLOT28,
 }
 """Raw files each dataset is prepared from (keys are ``--dataset`` values, plus

@@ -1,6 +1,6 @@
 """Omniglot for the few-shot and learned-memory experiments (paper section 4.2).
 
-Three views of Lake et al.'s Omniglot (1623 characters from 50 alphabets, each
+Four views of Lake et al.'s Omniglot (1623 characters from 50 alphabets, each
 drawn by 20 people), all with ink = 1, each served by a tfds builder of
 :mod:`vma_tf.data.omniglot_builders` (prepared once by
 :func:`vma_tf.data.tfds_data.prepare`):
@@ -10,6 +10,9 @@ drawn by 20 people), all with ink = 1, each served by a tfds builder of
   alphabet split (144 test characters).
 * :func:`load_gmn28`: the 28x28 copy from Generative Matching Networks, split
   into the official background (train) and evaluation (test) sets.
+* :func:`load_bgeval26`: the full-resolution images resized to 26x26 by
+  nearest-neighbour sampling, in the background/evaluation split (the data of
+  the public PyTorch VMA).
 * :func:`load_learned28`: an unlabeled 28x28 train/test split by drawer for the
   learned-memory experiment.
 
@@ -37,6 +40,7 @@ __all__ = [
     "FEWSHOT_TEST_ALPHABETS",
     "OmniglotSet",
     "episode_batch_fn",
+    "load_bgeval26",
     "load_fewshot26",
     "load_gmn28",
     "load_learned28",
@@ -159,6 +163,27 @@ def load_gmn28(data_dir: PathLike | None = None) -> tuple[OmniglotSet, OmniglotS
         DataError: If a raw file is missing, corrupted or truncated.
     """
     return _load("omniglot_gmn", data_dir, _character_set)
+
+
+def load_bgeval26(data_dir: PathLike | None = None) -> tuple[OmniglotSet, OmniglotSet]:
+    """26x26 nearest-neighbour Omniglot, background/evaluation split.
+
+    The data of the public PyTorch VMA (torchvision's ``Omniglot`` resized with
+    ``Image.NEAREST``), the second anchor of Table 1. Served by
+    :class:`vma_tf.data.omniglot_builders.OmniglotBgEval26`; cached in-process.
+
+    Args:
+        data_dir: As for :func:`load_fewshot26`.
+
+    Returns:
+        `(train, test)`: the background set (964 characters, 30 alphabets) and the
+        evaluation set (659 characters, 20 alphabets), each in global character
+        id order, read-only images uint8 `[C, 20, 26, 26]` of 0/1 (ink = 1).
+
+    Raises:
+        DataError: If a raw file is missing, corrupted or truncated.
+    """
+    return _load("omniglot_bgeval", data_dir, _character_set)
 
 
 def _read_only_images(records: dict[str, np.ndarray]) -> np.ndarray:

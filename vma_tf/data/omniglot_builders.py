@@ -1,4 +1,4 @@
-"""tfds builders for the three Omniglot views the experiments use.
+"""tfds builders for the four Omniglot views the experiments use.
 
 Each builder reads the raw files from tfds' ``manual_dir`` through
 ``dl_manager.download``: tfds finds them there by the file names registered in
@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 __all__ = [
     "DRAWERS",
     "FEWSHOT_TEST_ALPHABETS",
+    "OmniglotBgEval26",
     "OmniglotFewshot26",
     "OmniglotGmn28",
     "OmniglotLearned28",
@@ -44,6 +45,9 @@ _LEARNED_TRAIN_DRAWERS = 15
 _POOL = 4
 _CROP = 104  # 105 -> 104 so that 4x4 pooling tiles the image exactly.
 _CHUNK_CHARS = 128  # Characters pooled at once, to bound temporaries.
+# PIL's NEAREST resize 105 -> 26 (torchvision's `Resize(26, NEAREST)`) reads
+# source pixel floor((i + 0.5) * 105 / 26) = 2 + 4 i of output pixel i.
+_NEAREST = slice(2, 105, 4)
 
 
 def _download(dl_manager, names: tuple[str, ...]) -> dict[str, str]:
@@ -71,6 +75,25 @@ def _pool_ink(background: np.ndarray) -> np.ndarray:
         blocks = ink.reshape(ink.shape[0], drawers, side, _POOL, side, _POOL)
         out[start : start + _CHUNK_CHARS] = blocks.max(axis=(3, 5))
     return out
+
+
+def _nearest_ink(background: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour downscaling of full-resolution images, as PIL's.
+
+    Args:
+        background: bool `[N, 20, 105, 105]`, True = white background, False = ink.
+
+    Returns:
+        uint8 `[N, 20, 26, 26]`: pixel `(i, j)` is 1 where source pixel
+        `(2 + 4 i, 2 + 4 j)` is ink (`Image.resize((26, 26), Image.NEAREST)`).
+    """
+    return (~background[:, :, _NEAREST, _NEAREST]).astype(np.uint8)
+
+
+def _read_characters(path: str) -> list[dict]:
+    """The rows of ``omniglot_characters.csv`` (global character id order)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def _read_gmn(path: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -125,18 +148,28 @@ class OmniglotFewshot26(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             disable_shuffling=True,
         )
 
+    @staticmethod
+    def _downscale(background: np.ndarray) -> np.ndarray:
+        """bool `[N, 20, 105, 105]` (True = background) -> uint8 `[N, 20, 26, 26]` ink."""
+        return _pool_ink(background)
+
+    @staticmethod
+    def _is_test(rows: list[dict]) -> np.ndarray:
+        """bool `[1623]`: the test characters among the csv's rows."""
+        is_test = np.array([r["alphabet"] in FEWSHOT_TEST_ALPHABETS for r in rows])
+        if int(is_test.sum()) != _FEWSHOT_TEST_CHARACTERS:
+            raise ValueError(f"the 45/5 split has {int(is_test.sum())} test characters")
+        return is_test
+
     def _split_generators(self, dl_manager):
         paths = _download(dl_manager, self.RAW_FILES)
         pooled = []
         for set_name in ("background", "evaluation"):
             with np.load(paths[f"omniglot105_{set_name}.npz"]) as npz:
-                pooled.append(_pool_ink(npz["images"]))
-        with open(paths["omniglot_characters.csv"], newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+                pooled.append(self._downscale(npz["images"]))
+        rows = _read_characters(paths["omniglot_characters.csv"])
         images = np.concatenate(pooled)
-        is_test = np.array([r["alphabet"] in FEWSHOT_TEST_ALPHABETS for r in rows])
-        if int(is_test.sum()) != _FEWSHOT_TEST_CHARACTERS:
-            raise ValueError(f"the 45/5 split has {int(is_test.sum())} test characters")
+        is_test = self._is_test(rows)
         return {
             split: self._generate_examples(images, rows, is_test == (split == "test"))
             for split in ("train", "test")
@@ -153,6 +186,26 @@ class OmniglotFewshot26(tfds.core.GeneratorBasedBuilder, skip_registration=True)
                     "character": row["character"],
                 },
             )
+
+
+class OmniglotBgEval26(OmniglotFewshot26, skip_registration=True):
+    """26x26 Omniglot, Lake's background/evaluation split, nearest-neighbour.
+
+    The data of the public PyTorch VMA (Table 1's second anchor): torchvision's
+    ``Omniglot`` sets resized to 26x26 with ``Image.NEAREST`` (`_nearest_ink`:
+    every fourth source pixel, thinner strokes than max-pooling's). Splits:
+    ``train`` is the background set (964 characters, 30 alphabets), ``test``
+    the evaluation set (659 characters, 20 alphabets), each in global id
+    order. Examples as in `OmniglotFewshot26`.
+    """
+
+    @staticmethod
+    def _downscale(background: np.ndarray) -> np.ndarray:
+        return _nearest_ink(background)
+
+    @staticmethod
+    def _is_test(rows: list[dict]) -> np.ndarray:
+        return np.array([r["set"] == "evaluation" for r in rows])
 
 
 class OmniglotGmn28(tfds.core.GeneratorBasedBuilder, skip_registration=True):

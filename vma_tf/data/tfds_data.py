@@ -49,6 +49,7 @@ _ENV_VAR = "VMA_TFDS_DIR"
 _BUILDERS = {
     "omniglot_fewshot": omniglot_builders.OmniglotFewshot26,
     "omniglot_gmn": omniglot_builders.OmniglotGmn28,
+    "omniglot_bgeval": omniglot_builders.OmniglotBgEval26,
     "omniglot_learned": omniglot_builders.OmniglotLearned28,
 }
 _TFDS_NAMES = ("binarized_mnist", "mnist")  # tfds' own builders.
