@@ -214,16 +214,16 @@ class CellCache:
 
     A protocol of many independent cells (each seeded by itself, so that its
     value does not depend on which cells ran before it: `gmn_table`'s 28
-    (C, T) cells, hours at K = 1000 on a CPU, and `robustness`' points) keeps each finished cell in
-    `<workdir>/eval/.<protocol>.cells.json` under a key of everything the
-    value depends on: the checkpoint's step, the model's dtype policy and the
-    options. A rerun with the same key takes the saved cells (JSON floats
-    round-trip exactly, so the result equals an uninterrupted run's); any
-    other key, or an unreadable file, starts afresh. `finish` removes the file.
+    (C, T) cells, hours at K = 1000 on a CPU, and `robustness`' points)
+    keeps each finished cell in `<workdir>/eval/.<protocol>.cells.json` under
+    a key of everything the value depends on: the checkpoint's step, the
+    model's dtype policy and the options. A rerun with the same key takes the
+    saved cells (JSON floats round-trip exactly, so the result equals an
+    uninterrupted run's); any other key, or an unreadable file, starts
+    afresh. `finish` removes the file.
 
     Attributes:
         path: the file.
-        resumed: how many cells came from the file.
     """
 
     def __init__(self, run: Run, options: Options):
@@ -245,7 +245,6 @@ class CellCache:
                 self._cells = dict(saved["cells"])
         except (OSError, ValueError, KeyError, TypeError):
             pass  # No file, or not ours: start afresh.
-        self.resumed = len(self._cells)
 
     def __call__(self, name: str, compute: Callable[[], dict]) -> dict:
         """The saved cell `name`, or `compute()` saved before it is returned."""
