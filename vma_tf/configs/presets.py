@@ -86,6 +86,9 @@ def _omniglot(
     return override(config)  # Derives batch and memory size of episodes.
 
 
+# Table 1's model (the paper: fewer channels and MLP layers, L2 3e-4).
+_TABLE1_MODEL = dict(channels=32, weight_decay=3e-4, hidden_units=(128,))
+
 PRESETS.update(
     {
         # Section 4.2 few-shot: 8 characters x 4 targets, 4 more of each in memory.
@@ -106,21 +109,11 @@ PRESETS.update(
             weight_decay=3e-4,
         ),
         # GMN split (Table 1): smaller channels and MLPs, L2 3e-4.
-        "omniglot_gmn": _omniglot(
-            "omniglot_gmn",
-            "omniglot_gmn",
-            channels=32,
-            weight_decay=3e-4,
-            hidden_units=(128,),
-        ),
+        "omniglot_gmn": _omniglot("omniglot_gmn", "omniglot_gmn", **_TABLE1_MODEL),
         # The same model on the public PyTorch VMA's data (Table 1's second
         # anchor): 26x26 nearest-neighbour, background/evaluation split.
         "omniglot_bgeval": _omniglot(
-            "omniglot_bgeval",
-            "omniglot_bgeval",
-            channels=32,
-            weight_decay=3e-4,
-            hidden_units=(128,),
+            "omniglot_bgeval", "omniglot_bgeval", **_TABLE1_MODEL
         ),
     }
 )
