@@ -117,7 +117,7 @@ def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> R
     table = {}
     for n in o.classes:
         for t in o.shots:
-            batches = [{"x": seq[t:], "memory": seq[:t]} for seq, _ in sequences[n]]
+            batches = ({"x": seq[t:], "memory": seq[:t]} for seq, _ in sequences[n])
             table[f"C={n},T={t}"] = cells(
                 f"C={n},T={t}",
                 lambda b=batches: bound_over(stream, b, o.num_samples, o.seed),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Self
@@ -20,6 +19,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from vma_tf.configs import Config, ConfigError
+from vma_tf.workdir import atomic_write
 
 # Streams of evaluation data, distinct from training (0) and periodic eval (1).
 RECALL_STREAM, ROBUST_STREAM, CLASSIFY_STREAM = 11, 12, 13
@@ -251,9 +251,8 @@ class CellCache:
         if name not in self._cells:
             self._cells[name] = json.loads(json.dumps(compute()))
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": self._key, "cells": self._cells}))
-            os.replace(tmp, self.path)
+            saved = {"key": self._key, "cells": self._cells}
+            atomic_write(self.path, json.dumps(saved))
         return dict(self._cells[name])  # The caller may add keys.
 
     def finish(self) -> None:
