@@ -195,6 +195,43 @@ def test_gmn_table_resumes_from_its_saved_cells(omniglot_runs, monkeypatch):
     path.unlink()
 
 
+def test_nll_resumes_from_its_saved_batches(recall_run, monkeypatch):
+    """`nll` keeps each finished batch on disk until the result is complete: a
+    rerun after an interruption takes the saved batches (here one, then a
+    marked copy of it) and computes the rest to an uninterrupted run's
+    numbers; other options (another key) start afresh."""
+    run = recall_run
+    kw = dict(num_samples=3, num_examples=12, jit=False)  # Batches of 8 and 4.
+    full, _ = protocols.nll(run, **kw)
+    path = run.workdir / "eval" / ".nll.cells.json"
+    assert not path.exists()
+    with monkeypatch.context() as m:  # Keep the file, as an interruption would.
+        m.setattr(CellCache, "finish", lambda self: None)
+        assert protocols.nll(run, **kw)[0] == full
+    saved = json.loads(path.read_text())
+    split = next(iter(full))
+    assert sorted(saved["cells"]) == [f"{split}/0", f"{split}/1"]
+    assert [len(c["nll_bound"]) for c in saved["cells"].values()] == [8, 4]
+
+    def interrupted(first):  # As if stopped after the first batch.
+        path.write_text(json.dumps({**saved, "cells": {f"{split}/0": first}}))
+
+    first = saved["cells"][f"{split}/0"]
+    interrupted(first)
+    assert protocols.nll(run, **kw)[0] == full
+    assert not path.exists()
+    marked = {**first, "nll_bound": [v + 1.0 for v in first["nll_bound"]]}
+    interrupted(marked)
+    resumed, _ = protocols.nll(run, **kw)
+    want = full[split]["nll_bound"]["mean"] + 8 / 12  # Only batch 0 was taken.
+    assert resumed[split]["nll_bound"]["mean"] == pytest.approx(want, abs=1e-9)
+    assert resumed[split]["kl_z"] == full[split]["kl_z"]
+    assert not path.exists()
+    interrupted(marked)  # Not taken under other options:
+    other, _ = protocols.nll(run, **{**kw, "num_samples": 4})
+    assert other == protocols.nll(run, **{**kw, "num_samples": 4})[0]
+
+
 def test_gmn_sequences_draw_distinct_images_of_the_chosen_characters():
     rng = np.random.default_rng(0)
     images = np.arange(10 * 20 * 4).reshape(10, 20, 2, 2) % 251

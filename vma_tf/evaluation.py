@@ -211,8 +211,14 @@ def nll_protocol(
     chunk_size: int = 100,
     seed: int = 0,
     jit: bool = True,
+    cache=None,
 ) -> dict:
     """Test bound L_K (K up to thousands, streamed) on each evaluation split.
+
+    Batch `i` of a split is drawn with seed `(seed, i)`, so its values do not
+    depend on the batches before it: with `cache` (e.g.
+    `protocols.common.CellCache`) an interrupted evaluation resumes at the
+    first batch it had not finished, to the numbers of an uninterrupted one.
 
     Args:
         model: a restored model.
@@ -223,22 +229,36 @@ def nll_protocol(
         chunk_size: samples per chunk.
         seed: evaluation seed.
         jit: compile with XLA.
+        cache: `cache(name, compute) -> dict`, returning the saved per-example
+            values of batch `name` (`"<split>/<i>"`) or `compute()`'s, saved;
+            `None` computes every batch.
 
     Returns:
         `{split: {metric: {"mean", "stderr"}, "num_examples", "num_samples"}}`.
     """
     stream = StreamedBound(model, chunk_size, jit)
+    metrics = ("nll_bound", "kl_a", "kl_z", "recon")
+
+    def per_example(batch, i, take):  # JSON-ready: the cache's round trip.
+        res = stream(batch["x"], batch.get("memory"), num_samples, seed=(seed, i))
+        return {k: np.asarray(res[k][:take], np.float64).tolist() for k in metrics}
+
+    if cache is None:
+        cache = lambda name, compute: compute()
     out = {}
     for split, ds in evals.items():
-        values = {k: [] for k in ("nll_bound", "kl_a", "kl_z", "recon")}
+        values = {k: [] for k in metrics}
         seen = 0
         for i, batch in enumerate(ds):
-            res = stream(batch["x"], batch.get("memory"), num_samples, seed=(seed, i))
-            take = len(res["nll_bound"])
+            take = int(tf.shape(batch["x"])[0])
             if num_examples:
                 take = min(take, num_examples - seen)
-            for k in values:
-                values[k].append(res[k][:take])
+            res = cache(
+                f"{split}/{i}",
+                lambda batch=batch, i=i, take=take: per_example(batch, i, take),
+            )
+            for k, value in values.items():
+                value.append(np.asarray(res[k], np.float64))
             seen += take
             if num_examples and seen >= num_examples:
                 break

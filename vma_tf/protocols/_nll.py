@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from vma_tf.protocols.common import BoundOptions, Result, Run
+from vma_tf.protocols.common import BoundOptions, CellCache, Result, Run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,10 @@ class NllOptions(BoundOptions):
 def nll(run: Run, options: NllOptions | None = None, **keywords) -> Result:
     """L_K and its diagnostics on the run's final evaluation sets.
 
+    Resumable: each finished batch is kept in `<workdir>/eval/.nll.cells.json`
+    (`CellCache`) until the result is complete, so an interrupted evaluation
+    (hours for K = 5000 on the full test set) continues where it stopped.
+
     Args:
         run: a restored run (`load`).
         options: `NllOptions` (default: the defaults).
@@ -41,6 +45,7 @@ def nll(run: Run, options: NllOptions | None = None, **keywords) -> Result:
     o = NllOptions.resolve(options, keywords)
     from vma_tf import evaluation
 
+    cells = CellCache(run, o)  # A rerun resumes at the first missing batch.
     results = evaluation.nll_protocol(
         run.model,
         run.data.final_evals,
@@ -49,5 +54,7 @@ def nll(run: Run, options: NllOptions | None = None, **keywords) -> Result:
         o.chunk_size,
         o.seed,
         o.jit,
+        cache=cells,
     )
+    cells.finish()
     return results, {}
