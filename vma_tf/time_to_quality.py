@@ -25,7 +25,9 @@ Definitions (`time_to_quality`):
   checkpoint (their rows are dropped on resume; the resumed run redoes them
   and counts them once). It is therefore comparable across runs resumed any
   number of times, but it is wall-clock on a shared machine: other jobs
-  inflate it, steps are not affected.
+  inflate it, steps are not affected, and so does a process stopped
+  mid-interval (`kill -STOP`, as the long runs are while CI runs): its
+  interval counts the pause.
 * **Resumed runs**: `MetricsLog` appends to the file from each process and,
   on resume, first drops every row past the checkpoint it resumes from, so
   train steps increase along the file. Should a train row repeat or go back
