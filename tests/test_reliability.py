@@ -47,14 +47,18 @@ app.run(train.main)
 
 # Sends its own process SIGNAL just before step STEP runs
 # (`VMA_TEST_SIGNAL_AT=STEP:SIGNAL`), as a user's Ctrl-C or a machine's
-# shutdown would, between two steps (inside a log interval).
+# shutdown would, between two steps (inside a log interval). SIGSTOP first
+# starts a process that continues this one (SIGCONT) PAUSE seconds later.
 SIGNAL_DRIVER = r"""
-import os, signal, sys
+import os, signal, subprocess, sys
 step, name = os.environ["VMA_TEST_SIGNAL_AT"].split(":")
 step = int(step)
 from vma_tf import training
 def signalling_begin(self, batch, logs=None):
     if self._step() + 1 == step:
+        if name == "SIGSTOP":
+            pause = os.environ["VMA_TEST_PAUSE"]
+            subprocess.Popen(["sh", "-c", f"sleep {pause}; kill -CONT {os.getpid()}"])
         os.kill(os.getpid(), getattr(signal, name))
 training._Monitor.on_train_batch_begin = signalling_begin
 from absl import app
@@ -64,9 +68,9 @@ app.run(train.main, flags_parser=train.parse_flags)
 """
 
 
-def launch(config_json, workdir, log, kill_at=None, signal_at=None):
+def launch(config_json, workdir, log, kill_at=None, signal_at=None, env=None):
     command = [sys.executable, "-m", "launchers.train"]
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if kill_at is not None:
         command = [sys.executable, "-c", DRIVER]
         env["VMA_TEST_KILL_AT"] = kill_at
@@ -83,6 +87,30 @@ def launch(config_json, workdir, log, kill_at=None, signal_at=None):
             env=env,
             start_new_session=True,
         )
+
+
+def test_a_stopped_training_does_not_count_the_pause_as_training_time(tmp_path):
+    """`kill -STOP` ... `kill -CONT` inside a log interval (as the long runs
+    are paused while CI runs): the interval's `steps_per_sec` leaves the
+    pause out, so `time_to_quality.train_seconds` is the training's time; the
+    run goes on to the end."""
+    pause, steps, log_every = 6, 12, 4
+    config = tiny(steps=steps, log_every=log_every, eval_every=steps, jit=False)
+    config_json = tmp_path / "config.json"
+    config_json.write_text(config.to_json())
+    workdir, log = tmp_path / "run", tmp_path / "run.log"
+    env = {"VMA_TEST_PAUSE": str(pause)}
+    proc = launch(config_json, workdir, log, signal_at="6:SIGSTOP", env=env)
+    assert wait_all([proc], timeout=300) == [0], log.read_text()[-3000:]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+    seconds = {
+        r["step"]: log_every / r["steps_per_sec"] for r in rows if r["split"] == "train"
+    }
+    assert sorted(seconds) == [4, 8, 12]
+    # The pause was in the interval of steps 5-8; its time is that of its
+    # neighbours (a few tenths of a second), not the pause's seconds.
+    assert seconds[8] < pause / 3, seconds
+    assert seconds[8] < 3 * max(seconds[4], seconds[12]) + 0.5, seconds
 
 
 def train_rows(workdir):

@@ -67,7 +67,12 @@ from vma_tf.workdir import atomic_write, preflight, workdir_lock
 class _Monitor(keras.callbacks.Callback):
     """Logging, evaluation, checkpoints, progress bar, NaN guard, the stop
     on SIGINT / SIGTERM (`signal`, set by `_checkpoint_on_signals`) and the
-    early stop asked by `stop_when` (`stopped`)."""
+    early stop asked by `stop_when` (`stopped`).
+
+    A train row's `steps_per_sec` is the interval's steps over its wall time
+    less the time the process spent stopped (`kill -STOP` ... `kill -CONT`,
+    as long runs are while CI runs): `resumed`, called on SIGCONT, counts
+    the time since the last finished step as paused (to within one step)."""
 
     signal: int | None = None
 
@@ -101,12 +106,25 @@ class _Monitor(keras.callbacks.Callback):
             if progress
             else None
         )
-        self._t0 = time.perf_counter()
+        self._t0 = self._last_end = time.perf_counter()
+        self._paused = 0.0
         self._start_step = self._epoch_start = start_step
 
     def on_train_batch_end(self, batch, logs=None):
+        self._last_end = time.perf_counter()
         if self.signal is not None:
             self._stop(logs)
+
+    def resumed(self) -> None:
+        """The process continues after a stop (SIGCONT): the time since the
+        interval's last finished step (or its start) was not training."""
+        since = max(self._last_end, self._t0)
+        self._paused += max(0.0, time.perf_counter() - since)
+
+    def _rate(self, step: int) -> float:
+        """Steps per second of the interval ending at `step`, pauses excluded."""
+        elapsed = time.perf_counter() - self._t0 - self._paused
+        return (step - self._epoch_start) / max(elapsed, 1e-6)
 
     def _check_finite(self, step: int, logs) -> None:
         """Raises `NonFiniteError` if a step since the last check was NaN/Inf."""
@@ -125,8 +143,7 @@ class _Monitor(keras.callbacks.Callback):
         step = self._step()
         if logs and step > self._epoch_start:
             self._check_finite(step, logs)
-            elapsed = time.perf_counter() - self._t0
-            rate = (step - self._epoch_start) / elapsed
+            rate = self._rate(step)
             self.history.append(self.log.write("train", step, logs, rate))
         latest = self.manager.latest_checkpoint or ""
         if not latest.endswith(f"-{step}"):
@@ -140,6 +157,7 @@ class _Monitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
+        self._paused = 0.0
         self._epoch_start = self._step()
 
     def _step(self) -> int:
@@ -147,12 +165,10 @@ class _Monitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         t = self.config.train
-        elapsed = time.perf_counter() - self._t0
         step = self._step()
+        rate = self._rate(step)
         self._check_finite(step, logs)
-        record = self.log.write(
-            "train", step, logs, (step - self._epoch_start) / elapsed
-        )
+        record = self.log.write("train", step, logs, rate)
         self.history.append(record)
         if step % t.eval_every == 0 or step >= t.steps:
             records = evaluate(self.model, self.evals, step, self.log)
@@ -400,7 +416,8 @@ def _checkpoint_on_signals(monitor: _Monitor, strategy: tf.distribute.Strategy):
     back). Only in the main thread, and not under `multi_worker` (one
     worker stopping alone would leave the others waiting in collectives;
     `tf.distribute.experimental.PreemptionCheckpointHandler` is the tool
-    there, not wired yet)."""
+    there, not wired yet). SIGCONT (a stopped process continuing) calls
+    `monitor.resumed`, so that the pause is not counted as training time."""
     if threading.current_thread() is not threading.main_thread() or isinstance(
         strategy, tf.distribute.MultiWorkerMirroredStrategy
     ):
@@ -413,6 +430,9 @@ def _checkpoint_on_signals(monitor: _Monitor, strategy: tf.distribute.Strategy):
 
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, handler) for s in signals}
+    if hasattr(signal, "SIGCONT"):  # Not on Windows.
+        cont = signal.SIGCONT
+        previous[cont] = signal.signal(cont, lambda signum, frame: monitor.resumed())
     try:
         yield
     finally:
