@@ -27,8 +27,8 @@ Definitions (`time_to_quality`):
   number of times, but it is wall-clock on a shared machine: other jobs
   inflate it, steps are not affected. A process stopped mid-interval
   (`kill -STOP` ... `kill -CONT`, as the long runs are while CI runs) logs
-  the interval without the pause (since the commit that added this
-  sentence; rows written before it count the pause).
+  the interval without the pause (since 3698f0d; rows written before
+  count the pause).
 * **Resumed runs**: `MetricsLog` appends to the file from each process and,
   on resume, first drops every row past the checkpoint it resumes from, so
   train steps increase along the file. Should a train row repeat or go back
