@@ -68,6 +68,14 @@ flags.DEFINE_integer(
     "Stop a run once its periodic bound has not improved for this many steps "
     "(0: train to --steps).",
 )
+flags.DEFINE_integer(
+    "lr_drop_step",
+    0,
+    "Pass --lr_drop_step to every training: from this step on Adam runs at "
+    "1e-4 (0: the paper's constant rate). A run in progress takes it on "
+    "resume.",
+    lower_bound=0,
+)
 
 flags.DEFINE_enum(
     "precision",
@@ -97,7 +105,7 @@ def _shown(argv) -> str:
 
 def _train_command(t, runs_dir: pathlib.Path):
     return reproduction.train_command(
-        t, runs_dir, FLAGS.steps, FLAGS.patience, FLAGS.precision
+        t, runs_dir, FLAGS.steps, FLAGS.patience, FLAGS.precision, FLAGS.lr_drop_step
     )
 
 

@@ -68,6 +68,8 @@ TABLE = [
     ("train", ["--log_every=0"], "--log_every=0 must be >= 1"),
     ("train", ["--eval_every=50"], "--eval_every=50 must be a positive multiple"),
     ("train", ["--checkpoint_every=0"], "--checkpoint_every=0 must be a positive"),
+    ("train", ["--lr_drop_step=150"], "--lr_drop_step=150 must be 0 or a multiple"),
+    ("train", ["--lr_after_drop=0"], "--lr_after_drop=0.0 must be a positive"),
     ("train", ["--patience=-1"], "--patience=-1 must be >= 0"),
     ("train", ["--eval_batches=-1"], "--eval_batches=-1 must be >= 0"),
     ("train", ["--channels=0", OMNI], "--channels=0 must be >= 1"),

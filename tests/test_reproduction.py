@@ -35,6 +35,13 @@ def test_every_row_is_valid_configs_and_protocol_options(row, tmp_path):
         assert config.train.precision == "mixed_bfloat16" == reproduction.PRECISION
         paper = reproduction.train_command(t, tmp_path, precision="float32")
         assert parse_train(paper).train.precision == "float32"
+        assert parse_train(paper).train.lr_drop_step == 0
+        dropped = parse_train(
+            reproduction.train_command(t, tmp_path, lr_drop_step=45000)
+        )
+        configs.validate(dropped)
+        assert dropped.train.learning_rate_at(44999) == dropped.train.learning_rate
+        assert dropped.train.learning_rate_at(45000) == 1e-4
     for e in row.evaluations:
         assert set(e.runs) <= names
         options = protocols.REGISTRY[e.protocol].options

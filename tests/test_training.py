@@ -184,6 +184,38 @@ def test_patience_ends_training_once_the_bound_stops_improving(tmp_path):
     assert again["step"] == 20
 
 
+def test_lr_drop_takes_effect_at_its_step_and_may_join_a_run_in_progress(tmp_path):
+    """`--lr_drop_step`: with a learning rate too small to move any weight
+    before it, the weights at the drop step are the first run's untouched
+    ones and move after it; adding the drop to a run resumed at that step
+    gives the uninterrupted run bit for bit; train rows log the rate."""
+    flat = dict(eval_every=40, checkpoint_every=20, learning_rate=1e-30)
+    dropped = dict(lr_drop_step=20, lr_after_drop=3e-4)
+    full, part = tmp_path / "full", tmp_path / "part"
+    training.train_and_evaluate(tiny(**flat, **dropped), full, progress=False)
+    training.train_and_evaluate(tiny(steps=20, **flat), part, progress=False)
+    at_20 = checkpoint_values(part)
+    training.train_and_evaluate(tiny(**flat, **dropped), part, progress=False)
+    path_20 = str(full / "checkpoints" / "ckpt-20")
+    for name, value in at_20.items():
+        if "seed_generator" in name:  # `part` evaluated at 20, `full` did not.
+            continue
+        np.testing.assert_array_equal(
+            tf.train.load_variable(path_20, name), value, err_msg=name
+        )
+    a, b = checkpoint_values(full), checkpoint_values(part)
+    assert a.keys() == b.keys() == at_20.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert any(not np.array_equal(a[n], at_20[n]) for n in a)
+    rates = [
+        (r["step"], r["learning_rate"])
+        for r in read_metrics(full)
+        if r["split"] == "train"
+    ]
+    assert rates == [(10, 1e-30), (20, 1e-30), (30, 3e-4), (40, 3e-4)]
+
+
 def poison_from(iteration):
     """`LatentVariableModel.objective` that is NaN from optimizer step
     `iteration` (0-based) on. (`tf.where`, not `+ 0 * nan`: 0 * NaN is NaN.)"""

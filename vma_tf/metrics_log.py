@@ -42,13 +42,15 @@ class MetricsLog:
             **{k: int(values[k]) for k in ("skipped_steps",) if k in values},
             # Address health at evaluations of a VMA (`vma_tf.address_health`).
             **{k: float(values[k]) for k in address_health.HEALTH_KEYS if k in values},
+            # Adam's learning rate over the interval (train rows).
+            **{k: float(values[k]) for k in ("learning_rate",) if k in values},
             "steps_per_sec": float(steps_per_sec),
             "wall_time": time.time(),
         }
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         with self.writer.as_default(step=int(step)):
-            for k in (*METRIC_NAMES, "skipped_steps"):
+            for k in (*METRIC_NAMES, "skipped_steps", "learning_rate"):
                 if k in record:
                     tf.summary.scalar(f"{split}/{k}", record[k])
             for k in address_health.HEALTH_KEYS:

@@ -283,8 +283,10 @@ def train_command(
     steps: int = STEPS,
     patience: int = PATIENCE,
     precision: str = PRECISION,
+    lr_drop_step: int = 0,
 ) -> list[str]:
-    """`launchers.train` arguments (after `python -m`) of a training."""
+    """`launchers.train` arguments (after `python -m`) of a training
+    (`lr_drop_step` > 0: `--lr_drop_step`, the rate falling to 1e-4 there)."""
     return [
         "launchers.train",
         f"--preset={t.preset}",
@@ -292,6 +294,7 @@ def train_command(
         f"--steps={steps}",
         f"--patience={patience}",
         f"--precision={precision}",
+        *([f"--lr_drop_step={lr_drop_step}"] if lr_drop_step else []),
         "--seed=0",
         "--noprogress",
         f"--workdir={runs_dir / t.name}",

@@ -159,6 +159,10 @@ class _Monitor(keras.callbacks.Callback):
         self._t0 = time.perf_counter()
         self._paused = 0.0
         self._epoch_start = self._step()
+        # Intervals end at multiples of log_every, and so at lr_drop_step.
+        self.model.optimizer.learning_rate = self.config.train.learning_rate_at(
+            self._epoch_start
+        )
 
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
@@ -168,7 +172,8 @@ class _Monitor(keras.callbacks.Callback):
         step = self._step()
         rate = self._rate(step)
         self._check_finite(step, logs)
-        record = self.log.write("train", step, logs, rate)
+        lr = self.config.train.learning_rate_at(self._epoch_start)
+        record = self.log.write("train", step, {**logs, "learning_rate": lr}, rate)
         self.history.append(record)
         if step % t.eval_every == 0 or step >= t.steps:
             records = evaluate(self.model, self.evals, step, self.log)

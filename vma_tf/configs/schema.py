@@ -321,6 +321,22 @@ class TrainConfig:
     learning_rate: float = _field(
         3e-4, "Adam learning rate.", short=True, positive=True
     )
+    lr_drop_step: int = _field(
+        0,
+        "From this step on, Adam runs at --lr_after_drop (a multiple of "
+        "--log_every; 0: --learning_rate throughout, the paper's setting). "
+        "May be added to a run in progress.",
+        short=True,
+        minimum=0,
+        resumable=True,
+    )
+    lr_after_drop: float = _field(
+        1e-4,
+        "Adam learning rate from --lr_drop_step on.",
+        short=True,
+        positive=True,
+        resumable=True,
+    )
     seed: int = _field(0, "Seeds parameters, data order and every sample.", short=True)
     log_every: int = _field(
         100,
@@ -398,6 +414,12 @@ class TrainConfig:
         short=True,
         resumable=True,
     )
+
+    def learning_rate_at(self, step: int) -> float:
+        """Adam's learning rate for the optimiser step after `step` steps."""
+        if self.lr_drop_step and step >= self.lr_drop_step:
+            return self.lr_after_drop
+        return self.learning_rate
 
 
 @dataclasses.dataclass(frozen=True)

@@ -130,6 +130,11 @@ def _check_train(t: TrainConfig) -> None:
                 f"--{flag}={value} must be a positive multiple of "
                 f"--log_every={t.log_every}"
             )
+    if t.lr_drop_step % t.log_every:
+        raise ConfigError(
+            f"--lr_drop_step={t.lr_drop_step} must be 0 or a multiple of "
+            f"--log_every={t.log_every}"
+        )
 
 
 def _check_task(config: Config) -> None:
