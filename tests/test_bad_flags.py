@@ -433,6 +433,11 @@ TABLE = [
     ),
     (
         "reproduce",
+        ["--action=run", "--lr_drop_step=-1", "--runs_dir={new}"],
+        "flag --lr_drop_step=-1: -1 is not a non-negative integer",
+    ),
+    (
+        "reproduce",
         ["--action=run", "--runs_dir={new}", "extra"],
         "unexpected arguments",
     ),

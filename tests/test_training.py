@@ -189,7 +189,7 @@ def test_lr_drop_takes_effect_at_its_step_and_may_join_a_run_in_progress(tmp_pat
     before it, the weights at the drop step are the first run's untouched
     ones and move after it; adding the drop to a run resumed at that step
     gives the uninterrupted run bit for bit; train rows log the rate."""
-    flat = dict(eval_every=40, checkpoint_every=20, learning_rate=1e-30)
+    flat = dict(eval_every=40, checkpoint_every=20, learning_rate=1e-30, jit=False)
     dropped = dict(lr_drop_step=20, lr_after_drop=3e-4)
     full, part = tmp_path / "full", tmp_path / "part"
     training.train_and_evaluate(tiny(**flat, **dropped), full, progress=False)
