@@ -215,6 +215,10 @@ def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
         ], logs[name][-3000:]
         assert "Traceback" not in logs[name], logs[name][-3000:]
         assert max(step for step, _ in train_rows(runs[name])) == at
+        text = (runs[name] / "metrics.jsonl").read_text()
+        rows = [json.loads(line) for line in text.splitlines()]
+        # The partial interval's row too (written by the signal handler).
+        assert all("learning_rate" in r for r in rows if r["split"] == "train")
     reruns = [launch(config_json, runs[n], tmp_path / f"{n}.rerun.log") for n in stops]
     assert wait_all(reruns, timeout=300) == [0, 0]
     path_a, a = final_values(runs["full"])

@@ -144,7 +144,7 @@ class _Monitor(keras.callbacks.Callback):
         if logs and step > self._epoch_start:
             self._check_finite(step, logs)
             rate = self._rate(step)
-            self.history.append(self.log.write("train", step, logs, rate))
+            self.history.append(self._train_row(step, logs, rate))
         latest = self.manager.latest_checkpoint or ""
         if not latest.endswith(f"-{step}"):
             self.manager.save(checkpoint_number=step)
@@ -167,13 +167,18 @@ class _Monitor(keras.callbacks.Callback):
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
 
+    def _train_row(self, step: int, logs, rate: float) -> dict[str, Any]:
+        """Writes the train row of the interval ending at `step`, with the
+        learning rate it ran at."""
+        lr = self.config.train.learning_rate_at(self._epoch_start)
+        return self.log.write("train", step, {**logs, "learning_rate": lr}, rate)
+
     def on_epoch_end(self, epoch, logs=None):
         t = self.config.train
         step = self._step()
         rate = self._rate(step)
         self._check_finite(step, logs)
-        lr = self.config.train.learning_rate_at(self._epoch_start)
-        record = self.log.write("train", step, {**logs, "learning_rate": lr}, rate)
+        record = self._train_row(step, logs, rate)
         self.history.append(record)
         if step % t.eval_every == 0 or step >= t.steps:
             records = evaluate(self.model, self.evals, step, self.log)
