@@ -1,7 +1,6 @@
 """Fault injection: a training process killed with SIGKILL, or stopped with
 SIGINT / SIGTERM, at a seeded step."""
 
-import json
 import os
 import random
 import signal
@@ -10,7 +9,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from helpers import REPO, all_checkpoint_values, tiny, wait_all
+from helpers import REPO, all_checkpoint_values, read_metrics, tiny, wait_all
 
 
 # Runs launchers.train and SIGKILLs its own process at a given point
@@ -102,7 +101,7 @@ def test_a_stopped_training_does_not_count_the_pause_as_training_time(tmp_path):
     env = {"VMA_TEST_PAUSE": str(pause)}
     proc = launch(config_json, workdir, log, signal_at="6:SIGSTOP", env=env)
     assert wait_all([proc], timeout=300) == [0], log.read_text()[-3000:]
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+    rows = read_metrics(workdir)
     seconds = {
         r["step"]: log_every / r["steps_per_sec"] for r in rows if r["split"] == "train"
     }
@@ -114,9 +113,9 @@ def test_a_stopped_training_does_not_count_the_pause_as_training_time(tmp_path):
 
 
 def train_rows(workdir):
-    text = (workdir / "metrics.jsonl").read_text()
-    rows = [json.loads(line) for line in text.splitlines()]
-    return [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
+    return [
+        (r["step"], r["loss"]) for r in read_metrics(workdir) if r["split"] == "train"
+    ]
 
 
 def final_values(workdir):
@@ -215,9 +214,8 @@ def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
         ], logs[name][-3000:]
         assert "Traceback" not in logs[name], logs[name][-3000:]
         assert max(step for step, _ in train_rows(runs[name])) == at
-        text = (runs[name] / "metrics.jsonl").read_text()
-        rows = [json.loads(line) for line in text.splitlines()]
         # The partial interval's row too (written by the signal handler).
+        rows = read_metrics(runs[name])
         assert all("learning_rate" in r for r in rows if r["split"] == "train")
     reruns = [launch(config_json, runs[n], tmp_path / f"{n}.rerun.log") for n in stops]
     assert wait_all(reruns, timeout=300) == [0, 0]
