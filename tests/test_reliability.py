@@ -11,7 +11,6 @@ import numpy as np
 import tensorflow as tf
 from helpers import REPO, all_checkpoint_values, read_metrics, tiny, wait_all
 
-
 # Runs launchers.train and SIGKILLs its own process at a given point
 # (`VMA_TEST_KILL_AT=STEP:PHASE`): "begin" just before step STEP runs,
 # "save" just before checkpoint STEP is written. Deterministic: no polling
@@ -209,8 +208,10 @@ def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
     for name, at in stops.items():
         lines = [line for line in logs[name].splitlines() if line.startswith(name)]
         assert lines == [
-            f"{name}: checkpointed step {at} in {runs[name] / 'checkpoints'}; "
-            "rerun the same command to resume"
+            (
+                f"{name}: checkpointed step {at} in {runs[name] / 'checkpoints'}; "
+                "rerun the same command to resume"
+            )
         ], logs[name][-3000:]
         assert "Traceback" not in logs[name], logs[name][-3000:]
         assert max(step for step, _ in train_rows(runs[name])) == at
