@@ -153,6 +153,17 @@ TABLE = [
         [OMNI, "--batch_classes=8", "--confounder_classes=140"],
         "--batch_classes=8 + --confounder_classes=140 exceeds the 144",
     ),
+    ("train", [OMNI, "--absent_classes=-1"], "--absent_classes=-1 must be >= 0"),
+    (
+        "train",
+        [OMNI, "--absent_classes=9"],
+        "--absent_classes=9 exceeds --batch_classes=8",
+    ),
+    (
+        "train",
+        [OMNI, "--confounder_classes=130", "--absent_classes=7"],
+        "--confounder_classes=130 + --absent_classes=7 exceeds the 144",
+    ),
     # -- launchers.train: dotted overrides generated from the schema ---------
     (
         "train",

@@ -268,6 +268,39 @@ def test_episode_invariants(split, c: int, t: int, mpc: int, f: int) -> None:
     assert len({tuple(row) for row in b["x_label"]}) > steps // 2
 
 
+@pytest.mark.parametrize(
+    "c,t,mpc,f,a", [(8, 4, 4, 0, 2), (3, 2, 5, 1, 3), (4, 1, 1, 0, 1)]
+)
+def test_episode_absent_classes(
+    split, c: int, t: int, mpc: int, f: int, a: int
+) -> None:
+    # The last A target characters have no drawing in memory; A more
+    # confounders keep the memory size; A = 0 reproduces the batches of before.
+    _, test = split
+    args = (tf.constant(test.images), tf.constant(test.alphabet), c, t, mpc, f)
+    steps = 32
+    b = _batches(
+        omniglot.episode_batch_fn(*args, seed=3, stream=0, absent_classes=a), 10, steps
+    )
+    assert b["x"].shape == (steps, c * t, 26, 26, 1)
+    assert b["memory"].shape == (steps, (c + f) * mpc, 26, 26, 1)
+    for s in range(steps):
+        xl, ml, md = b["x_label"][s], b["memory_label"][s], b["memory_drawer"][s]
+        np.testing.assert_array_equal(b["memory"][s, ..., 0], test.images[ml, md])
+        chars = list(dict.fromkeys(xl.tolist()))  # Target characters, draw order.
+        assert len(chars) == c
+        assert set(chars[: c - a]) <= set(ml.tolist())
+        assert not set(chars[c - a :]) & set(ml.tolist())
+        assert len(set(ml.tolist())) == c - a + f + a
+        assert len(set(zip(ml.tolist(), md.tolist()))) == (c + f) * mpc
+    before = _batches(omniglot.episode_batch_fn(*args, seed=3, stream=0), 10, 4)
+    same = _batches(
+        omniglot.episode_batch_fn(*args, seed=3, stream=0, absent_classes=0), 10, 4
+    )
+    for key in before:
+        np.testing.assert_array_equal(before[key], same[key])
+
+
 def test_episode_deterministic(split) -> None:
     train, _ = split
     args = (tf.constant(train.images), tf.constant(train.alphabet), 8, 4, 4, 2)
@@ -311,6 +344,24 @@ def test_episode_alphabet_weighting(split) -> None:
     assert np.abs(counts - draws / 5).max() < 80, counts  # sd ~ 18.
     # Within an alphabet, characters are uniform: all get drawn.
     assert len(np.unique(labels)) > 130
+
+
+def test_episode_bad_absent_classes(split) -> None:
+    _, test = split
+    for c, f, a in ((8, 0, 9), (8, 0, -1), (8, 130, 7)):
+        with pytest.raises(ValueError, match="--absent_classes") as info:
+            omniglot.episode_batch_fn(
+                tf.constant(test.images),
+                tf.constant(test.alphabet),
+                c,
+                4,
+                4,
+                f,
+                seed=0,
+                stream=0,
+                absent_classes=a,
+            )
+        assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -238,7 +238,9 @@ MUTANTS = (
         "vma_tf/time_to_quality.py",
         "best = min(points, key=lambda p: (p[1], p[0]))[0]\n    return best if",
         "best = min(points, key=lambda p: (p[1], -p[0]))[0]\n    return best if",
-        ("tests/test_time_to_quality.py::test_patience_rule_watches_the_best_evaluation",),
+        (
+            "tests/test_time_to_quality.py::test_patience_rule_watches_the_best_evaluation",
+        ),
     ),
     Mutant(
         "resumed_run_ignores_its_plateau",

@@ -131,6 +131,14 @@ class DataConfig:
     confounder_classes: int = _field(
         0, "Extra characters with examples only in memory.", short=True
     )
+    absent_classes: int = _field(
+        0,
+        "Training episodes: of the --batch_classes target characters, this many "
+        "have no drawing in memory (other characters fill their memory rows), "
+        "so the model also learns to generate a character it has not seen, as "
+        "Table 1's sequences ask (0: the paper's episodes).",
+        short=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

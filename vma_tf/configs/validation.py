@@ -187,6 +187,12 @@ def _check_episode_counts(d: DataConfig) -> None:
     for flag in ("batch_classes", "targets_per_class", "memory_per_class"):
         check_at_least(flag, getattr(d, flag), 1)
     check_at_least("confounder_classes", d.confounder_classes, 0)
+    check_at_least("absent_classes", d.absent_classes, 0)
+    if d.absent_classes > d.batch_classes:
+        raise ConfigError(
+            f"--absent_classes={d.absent_classes} exceeds --batch_classes="
+            f"{d.batch_classes}"
+        )
 
 
 def _check_episodes(config: Config) -> None:
@@ -198,10 +204,11 @@ def _check_episodes(config: Config) -> None:
             "drawings of each character"
         )
     chars = min(SPLIT_SIZES[d.dataset].values())
-    if d.batch_classes + d.confounder_classes > chars:
+    if d.batch_classes + d.confounder_classes + d.absent_classes > chars:
+        absent = f" + --absent_classes={d.absent_classes}" if d.absent_classes else ""
         raise ConfigError(
             f"--batch_classes={d.batch_classes} + --confounder_classes="
-            f"{d.confounder_classes} exceeds the {chars} characters of the "
+            f"{d.confounder_classes}{absent} exceeds the {chars} characters of the "
             f"smallest split of {d.dataset}"
         )
     if (t.batch_size, m.memory_size) != episode_sizes(d):

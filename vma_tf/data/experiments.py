@@ -32,7 +32,7 @@ def episodic_splits(config: Config):
 def episodes(config: Config, split: omniglot.OmniglotSet, stream: int, **sizes):
     """Episode maker over `split` with the config's episode sizes, overridden
     by `sizes` (`batch_classes`, `targets_per_class`, `memory_per_class`,
-    `confounder_classes`)."""
+    `confounder_classes`, `absent_classes`; the last two are 0 unless given)."""
     d = config.data
     kw = dict(
         batch_classes=d.batch_classes,
@@ -56,7 +56,11 @@ def omniglot_episode_data(config: Config) -> ExperimentData:
     d = config.data
     train, test = episodic_splits(config)
     make_train = episodes(
-        config, train, _TRAIN_STREAM, confounder_classes=d.confounder_classes
+        config,
+        train,
+        _TRAIN_STREAM,
+        confounder_classes=d.confounder_classes,
+        absent_classes=d.absent_classes,
     )
     make_test = episodes(config, test, _EVAL_STREAM)
     evals = {"test": from_counter(make_test, 0, d.eval_batches or 20)}

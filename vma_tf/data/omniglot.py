@@ -226,6 +226,7 @@ def _check_episode_sizes(
     targets_per_class: int,
     memory_per_class: int,
     confounder_classes: int,
+    absent_classes: int = 0,
 ) -> None:
     """Raise a one-line ValueError naming the flag if the episode sizes are invalid."""
     if batch_classes < 1:
@@ -236,15 +237,21 @@ def _check_episode_sizes(
         raise ValueError(f"--memory_per_class must be >= 0, got {memory_per_class}")
     if confounder_classes < 0:
         raise ValueError(f"--confounder_classes must be >= 0, got {confounder_classes}")
+    if not 0 <= absent_classes <= batch_classes:
+        raise ValueError(
+            f"--absent_classes must be in [0, --batch_classes={batch_classes}], "
+            f"got {absent_classes}"
+        )
     if targets_per_class + memory_per_class > num_drawers:
         raise ValueError(
             f"--targets_per_class ({targets_per_class}) + --memory_per_class "
             f"({memory_per_class}) must be <= {num_drawers} drawings per character"
         )
-    if batch_classes + confounder_classes > num_chars:
+    if batch_classes + confounder_classes + absent_classes > num_chars:
         raise ValueError(
             f"--batch_classes ({batch_classes}) + --confounder_classes "
-            f"({confounder_classes}) must be <= {num_chars} characters in the split"
+            f"({confounder_classes}) + --absent_classes ({absent_classes}) must be "
+            f"<= {num_chars} characters in the split"
         )
 
 
@@ -268,6 +275,7 @@ def episode_batch_fn(
     confounder_classes: int,
     seed: int,
     stream: int,
+    absent_classes: int = 0,
 ) -> Callable[[tf.Tensor], dict]:
     """Batch maker for few-shot episodes (paper section 4.2).
 
@@ -277,8 +285,13 @@ def episode_batch_fn(
     first C are target classes, the last F confounders. Each character's 20
     drawings are randomly permuted: a target class gives its first T drawings as
     targets and the next Mpc as memory (so a target is never in memory); a
-    confounder gives its first Mpc drawings to memory only. Every batch is a pure
-    function of `(seed, step)`.
+    confounder gives its first Mpc drawings to memory only. With A absent
+    classes, the last A target classes give no drawings to memory and A more
+    characters are drawn as confounders in their place (same memory size): their
+    targets must be generated without a drawing of their own character in
+    memory, as the first drawing of a character in a Table 1 sequence is. Every
+    batch is a pure function of `(seed, step)`; A = 0 gives the batches of
+    before the option existed.
 
     Args:
         images: uint8 `[N, 20, H, W]` of 0/1.
@@ -289,16 +302,18 @@ def episode_batch_fn(
         confounder_classes: F, characters present only in memory.
         seed: run seed.
         stream: random stream id.
+        absent_classes: A, target characters with no drawing in memory.
 
     Returns:
         `step -> dict` with float32 `"x"` `[C*T, H, W, 1]` and `"memory"`
         `[(C+F)*Mpc, H, W, 1]`; int32 `"x_label"` `[C*T]` and `"memory_label"`
         `[(C+F)*Mpc]` (character indices into `images`); and int32 `"x_drawer"` /
         `"memory_drawer"` of the same shapes (drawing indices). Rows are
-        class-major: target classes in draw order, then confounders.
+        class-major: target classes in draw order, then confounders (memory:
+        the C - A present target classes, then the F + A confounders).
 
     Raises:
-        ValueError: If `T + Mpc > 20`, `C + F > N` or a size is out of range; the
+        ValueError: If `T + Mpc > 20`, `C + F + A > N` or a size is out of range; the
             message names the command-line flag.
     """
     images = tf.convert_to_tensor(images)
@@ -311,11 +326,13 @@ def episode_batch_fn(
         targets_per_class,
         memory_per_class,
         confounder_classes,
+        absent_classes,
     )
     if alphabet.shape.rank != 1 or int(alphabet.shape[0]) != num_chars:
         raise ValueError(f"alphabet has shape {alphabet.shape}, expected [{num_chars}]")
-    num_classes = batch_classes + confounder_classes
+    num_classes = batch_classes + confounder_classes + absent_classes
     c, t, mpc = batch_classes, targets_per_class, memory_per_class
+    present = batch_classes - absent_classes
 
     # log p(character) = -log(n_alphabets * |its alphabet|), computed once.
     sizes = tf.math.bincount(alphabet, dtype=tf.float32)  # [A]
@@ -339,8 +356,11 @@ def episode_batch_fn(
         perm = tf.math.top_k(keys, k=num_drawers, sorted=True).indices  # [C+F, 20]
         perm = tf.cast(perm, tf.int32)
         x, x_label, x_drawer = gather(chars[:c], perm[:c, :t])
-        memory_drawers = tf.concat([perm[:c, t : t + mpc], perm[c:, :mpc]], axis=0)
-        memory, memory_label, memory_drawer = gather(chars, memory_drawers)
+        memory_drawers = tf.concat(
+            [perm[:present, t : t + mpc], perm[c:, :mpc]], axis=0
+        )
+        memory_chars = tf.concat([chars[:present], chars[c:]], axis=0)
+        memory, memory_label, memory_drawer = gather(memory_chars, memory_drawers)
         return {
             "x": x,
             "memory": memory,
