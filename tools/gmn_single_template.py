@@ -23,13 +23,12 @@ def main(workdir: str, num_samples: int) -> None:
     from vma_tf import evaluation
     from vma_tf.data.experiments import episodic_splits
     from vma_tf.experiment import load_run
-    from vma_tf.protocols._gmn_table import LENGTH, gmn_sequences
+    from vma_tf.protocols._gmn_table import table_sequences
 
     config, model, _, step = load_run(workdir)
     _, test = episodic_splits(config)
     stream = evaluation.StreamedBound(model, 100, config.train.jit)
-    rng = np.random.default_rng([0, 1])  # gmn_table's draws; C = 1 is its first row.
-    sequences = [gmn_sequences(test.images, 1, LENGTH, rng) for _ in range(10)]
+    sequences = table_sequences(test.images, (1,), 10, 0)[1]  # gmn_table's first row.
     print(f"step {step}, K = {num_samples}")
     means = {"T=1": [], "T=2": []}
     for i, (seq, labels) in enumerate(sequences):

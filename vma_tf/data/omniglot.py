@@ -226,7 +226,7 @@ def _check_episode_sizes(
     targets_per_class: int,
     memory_per_class: int,
     confounder_classes: int,
-    absent_classes: int = 0,
+    absent_classes: int,
 ) -> None:
     """Raise a one-line ValueError naming the flag if the episode sizes are invalid."""
     if batch_classes < 1:

@@ -75,6 +75,25 @@ def gmn_sequences(
     return np.asarray(out, np.float32)[..., None], chars[which]
 
 
+def table_sequences(
+    images: np.ndarray, classes: Sequence[int], per_row: int, seed: int
+) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """`gmn_table`'s sequences: `per_row` of them for each C in `classes`.
+
+    Rows are drawn in the order of `classes` from one generator seeded with
+    `[seed, 1]`, so a row's first sequences do not depend on `per_row` or on
+    the rows after it (the tools that probe single cells rely on this).
+
+    Returns:
+        `{C: [(images [20, H, W, 1], labels [20]), ...]}`.
+    """
+    rng = np.random.default_rng([seed, 1])
+    return {
+        n: [gmn_sequences(images, n, LENGTH, rng) for _ in range(per_row)]
+        for n in classes
+    }
+
+
 def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> Result:
     """Table 1: NLL of images T+1..20 given the first T of a sequence.
 
@@ -107,12 +126,8 @@ def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> R
     if max(o.shots) >= LENGTH:
         raise ConfigError(f"gmn_table shots must be < {LENGTH}")
     stream = evaluation.StreamedBound(run.model, o.chunk_size, o.jit)
-    rng = np.random.default_rng([o.seed, 1])
     per_row = o.num_examples or 10
-    sequences = {
-        n: [gmn_sequences(test.images, n, LENGTH, rng) for _ in range(per_row)]
-        for n in o.classes
-    }
+    sequences = table_sequences(test.images, o.classes, per_row, o.seed)
     cells = CellCache(run, o)
     table = {}
     for n in o.classes:
