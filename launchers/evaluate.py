@@ -79,6 +79,12 @@ flags.DEFINE_integer(
     "classification: episodes also scored importance-weighted.",
 )
 flags.DEFINE_integer(
+    "episode_alphabets",
+    ClassificationOptions.episode_alphabets,
+    "classification: alphabets each episode draws its characters from "
+    "(0: all test alphabets; 1: within-alphabet episodes).",
+)
+flags.DEFINE_integer(
     "chunk_size", BoundOptions.chunk_size, "Samples per chunk (bounds memory)."
 )
 flags.DEFINE_integer("seed", BoundOptions.seed, "Evaluation seed.", lower_bound=0)
@@ -162,6 +168,7 @@ def _check_values() -> None:
         ("chunk_size", 1),
         ("num_examples", 0),
         ("iw_episodes", 0),
+        ("episode_alphabets", 0),
         ("memory_size", 1),
         ("memory_chunk", 1),
         ("num_draws", 2),

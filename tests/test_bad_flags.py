@@ -228,6 +228,11 @@ TABLE = [
     ("evaluate", ["--workdir={run}", "--iw_episodes=-1"], "--iw_episodes=-1 must be"),
     (
         "evaluate",
+        ["--workdir={run}", "--protocol=classification", "--episode_alphabets=-1"],
+        "--episode_alphabets=-1 must be >= 0",
+    ),
+    (
+        "evaluate",
         ["--workdir={run}", "--memory_size=0"],
         "--memory_size=0 must be >= 1",
     ),

@@ -364,6 +364,60 @@ def test_episode_bad_absent_classes(split) -> None:
         assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("alphabets", [1, 2])
+def test_episode_alphabets(split, alphabets: int) -> None:
+    # Each episode's characters (targets and confounders) come from at most L
+    # alphabets, drawn uniformly; the characters stay distinct.
+    _, test = split
+    args = (tf.constant(test.images), tf.constant(test.alphabet), 12, 1, 1, 8)
+    make = omniglot.episode_batch_fn(
+        *args, seed=0, stream=0, episode_alphabets=alphabets
+    )
+    steps = 300
+    b = _batches(make, 0, steps)
+    chars = np.concatenate([b["x_label"], b["memory_label"]], axis=1)  # [S, 32]
+    used = [set(test.alphabet[row].tolist()) for row in chars]
+    assert max(len(u) for u in used) <= alphabets
+    assert all(len(set(row.tolist())) == 20 for row in b["memory_label"])
+    counts = np.bincount(np.concatenate([sorted(u) for u in used]), minlength=5)
+    # Uniform over the 5 alphabets: L * 300 / 5 = 60 L each (sd < 11 L).
+    assert np.abs(counts - alphabets * steps / 5).max() < 40 * alphabets, counts
+
+
+def test_episode_alphabets_all_is_the_default(split) -> None:
+    # L = every alphabet of the split leaves the character draw unchanged.
+    _, test = split
+    args = (tf.constant(test.images), tf.constant(test.alphabet), 8, 4, 4, 2)
+    before = _batches(omniglot.episode_batch_fn(*args, seed=5, stream=1), 3, 4)
+    every = _batches(
+        omniglot.episode_batch_fn(*args, seed=5, stream=1, episode_alphabets=5), 3, 4
+    )
+    for key in before:
+        np.testing.assert_array_equal(before[key], every[key])
+
+
+@pytest.mark.parametrize(
+    "c,alphabets,match",
+    [(8, -1, ">= 0"), (8, 6, "exceeds the split's 5"), (24, 1, "hold 23 characters")],
+)
+def test_episode_bad_alphabets(split, c: int, alphabets: int, match: str) -> None:
+    _, test = split
+    with pytest.raises(ValueError, match="--episode_alphabets") as info:
+        omniglot.episode_batch_fn(
+            tf.constant(test.images),
+            tf.constant(test.alphabet),
+            c,
+            1,
+            1,
+            0,
+            seed=0,
+            stream=0,
+            episode_alphabets=alphabets,
+        )
+    assert "\n" not in str(info.value)
+    assert match in str(info.value)
+
+
 @pytest.mark.parametrize(
     "c,t,mpc,f,flag",
     [

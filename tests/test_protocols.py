@@ -20,6 +20,7 @@ from vma_tf import (
     protocols,
     training,
 )
+from vma_tf.configs import ConfigError
 from vma_tf.modeling.builders import build_model
 from vma_tf.protocols.common import CellCache
 
@@ -307,6 +308,19 @@ def test_classification(omniglot_runs):
     one = result["settings"]["1-way 2-shot"]
     assert one["q(a|x)"]["accuracy"] == 1.0
     assert one["importance_weighted"]["accuracy"] == 1.0
+
+
+def test_classification_episode_alphabets(omniglot_runs):
+    """Within-alphabet episodes run; more alphabets than the test split has
+    is one line naming the flag."""
+    kw = dict(num_examples=2, settings=((3, 1),), iw_episodes=0, jit=False)
+    result, _ = protocols.classification_protocol(
+        omniglot_runs[1], episode_alphabets=1, **kw
+    )
+    assert result["settings"]["3-way 1-shot"]["q(a|x)"]["episodes"] == 2
+    with pytest.raises(ConfigError, match="--episode_alphabets=6 exceeds") as info:
+        protocols.classification_protocol(omniglot_runs[1], episode_alphabets=6, **kw)
+    assert "\n" not in str(info.value)
 
 
 def test_figures_through_the_launcher(omniglot_runs, tmp_path):

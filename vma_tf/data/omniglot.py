@@ -255,6 +255,48 @@ def _check_episode_sizes(
         )
 
 
+def _check_episode_alphabets(
+    episode_alphabets: int, sizes: np.ndarray | None, num_classes: int
+) -> None:
+    """Raise a one-line ValueError naming the flag unless every choice of
+    `episode_alphabets` alphabets (of sizes `sizes`) holds `num_classes`
+    characters."""
+    if episode_alphabets < 0:
+        raise ValueError(f"--episode_alphabets must be >= 0, got {episode_alphabets}")
+    if not episode_alphabets:
+        return
+    sizes = np.sort(sizes[sizes > 0])
+    if episode_alphabets > len(sizes):
+        raise ValueError(
+            f"--episode_alphabets={episode_alphabets} exceeds the split's "
+            f"{len(sizes)} alphabets"
+        )
+    if sizes[:episode_alphabets].sum() < num_classes:
+        raise ValueError(
+            f"--episode_alphabets={episode_alphabets}: the smallest "
+            f"{episode_alphabets} alphabets hold {sizes[:episode_alphabets].sum()} "
+            f"characters, fewer than the episode's {num_classes}; choose more"
+        )
+
+
+def _restrict_to_alphabets(log_weights, alphabet, sizes, count: int, seed):
+    """`log_weights` `[N]` of an episode restricted to `count` alphabets
+    drawn uniformly without replacement (the others' characters get -inf):
+    log p(character) = -log(count * |its alphabet|) within them."""
+    present = sizes > 0  # [A]
+    u = tf.random.stateless_uniform(
+        tf.shape(sizes),
+        seed=tf.random.experimental.stateless_fold_in(seed, 1),
+        minval=np.finfo(np.float32).tiny,
+        maxval=1.0,
+    )
+    keys = tf.where(present, -tf.math.log(-tf.math.log(u)), -np.inf)
+    chosen = tf.math.top_k(keys, k=count).indices
+    mask = tf.reduce_any(tf.equal(alphabet[:, None], chosen[None, :]), axis=1)
+    within = -tf.math.log(float(count) * tf.gather(sizes, alphabet))
+    return tf.where(mask, within, tf.fill(tf.shape(log_weights), -np.inf))
+
+
 def _gather_drawings(images, chars: tf.Tensor, drawers: tf.Tensor):
     """`chars` `[K]`, `drawers` `[K, P]` -> float32 images `[K*P, H, W, 1]`,
     int32 labels `[K*P]` and drawers `[K*P]`."""
@@ -276,6 +318,7 @@ def episode_batch_fn(
     seed: int,
     stream: int,
     absent_classes: int = 0,
+    episode_alphabets: int = 0,
 ) -> Callable[[tf.Tensor], dict]:
     """Batch maker for few-shot episodes (paper section 4.2).
 
@@ -289,9 +332,12 @@ def episode_batch_fn(
     classes, the last A target classes give no drawings to memory and A more
     characters are drawn as confounders in their place (same memory size): their
     targets must be generated without a drawing of their own character in
-    memory, as the first drawing of a character in a Table 1 sequence is. Every
-    batch is a pure function of `(seed, step)`; A = 0 gives the batches of
-    before the option existed.
+    memory, as the first drawing of a character in a Table 1 sequence is. With
+    L episode alphabets, each episode first draws L distinct alphabets
+    uniformly and then its characters from those alone (a random one of the L
+    alphabets, then a random character of it): L = 1 is Lake et al.'s
+    within-alphabet episode. Every batch is a pure function of `(seed, step)`;
+    A = 0 and L = 0 give the batches of before either option existed.
 
     Args:
         images: uint8 `[N, 20, H, W]` of 0/1.
@@ -303,6 +349,8 @@ def episode_batch_fn(
         seed: run seed.
         stream: random stream id.
         absent_classes: A, target characters with no drawing in memory.
+        episode_alphabets: L, alphabets each episode draws its characters
+            from (0: every alphabet of the split).
 
     Returns:
         `step -> dict` with float32 `"x"` `[C*T, H, W, 1]` and `"memory"`
@@ -313,7 +361,8 @@ def episode_batch_fn(
         the C - A present target classes, then the F + A confounders).
 
     Raises:
-        ValueError: If `T + Mpc > 20`, `C + F + A > N` or a size is out of range; the
+        ValueError: If `T + Mpc > 20`, `C + F + A > N`, some L alphabets hold
+            fewer than `C + F + A` characters or a size is out of range; the
             message names the command-line flag.
     """
     images = tf.convert_to_tensor(images)
@@ -331,6 +380,8 @@ def episode_batch_fn(
     if alphabet.shape.rank != 1 or int(alphabet.shape[0]) != num_chars:
         raise ValueError(f"alphabet has shape {alphabet.shape}, expected [{num_chars}]")
     num_classes = batch_classes + confounder_classes + absent_classes
+    sizes_np = np.bincount(alphabet.numpy()) if episode_alphabets else None
+    _check_episode_alphabets(episode_alphabets, sizes_np, num_classes)
     c, t, mpc = batch_classes, targets_per_class, memory_per_class
     present = batch_classes - absent_classes
 
@@ -349,7 +400,12 @@ def episode_batch_fn(
             [num_chars], seed=seed_chars, minval=np.finfo(np.float32).tiny, maxval=1.0
         )
         gumbel = -tf.math.log(-tf.math.log(u))
-        chars = tf.math.top_k(log_weights + gumbel, k=num_classes, sorted=True).indices
+        weights = log_weights
+        if episode_alphabets:
+            weights = _restrict_to_alphabets(
+                log_weights, alphabet, sizes, episode_alphabets, seed_chars
+            )
+        chars = tf.math.top_k(weights + gumbel, k=num_classes, sorted=True).indices
         keys = tf.random.stateless_uniform(
             [num_classes, num_drawers], seed=seed_drawers
         )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vma_tf.configs import ConfigError
 from vma_tf.protocols.common import CLASSIFY_STREAM, Options, Result, Run, require
 
 
@@ -24,6 +25,9 @@ class ClassificationOptions(Options):
             memory, one query per character.
         iw_episodes: the first episodes of each setting also scored by the
             importance-weighted form (0 disables it).
+        episode_alphabets: each episode's characters come from this many
+            random alphabets of the test split (0: from all of them, the
+            sampler of training; 1: Lake et al.'s within-alphabet episodes).
         jit: compile with XLA.
     """
 
@@ -33,6 +37,7 @@ class ClassificationOptions(Options):
     seed: int = 0
     settings: Sequence[tuple[int, int]] = ((5, 1), (5, 5), (20, 1), (20, 5))
     iw_episodes: int = 100
+    episode_alphabets: int = 0
     jit: bool = True
 
 
@@ -53,6 +58,7 @@ def classification_protocol(
 
     Raises:
         ConfigError: an unknown option, or a run of another kind.
+            Also `episode_alphabets` out of range for the test split.
     """
     o = ClassificationOptions.resolve(options, keywords)
     import tensorflow as tf
@@ -79,14 +85,18 @@ def classification_protocol(
     iw = classification.ImportanceClassifier(model, max(o.num_samples, 1), jit=o.jit)
     results = {}
     for ways, shots in o.settings:
-        make = episodes(
-            c,
-            test,
-            CLASSIFY_STREAM,
-            batch_classes=ways,
-            targets_per_class=1,
-            memory_per_class=shots,
-        )
+        try:
+            make = episodes(
+                c,
+                test,
+                CLASSIFY_STREAM,
+                batch_classes=ways,
+                targets_per_class=1,
+                memory_per_class=shots,
+                episode_alphabets=o.episode_alphabets,
+            )
+        except ValueError as e:  # One line naming the flag.
+            raise ConfigError(f"classification, {ways}-way {shots}-shot: {e}") from e
         labels_m = tf.repeat(tf.range(ways), shots)
         truth = np.arange(ways)
         acc_q, acc_iw = [], []
