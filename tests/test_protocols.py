@@ -301,6 +301,7 @@ def test_classification(omniglot_runs):
         jit=False,
     )
     json.dumps(result)
+    assert result["iw_samples_per_entry"] == 2
     for setting in ("1-way 2-shot", "2-way 1-shot", "3-way 2-shot"):
         r = result["settings"][setting]
         assert r["q(a|x)"]["episodes"] == 3 and 0 <= r["q(a|x)"]["accuracy"] <= 1
@@ -318,6 +319,7 @@ def test_classification_episode_alphabets(omniglot_runs):
         omniglot_runs[1], episode_alphabets=1, **kw
     )
     assert result["settings"]["3-way 1-shot"]["q(a|x)"]["episodes"] == 2
+    assert "iw_samples_per_entry" not in result  # Nothing was importance-weighted.
     with pytest.raises(ConfigError, match="--episode_alphabets=6 exceeds") as info:
         protocols.classification_protocol(omniglot_runs[1], episode_alphabets=6, **kw)
     assert "\n" not in str(info.value)

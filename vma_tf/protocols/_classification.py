@@ -53,7 +53,8 @@ def classification_protocol(
 
     Returns:
         `({"settings": {"N-way k-shot": {"q(a|x)": accuracy,
-        ["importance_weighted": accuracy]}}, "iw_samples_per_entry"}, {})`;
+        ["importance_weighted": accuracy]}}[, "iw_samples_per_entry"]}, {})`
+        (the importance-weighted parts only when it ran);
         accuracies from `classification.accuracy_interval`.
 
     Raises:
@@ -112,4 +113,6 @@ def classification_protocol(
             results[key]["importance_weighted"] = classification.accuracy_interval(
                 acc_iw
             )
+    if not (o.iw_episodes and o.num_samples):
+        return {"settings": results}, {}
     return {"settings": results, "iw_samples_per_entry": o.num_samples}, {}
