@@ -5,8 +5,10 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -204,6 +206,39 @@ def test_multi_worker_two_processes_match_single_worker_and_resume(runs):
         assert abs(x - y) < 0.05 * x, (step, x, y)
     va, vb = train_rows(single, "valid")[40], train_rows(multi, "valid")[40]
     assert abs(va["nll_bound"] - vb["nll_bound"]) < 0.05 * va["nll_bound"]
+
+
+def test_sigterm_to_one_worker_stops_both_at_one_checkpointed_step(tmp_path):
+    """A preempted worker (SIGTERM to worker 1 alone) does not leave the chief
+    waiting in collectives: both checkpoint the same step, exit 143, and the
+    same commands resume from that step."""
+    workdir, metrics = tmp_path / "run", tmp_path / "run" / "metrics.jsonl"
+    with reserved_ports(2) as ports:
+        procs, logs = start_workers([workdir] * 2, ports, tmp_path, "sig", 100000)
+        deadline = time.monotonic() + 240
+        while not (metrics.is_file() and '"split": "train"' in metrics.read_text()):
+            alive = all(p.poll() is None for p in procs)
+            if not alive or time.monotonic() > deadline:
+                wait_all(procs, timeout=1)
+                pytest.fail("\n".join(log.read_text()[-2000:] for log in logs))
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        codes = wait_all(procs, timeout=120)
+    texts = [log.read_text() for log in logs]
+    assert codes == [128 + signal.SIGTERM] * 2, "\n".join(t[-2000:] for t in texts)
+    found = re.search(r"SIGTERM to another worker: checkpointed step (\d+)", texts[0])
+    assert found, texts[0][-2000:]
+    step = int(found.group(1))
+    assert f"SIGTERM: checkpointed step {step} in" in texts[1], texts[1][-2000:]
+    chief_path, chief = checkpoint_values(workdir / "checkpoints")
+    worker_path, worker = checkpoint_values(worker_dir(texts[1]) / "checkpoints")
+    assert chief_path.endswith(f"ckpt-{step}") and worker_path.endswith(f"ckpt-{step}")
+    assert all(np.array_equal(chief[n], worker[n]) for n in chief)
+
+    texts = run_multi_worker(workdir, tmp_path, "resumed", steps=step + 5)
+    for text in texts:
+        assert f"ckpt-{step} at step {step}" in text, text[-2000:]
+    assert json.loads((workdir / "summary.json").read_text())["step"] == step + 5
 
 
 def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):

@@ -75,6 +75,11 @@ class _Monitor(keras.callbacks.Callback):
     the time since the last finished step as paused (to within one step)."""
 
     signal: int | None = None
+    # Under multi_worker: `signal number or 0 -> the largest over workers`, a
+    # collective every worker calls at the same points (set by
+    # `_checkpoint_on_signals`), so that all stop at the same step.
+    any_worker: Callable[[int], int] | None = None
+    from_peer = False  # The signal reached another worker, not this one.
 
     def __init__(
         self,
@@ -112,8 +117,17 @@ class _Monitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._last_end = time.perf_counter()
-        if self.signal is not None:
+        if self._signalled():
             self._stop(logs)
+
+    def _signalled(self) -> bool:
+        """Whether to stop for a signal: this process's, or under
+        multi_worker any worker's (then all agree, and take its number)."""
+        if self.any_worker is not None:
+            number = self.any_worker(self.signal or 0)
+            if number and self.signal is None:
+                self.signal, self.from_peer = number, True
+        return self.signal is not None
 
     def resumed(self) -> None:
         """The process continues after a stop (SIGCONT): the time since the
@@ -149,6 +163,8 @@ class _Monitor(keras.callbacks.Callback):
         if not latest.endswith(f"-{step}"):
             self.manager.save(checkpoint_number=step)
         name = signal.Signals(self.signal).name
+        if self.from_peer:
+            name += " to another worker"
         raise Interrupted(
             f"{name}: checkpointed step {step} in {self.manager.directory}; rerun "
             "the same command to resume",
@@ -189,7 +205,7 @@ class _Monitor(keras.callbacks.Callback):
                 self.model.stop_training = self.stopped
         if step % t.checkpoint_every == 0 or step >= t.steps or self.stopped:
             self.manager.save(checkpoint_number=step)
-        if self.signal is not None:
+        if self._signalled():
             self._stop()
         if self.progbar is not None:
             self.progbar.update(
@@ -423,16 +439,17 @@ def _checkpoint_on_signals(monitor: _Monitor, strategy: tf.distribute.Strategy):
     """While training, SIGINT and SIGTERM set `monitor.signal`: the monitor
     checkpoints the step that is running when it ends, and stops with
     `Interrupted`. A second signal acts at once (the previous handler is
-    back). Only in the main thread, and not under `multi_worker` (one
-    worker stopping alone would leave the others waiting in collectives;
-    `tf.distribute.experimental.PreemptionCheckpointHandler` is the tool
-    there, not wired yet). SIGCONT (a stopped process continuing) calls
+    back). Only in the main thread. Under `multi_worker` the workers agree
+    after every step (`monitor.any_worker`, one small all-reduce), so a
+    signal to any one of them stops all at the same step, each checkpointing
+    it (a worker stopping alone would leave the others waiting in
+    collectives). SIGCONT (a stopped process continuing) calls
     `monitor.resumed`, so that the pause is not counted as training time."""
-    if threading.current_thread() is not threading.main_thread() or isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        monitor.any_worker = _largest_over_workers(strategy)
 
     def handler(signum, frame):
         monitor.signal = signum
@@ -448,6 +465,20 @@ def _checkpoint_on_signals(monitor: _Monitor, strategy: tf.distribute.Strategy):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _largest_over_workers(strategy: tf.distribute.Strategy) -> Callable[[int], int]:
+    """`value -> max over all replicas of value` for values in [0, 64] (signal
+    numbers; `ReduceOp` has no MAX, so one-hot counts are summed). A
+    collective: every worker must call it at the same points of training."""
+
+    @tf.function
+    def largest(value):
+        local = strategy.run(lambda: tf.one_hot(value, 65, dtype=tf.float32))
+        counts = strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None)
+        return tf.reduce_max(tf.where(counts > 0)[:, 0])
+
+    return lambda value: int(largest(tf.constant(value, tf.int32)))
 
 
 def log_intervals(start: int, stop: int, every: int) -> list[tuple[int, int]]:
