@@ -279,10 +279,10 @@ def _check_episode_alphabets(
         )
 
 
-def _restrict_to_alphabets(log_weights, alphabet, sizes, count: int, seed):
-    """`log_weights` `[N]` of an episode restricted to `count` alphabets
-    drawn uniformly without replacement (the others' characters get -inf):
-    log p(character) = -log(count * |its alphabet|) within them."""
+def _restrict_to_alphabets(alphabet, sizes, count: int, seed):
+    """Log-weights `[N]` of the characters of `count` alphabets drawn
+    uniformly without replacement: -log(count * |its alphabet|) within them,
+    -inf for the others' characters."""
     present = sizes > 0  # [A]
     u = tf.random.stateless_uniform(
         tf.shape(sizes),
@@ -294,7 +294,7 @@ def _restrict_to_alphabets(log_weights, alphabet, sizes, count: int, seed):
     chosen = tf.math.top_k(keys, k=count).indices
     mask = tf.reduce_any(tf.equal(alphabet[:, None], chosen[None, :]), axis=1)
     within = -tf.math.log(float(count) * tf.gather(sizes, alphabet))
-    return tf.where(mask, within, tf.fill(tf.shape(log_weights), -np.inf))
+    return tf.where(mask, within, -np.inf)
 
 
 def _gather_drawings(images, chars: tf.Tensor, drawers: tf.Tensor):
@@ -403,7 +403,7 @@ def episode_batch_fn(
         weights = log_weights
         if episode_alphabets:
             weights = _restrict_to_alphabets(
-                log_weights, alphabet, sizes, episode_alphabets, seed_chars
+                alphabet, sizes, episode_alphabets, seed_chars
             )
         chars = tf.math.top_k(weights + gumbel, k=num_classes, sorted=True).indices
         keys = tf.random.stateless_uniform(
