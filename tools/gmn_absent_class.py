@@ -22,6 +22,9 @@ PER_ROW = 40  # launchers.reproduce's --num_examples for gmn_table.
 
 
 def main(workdir: str, num_samples: int, classes: int, shots: int, count: int) -> None:
+    from launchers.common import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # Without the CPU start-up notices.
     from vma_tf import evaluation
     from vma_tf.data.experiments import episodic_splits
     from vma_tf.experiment import load_run

@@ -20,6 +20,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
 def main(workdir: str, num_samples: int) -> None:
+    from launchers.common import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # Without the CPU start-up notices.
     from vma_tf import evaluation
     from vma_tf.data.experiments import episodic_splits
     from vma_tf.experiment import load_run
