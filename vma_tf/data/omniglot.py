@@ -256,7 +256,7 @@ def _check_episode_sizes(
 
 
 def _check_episode_alphabets(
-    episode_alphabets: int, sizes: np.ndarray | None, num_classes: int
+    episode_alphabets: int, sizes: np.ndarray, num_classes: int
 ) -> None:
     """Raise a one-line ValueError naming the flag unless every choice of
     `episode_alphabets` alphabets (of sizes `sizes`) holds `num_classes`
@@ -283,18 +283,21 @@ def _restrict_to_alphabets(alphabet, sizes, count: int, seed):
     """Log-weights `[N]` of the characters of `count` alphabets drawn
     uniformly without replacement: -log(count * |its alphabet|) within them,
     -inf for the others' characters."""
-    present = sizes > 0  # [A]
-    u = tf.random.stateless_uniform(
-        tf.shape(sizes),
-        seed=tf.random.experimental.stateless_fold_in(seed, 1),
-        minval=np.finfo(np.float32).tiny,
-        maxval=1.0,
-    )
-    keys = tf.where(present, -tf.math.log(-tf.math.log(u)), -np.inf)
+    gumbel = _gumbel(tf.shape(sizes), tf.random.experimental.stateless_fold_in(seed, 1))
+    keys = tf.where(sizes > 0, gumbel, -np.inf)  # [A]
     chosen = tf.math.top_k(keys, k=count).indices
     mask = tf.reduce_any(tf.equal(alphabet[:, None], chosen[None, :]), axis=1)
     within = -tf.math.log(float(count) * tf.gather(sizes, alphabet))
     return tf.where(mask, within, -np.inf)
+
+
+def _gumbel(shape, seed) -> tf.Tensor:
+    """Standard Gumbel noise of `shape` (stateless in `seed`), for top-k draws
+    without replacement."""
+    u = tf.random.stateless_uniform(
+        shape, seed=seed, minval=np.finfo(np.float32).tiny, maxval=1.0
+    )
+    return -tf.math.log(-tf.math.log(u))
 
 
 def _gather_drawings(images, chars: tf.Tensor, drawers: tf.Tensor):
@@ -380,13 +383,14 @@ def episode_batch_fn(
     if alphabet.shape.rank != 1 or int(alphabet.shape[0]) != num_chars:
         raise ValueError(f"alphabet has shape {alphabet.shape}, expected [{num_chars}]")
     num_classes = batch_classes + confounder_classes + absent_classes
-    sizes_np = np.bincount(alphabet.numpy()) if episode_alphabets else None
-    _check_episode_alphabets(episode_alphabets, sizes_np, num_classes)
     c, t, mpc = batch_classes, targets_per_class, memory_per_class
     present = batch_classes - absent_classes
 
     # log p(character) = -log(n_alphabets * |its alphabet|), computed once.
     sizes = tf.math.bincount(alphabet, dtype=tf.float32)  # [A]
+    _check_episode_alphabets(
+        episode_alphabets, sizes.numpy().astype(np.int64), num_classes
+    )
     n_alphabets = tf.reduce_sum(tf.cast(sizes > 0, tf.float32))
     log_weights = -tf.math.log(n_alphabets * tf.gather(sizes, alphabet))  # [N]
 
@@ -396,10 +400,7 @@ def episode_batch_fn(
         seed_chars, seed_drawers = tf.unstack(
             tf.random.experimental.stateless_split(_step_seed(seed, stream, step), 2)
         )
-        u = tf.random.stateless_uniform(
-            [num_chars], seed=seed_chars, minval=np.finfo(np.float32).tiny, maxval=1.0
-        )
-        gumbel = -tf.math.log(-tf.math.log(u))
+        gumbel = _gumbel([num_chars], seed_chars)
         weights = log_weights
         if episode_alphabets:
             weights = _restrict_to_alphabets(
