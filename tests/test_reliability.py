@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow as tf
 from helpers import REPO, all_checkpoint_values, read_metrics, tiny, wait_all
 
+from vma_tf import training
+
 # Runs launchers.train and SIGKILLs its own process at a given point
 # (`VMA_TEST_KILL_AT=STEP:PHASE`): "begin" just before step STEP runs,
 # "save" just before checkpoint STEP is written. Deterministic: no polling
@@ -236,6 +238,29 @@ def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
         for step, loss in full_rows.items():
             if not step - log_every < at < step:
                 assert rows[step] == loss, (name, step)
+
+
+def test_multi_worker_stop_is_decided_by_the_reduced_signal_alone():
+    """Under multi_worker every worker must agree whether to stop after a
+    step. A signal landing while the all-reduce runs (the reduction saw 0)
+    counts at the next reduction, not this one: stopping now would start
+    this worker's checkpoint collectives while the others step on (the
+    mismatched-collective crash of CI on fbf37ed)."""
+    monitor = training._Monitor.__new__(training._Monitor)
+
+    def reduce_then_signal(value):
+        monitor.signal = signal.SIGTERM  # Arrives mid-reduction.
+        return value  # The others sent 0 too.
+
+    monitor.any_worker = reduce_then_signal
+    assert not monitor._signalled()
+    monitor.any_worker = lambda value: value
+    assert monitor._signalled() and monitor.signal == signal.SIGTERM
+    assert not monitor.from_peer
+
+    peer = training._Monitor.__new__(training._Monitor)
+    peer.any_worker = lambda value: max(value, signal.SIGINT)
+    assert peer._signalled() and peer.signal == signal.SIGINT and peer.from_peer
 
 
 def test_no_pickle_loading_anywhere():

@@ -53,12 +53,12 @@ from vma_tf.configs import Config
 from vma_tf.data.experiments import make_data
 from vma_tf.errors import Interrupted, NonFiniteError
 from vma_tf.experiment import build_model, sample_grid, samples_title
+from vma_tf.metrics_log import MetricsLog
 from vma_tf.modeling.builders import dtype_policy_scope
 from vma_tf.modeling.models import (
     METRIC_NAMES,
     LatentVariableModel,
 )
-from vma_tf.metrics_log import MetricsLog
 from vma_tf.workdir import atomic_write, preflight, workdir_lock
 
 # -- the training loop --------------------------------------------------------
@@ -122,12 +122,18 @@ class _Monitor(keras.callbacks.Callback):
 
     def _signalled(self) -> bool:
         """Whether to stop for a signal: this process's, or under
-        multi_worker any worker's (then all agree, and take its number)."""
-        if self.any_worker is not None:
-            number = self.any_worker(self.signal or 0)
-            if number and self.signal is None:
-                self.signal, self.from_peer = number, True
-        return self.signal is not None
+        multi_worker any worker's (then all agree, and take its number).
+
+        Under multi_worker the answer is the all-reduced value alone: a
+        signal landing here while the reduction runs counts at the next
+        one, never at this one, or this worker would stop (and start the
+        checkpoint's collectives) while the others step on."""
+        if self.any_worker is None:
+            return self.signal is not None
+        number = self.any_worker(self.signal or 0)
+        if number and self.signal is None:
+            self.signal, self.from_peer = number, True
+        return bool(number)
 
     def resumed(self) -> None:
         """The process continues after a stop (SIGCONT): the time since the
