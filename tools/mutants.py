@@ -269,6 +269,16 @@ MUTANTS = (
         "pass",
         ("tests/test_time_to_quality.py::test_a_rewound_log_keeps_the_later_history",),
     ),
+    Mutant(
+        "multi_worker_stop_on_local_signal",
+        "vma_tf/training.py",
+        "        return bool(number)\n",
+        "        return self.signal is not None\n",
+        (
+            "tests/test_reliability.py::"
+            "test_multi_worker_stop_is_decided_by_the_reduced_signal_alone",
+        ),
+    ),
 )
 
 
