@@ -37,13 +37,15 @@ def main(workdir: str, num_samples: int, classes: int, shots: int, count: int) -
     _, test = episodic_splits(config)
     stream = evaluation.StreamedBound(model, 100, config.train.jit)
     sequences = table_sequences(test.images, rows, PER_ROW, 0)[classes][:count]
-    nll, kl_a, own = [], [], []
+    terms = {name: [] for name in ("nll_bound", "kl_a", "kl_z", "recon")}
+    own = []
     for i, (seq, labels) in enumerate(sequences):
         out = stream(seq[shots:], seq[:shots], num_samples, seed=(0, i))
-        nll.append(out["nll_bound"])
-        kl_a.append(out["kl_a"])
+        for name, values in terms.items():
+            values.append(out[name])
         own.append(np.isin(labels[shots:], labels[:shots]))
-    nll, kl_a, own = map(np.concatenate, (nll, kl_a, own))
+    terms = {name: np.concatenate(values) for name, values in terms.items()}
+    nll, own = terms["nll_bound"], np.concatenate(own)
     print(
         f"step {step}, K = {num_samples}, C = {classes}, T = {shots}, {count} sequences"
     )
@@ -55,7 +57,9 @@ def main(workdir: str, num_samples: int, classes: int, shots: int, count: int) -
             v = nll[mask]
             print(
                 f"{name:24s} n={len(v):4d}  nll_bound {v.mean():7.2f} ± "
-                f"{v.std(ddof=1) / len(v) ** 0.5:4.2f}  kl_a {kl_a[mask].mean():.2f}"
+                f"{v.std(ddof=1) / len(v) ** 0.5:4.2f}  kl_a "
+                f"{terms['kl_a'][mask].mean():.2f}  kl_z {terms['kl_z'][mask].mean():.2f}"
+                f"  recon {terms['recon'][mask].mean():.2f}"
             )
     print(f"{'all':24s} n={len(nll):4d}  nll_bound {nll.mean():7.2f}")
 
