@@ -14,7 +14,8 @@ Example:
 --num_samples is K of the bound (for classification: z-samples per memory
 entry of the importance-weighted form); --num_examples is the number of test
 examples (nll, recall_sizes, robustness points), sequences per row
-(gmn_table) or episodes (classification); 0 keeps each protocol's default.
+(gmn_table, gmn_table_per_class) or episodes
+(classification); 0 keeps each protocol's default.
 """
 
 from __future__ import annotations

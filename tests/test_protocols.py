@@ -626,3 +626,51 @@ def test_the_registry_imports_no_tensorflow():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_per_class_split_holds_t_drawings_of_each_character_in_memory():
+    """Memory is drawings 0..T-1 of every one of the C characters; the 20 - T
+    targets are other drawings of them, none in memory and none repeated,
+    and the draws do not depend on T."""
+    rng = np.random.default_rng(0)
+    images = np.arange(10 * 20 * 4).reshape(10, 20, 2, 2)  # All distinct.
+    drawings, chars, which = protocols.per_class_draw(images, 3, 20, rng)
+    assert drawings.shape == (3, 20, 2, 2, 1) and drawings.dtype == np.float32
+    assert len(set(chars)) == 3 and which.shape == (20,) and set(which) <= {0, 1, 2}
+    char_of = {tuple(images[c, i].ravel()): c for c in range(10) for i in range(20)}
+    for shots in (1, 5, 19):
+        memory, targets, labels = protocols.per_class_split(drawings, which, shots)
+        assert memory.shape == (3 * shots, 2, 2, 1)
+        assert targets.shape == (20 - shots, 2, 2, 1)
+        np.testing.assert_array_equal(labels, which[shots:])
+        in_memory = [char_of[tuple(m.ravel().astype(int))] for m in memory]
+        assert sorted(in_memory) == sorted(list(chars) * shots)
+        seen = {tuple(m.ravel()) for m in memory}
+        for x, label in zip(targets, labels):
+            key = tuple(x.ravel())
+            assert key not in seen  # Not in memory, not repeated.
+            seen.add(key)
+            assert char_of[tuple(x.ravel().astype(int))] == chars[label]
+    with pytest.raises(protocols.ConfigError, match="gmn_table_per_class needs"):
+        protocols.per_class_split(drawings, which, 20)
+
+
+def test_gmn_table_per_class(omniglot_runs):
+    """C = 1 memories are those of gmn_table's protocol in kind (T drawings of
+    the one character), so kl_a = 0 at T = 1 there; at C = 2, T = 1 memory
+    holds one drawing of each character and the address carries
+    information."""
+    result, _ = protocols.gmn_table_per_class(
+        omniglot_runs[0],
+        num_samples=4,
+        num_examples=2,
+        classes=(1, 2),
+        shots=(1, 3),
+        jit=False,
+    )
+    _check(result)
+    table = result["table"]
+    assert set(table) == {"C=1,T=1", "C=1,T=3", "C=2,T=1", "C=2,T=3"}
+    assert table["C=2,T=3"]["num_examples"] == 2 * 17
+    assert table["C=1,T=1"]["kl_a"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert table["C=2,T=1"]["kl_a"]["mean"] > 1e-6

@@ -17,9 +17,12 @@ would shadow); `common` holds what they share:
 * `nll`: L_K (K up to thousands) on the run's final evaluation sets.
 * `recall_sizes`: MNIST recall model, memory of 256...2048 test images,
   targets drawn from memory; NLL and kl_a against log|M|.
-* `gmn_table`: the paper's Table 1 (GMN split): sequences of 20 test images
-  from C characters; each image after the first T is a target with memory =
-  the first T images.
+* `gmn_table`: the paper's Table 1 (GMN split) by GMN's protocol: sequences
+  of 20 test images from C characters; each image after the first T is a
+  target with memory = the first T images.
+* `gmn_table_per_class`: Table 1 with T drawings of each of the C characters
+  in memory and 20 - T other drawings of them as targets (the setting the
+  paper's VMA rows follow: the C = 1 row + about log C).
 * `robustness`: Fig. 5. A: C characters in memory, with the reference
   L(C=1) + log C of an optimal model of C disjoint classes; B: all test
   characters in memory, 1...16 examples each.
@@ -59,7 +62,15 @@ from vma_tf.protocols._classification import (
     classification_protocol,
 )
 from vma_tf.protocols._figures import FiguresOptions, figures
-from vma_tf.protocols._gmn_table import GmnTableOptions, gmn_sequences, gmn_table
+from vma_tf.protocols._gmn_table import (
+    GmnTableOptions,
+    GmnTablePerClassOptions,
+    gmn_sequences,
+    gmn_table,
+    gmn_table_per_class,
+    per_class_draw,
+    per_class_split,
+)
 from vma_tf.protocols._gradient_variance import (
     GradientVarianceOptions,
     gradient_variance_protocol,
@@ -103,6 +114,7 @@ REGISTRY: dict[str, Protocol] = {
         Protocol(NllOptions, nll),
         Protocol(RecallSizesOptions, recall_sizes),
         Protocol(GmnTableOptions, gmn_table),
+        Protocol(GmnTablePerClassOptions, gmn_table_per_class),
         Protocol(RobustnessOptions, robustness),
         Protocol(KlBreakdownOptions, kl_breakdown),
         Protocol(ClassificationOptions, classification_protocol),
@@ -128,6 +140,7 @@ __all__ = [
     "Figures",
     "FiguresOptions",
     "GmnTableOptions",
+    "GmnTablePerClassOptions",
     "GradientVarianceOptions",
     "KlBreakdownOptions",
     "LargeMemoryOptions",
@@ -143,12 +156,15 @@ __all__ = [
     "figures",
     "gmn_sequences",
     "gmn_table",
+    "gmn_table_per_class",
     "gradient_variance_protocol",
     "kl_breakdown",
     "large_memory",
     "large_memory_images",
     "load",
     "nll",
+    "per_class_draw",
+    "per_class_split",
     "recall_sizes",
     "robustness",
 ]

@@ -1,10 +1,18 @@
-"""`gmn_table`: the paper's Table 1 (GMN split).
+"""`gmn_table` and `gmn_table_per_class`: the paper's Table 1 (GMN split).
 
-Sequences of 20 test images from C characters; each image after the first T
-is a target with memory = the first T images. Targets T+1..20 of one sequence
-are exchangeable, so all of them are evaluated against the same memory (one
-batch per sequence). Each finished (C, T) cell is kept on disk (`CellCache`), so
-a rerun of an interrupted evaluation resumes at the first missing cell.
+`gmn_table` is GMN's protocol: sequences of 20 test images from C characters;
+each image after the first T is a target with memory = the first T images (in
+all, so at C > 1 and small T most targets have no drawing of their own
+character in memory). `gmn_table_per_class` holds T drawings of *each* of the
+C characters in memory (C·T entries) and scores 20 − T other drawings of them,
+the setting of Fig. 5A (an optimal model of C disjoint classes scores the
+C = 1 row + log C); the paper's VMA rows follow that reference, not GMN's
+protocol (RESULTS.md "Table 1 with T drawings per character").
+
+Targets of one sequence are exchangeable, so all of them are evaluated
+against the same memory (one batch per sequence). Each finished (C, T) cell is
+kept on disk (`CellCache`), so a rerun of an interrupted evaluation resumes at
+the first missing cell.
 """
 
 from __future__ import annotations
@@ -75,6 +83,61 @@ def gmn_sequences(
     return np.asarray(out, np.float32)[..., None], chars[which]
 
 
+def per_class_draw(
+    images: np.ndarray, num_classes: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One `gmn_table_per_class` sequence: C characters, their drawings shuffled.
+
+    Args:
+        images: `[characters, drawings, H, W]` images.
+        num_classes: characters C.
+        length: images per sequence (memory and targets; at most `drawings`).
+
+    Returns:
+        `(drawings [C, drawings, H, W, 1] float32, characters [C] int,
+        which [length] int)`: character `c`'s drawings in a random order, and
+        each position's character (uniform over the C). `per_class_split`
+        forms a (T, memory, targets) cell from them.
+    """
+    chars = rng.choice(images.shape[0], size=num_classes, replace=False)
+    which = rng.integers(0, num_classes, size=length)
+    perms = np.stack([rng.permutation(images.shape[1]) for _ in chars])
+    drawings = images[chars[:, None], perms].astype(np.float32)[..., None]
+    return drawings, chars, which
+
+
+def per_class_split(
+    drawings: np.ndarray, which: np.ndarray, shots: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Memory of T drawings of each character, and `len(which) - T` targets.
+
+    Args:
+        drawings: `[C, drawings, H, W, 1]` from `per_class_draw`.
+        which: `[length]` characters of the positions (`per_class_draw`).
+        shots: T, drawings of each character in memory.
+
+    Returns:
+        `(memory [C*T, H, W, 1], targets [length - T, H, W, 1], labels
+        [length - T])`: memory holds drawings 0..T-1 of every character;
+        target `i` is the next unused drawing (from T on) of character
+        `which[T + i]` (its label, an index into the C characters), so no
+        target is in memory or repeated.
+    """
+    num_classes, count = drawings.shape[:2]
+    if not 0 < shots < len(which) <= count:
+        raise ConfigError(
+            f"gmn_table_per_class needs 0 < T < {len(which)} <= {count}; got T={shots}"
+        )
+    memory = drawings[:, :shots].reshape(-1, *drawings.shape[2:])
+    labels = which[shots:]
+    used = np.zeros(num_classes, int)
+    index = []
+    for c in labels:
+        index.append(shots + used[c])
+        used[c] += 1
+    return memory, drawings[labels, index], labels
+
+
 def table_sequences(
     images: np.ndarray, classes: Sequence[int], per_row: int, seed: int
 ) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
@@ -95,7 +158,7 @@ def table_sequences(
 
 
 def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> Result:
-    """Table 1: NLL of images T+1..20 given the first T of a sequence.
+    """Table 1 by GMN's protocol: images T+1..20 given the first T of a sequence.
 
     Each sequence holds 20 test images of C characters (`gmn_sequences`).
 
@@ -112,32 +175,101 @@ def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> R
         ConfigError: an unknown option, a run of another kind, or a T >= 20.
     """
     o = GmnTableOptions.resolve(options, keywords)
+
+    def cells(images, per_row):
+        sequences = table_sequences(images, o.classes, per_row, o.seed)
+
+        def batches(n, t):
+            for seq, _ in sequences[n]:
+                yield {"x": seq[t:], "memory": seq[:t]}
+
+        return {(n, t): batches(n, t) for n in o.classes for t in o.shots}
+
+    return _table(run, o, cells)
+
+
+@dataclasses.dataclass(frozen=True)
+class GmnTablePerClassOptions(GmnTableOptions):
+    """Options of `gmn_table_per_class` (those of `GmnTableOptions`)."""
+
+    protocol = "gmn_table_per_class"
+
+
+def gmn_table_per_class(
+    run: Run, options: GmnTablePerClassOptions | None = None, **keywords
+) -> Result:
+    """Table 1 with T drawings of each of the C characters in memory.
+
+    Per sequence: C test characters, memory = T drawings of each (C·T
+    entries), targets = 20 − T other drawings of them, each position's
+    character uniform over the C (`per_class_draw`, `per_class_split`; the
+    draws do not depend on T, so a row's cells share their characters).
+
+    Args:
+        run: a restored episodic Omniglot VMA run (`load`).
+        options: `GmnTablePerClassOptions` (default: the defaults).
+        **keywords: its fields, overriding `options`.
+
+    Returns:
+        As `gmn_table`.
+
+    Raises:
+        ConfigError: an unknown option, a run of another kind, or a T >= 20.
+    """
+    o = GmnTablePerClassOptions.resolve(options, keywords)
+
+    def cells(images, per_row):
+        rng = np.random.default_rng([o.seed, 2])  # Not gmn_table's sequences.
+        draws = {
+            n: [per_class_draw(images, n, LENGTH, rng) for _ in range(per_row)]
+            for n in o.classes
+        }
+
+        def batches(n, t):
+            for drawings, _, which in draws[n]:
+                memory, targets, _ = per_class_split(drawings, which, t)
+                yield {"x": targets, "memory": memory}
+
+        return {(n, t): batches(n, t) for n in o.classes for t in o.shots}
+
+    return _table(run, o, cells)
+
+
+def _table(run: Run, o: GmnTableOptions, cells) -> Result:
+    """The (C, T) cells of `o`, each the bound over the batches `cells` gives.
+
+    Args:
+        run: the run (`load`).
+        o: the resolved options.
+        cells: `cells(test images [chars, drawings, H, W], sequences per row)
+            -> {(C, T): batches}`, lazily drawn batches of `bound_over`.
+    """
     from vma_tf import evaluation
     from vma_tf.data.experiments import episodic_splits
 
     c = run.config
     require(
         run,
-        "gmn_table",
+        o.protocol,
         c.model.kind == "vma" and c.data.task == "episodes",
         "an episodic Omniglot VMA run",
     )
     _, test = episodic_splits(c)
     if max(o.shots) >= LENGTH:
-        raise ConfigError(f"gmn_table shots must be < {LENGTH}")
+        raise ConfigError(f"{o.protocol} shots must be < {LENGTH}")
     stream = evaluation.StreamedBound(run.model, o.chunk_size, o.jit)
     per_row = o.num_examples or 10
-    sequences = table_sequences(test.images, o.classes, per_row, o.seed)
-    cells = CellCache(run, o)
-    table = {}
-    for n in o.classes:
-        for t in o.shots:
-            batches = ({"x": seq[t:], "memory": seq[:t]} for seq, _ in sequences[n])
-            table[f"C={n},T={t}"] = cells(
-                f"C={n},T={t}",
-                lambda b=batches: bound_over(stream, b, o.num_samples, o.seed),
-            )
-    cells.finish()
+    batches = cells(test.images, per_row)
+    cache = CellCache(run, o)
+    table = {
+        f"C={n},T={t}": cache(
+            f"C={n},T={t}",
+            lambda b=batches[n, t]: bound_over(stream, b, o.num_samples, o.seed),
+        )
+        for n in o.classes
+        for t in o.shots
+    }
+    cache.finish()
     return {
         "table": table,
         "classes": list(o.classes),
