@@ -144,10 +144,13 @@ def test_bad_protocol_request_through_the_launcher(recall_run, tmp_path):
     assert not out.exists()
 
 
-def test_gmn_table(omniglot_runs):
-    """Rows with T = 1 condition on a memory of one image: q = p = 1 there,
-    so kl_a = 0 exactly; with T = 3 the address carries information."""
-    result, _ = protocols.gmn_table(
+@pytest.mark.parametrize("name", ["gmn_table", "gmn_table_per_class"])
+def test_gmn_table(omniglot_runs, name):
+    """Cells with a memory of one image (T = 1; per class: also C = 1) have
+    q = p = 1, so kl_a = 0 exactly; with T = 3 the address carries
+    information, and so it does per class at C = 2, T = 1 (one drawing of
+    each character)."""
+    result, _ = protocols.PROTOCOLS[name](
         omniglot_runs[0],
         num_samples=4,
         num_examples=2,
@@ -159,10 +162,14 @@ def test_gmn_table(omniglot_runs):
     table = result["table"]
     assert set(table) == {"C=1,T=1", "C=1,T=3", "C=2,T=1", "C=2,T=3"}
     # Targets T+1..20 of each of the 2 sequences.
+    assert table["C=2,T=1"]["num_examples"] == 2 * 19
     assert table["C=2,T=3"]["num_examples"] == 2 * 17
-    for key in ("C=1,T=1", "C=2,T=1"):
+    one_entry = ("C=1,T=1", "C=2,T=1") if name == "gmn_table" else ("C=1,T=1",)
+    for key in one_entry:
         assert table[key]["kl_a"]["mean"] == pytest.approx(0.0, abs=1e-6), key
     assert table["C=2,T=3"]["kl_a"]["mean"] > 1e-6
+    if name == "gmn_table_per_class":
+        assert table["C=2,T=1"]["kl_a"]["mean"] > 1e-6
 
 
 def test_gmn_table_resumes_from_its_saved_cells(omniglot_runs, monkeypatch):
@@ -653,24 +660,3 @@ def test_per_class_split_holds_t_drawings_of_each_character_in_memory():
             assert char_of[tuple(x.ravel().astype(int))] == chars[label]
     with pytest.raises(protocols.ConfigError, match="gmn_table_per_class needs"):
         protocols.per_class_split(drawings, which, 20)
-
-
-def test_gmn_table_per_class(omniglot_runs):
-    """C = 1 memories are those of gmn_table's protocol in kind (T drawings of
-    the one character), so kl_a = 0 at T = 1 there; at C = 2, T = 1 memory
-    holds one drawing of each character and the address carries
-    information."""
-    result, _ = protocols.gmn_table_per_class(
-        omniglot_runs[0],
-        num_samples=4,
-        num_examples=2,
-        classes=(1, 2),
-        shots=(1, 3),
-        jit=False,
-    )
-    _check(result)
-    table = result["table"]
-    assert set(table) == {"C=1,T=1", "C=1,T=3", "C=2,T=1", "C=2,T=3"}
-    assert table["C=2,T=3"]["num_examples"] == 2 * 17
-    assert table["C=1,T=1"]["kl_a"]["mean"] == pytest.approx(0.0, abs=1e-6)
-    assert table["C=2,T=1"]["kl_a"]["mean"] > 1e-6

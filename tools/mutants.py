@@ -279,6 +279,23 @@ MUTANTS = (
             "test_multi_worker_stop_is_decided_by_the_reduced_signal_alone",
         ),
     ),
+    Mutant(
+        "per_class_targets_from_memory",
+        "vma_tf/protocols/_gmn_table.py",
+        "        index.append(shots + used[c])\n",
+        "        index.append(used[c])\n",
+        (
+            "tests/test_protocols.py::"
+            "test_per_class_split_holds_t_drawings_of_each_character_in_memory",
+        ),
+    ),
+    Mutant(
+        "gmn_table_cells_bind_the_last_t",
+        "vma_tf/protocols/_gmn_table.py",
+        '            yield {"x": seq[t:], "memory": seq[:t]}\n',
+        '            yield {"x": seq[o.shots[-1] :], "memory": seq[: o.shots[-1]]}\n',
+        ("tests/test_protocols.py::test_gmn_table",),
+    ),
 )
 
 
