@@ -15,7 +15,9 @@ Example:
 entry of the importance-weighted form); --num_examples is the number of test
 examples (nll, recall_sizes, robustness points), sequences per row
 (gmn_table, gmn_table_per_class) or episodes
-(classification); 0 keeps each protocol's default.
+(classification); 0 keeps each protocol's default. --classes and --shots pick
+Table 1's rows and columns, e.g. --protocol=gmn_table_per_class --classes=16
+(each row draws its own sequences, so one row's cells equal the whole table's).
 """
 
 from __future__ import annotations
@@ -87,6 +89,18 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer(
     "chunk_size", BoundOptions.chunk_size, "Samples per chunk (bounds memory)."
+)
+flags.DEFINE_list(
+    "classes",
+    None,
+    "gmn_table, gmn_table_per_class: the rows C (characters per sequence); "
+    "robustness: Fig. 5A's numbers of characters in memory (default: all).",
+)
+flags.DEFINE_list(
+    "shots",
+    None,
+    "gmn_table, gmn_table_per_class: the columns T (images in memory; per "
+    "character for gmn_table_per_class), each < 20 (default: all).",
 )
 flags.DEFINE_integer("seed", BoundOptions.seed, "Evaluation seed.", lower_bound=0)
 flags.DEFINE_enum(
@@ -177,6 +191,10 @@ def _check_values() -> None:
         value = FLAGS[flag].value
         if value is not None and value < minimum:
             fail(f"--{flag}={value} must be >= {minimum}")
+    for flag in ("classes", "shots"):
+        value = FLAGS[flag].value
+        if value is not None and not all(v.isdigit() and int(v) >= 1 for v in value):
+            fail(f"--{flag}={','.join(value)} must be integers >= 1, comma-separated")
     from vma_tf.configs import ESTIMATORS  # No TensorFlow import.
 
     unknown = [e for e in FLAGS.estimators or () if e not in ESTIMATORS]
@@ -203,6 +221,9 @@ def _protocol_options(protocol: str) -> Options:
     values = {name: FLAGS[name].value for name in takes if FLAGS[name].present}
     if values.get("estimators") is not None:
         values["estimators"] = tuple(values["estimators"])
+    for name in ("classes", "shots"):
+        if values.get(name) is not None:
+            values[name] = tuple(int(v) for v in values[name])
     return options.create(**values)
 
 

@@ -237,6 +237,21 @@ TABLE = [
         "--memory_size=0 must be >= 1",
     ),
     ("evaluate", ["--workdir={run}", "--memory_chunk=0"], "--memory_chunk=0 must be"),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=gmn_table", "--classes=1,0"],
+        "--classes=1,0 must be integers >= 1, comma-separated",
+    ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=gmn_table_per_class", "--shots=a"],
+        "--shots=a must be integers >= 1",
+    ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--shots=2"],
+        "--shots does not apply to --protocol=nll",
+    ),
     ("evaluate", ["--workdir={run}", "--seed=-1"], "flag --seed=-1: -1 is not"),
     ("evaluate", ["--workdir={run}", "--protocol=bogus"], "flag --protocol=bogus"),
     ("evaluate", ["--workdir={run}", "--precision=fp16"], "flag --precision=fp16"),

@@ -172,6 +172,40 @@ def test_gmn_table(omniglot_runs, name):
         assert table["C=2,T=1"]["kl_a"]["mean"] > 1e-6
 
 
+def test_gmn_table_per_class_row_through_the_launcher(omniglot_runs, tmp_path):
+    """`--classes`/`--shots` reach the protocol, and a row's cells do not
+    depend on the other rows asked for (each row draws its own sequences):
+    the launcher's C = 2 row equals that row of a C = 1, 2 table."""
+    run = omniglot_runs[0]
+    kw = dict(num_samples=3, num_examples=2, shots=(1, 3), jit=False)
+    table, _ = protocols.gmn_table_per_class(run, classes=(1, 2), **kw)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launchers.evaluate",
+            f"--workdir={run.workdir}",
+            "--protocol=gmn_table_per_class",
+            "--classes=2",
+            "--shots=1,3",
+            "--num_samples=3",
+            "--num_examples=2",
+            "--nojit",
+            f"--out={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "gmn_table_per_class.json").read_text())
+    assert report["options"]["classes"] == [2] and report["options"]["shots"] == [1, 3]
+    row = report["results"]["table"]
+    assert set(row) == {"C=2,T=1", "C=2,T=3"}
+    for key, cell in row.items():
+        assert cell == table["table"][key], key
+
+
 def test_gmn_table_resumes_from_its_saved_cells(omniglot_runs, monkeypatch):
     """An interrupted evaluation leaves its finished cells on disk; a rerun
     takes them and computes the rest to the same numbers as an uninterrupted

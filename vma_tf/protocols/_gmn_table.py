@@ -203,7 +203,8 @@ def gmn_table_per_class(
     Per sequence: C test characters, memory = T drawings of each (C·T
     entries), targets = 20 − T other drawings of them, each position's
     character uniform over the C (`per_class_draw`, `per_class_split`; the
-    draws do not depend on T, so a row's cells share their characters).
+    draws do not depend on T, so a row's cells share their characters, nor on
+    the other rows: each row has its own generator, seeded `[seed, 2, C]`).
 
     Args:
         run: a restored episodic Omniglot VMA run (`load`).
@@ -219,11 +220,13 @@ def gmn_table_per_class(
     o = GmnTablePerClassOptions.resolve(options, keywords)
 
     def cells(images, per_row):
-        rng = np.random.default_rng([o.seed, 2])  # Not gmn_table's sequences.
-        draws = {
-            n: [per_class_draw(images, n, LENGTH, rng) for _ in range(per_row)]
-            for n in o.classes
-        }
+        # One generator per row (not gmn_table's): a row's draws do not
+        # depend on the other rows asked for, so `classes=(16,)` computes the
+        # full table's C = 16 cells.
+        draws = {}
+        for n in o.classes:
+            rng = np.random.default_rng([o.seed, 2, n])
+            draws[n] = [per_class_draw(images, n, LENGTH, rng) for _ in range(per_row)]
 
         def batches(n, t):
             for drawings, _, which in draws[n]:
