@@ -244,7 +244,7 @@ ROWS: tuple[Row, ...] = (
         "most targets of a C > 1, small-T sequence have no drawing of their "
         "character in memory (RESULTS.md)",
         (Training("bgeval_absent2", "omniglot_bgeval", ("--absent_classes=2",)),),
-        (_gmn_table("bgeval_absent2"),),
+        (_gmn_table("bgeval_absent2", rows=(1, 2, 4, 16)),),
     ),
     Row(
         "gmn_table_per_class",
