@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny
+from helpers import run_launcher, tiny
 
 from vma_tf import (
     address_health,
@@ -179,11 +179,9 @@ def test_gmn_table_per_class_row_through_the_launcher(omniglot_runs, tmp_path):
     run = omniglot_runs[0]
     kw = dict(num_samples=3, num_examples=2, shots=(1, 3), jit=False)
     table, _ = protocols.gmn_table_per_class(run, classes=(1, 2), **kw)
-    proc = subprocess.run(
+    proc = run_launcher(
+        "evaluate",
         [
-            sys.executable,
-            "-m",
-            "launchers.evaluate",
             f"--workdir={run.workdir}",
             "--protocol=gmn_table_per_class",
             "--classes=2",
@@ -193,9 +191,6 @@ def test_gmn_table_per_class_row_through_the_launcher(omniglot_runs, tmp_path):
             "--nojit",
             f"--out={tmp_path}",
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "gmn_table_per_class.json").read_text())
