@@ -282,8 +282,8 @@ MUTANTS = (
     Mutant(
         "per_class_targets_from_memory",
         "vma_tf/protocols/_gmn_table.py",
-        "        index.append(shots + used[c])\n",
-        "        index.append(used[c])\n",
+        "drawings[labels, _next_drawing(labels, num_classes, shots)]",
+        "drawings[labels, _next_drawing(labels, num_classes, 0)]",
         (
             "tests/test_protocols.py::"
             "test_per_class_split_holds_t_drawings_of_each_character_in_memory",

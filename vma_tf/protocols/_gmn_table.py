@@ -72,15 +72,8 @@ def gmn_sequences(
     Returns:
         `(images [length, H, W, 1] float32, labels [length] int)`.
     """
-    chars = rng.choice(images.shape[0], size=num_classes, replace=False)
-    which = rng.integers(0, num_classes, size=length)
-    perms = np.stack([rng.permutation(images.shape[1]) for _ in chars])
-    seen = np.zeros(num_classes, int)
-    out = []
-    for w in which:
-        out.append(images[chars[w], perms[w, seen[w]]])
-        seen[w] += 1
-    return np.asarray(out, np.float32)[..., None], chars[which]
+    drawings, chars, which = per_class_draw(images, num_classes, length, rng)
+    return drawings[which, _next_drawing(which, num_classes, 0)], chars[which]
 
 
 def per_class_draw(
@@ -130,12 +123,27 @@ def per_class_split(
         )
     memory = drawings[:, :shots].reshape(-1, *drawings.shape[2:])
     labels = which[shots:]
+    return memory, drawings[labels, _next_drawing(labels, num_classes, shots)], labels
+
+
+def _next_drawing(which: np.ndarray, num_classes: int, start: int) -> np.ndarray:
+    """Per position, its character's next unused drawing, counting from `start`.
+
+    Args:
+        which: `[n]` characters (indices into the C) of the positions.
+        num_classes: characters C.
+        start: the first drawing to use of every character.
+
+    Returns:
+        `[n]` int: `start` + the number of earlier positions of the same
+        character.
+    """
     used = np.zeros(num_classes, int)
     index = []
-    for c in labels:
-        index.append(shots + used[c])
+    for c in which:
+        index.append(start + used[c])
         used[c] += 1
-    return memory, drawings[labels, index], labels
+    return np.asarray(index, int)
 
 
 def table_sequences(
