@@ -39,7 +39,9 @@ train: venv
 ## The paper's rows at 50 000 steps (or a 10 000-step plateau), resumable: each
 ## rerun continues. ROWS: a comma list of rows (all by default; see
 ## `python -m launchers.reproduce --action=list`); RUNS: one lane of their runs.
-## Example, two lanes on two cores, one TF thread each (6-13 % faster than two):
+## Example, one lane (each 48-map run done in ~1.9 h on 2 AMX cores):
+## make reproduce ROWS=classification RUNS=fewshot_vma_c48
+## or two lanes, one TF thread each (11-15 % more steps/h in all, each run 1.8x slower):
 ## make reproduce ROWS=fewshot RUNS=fewshot_vma_c48 ARGS=--threads=1 &
 ## make reproduce ROWS=gmn_table RUNS=gmn ARGS=--threads=1
 ## RUNS_DIR: the runs' directory (the launcher's default, ~/vma_runs/long, when unset).
