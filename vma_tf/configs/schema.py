@@ -348,8 +348,8 @@ class TrainConfig:
     seed: int = _field(0, "Seeds parameters, data order and every sample.", short=True)
     log_every: int = _field(
         100,
-        "Steps between train-metric lines (steps, eval_every and "
-        "checkpoint_every are multiples of it).",
+        "Steps between train-metric lines (eval_every, checkpoint_every "
+        "and lr_drop_step are multiples of it; steps need not be).",
         short=True,
         minimum=1,
         resumable=True,
