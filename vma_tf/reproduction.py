@@ -414,17 +414,22 @@ def _leaf(results: Any, path: Sequence[str], runs_dir: pathlib.Path) -> str:
     return "-"
 
 
-def _precision(workdir: pathlib.Path) -> str:
-    """The training precision in the run's `config.json` (its latest resume)."""
+def _training(workdir: pathlib.Path) -> str:
+    """The training precision in the run's `config.json` (its latest resume),
+    and its learning-rate drop if it has one (`1e-4 from 45000`)."""
     path = workdir / "config.json"
     if not path.is_file():
         return "-"
-    return json.loads(path.read_text()).get("train", {}).get("precision", "-")
+    train = json.loads(path.read_text()).get("train", {})
+    out = train.get("precision", "-")
+    if train.get("lr_drop_step"):
+        out += f", {train.get('lr_after_drop', '?'):g} from {train['lr_drop_step']}"
+    return out
 
 
 def _run_cells(t: Training, runs_dir: pathlib.Path, budgets) -> list[str]:
-    """`name`, steps, training hours, precision and the periodic bound at each
-    budget."""
+    """`name`, steps, training hours, precision (and learning-rate drop) and
+    the periodic bound at each budget."""
     path = runs_dir / t.name / "metrics.jsonl"
     if not path.is_file():
         return [t.name, "not started", "-", "-", *("-" for _ in budgets)]
@@ -433,7 +438,7 @@ def _run_cells(t: Training, runs_dir: pathlib.Path, budgets) -> list[str]:
     points = ttq.curve(rows, split)
     hours = ttq.train_seconds(rows) / 3600
     workdir = runs_dir / t.name
-    cells = [t.name, str(_last_step(workdir)), f"{hours:.1f}", _precision(workdir)]
+    cells = [t.name, str(_last_step(workdir)), f"{hours:.1f}", _training(workdir)]
     for b in budgets:
         bound = ttq.at_budget(points, b)
         cells.append("-" if bound is None else f"{bound:.1f}")
@@ -460,13 +465,14 @@ def report_rows(
     rows: Sequence[Row], runs_dir: pathlib.Path, budgets: Sequence[int] = BUDGETS
 ) -> str:
     """Markdown: per row, the paper's number, then a line per run (steps,
-    training hours, training precision, periodic bound at each budget) and per
+    training hours, training precision and learning-rate drop, periodic bound
+    at each budget) and per
     evaluation (the headline numbers at the steps evaluated, or "not
     evaluated")."""
     out = []
     for row in rows:
         out += [f"### {row.name}", "", f"paper: {row.paper}", ""]
-        head = ["run", "steps", "train h", "precision"]
+        head = ["run", "steps", "train h", "training"]
         head += [f"{b // 1000}k" for b in budgets]
         out += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for t in row.trainings:
