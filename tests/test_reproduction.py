@@ -96,12 +96,12 @@ def test_report_and_skip_rules(tmp_path):
     (runs / "gmn" / "config.json").write_text('{"train": {"precision": "float32"}}')
     text = reproduction.report_rows([row], runs)
     assert "| gmn | 11000 | 1.5 | float32 | 120.0 | 100.0 | - | - |" in text
-    config = {"train": {"precision": "float32", "lr_drop_step": 9000}}
-    config["train"]["lr_after_drop"] = 1e-4
-    (runs / "gmn" / "config.json").write_text(json.dumps(config))
-    text = reproduction.report_rows([row], runs)
-    assert "| gmn | 11000 | 1.5 | float32, 0.0001 from 9000 | 120.0 |" in text
-    (runs / "gmn" / "config.json").write_text('{"train": {"precision": "float32"}}')
+    for train in ({"lr_after_drop": 5e-5}, {}):  # {}: a config from before the key
+        train.update(precision="float32", lr_drop_step=9000)
+        (runs / "gmn" / "config.json").write_text(json.dumps({"train": train}))
+        text = reproduction.report_rows([row], runs)
+        rate = train.get("lr_after_drop", 1e-4)
+        assert f"| gmn | 11000 | 1.5 | float32, {rate:g} from 9000 | 120.0 |" in text
     assert (
         "gmn_table of gmn (step 11000): C=1,T=1 91.0, C=1,T=5 95.0, C=1,T=19 -" in text
     )

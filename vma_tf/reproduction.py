@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vma_tf import time_to_quality as ttq
+from vma_tf.configs.schema import TrainConfig
 
 STEPS = 50_000
 PATIENCE = 10_000
@@ -416,14 +417,16 @@ def _leaf(results: Any, path: Sequence[str], runs_dir: pathlib.Path) -> str:
 
 def _training(workdir: pathlib.Path) -> str:
     """The training precision in the run's `config.json` (its latest resume),
-    and its learning-rate drop if it has one (`1e-4 from 45000`)."""
+    and its learning-rate drop if it has one (`0.0001 from 45000`; a config
+    written before `lr_after_drop` existed had its default)."""
     path = workdir / "config.json"
     if not path.is_file():
         return "-"
     train = json.loads(path.read_text()).get("train", {})
     out = train.get("precision", "-")
     if train.get("lr_drop_step"):
-        out += f", {train.get('lr_after_drop', '?'):g} from {train['lr_drop_step']}"
+        rate = train.get("lr_after_drop", TrainConfig.lr_after_drop)
+        out += f", {rate:g} from {train['lr_drop_step']}"
     return out
 
 
@@ -466,9 +469,8 @@ def report_rows(
 ) -> str:
     """Markdown: per row, the paper's number, then a line per run (steps,
     training hours, training precision and learning-rate drop, periodic bound
-    at each budget) and per
-    evaluation (the headline numbers at the steps evaluated, or "not
-    evaluated")."""
+    at each budget) and per evaluation (the headline numbers at the steps
+    evaluated, or "not evaluated")."""
     out = []
     for row in rows:
         out += [f"### {row.name}", "", f"paper: {row.paper}", ""]
