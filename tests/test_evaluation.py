@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from vma_tf import address_health, configs, estimators
-from vma_tf.evaluation import StreamedBound, mean_and_stderr
+from vma_tf.evaluation import StreamedBound, clustered_stderr, mean_and_stderr
 from vma_tf.modeling.builders import build_model
 
 
@@ -112,6 +112,19 @@ def test_more_samples_tighten_the_bound_on_average():
 def test_mean_and_stderr():
     mean, se = mean_and_stderr(np.array([1.0, 2.0, 3.0, 4.0]))
     assert mean == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def test_clustered_stderr():
+    values = np.array([1.0, 2.0, 3.0, 7.0])
+    # One value per group: the ordinary standard error.
+    assert clustered_stderr([v[None] for v in values]) == pytest.approx(
+        mean_and_stderr(values)[1], rel=1e-12
+    )
+    # Groups of identical values: the groups' standard error, not the values'.
+    groups = [np.full(5, 1.0), np.full(5, 3.0)]
+    assert clustered_stderr(groups) == pytest.approx(1.0, rel=1e-12)
+    assert mean_and_stderr(np.concatenate(groups))[1] == pytest.approx(1 / 3, rel=1e-12)
+    assert np.isnan(clustered_stderr([values]))
 
 
 def test_nll_protocol_on_a_trained_run(tmp_path):

@@ -170,6 +170,11 @@ def test_gmn_table(omniglot_runs, name):
     assert table["C=2,T=3"]["kl_a"]["mean"] > 1e-6
     if name == "gmn_table_per_class":
         assert table["C=2,T=1"]["kl_a"]["mean"] > 1e-6
+    # The error by sequence (one batch each) beside the error by target.
+    for cell in table.values():
+        by_seq = cell["nll_bound_by_batch"]
+        assert by_seq["mean"] == cell["nll_bound"]["mean"]
+        assert np.isfinite(by_seq["stderr"]) and by_seq["stderr"] > 0
 
 
 def test_gmn_table_per_class_row_through_the_launcher(omniglot_runs, tmp_path):

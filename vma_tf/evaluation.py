@@ -203,6 +203,32 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
+def clustered_stderr(groups: list[np.ndarray]) -> float:
+    """Standard error of the pooled mean when values within a group correlate.
+
+    The cluster-robust (sandwich) estimate: `sqrt(G / (G - 1) * sum_g (sum_{i
+    in g} (y_i - ybar))^2) / N` over G groups and N values. The targets of a
+    Table 1 sequence or a robustness episode share one memory and its
+    characters, so they are not independent; the per-value standard error of
+    `mean_and_stderr` then understates the mean's spread from draw to draw.
+    With one value per group it equals `mean_and_stderr`'s.
+
+    Args:
+        groups: `G` 1-d arrays (each group's values).
+
+    Returns:
+        The standard error (NaN for fewer than two groups).
+    """
+    groups = [np.asarray(g, np.float64).ravel() for g in groups]
+    if len(groups) < 2:
+        return float("nan")
+    pooled = np.concatenate(groups)
+    mean = pooled.mean()
+    sums = np.array([(g - mean).sum() for g in groups])
+    g = len(groups)
+    return float(math.sqrt(g / (g - 1) * (sums**2).sum()) / pooled.size)
+
+
 def nll_protocol(
     model,
     evals,

@@ -197,8 +197,13 @@ def bound_over(
         key: the targets' key.
 
     Returns:
-        `{name: {"mean", "stderr"} for name in BOUND_KEYS, "num_examples"}`.
+        `{name: {"mean", "stderr"} for name in BOUND_KEYS, "nll_bound_by_batch":
+        {"mean", "stderr"}, "num_examples"}`: "stderr" over targets, and
+        `nll_bound_by_batch`'s over batches (`evaluation.clustered_stderr`:
+        a batch's targets share its memory, so they are not independent).
     """
+    from vma_tf.evaluation import clustered_stderr
+
     values = {k: [] for k in BOUND_KEYS}
     n = 0
     for i, batch in enumerate(batches):
@@ -206,7 +211,12 @@ def bound_over(
         for k, v in values.items():
             v.append(res[k])
         n += len(res["nll_bound"])
-    return {**summary(values), "num_examples": n}
+    out = summary(values)
+    by_batch = {
+        "mean": out["nll_bound"]["mean"],
+        "stderr": clustered_stderr(values["nll_bound"]),
+    }
+    return {**out, "nll_bound_by_batch": by_batch, "num_examples": n}
 
 
 class CellCache:
