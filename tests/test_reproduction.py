@@ -85,7 +85,7 @@ def test_report_and_skip_rules(tmp_path):
     assert reproduction.trained_to(runs / "gmn", 50_000, 10_000) == ""
     assert "trained to step 11000" in reproduction.trained_to(runs / "gmn", 11000, 0)
     assert reproduction.evaluated(table, runs) is None
-    cell = lambda t: {"nll_bound": {"mean": 90.0 + t, "stderr": 1.0}}  # noqa: E731
+    cell = lambda t: {"nll_bound": {"mean": 90.0 + t, "stderr": 1.0}}
     results = {"table": {f"C=1,T={t}": cell(t) for t in (1, 5)}}
     report = {"workdirs": [str(runs / "gmn")], "steps": [11000], "results": results}
     (runs / "gmn" / "eval").mkdir()
@@ -103,8 +103,19 @@ def test_report_and_skip_rules(tmp_path):
         rate = train.get("lr_after_drop", 1e-4)
         assert f"| gmn | 11000 | 1.5 | float32, {rate:g} from 9000 | 120.0 |" in text
     assert (
-        "gmn_table of gmn (step 11000): C=1,T=1 91.0, C=1,T=5 95.0, C=1,T=19 -" in text
-    )
+        "gmn_table of gmn (step 11000): C=1,T=1 91.0 (paper 86.5, 4.5 behind), "
+        "C=1,T=5 95.0 (paper 76.5, 18.5 behind), C=1,T=19 - (paper 73.9)"
+    ) in text
+    # Against the paper: T = 1 outside the 3-nat target, T = 19 not evaluated.
+    assert "| gmn_table | gmn | C=1,T=1 | 86.5 | 91.0 | +4.5 | no |" in text
+    assert "| gmn_table | gmn | C=1,T=19 | 73.9 | - | - | not evaluated |" in text
+    results["table"]["C=1,T=1"] = cell(-4.0)  # 86.0: 0.5 nats ahead
+    results["table"]["C=1,T=5"] = cell(-10.5)  # 79.5: 3.0 behind, the edge
+    (runs / "gmn" / "eval" / "gmn_table.json").write_text(json.dumps(report))
+    text = reproduction.report_rows([row], runs)
+    assert "C=1,T=1 86.0 (paper 86.5, 0.5 ahead)" in text
+    assert "| gmn_table | gmn | C=1,T=1 | 86.5 | 86.0 | -0.5 | yes |" in text
+    assert "| gmn_table | gmn | C=1,T=5 | 76.5 | 79.5 | +3.0 | yes |" in text
     curves, papers = reproduction.curves([row], runs)
     points = [(5000, 120.0, 2500.0), (10000, 100.0, 5000.0), (11000, 101.0, 5500.0)]
     assert curves == {"gmn": points} and papers == {"gmn": None}
@@ -168,9 +179,11 @@ def test_launcher_runs_a_chosen_run_and_its_evaluations_only(tmp_path):
     )
     assert proc.stdout.splitlines()[:2] == [
         "skip training fewshot_vae_c48: trained to step 1000",
-        "+ python -m launchers.evaluate "
-        f"--workdir={runs}/fewshot_vae_c48 --protocol=nll --num_samples=1000 "
-        "--num_examples=320",
+        (
+            "+ python -m launchers.evaluate "
+            f"--workdir={runs}/fewshot_vae_c48 --protocol=nll --num_samples=1000 "
+            "--num_examples=320"
+        ),
     ]
     proc = run_launcher("reproduce", [*args, "--runs=fewshot_vae_c48", "--threads=1"])
     assert proc.stdout.splitlines()[1].startswith(
@@ -186,3 +199,61 @@ def test_thread_env():
     }
     with pytest.raises(ValueError, match="threads must be >= 0"):
         reproduction.thread_env(-1)
+
+
+def test_against_the_paper_scores_bounds_and_accuracies_each_their_way(tmp_path):
+    """A bound is behind when above the paper's, an accuracy when below; an
+    unscored number (a KL term) shows the paper's value but no verdict; a
+    `|` in a label is escaped in the markdown table."""
+    runs = tmp_path / "runs"
+    for name in ("fewshot_vma_c48", "fewshot_vma_c48_m1", "fewshot_vma_c48_m8"):
+        fake_run(runs / name, {}, 2000)
+    vma = runs / "fewshot_vma_c48"
+    (vma / "eval").mkdir()
+    accuracy = {"5-way 1-shot": 0.93, "20-way 1-shot": 0.70}
+    results = {
+        "settings": {s: {"q(a|x)": {"accuracy": a}} for s, a in accuracy.items()}
+    }
+    report = {"workdirs": [str(vma)], "steps": [2000], "results": results}
+    (vma / "eval" / "classification.json").write_text(json.dumps(report))
+    text = reproduction.report_rows([reproduction.ROWS_BY_NAME["classification"]], runs)
+    assert "5-way 1-shot q(a|x) 93.0 % (paper 91, 2.0 ahead)" in text
+    assert "20-way 1-shot q(a|x) 70.0 % (paper 77, 7.0 behind)" in text
+    assert (
+        "| fewshot_vma_c48 | 5-way 1-shot q(a\\|x) | 91 | 93.0 % | -2.0 | yes |" in text
+    )
+    assert (
+        "| fewshot_vma_c48 | 20-way 1-shot q(a\\|x) | 77 | 70.0 % | +7.0 | no |" in text
+    )
+    # The KL breakdown: its kl terms carry the paper's value, not a verdict.
+    names = [
+        str(runs / n)
+        for n in ("fewshot_vma_c48_m1", "fewshot_vma_c48", "fewshot_vma_c48_m8")
+    ]
+    term = lambda v: {"mean": v, "stderr": 0.1}
+    per_run = {
+        n: {"kl_a": term(1.5), "kl_z": term(30.0), "nll_bound": term(80.0)}
+        for n in names
+    }
+    report = {"workdirs": names, "steps": [2000] * 3, "results": {"runs": per_run}}
+    (runs / "fewshot_vma_c48_m1" / "eval").mkdir()
+    path = runs / "fewshot_vma_c48_m1" / "eval" / "kl_breakdown.json"
+    path.write_text(json.dumps(report))
+    text = reproduction.report_rows([reproduction.ROWS_BY_NAME["kl_breakdown"]], runs)
+    assert "1/class kl_a 1.5 (paper 2), 1/class kl_z 30.0 (paper 28.2)" in text
+    assert "1/class nll_bound 80.0 (paper 75.1, 4.9 behind)" in text
+    assert "8/class nll_bound 80.0 (paper 69.1, 10.9 behind)" in text
+    assert "| 1/class nll_bound | 75.1 | 80.0 | +4.9 | no |" in text
+    assert "kl_a |" not in text.split("### Against the paper")[1]
+
+
+def test_the_papers_table1_is_the_paper_rows_of_the_gmn_headlines():
+    """Each Table 1 row's headlines carry the paper's cells (T = 1, 5, 19)
+    of their C; the second anchor the PyTorch VMA's (no T = 5)."""
+    assert reproduction.TABLE1[1] == (86.5, 83.0, 79.6, 79.0, 76.5, 76.2, 73.9)
+    (e,) = reproduction.ROWS_BY_NAME["gmn_table_per_class"].evaluations
+    papers = {h.label: h.paper for h in e.headline}
+    assert papers["C=4,T=1"] == 87.5 and papers["C=16,T=19"] == 77.0
+    assert papers["C=1,T=5"] == 76.5
+    (e,) = reproduction.ROWS_BY_NAME["gmn_table_bgeval"].evaluations
+    assert [h.paper for h in e.headline] == [85.2, None, 71.8]

@@ -41,6 +41,19 @@ STEPS = 50_000
 PATIENCE = 10_000
 PRECISION = "mixed_bfloat16"
 BUDGETS = (5_000, 10_000, 20_000, 50_000)
+# Issue 17's target: a bound within 3 nats of the paper's (or better), an
+# accuracy within 5 points.
+TOLERANCE = {"nats": 3.0, "points": 5.0}
+# Table 1 of the paper, VMA rows: C -> bound at T = 1, 2, 3, 4, 5, 10, 19.
+TABLE1_T = (1, 2, 3, 4, 5, 10, 19)
+TABLE1 = {
+    1: (86.5, 83.0, 79.6, 79.0, 76.5, 76.2, 73.9),
+    2: (87.2, 83.3, 80.9, 79.3, 79.1, 77.0, 75.0),
+    4: (87.5, 83.3, 81.2, 80.7, 79.5, 78.6, 76.7),
+    16: (89.6, 85.1, 81.5, 81.9, 81.3, 79.8, 77.0),
+}
+# The public PyTorch VMA on its own 26x26 data, C = 1 (Table 1's second anchor).
+PYTORCH_VMA_C1 = {1: 85.2, 19: 71.8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +69,26 @@ class Training:
 
 
 @dataclasses.dataclass(frozen=True)
+class Headline:
+    """A number of an evaluation's JSON that the report shows.
+
+    Attributes:
+        label: its name in the report (`C=1,T=1`).
+        path: keys into the protocol's `results`; a segment `@NAME` stands
+            for the workdir of the training NAME (as `kl_breakdown` keys runs).
+        paper: the paper's value of the same number, if it prints one.
+        scored: whether ours is better or worse than `paper` (a bound: lower
+            is better; an accuracy: higher). False for numbers with no better
+            side (a KL term): the report shows the paper's value only.
+    """
+
+    label: str
+    path: tuple[str, ...]
+    paper: float | None = None
+    scored: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class Evaluation:
     """`launchers.evaluate --protocol=PROTOCOL FLAGS` of the named runs.
 
@@ -63,15 +96,13 @@ class Evaluation:
         protocol: the protocol (`vma_tf.protocols.REGISTRY`).
         runs: names of `Training`s (several for `kl_breakdown`).
         flags: more flags of `launchers.evaluate`.
-        headline: `(label, path)` pairs: the numbers of the protocol's JSON
-            (`results`) the report shows; a path segment `@NAME` stands for
-            the workdir of the training NAME (as `kl_breakdown` keys runs).
+        headline: the numbers of the protocol's JSON the report shows.
     """
 
     protocol: str
     runs: tuple[str, ...]
     flags: tuple[str, ...] = ()
-    headline: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    headline: tuple[Headline, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,31 +124,55 @@ BGEVAL = Training("bgeval", "omniglot_bgeval")
 OMNIGLOT_LEARNED = Training("learned", "omniglot_learned", (), 103.6)
 
 
-def _nll(run: Training, examples: int = 320, samples: int = 1000) -> Evaluation:
+def _nll(
+    run: Training,
+    examples: int = 320,
+    samples: int = 1000,
+    paper: float | None = None,
+) -> Evaluation:
+    """`paper`: the paper's NLL for the run (default `run.paper`)."""
     flags = (f"--num_samples={samples}", f"--num_examples={examples}")
-    return Evaluation("nll", (run.name,), flags, (("NLL", ("test", "nll_bound")),))
+    paper = run.paper if paper is None else paper
+    head = Headline("NLL", ("test", "nll_bound"), paper)
+    return Evaluation("nll", (run.name,), flags, (head,))
+
+
+# Fig. 4B, trained with k per class: (kl_a, kl_z, NLL).
+FIG4B = {1: (2.0, 28.2, 75.1), 8: (4.5, 21.8, 69.1)}
 
 
 def _per_class(k: int) -> Training:
     flags = ("--channels=48", f"--memory_per_class={k}")
-    paper = {1: 75.1, 8: 69.1}[k]  # Fig. 4B
-    return Training(f"fewshot_vma_c48_m{k}", "omniglot_fewshot", flags, paper)
+    return Training(f"fewshot_vma_c48_m{k}", "omniglot_fewshot", flags, FIG4B[k][2])
 
 
 def _robustness(run: Training) -> Evaluation:
-    heads = tuple((f"C={c}", ("A_classes", str(c), "nll_bound")) for c in (1, 8, 144))
-    reference = ("L(1) + log 144", ("A_classes", "144", "optimal_reference"))
+    heads = tuple(
+        Headline(f"C={c}", ("A_classes", str(c), "nll_bound")) for c in (1, 8, 144)
+    )
+    reference = Headline("L(1) + log 144", ("A_classes", "144", "optimal_reference"))
     return Evaluation("robustness", (run.name,), K1000, (*heads, reference))
 
 
 def _gmn_table(
-    run: str, protocol: str = "gmn_table", rows: Sequence[int] = (1,)
+    run: str,
+    protocol: str = "gmn_table",
+    rows: Sequence[int] = (1,),
+    paper: dict[int, dict[int, float]] | None = None,
 ) -> Evaluation:
+    """`paper`: `{C: {T: bound}}` to compare with (default: the paper's
+    Table 1)."""
     # 40 sequences per row, not the protocol's 10: a row's mean then has a
     # standard error of about 5 nats, not 10 (RESULTS.md "The C = 1, T = 1
     # cell"), so rows and the C = 1 rows of the anchors compare.
+    if paper is None:
+        paper = {c: dict(zip(TABLE1_T, TABLE1[c])) for c in TABLE1}
     heads = tuple(
-        (f"C={c},T={t}", ("table", f"C={c},T={t}", "nll_bound"))
+        Headline(
+            f"C={c},T={t}",
+            ("table", f"C={c},T={t}", "nll_bound"),
+            paper.get(c, {}).get(t),
+        )
         for c in rows
         for t in (1, 5, 19)
     )
@@ -125,11 +180,21 @@ def _gmn_table(
 
 
 def _classification(run: str) -> Evaluation:
-    settings = ("5-way 1-shot", "5-way 5-shot", "20-way 1-shot", "20-way 5-shot")
+    # The paper's accuracies are by q(a|x); it prints none importance-weighted.
+    paper = {
+        "5-way 1-shot": 91,
+        "5-way 5-shot": 97,
+        "20-way 1-shot": 77,
+        "20-way 5-shot": 90,
+    }
     heads = tuple(
-        (f"{s} {form}", ("settings", s, form))
+        Headline(
+            f"{s} {form}",
+            ("settings", s, form),
+            float(paper[s]) if form == "q(a|x)" else None,
+        )
         for form in ("q(a|x)", "importance_weighted")
-        for s in settings
+        for s in paper
     )
     return Evaluation("classification", (run,), (), heads)
 
@@ -141,7 +206,10 @@ def _mnist_learned(size: int) -> Training:
 
 
 def _usage(run: Training) -> Evaluation:
-    heads = (("slots as modes", ("slots_as_mode",)), ("H(p(a))", ("H_p",)))
+    heads = (
+        Headline("slots as modes", ("slots_as_mode",)),
+        Headline("H(p(a))", ("H_p",)),
+    )
     return Evaluation("address_usage", (run.name,), (), heads)
 
 
@@ -151,8 +219,12 @@ LEARNED = tuple(_mnist_learned(size) for size in (64, 256, 1024))
 MNIST_VAE = Training("mnist_vae", "mnist_vae")
 
 
-def _mnist_nll(run: Training) -> Evaluation:
-    heads = (("NLL", ("test", "nll_bound")), ("kl_a", ("test", "kl_a")))
+def _mnist_nll(run: Training, kl_a: float | None = None) -> Evaluation:
+    """`kl_a`: the paper's kl_a for the run (learned memory: 2.5 +- 0.3)."""
+    heads = (
+        Headline("NLL", ("test", "nll_bound")),
+        Headline("kl_a", ("test", "kl_a"), kl_a, scored=False),
+    )
     return Evaluation("nll", (run.name,), K1000, heads)
 
 
@@ -168,9 +240,12 @@ ROWS: tuple[Row, ...] = (
                 (RECALL.name,),
                 K1000,
                 tuple(
-                    (f"|M|={m} {what}", ("by_memory_size", str(m), key))
-                    for m in (256, 2048)
-                    for what, key in (("NLL", "nll_bound"), ("q(own)", "q_own_slot"))
+                    Headline(f"|M|={m} {what}", ("by_memory_size", str(m), key), paper)
+                    for m, log_m in ((256, 5.55), (2048, 7.62))
+                    for what, key, paper in (
+                        ("NLL", "nll_bound", log_m),  # Fig. 2A: NLL -> log|M|
+                        ("q(own)", "q_own_slot", None),
+                    )
                 ),
             ),
         ),
@@ -186,7 +261,8 @@ ROWS: tuple[Row, ...] = (
         "§4.1 learned memory, |M| = 64 / 256 / 1024: kl_a 2.5 +- 0.3, several "
         "entries per cluster, NLL about the VAE's",
         (*LEARNED, MNIST_VAE),
-        tuple(_mnist_nll(t) for t in (*LEARNED, MNIST_VAE))
+        tuple(_mnist_nll(t, 2.5) for t in LEARNED)
+        + (_mnist_nll(MNIST_VAE),)
         + tuple(_usage(t) for t in LEARNED),
     ),
     Row(
@@ -194,7 +270,7 @@ ROWS: tuple[Row, ...] = (
         "§4.2 few-shot NLL (45/5 split): VAE 90.8, VMA up to 68.8; Fig. 5A soft "
         "attention 73.4 (1-2 classes)",
         (VMA, VAE, SOFT),
-        (_nll(VMA), _nll(VAE), _nll(SOFT)),
+        (_nll(VMA, paper=68.8), _nll(VAE), _nll(SOFT)),
     ),
     Row(
         "robustness",
@@ -214,9 +290,14 @@ ROWS: tuple[Row, ...] = (
                 (_per_class(1).name, VMA.name, _per_class(8).name),
                 K1000,
                 tuple(
-                    (f"{k}/class {what}", ("runs", f"@{name}", what))
-                    for k, name in ((1, _per_class(1).name), (8, _per_class(8).name))
-                    for what in ("kl_a", "kl_z", "nll_bound")
+                    Headline(
+                        f"{k}/class {what}",
+                        ("runs", f"@{_per_class(k).name}", what),
+                        paper,
+                        scored=what == "nll_bound",
+                    )
+                    for k, papers in FIG4B.items()
+                    for what, paper in zip(("kl_a", "kl_z", "nll_bound"), papers)
                 ),
             ),
         ),
@@ -235,7 +316,7 @@ ROWS: tuple[Row, ...] = (
         "T = 19 71.8, on its own data (omniglot_bgeval: the same split, 26x26 "
         "by nearest-neighbour resizing); the same model as gmn_table",
         (BGEVAL,),
-        (_gmn_table(BGEVAL.name),),
+        (_gmn_table(BGEVAL.name, paper={1: PYTORCH_VMA_C1}),),
     ),
     Row(
         "gmn_table_absent",
@@ -398,21 +479,51 @@ def _last_step(workdir: pathlib.Path) -> int:
     return max(steps, default=0)
 
 
-def _leaf(results: Any, path: Sequence[str], runs_dir: pathlib.Path) -> str:
-    """The number at `path` of `results` as text ("-" if missing)."""
+def _value(
+    results: Any, path: Sequence[str], runs_dir: pathlib.Path
+) -> tuple[float, str] | None:
+    """The number at `path` of `results` and its kind: `"nats"` (a mean with
+    its standard error), `"points"` (an accuracy, in %) or `""` (a plain
+    number); None if missing."""
     node = results
     for seg in path:
         key = str(runs_dir / seg[1:]) if seg.startswith("@") else seg
         if not isinstance(node, dict) or key not in node:
-            return "-"
+            return None
         node = node[key]
     if isinstance(node, dict) and "mean" in node:
-        return f"{node['mean']:.1f}"
+        return float(node["mean"]), "nats"
     if isinstance(node, dict) and "accuracy" in node:
-        return f"{100 * node['accuracy']:.1f} %"
+        return 100 * float(node["accuracy"]), "points"
     if isinstance(node, (int, float)) and not isinstance(node, bool):
-        return f"{node:.3g}"
-    return "-"
+        return float(node), ""
+    return None
+
+
+def _text(value: tuple[float, str] | None) -> str:
+    if value is None:
+        return "-"
+    number, kind = value
+    if kind == "points":
+        return f"{number:.1f} %"
+    return f"{number:.1f}" if kind else f"{number:.3g}"
+
+
+def behind(value: tuple[float, str], paper: float) -> float:
+    """How far ours is behind the paper (negative: ahead), in nats for a
+    bound (lower is better) and points for an accuracy (higher is better)."""
+    number, kind = value
+    return paper - number if kind == "points" else number - paper
+
+
+def _versus(h: Headline, value: tuple[float, str] | None) -> str:
+    """`(paper P, D behind)` / `(paper P, D ahead)` / `(paper P)`."""
+    if h.paper is None:
+        return ""
+    if value is None or not h.scored:
+        return f" (paper {h.paper:g})"
+    gap = behind(value, h.paper)
+    return f" (paper {h.paper:g}, {abs(gap):.1f} {'behind' if gap > 0 else 'ahead'})"
 
 
 def _training(workdir: pathlib.Path) -> str:
@@ -486,11 +597,51 @@ def report_rows(
             if report is None:
                 out.append(f"- {what}: not evaluated at the runs' last steps")
                 continue
+            values = [
+                (h, _value(report["results"], h.path, runs_dir)) for h in e.headline
+            ]
             numbers = ", ".join(
-                f"{label} {_leaf(report['results'], path, runs_dir)}"
-                for label, path in e.headline
+                f"{h.label} {_text(v)}{_versus(h, v)}" for h, v in values
             )
             steps = "/".join(str(s) for s in report["steps"])
             out.append(f"- {what} (step {steps}): {numbers}")
         out.append("")
-    return "\n".join(out).rstrip() + "\n"
+    return "\n".join(out + against_paper(rows, runs_dir)).rstrip() + "\n"
+
+
+def against_paper(rows: Sequence[Row], runs_dir: pathlib.Path) -> list[str]:
+    """Markdown lines: every scored headline number of the rows with the
+    paper's value, ours at the runs' current steps ("-" if not evaluated
+    there), how far behind (negative: ahead) and whether that is within
+    issue 17's target (`TOLERANCE`)."""
+    lines = [
+        "### Against the paper",
+        "",
+        (
+            f"Within target: a bound at most {TOLERANCE['nats']:g} nats above "
+            f"the paper's, an accuracy at most {TOLERANCE['points']:g} points below."
+        ),
+        "",
+        "| row | run | number | paper | ours | behind (nats or points) | within target |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in rows:
+        for e in row.evaluations:
+            report = evaluated(e, runs_dir)
+            for h in e.headline:
+                if h.paper is None or not h.scored:
+                    continue
+                value = report and _value(report["results"], h.path, runs_dir)
+                if value:
+                    gap = behind(value, h.paper)
+                    ok = "yes" if gap <= TOLERANCE[value[1]] else "no"
+                    cells = [_text(value), f"{gap:+.1f}", ok]
+                else:
+                    cells = ["-", "-", "not evaluated"]
+                run, label = ", ".join(e.runs), h.label.replace("|", "\\|")
+                lines.append(
+                    f"| {row.name} | {run} | {label} | {h.paper:g} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+    return lines
