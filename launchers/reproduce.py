@@ -137,6 +137,7 @@ def _list(rows, runs_dir: pathlib.Path) -> None:
 
 def _run(rows, runs_dir: pathlib.Path) -> None:
     seen = set()
+    trainings = {t.name: t for t in reproduction.trainings(rows)}
     for kind, what, argv in _commands(rows, runs_dir):
         if kind == "evaluate":
             key = tuple(argv)
@@ -147,10 +148,19 @@ def _run(rows, runs_dir: pathlib.Path) -> None:
                 print(f"skip {what.protocol} of {','.join(what.runs)}: up to date")
                 continue
         else:
-            done = reproduction.trained_to(runs_dir / what, FLAGS.steps, FLAGS.patience)
+            t = trainings[what]
+            rule = reproduction.step_rule(t, FLAGS.steps, FLAGS.patience)
+            done = reproduction.trained_to(runs_dir / what, *rule)
             if done:
                 print(f"skip training {what}: {done}")
                 continue
+            base_done = t.base and reproduction.trained_to(
+                runs_dir / t.base, FLAGS.steps, FLAGS.patience
+            )
+            if t.base and not base_done:
+                fail(
+                    f"{what} continues {t.base}: train {t.base} to the step rule first"
+                )
         command = [sys.executable, "-m", *argv]
         print("+ " + _shown(argv), flush=True)
         env = {**os.environ, **reproduction.thread_env(FLAGS.threads)}

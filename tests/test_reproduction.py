@@ -30,8 +30,6 @@ def test_every_row_is_valid_configs_and_protocol_options(row, tmp_path):
     for t in row.trainings:
         config = parse_train(reproduction.train_command(t, tmp_path))
         configs.validate(config)
-        assert config.train.steps == reproduction.STEPS
-        assert config.train.patience == reproduction.PATIENCE
         assert config.train.precision == "mixed_bfloat16" == reproduction.PRECISION
         paper = reproduction.train_command(t, tmp_path, precision="float32")
         assert parse_train(paper).train.precision == "float32"
@@ -40,6 +38,15 @@ def test_every_row_is_valid_configs_and_protocol_options(row, tmp_path):
             reproduction.train_command(t, tmp_path, lr_drop_step=45000)
         )
         configs.validate(dropped)
+        if t.base:  # A continuation: its own steps and rate, from its base.
+            assert t.base in names and t.steps > 0
+            assert config.train.init_from == str(tmp_path / t.base)
+            assert (config.train.steps, config.train.patience) == (t.steps, 0)
+            assert dropped == config and config.train.learning_rate == 1e-4
+            continue
+        assert config.train.init_from is None
+        assert config.train.steps == reproduction.STEPS
+        assert config.train.patience == reproduction.PATIENCE
         assert dropped.train.learning_rate_at(44999) == dropped.train.learning_rate
         assert dropped.train.learning_rate_at(45000) == 1e-4
     for e in row.evaluations:
@@ -257,3 +264,25 @@ def test_the_papers_table1_is_the_paper_rows_of_the_gmn_headlines():
     assert papers["C=1,T=5"] == 76.5
     (e,) = reproduction.ROWS_BY_NAME["gmn_table_bgeval"].evaluations
     assert [h.paper for h in e.headline] == [85.2, None, 71.8]
+
+
+def test_a_continuation_waits_for_its_base_then_trains_its_own_steps(tmp_path):
+    """`classification_bgeval_k32` continues `bgeval`: refused while the
+    base is short of the step rule, skipped once it has its own steps."""
+    runs = tmp_path / "runs"
+    fake_run(runs / "bgeval", {1000: 150.0}, 1000)
+    args = ["--action=run", "--rows=classification_bgeval_k32", f"--runs_dir={runs}"]
+    proc = run_launcher("reproduce", [*args, "--runs=bgeval_k32"])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "error: bgeval_k32 continues bgeval: train bgeval to the step rule first"
+    )
+    fake_run(runs / "bgeval_k32", {}, 3000)
+    proc = run_launcher("reproduce", [*args, "--runs=bgeval_k32"])
+    assert (
+        proc.stdout.splitlines()[0] == "skip training bgeval_k32: trained to step 3000"
+    )
+    text = reproduction.report_rows(
+        [reproduction.ROWS_BY_NAME["classification_bgeval_k32"]], runs
+    )
+    assert "| bgeval_k32 | 3000 | 0.4 | -, after bgeval |" in text
