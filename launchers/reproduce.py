@@ -112,12 +112,12 @@ def _train_command(t, runs_dir: pathlib.Path):
 
 
 def _commands(rows, runs_dir: pathlib.Path):
-    """`(kind, name or protocol, argv after python -m)` in run order."""
+    """`(kind, Training or Evaluation, argv after python -m)` in run order."""
     out = []
     chosen = set(FLAGS.runs)
     for t in reproduction.trainings(rows):
         if not chosen or t.name in chosen:
-            out.append(("train", t.name, _train_command(t, runs_dir)))
+            out.append(("train", t, _train_command(t, runs_dir)))
     for row in rows:
         for e in row.evaluations:
             if not chosen or set(e.runs) <= chosen:
@@ -137,7 +137,6 @@ def _list(rows, runs_dir: pathlib.Path) -> None:
 
 def _run(rows, runs_dir: pathlib.Path) -> None:
     seen = set()
-    trainings = {t.name: t for t in reproduction.trainings(rows)}
     for kind, what, argv in _commands(rows, runs_dir):
         if kind == "evaluate":
             key = tuple(argv)
@@ -148,18 +147,17 @@ def _run(rows, runs_dir: pathlib.Path) -> None:
                 print(f"skip {what.protocol} of {','.join(what.runs)}: up to date")
                 continue
         else:
-            t = trainings[what]
-            rule = reproduction.step_rule(t, FLAGS.steps, FLAGS.patience)
-            done = reproduction.trained_to(runs_dir / what, *rule)
+            rule = reproduction.step_rule(what, FLAGS.steps, FLAGS.patience)
+            done = reproduction.trained_to(runs_dir / what.name, *rule)
             if done:
-                print(f"skip training {what}: {done}")
+                print(f"skip training {what.name}: {done}")
                 continue
-            base_done = t.base and reproduction.trained_to(
-                runs_dir / t.base, FLAGS.steps, FLAGS.patience
-            )
-            if t.base and not base_done:
+            base = what.base
+            if base and not reproduction.trained_to(
+                runs_dir / base, FLAGS.steps, FLAGS.patience
+            ):
                 fail(
-                    f"{what} continues {t.base}: train {t.base} to the step rule first"
+                    f"{what.name} continues {base}: train {base} to the step rule first"
                 )
         command = [sys.executable, "-m", *argv]
         print("+ " + _shown(argv), flush=True)

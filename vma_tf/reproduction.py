@@ -148,6 +148,9 @@ def _k32(base: Training, steps: int = 3000) -> Training:
     return Training(f"{base.name}_k32", base.preset, flags, base=base.name, steps=steps)
 
 
+VMA_K32, BGEVAL_K32 = _k32(VMA), _k32(BGEVAL)
+
+
 def _nll(
     run: Training,
     examples: int = 320,
@@ -380,8 +383,8 @@ ROWS: tuple[Row, ...] = (
         "32 characters, one target and one drawing in memory each (the "
         "paper's control setting of 32 classes per minibatch): "
         "91 / 97 / 77 / 90 %",
-        (VMA, _k32(VMA)),
-        (_classification(_k32(VMA).name),),
+        (VMA, VMA_K32),
+        (_classification(VMA_K32.name),),
     ),
     Row(
         "classification_bgeval",
@@ -396,8 +399,8 @@ ROWS: tuple[Row, ...] = (
         "the same on Lake's 20 evaluation alphabets by gmn_table_bgeval's "
         "model after 3000 more steps on 32-character episodes (as "
         "classification_k32): 91 / 97 / 77 / 90 %",
-        (BGEVAL, _k32(BGEVAL)),
-        (_classification(_k32(BGEVAL).name),),
+        (BGEVAL, BGEVAL_K32),
+        (_classification(BGEVAL_K32.name),),
     ),
 )
 ROWS_BY_NAME = {row.name: row for row in ROWS}
@@ -632,9 +635,13 @@ def report_rows(
 ) -> str:
     """Markdown: per row, the paper's number, then a line per run (steps,
     training hours, training precision and learning-rate drop, periodic bound
-    at each budget) and per evaluation (the headline numbers at the steps
-    evaluated, or "not evaluated")."""
-    out = []
+    at each budget) and per evaluation (the headline numbers beside the
+    paper's at the steps evaluated, or "not evaluated"); then "Against the
+    paper": every scored headline number with the paper's value, ours at the
+    runs' current steps ("-" if not evaluated there), how far behind
+    (negative: ahead) and whether that is within issue 17's target
+    (`TOLERANCE`)."""
+    out, against = [], []
     for row in rows:
         out += [f"### {row.name}", "", f"paper: {row.paper}", ""]
         head = ["run", "steps", "train h", "training"]
@@ -645,28 +652,26 @@ def report_rows(
         out.append("")
         for e in row.evaluations:
             report = evaluated(e, runs_dir)
+            values = [
+                (h, report and _value(report["results"], h.path, runs_dir))
+                for h in e.headline
+            ]
+            against += [
+                _against_line(row, e, h, v)
+                for h, v in values
+                if h.paper is not None and h.scored
+            ]
             what = f"{e.protocol} of {', '.join(e.runs)}"
             if report is None:
                 out.append(f"- {what}: not evaluated at the runs' last steps")
                 continue
-            values = [
-                (h, _value(report["results"], h.path, runs_dir)) for h in e.headline
-            ]
             numbers = ", ".join(
                 f"{h.label} {_text(v)}{_versus(h, v)}" for h, v in values
             )
             steps = "/".join(str(s) for s in report["steps"])
             out.append(f"- {what} (step {steps}): {numbers}")
         out.append("")
-    return "\n".join(out + against_paper(rows, runs_dir)).rstrip() + "\n"
-
-
-def against_paper(rows: Sequence[Row], runs_dir: pathlib.Path) -> list[str]:
-    """Markdown lines: every scored headline number of the rows with the
-    paper's value, ours at the runs' current steps ("-" if not evaluated
-    there), how far behind (negative: ahead) and whether that is within
-    issue 17's target (`TOLERANCE`)."""
-    lines = [
+    out += [
         "### Against the paper",
         "",
         (
@@ -677,24 +682,20 @@ def against_paper(rows: Sequence[Row], runs_dir: pathlib.Path) -> list[str]:
         "",
         "| row | run | number | paper | ours | behind (nats or points) | within target |",
         "| --- | --- | --- | ---: | ---: | ---: | --- |",
+        *against,
     ]
-    for row in rows:
-        for e in row.evaluations:
-            report = evaluated(e, runs_dir)
-            for h in e.headline:
-                if h.paper is None or not h.scored:
-                    continue
-                value = report and _value(report["results"], h.path, runs_dir)
-                if value:
-                    gap = behind(value, h.paper)
-                    ok = "yes" if gap <= TOLERANCE[value[1]] else "no"
-                    cells = [_text(value), f"{gap:+.1f}", ok]
-                else:
-                    cells = ["-", "-", "not evaluated"]
-                run, label = ", ".join(e.runs), h.label.replace("|", "\\|")
-                lines.append(
-                    f"| {row.name} | {run} | {label} | {h.paper:g} | "
-                    + " | ".join(cells)
-                    + " |"
-                )
-    return lines
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _against_line(
+    row: Row, e: Evaluation, h: Headline, value: tuple[float, str] | None
+) -> str:
+    """A line of "Against the paper" (`value`: ours, None if not evaluated)."""
+    if value:
+        gap = behind(value, h.paper)
+        ok = "yes" if gap <= TOLERANCE[value[1]] else "no"
+        cells = [_text(value), f"{gap:+.1f}", ok]
+    else:
+        cells = ["-", "-", "not evaluated"]
+    run, label = ", ".join(e.runs), h.label.replace("|", "\\|")
+    return f"| {row.name} | {run} | {label} | {h.paper:g} | " + " | ".join(cells) + " |"
