@@ -5,8 +5,9 @@
 A binary image's bound is paid mostly along its strokes, so datasets with more
 ink per image give larger bounds to the same model. Prints one Markdown row per
 (dataset, split): images, pixels, mean ink pixels per image (± standard error
-over images) and the ink fraction (RESULTS.md "Table 1 (GMN split)": the GMN
-28×28 test images carry 14 % more ink than the 26×26 ones of the second anchor).
+over images) and the ink fraction (RESULTS.md "The two Table 1 datasets in
+ink": the GMN 28×28 test images carry 14 % more ink than the 26×26 ones of the
+second anchor).
 """
 
 from __future__ import annotations
