@@ -44,6 +44,7 @@ from vma_tf.protocols import (
     REGISTRY,
     BoundOptions,
     ClassificationOptions,
+    GmnTableOptions,
     GradientVarianceOptions,
     LargeMemoryOptions,
     Options,
@@ -101,6 +102,13 @@ flags.DEFINE_list(
     None,
     "gmn_table, gmn_table_per_class: the columns T (images in memory; per "
     "character for gmn_table_per_class), each < 20 (default: all).",
+)
+flags.DEFINE_boolean(
+    "with_replacement",
+    GmnTableOptions.with_replacement,
+    "gmn_table: draw the sequences as GMN's code does, characters and "
+    "drawings with replacement (a target can be a copy of a memory image; "
+    "each cell also scores the copies and the others apart).",
 )
 flags.DEFINE_integer("seed", BoundOptions.seed, "Evaluation seed.", lower_bound=0)
 flags.DEFINE_enum(

@@ -252,6 +252,11 @@ TABLE = [
         ["--workdir={run}", "--shots=2"],
         "--shots does not apply to --protocol=nll",
     ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=gmn_table_per_class", "--with_replacement"],
+        "--with_replacement does not apply to --protocol=gmn_table_per_class",
+    ),
     ("evaluate", ["--workdir={run}", "--seed=-1"], "flag --seed=-1: -1 is not"),
     ("evaluate", ["--workdir={run}", "--protocol=bogus"], "flag --protocol=bogus"),
     ("evaluate", ["--workdir={run}", "--precision=fp16"], "flag --precision=fp16"),

@@ -283,6 +283,63 @@ def test_gmn_sequences_draw_distinct_images_of_the_chosen_characters():
     assert len(flat) == 20  # No drawing twice.
 
 
+def test_gmn_sequences_with_replacement_repeat_drawings_as_gmn_draws_them():
+    """GMN's draw (`with_replacement`): each position's drawing is uniform
+    over the character's 20, so at C = 1 the last image repeats one of the
+    19 before it with probability 1 - (19/20)^19 = 0.62; without it, never.
+    Characters are drawn with replacement too (C = 3 from 2 characters)."""
+    images = np.arange(2 * 20 * 4).reshape(2, 20, 2, 2).astype(np.uint8)
+    last_repeats = {}
+    for replace in (False, True):
+        rng = np.random.default_rng(0)
+        hits = []
+        for _ in range(300):
+            seq, labels = protocols.gmn_sequences(images[:1], 1, 20, rng, replace)
+            assert seq.shape == (20, 2, 2, 1) and set(labels) == {0}
+            hits.append(protocols.copies_of_memory(seq[:19], seq[19:])[0])
+        last_repeats[replace] = np.mean(hits)
+    assert last_repeats[False] == 0.0
+    assert abs(last_repeats[True] - (1 - 0.95**19)) < 0.1, last_repeats
+    rng = np.random.default_rng(1)
+    seq, labels = protocols.gmn_sequences(images, 3, 20, rng, with_replacement=True)
+    assert set(labels) <= {0, 1}
+    for image, label in zip(seq[..., 0], labels):  # Each image is its label's.
+        assert any((image == d).all() for d in images[label])
+
+
+def test_copies_of_memory():
+    memory = np.array([[[0, 1]], [[1, 1]]])
+    targets = np.array([[[1, 1]], [[1, 0]], [[0, 1]], [[0, 0]]])
+    np.testing.assert_array_equal(
+        protocols.copies_of_memory(memory, targets), [True, False, True, False]
+    )
+
+
+def test_gmn_table_with_replacement_scores_copies_apart(omniglot_runs):
+    """Each cell's copies and other targets partition its targets, and their
+    bounds average to the cell's; the draw differs from the default's."""
+    kw = dict(num_samples=3, num_examples=6, classes=(1,), shots=(1, 10), jit=False)
+    run = omniglot_runs[0]
+    result, _ = protocols.gmn_table(run, with_replacement=True, **kw)
+    plain, _ = protocols.gmn_table(run, **kw)
+    assert "copies" not in plain["table"]["C=1,T=10"]
+    saw_copies = False
+    for key, cell in result["table"].items():
+        copies, fresh, n = cell["copies"], cell["fresh"], cell["num_examples"]
+        assert copies["num_examples"] + fresh["num_examples"] == n, key
+        assert cell["copy_fraction"] == pytest.approx(copies["num_examples"] / n)
+        parts = [
+            (p["num_examples"], p["nll_bound"]["mean"])
+            for p in (copies, fresh)
+            if p["num_examples"]
+        ]
+        mean = sum(k * m for k, m in parts) / n
+        assert mean == pytest.approx(cell["nll_bound"]["mean"], rel=1e-9), key
+        saw_copies |= copies["num_examples"] > 0
+        assert cell["nll_bound"] != plain["table"][key]["nll_bound"], key
+    assert saw_copies  # 6 sequences at T = 10: about 4 copies expected.
+
+
 def test_robustness(omniglot_runs, tmp_path):
     result, figs = protocols.robustness(
         omniglot_runs[0],

@@ -65,6 +65,7 @@ from vma_tf.protocols._figures import FiguresOptions, figures
 from vma_tf.protocols._gmn_table import (
     GmnTableOptions,
     GmnTablePerClassOptions,
+    copies_of_memory,
     gmn_sequences,
     gmn_table,
     gmn_table_per_class,
@@ -153,6 +154,7 @@ __all__ = [
     "Run",
     "address_usage",
     "classification_protocol",
+    "copies_of_memory",
     "figures",
     "gmn_sequences",
     "gmn_table",

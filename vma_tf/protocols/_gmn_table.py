@@ -3,7 +3,11 @@
 `gmn_table` is GMN's protocol: sequences of 20 test images from C characters;
 each image after the first T is a target with memory = the first T images (in
 all, so at C > 1 and small T most targets have no drawing of their own
-character in memory). `gmn_table_per_class` holds T drawings of *each* of the
+character in memory). Its sequences hold distinct drawings; with
+`with_replacement` they are drawn as GMN's own code draws them (characters
+and drawings with replacement, so a target can be a copy of an image in
+memory: at C = 1 one in 20 targets at T = 1, about 62 % at T = 19), and each
+cell also scores the copies and the other targets apart. `gmn_table_per_class` holds T drawings of *each* of the
 C characters in memory (C·T entries) and scores 20 − T other drawings of them,
 the setting of Fig. 5A (an optimal model of C disjoint classes scores the
 C = 1 row + log C); the paper's VMA rows follow that reference, not GMN's
@@ -37,8 +41,8 @@ LENGTH = 20
 
 
 @dataclasses.dataclass(frozen=True)
-class GmnTableOptions(BoundOptions):
-    """Options of `gmn_table`.
+class _TableOptions(BoundOptions):
+    """Options of both Table 1 protocols.
 
     Attributes:
         num_samples: K of the bound.
@@ -50,28 +54,58 @@ class GmnTableOptions(BoundOptions):
         shots: the numbers of images in memory T (columns), each < 20.
     """
 
-    protocol = "gmn_table"
     classes: Sequence[int] = (1, 2, 4, 16)
     shots: Sequence[int] = (1, 2, 3, 4, 5, 10, 19)
 
 
+@dataclasses.dataclass(frozen=True)
+class GmnTableOptions(_TableOptions):
+    """Options of `gmn_table`: those of both Table 1 protocols (`num_samples`,
+    `num_examples`: sequences per row, `chunk_size`, `seed`, `jit`,
+    `classes`, `shots`) and one more.
+
+    Attributes:
+        with_replacement: draw the sequences as GMN's code does (its
+            `utils.put_new_data`, github.com/sbos/gmn): the C characters, each
+            position's character and its drawing all with replacement, so a
+            target can be a copy of an image in memory; default False
+            (distinct drawings).
+    """
+
+    protocol = "gmn_table"
+    with_replacement: bool = False
+
+
 def gmn_sequences(
-    images: np.ndarray, num_classes: int, length: int, rng: np.random.Generator
+    images: np.ndarray,
+    num_classes: int,
+    length: int,
+    rng: np.random.Generator,
+    with_replacement: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sequence of `length` images from `num_classes` random characters.
 
     Each position's character is uniform over the chosen ones; each character
-    contributes distinct drawings.
+    contributes distinct drawings (`with_replacement`: GMN's draw, below).
 
     Args:
         images: `[characters, drawings, H, W]` images.
         num_classes: characters in the sequence.
         length: images in the sequence (at most `drawings` of a character).
         rng: the draws' generator.
+        with_replacement: draw as GMN's `utils.put_new_data` does: the
+            characters with replacement, each position's character uniform
+            over them and its drawing uniform over all the character's
+            drawings, so an image can recur in the sequence.
 
     Returns:
         `(images [length, H, W, 1] float32, labels [length] int)`.
     """
+    if with_replacement:
+        chars = rng.choice(images.shape[0], size=num_classes, replace=True)
+        which = chars[rng.integers(0, num_classes, size=length)]
+        drawing = rng.integers(0, images.shape[1], size=length)
+        return images[which, drawing].astype(np.float32)[..., None], which
     drawings, chars, which = per_class_draw(images, num_classes, length, rng)
     return drawings[which, _next_drawing(which, num_classes, 0)], chars[which]
 
@@ -147,22 +181,46 @@ def _next_drawing(which: np.ndarray, num_classes: int, start: int) -> np.ndarray
 
 
 def table_sequences(
-    images: np.ndarray, classes: Sequence[int], per_row: int, seed: int
+    images: np.ndarray,
+    classes: Sequence[int],
+    per_row: int,
+    seed: int,
+    with_replacement: bool = False,
 ) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
     """`gmn_table`'s sequences: `per_row` of them for each C in `classes`.
 
     Rows are drawn in the order of `classes` from one generator seeded with
-    `[seed, 1]`, so a row's first sequences do not depend on `per_row` or on
-    the rows after it (the tools that probe single cells rely on this).
+    `[seed, 1]` (`[seed, 3]` `with_replacement`, see `gmn_sequences`), so a
+    row's first sequences do not depend on `per_row` or on the rows after it
+    (the tools that probe single cells rely on this).
 
     Returns:
         `{C: [(images [20, H, W, 1], labels [20]), ...]}`.
     """
-    rng = np.random.default_rng([seed, 1])
+    rng = np.random.default_rng([seed, 3 if with_replacement else 1])
     return {
-        n: [gmn_sequences(images, n, LENGTH, rng) for _ in range(per_row)]
+        n: [
+            gmn_sequences(images, n, LENGTH, rng, with_replacement)
+            for _ in range(per_row)
+        ]
         for n in classes
     }
+
+
+def copies_of_memory(memory: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Which targets equal an image in memory, pixel for pixel.
+
+    Args:
+        memory: `[M, ...]` images.
+        targets: `[B, ...]` images.
+
+    Returns:
+        `[B]` bool.
+    """
+    same = memory[None].reshape(1, len(memory), -1) == targets.reshape(
+        len(targets), 1, -1
+    )
+    return same.all(-1).any(-1)
 
 
 def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> Result:
@@ -177,7 +235,10 @@ def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> R
 
     Returns:
         `({"table": {"C=c,T=t": {metric: {"mean", "stderr"}, "num_examples"}},
-        "classes", "shots", "sequences_per_row", "num_samples"}, {})`.
+        "classes", "shots", "sequences_per_row", "num_samples"}, {})`;
+        `with_replacement`, each cell also has `"copies"` and `"fresh"` (the
+        bound of the targets that are / are not a copy of an image in memory,
+        `bound_over`) and `"copy_fraction"`.
 
     Raises:
         ConfigError: an unknown option, a run of another kind, or a T >= 20.
@@ -185,11 +246,16 @@ def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> R
     o = GmnTableOptions.resolve(options, keywords)
 
     def cells(images, per_row):
-        sequences = table_sequences(images, o.classes, per_row, o.seed)
+        sequences = table_sequences(
+            images, o.classes, per_row, o.seed, o.with_replacement
+        )
 
         def batches(n, t):
             for seq, _ in sequences[n]:
-                yield {"x": seq[t:], "memory": seq[:t]}
+                batch = {"x": seq[t:], "memory": seq[:t]}
+                if o.with_replacement:
+                    batch["is_copy"] = copies_of_memory(seq[:t], seq[t:])
+                yield batch
 
         return {(n, t): batches(n, t) for n in o.classes for t in o.shots}
 
@@ -197,8 +263,8 @@ def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> R
 
 
 @dataclasses.dataclass(frozen=True)
-class GmnTablePerClassOptions(GmnTableOptions):
-    """Options of `gmn_table_per_class` (those of `GmnTableOptions`)."""
+class GmnTablePerClassOptions(_TableOptions):
+    """Options of `gmn_table_per_class` (those of both Table 1 protocols)."""
 
     protocol = "gmn_table_per_class"
 
@@ -246,7 +312,7 @@ def gmn_table_per_class(
     return _table(run, o, cells)
 
 
-def _table(run: Run, o: GmnTableOptions, cells) -> Result:
+def _table(run: Run, o: _TableOptions, cells) -> Result:
     """The (C, T) cells of `o`, each the bound over the batches `cells` gives.
 
     Args:

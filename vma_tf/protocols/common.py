@@ -201,22 +201,37 @@ def bound_over(
         {"mean", "stderr"}, "num_examples"}`: "stderr" over targets, and
         `nll_bound_by_batch`'s over batches (`evaluation.clustered_stderr`:
         a batch's targets share its memory, so they are not independent).
+        If the batches carry `"is_copy"` (`[B]` bool: the target is a copy of
+        an image in memory), also `"copies"` and `"fresh"` (`{"nll_bound":
+        {"mean", "stderr"}, "num_examples"}` of those targets and the
+        others; no `"nll_bound"` if there is none) and `"copy_fraction"`.
     """
     from vma_tf.evaluation import clustered_stderr
 
     values = {k: [] for k in BOUND_KEYS}
+    is_copy = []
     n = 0
     for i, batch in enumerate(batches):
         res = stream(batch[key], batch.get("memory"), num_samples, seed=(seed, i))
         for k, v in values.items():
             v.append(res[k])
         n += len(res["nll_bound"])
+        if "is_copy" in batch:
+            is_copy.append(np.asarray(batch["is_copy"], bool))
     out = summary(values)
     by_batch = {
         "mean": out["nll_bound"]["mean"],
         "stderr": clustered_stderr(values["nll_bound"]),
     }
-    return {**out, "nll_bound_by_batch": by_batch, "num_examples": n}
+    out = {**out, "nll_bound_by_batch": by_batch, "num_examples": n}
+    if is_copy:
+        copy = np.concatenate(is_copy)
+        nll = np.concatenate(values["nll_bound"])
+        for name, mask in (("copies", copy), ("fresh", ~copy)):
+            some = summary({"nll_bound": [nll[mask]]}) if mask.any() else {}
+            out[name] = {**some, "num_examples": int(mask.sum())}
+        out["copy_fraction"] = float(copy.mean())
+    return out
 
 
 class CellCache:
