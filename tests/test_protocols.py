@@ -388,6 +388,31 @@ def test_kl_breakdown(omniglot_runs, tmp_path):
     figs["kl_breakdown"](tmp_path / "k.png")
 
 
+def test_kl_breakdown_resumes_from_each_runs_saved_batches(omniglot_runs, monkeypatch):
+    """Each run's finished batches stay in its workdir until every run is
+    done: a rerun after an interruption in the second run takes the first
+    run's saved batches (here marked +1) and computes the second's afresh."""
+    kw = dict(num_samples=3, num_examples=4, jit=False)
+    full, _ = protocols.kl_breakdown(omniglot_runs, **kw)
+    paths = [r.workdir / "eval" / ".kl_breakdown.cells.json" for r in omniglot_runs]
+    assert not any(p.exists() for p in paths)
+    with monkeypatch.context() as m:  # Keep the files, as an interruption would.
+        m.setattr(CellCache, "finish", lambda self: None)
+        assert protocols.kl_breakdown(omniglot_runs, **kw)[0] == full
+    assert all(p.exists() for p in paths)
+    saved = json.loads(paths[0].read_text())
+    for cell in saved["cells"].values():
+        cell["nll_bound"] = [v + 1.0 for v in cell["nll_bound"]]
+    paths[0].write_text(json.dumps(saved))
+    paths[1].unlink()  # Stopped before the second run's first batch.
+    resumed, _ = protocols.kl_breakdown(omniglot_runs, **kw)
+    first, second = (str(r.workdir) for r in omniglot_runs)
+    want = full["runs"][first]["nll_bound"]["mean"] + 1.0
+    assert resumed["runs"][first]["nll_bound"]["mean"] == pytest.approx(want, abs=1e-9)
+    assert resumed["runs"][second] == full["runs"][second]
+    assert not any(p.exists() for p in paths)
+
+
 def test_classification(omniglot_runs):
     """1-way episodes have one answer: accuracy 1 by both rules."""
     result, _ = protocols.classification_protocol(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from vma_tf.protocols.common import BoundOptions, Result, Run
+from vma_tf.protocols.common import BoundOptions, CellCache, Result, Run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,10 @@ def kl_breakdown(
 ) -> Result:
     """Fig. 4B: kl_a, kl_z and NLL of each run on its own test episodes.
 
+    Resumable: each run's finished batches are kept in
+    `<its workdir>/eval/.kl_breakdown.cells.json` (`CellCache`) until every
+    run is done, so an interrupted evaluation continues where it stopped.
+
     Args:
         runs: restored runs (`load`).
         options: `KlBreakdownOptions` (default: the defaults).
@@ -48,7 +52,11 @@ def kl_breakdown(
     from vma_tf import evaluation
 
     out = {}
+    caches = []
     for run in runs:
+        # Each run's finished batches stay in its workdir until every run is
+        # done (as `nll`), so an interrupted evaluation resumes.
+        caches.append(CellCache(run, o))
         res = evaluation.nll_protocol(
             run.model,
             run.data.final_evals,
@@ -57,6 +65,7 @@ def kl_breakdown(
             o.chunk_size,
             o.seed,
             o.jit,
+            cache=caches[-1],
         )
         split = res["test"] if "test" in res else next(iter(res.values()))
         out[str(run.workdir)] = {
@@ -64,6 +73,9 @@ def kl_breakdown(
             "memory_per_class": run.config.data.memory_per_class,
             "step": run.step,
         }
+
+    for cache in caches:
+        cache.finish()
 
     def figure(path):
         from vma_tf import plotting
