@@ -292,8 +292,8 @@ MUTANTS = (
     Mutant(
         "gmn_table_cells_bind_the_last_t",
         "vma_tf/protocols/_gmn_table.py",
-        '            yield {"x": seq[t:], "memory": seq[:t]}\n',
-        '            yield {"x": seq[o.shots[-1] :], "memory": seq[: o.shots[-1]]}\n',
+        '                batch = {"x": seq[t:], "memory": seq[:t]}\n',
+        '                batch = {"x": seq[o.shots[-1] :], "memory": seq[: o.shots[-1]]}\n',
         ("tests/test_protocols.py::test_gmn_table",),
     ),
 )
