@@ -296,6 +296,25 @@ MUTANTS = (
         '                batch = {"x": seq[o.shots[-1] :], "memory": seq[: o.shots[-1]]}\n',
         ("tests/test_protocols.py::test_gmn_table",),
     ),
+    Mutant(
+        "gmn_sampler_draws_distinct_drawings",
+        "vma_tf/protocols/_gmn_table.py",
+        "        drawing = rng.integers(0, images.shape[1], size=length)\n",
+        "        drawing = rng.permutation(images.shape[1])[:length]\n",
+        (
+            "tests/test_protocols.py::"
+            "test_gmn_sequences_with_replacement_repeat_drawings_as_gmn_draws_them",
+        ),
+    ),
+    Mutant(
+        "bound_over_swaps_copies_and_fresh",
+        "vma_tf/protocols/common.py",
+        '        for name, mask in (("copies", copy), ("fresh", ~copy)):\n',
+        '        for name, mask in (("copies", ~copy), ("fresh", copy)):\n',
+        (
+            "tests/test_protocols.py::test_gmn_table_with_replacement_scores_copies_apart",
+        ),
+    ),
 )
 
 
