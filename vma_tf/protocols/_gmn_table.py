@@ -7,8 +7,10 @@ character in memory). Its sequences hold distinct drawings; with
 `with_replacement` they are drawn as GMN's own code draws them (characters
 and drawings with replacement, so a target can be a copy of an image in
 memory: at C = 1 one in 20 targets at T = 1, about 62 % at T = 19), and each
-cell also scores the copies and the other targets apart. `gmn_table_per_class` holds T drawings of *each* of the
-C characters in memory (C·T entries) and scores 20 − T other drawings of them,
+cell also scores the copies and the other targets apart.
+
+`gmn_table_per_class` holds T drawings of *each* of the C characters in
+memory (C·T entries) and scores 20 − T other drawings of them,
 the setting of Fig. 5A (an optimal model of C disjoint classes scores the
 C = 1 row + log C); the paper's VMA rows follow that reference, not GMN's
 protocol (RESULTS.md "Table 1 with T drawings per character").
@@ -217,9 +219,7 @@ def copies_of_memory(memory: np.ndarray, targets: np.ndarray) -> np.ndarray:
     Returns:
         `[B]` bool.
     """
-    same = memory[None].reshape(1, len(memory), -1) == targets.reshape(
-        len(targets), 1, -1
-    )
+    same = memory.reshape(1, len(memory), -1) == targets.reshape(len(targets), 1, -1)
     return same.all(-1).any(-1)
 
 
