@@ -17,7 +17,9 @@ examples (nll, recall_sizes, robustness points), sequences per row
 (gmn_table, gmn_table_per_class) or episodes
 (classification); 0 keeps each protocol's default. --classes and --shots pick
 Table 1's rows and columns, e.g. --protocol=gmn_table_per_class --classes=16
-(each row draws its own sequences, so one row's cells equal the whole table's).
+(each row draws its own sequences, so one row's cells equal the whole table's);
+--split=train draws them from the training characters (the bound on drawings
+the model was trained on; the test table minus it is the generalisation gap).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from launchers.common import (  # noqa: E402
 from vma_tf.configs import PRECISIONS  # noqa: E402
 from vma_tf.protocols import (
     REGISTRY,
+    TABLE_SPLITS,
     BoundOptions,
     ClassificationOptions,
     GmnTableOptions,
@@ -109,6 +112,14 @@ flags.DEFINE_boolean(
     "gmn_table: draw the sequences as GMN's code does, characters and "
     "drawings with replacement (a target can be a copy of a memory image; "
     "each cell also scores the copies and the others apart).",
+)
+flags.DEFINE_enum(
+    "split",
+    GmnTableOptions.split,
+    list(TABLE_SPLITS),
+    "gmn_table, gmn_table_per_class: draw the sequences from the test "
+    "characters (Table 1) or the training ones (the drawings the model was "
+    "trained on: test minus train is what it loses to generalisation).",
 )
 flags.DEFINE_integer("seed", BoundOptions.seed, "Evaluation seed.", lower_bound=0)
 flags.DEFINE_enum(

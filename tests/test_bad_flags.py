@@ -257,6 +257,16 @@ TABLE = [
         ["--workdir={run}", "--protocol=gmn_table_per_class", "--with_replacement"],
         "--with_replacement does not apply to --protocol=gmn_table_per_class",
     ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--protocol=gmn_table", "--split=valid"],
+        "flag --split=valid: value should be one of <test|train>",
+    ),
+    (
+        "evaluate",
+        ["--workdir={run}", "--split=train"],
+        "--split does not apply to --protocol=nll",
+    ),
     ("evaluate", ["--workdir={run}", "--seed=-1"], "flag --seed=-1: -1 is not"),
     ("evaluate", ["--workdir={run}", "--protocol=bogus"], "flag --protocol=bogus"),
     ("evaluate", ["--workdir={run}", "--precision=fp16"], "flag --precision=fp16"),

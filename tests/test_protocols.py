@@ -340,6 +340,38 @@ def test_gmn_table_with_replacement_scores_copies_apart(omniglot_runs):
     assert saw_copies  # 6 sequences at T = 10: about 4 copies expected.
 
 
+def test_gmn_tables_split_train_draws_the_training_characters(omniglot_runs, monkeypatch):
+    """`split="train"` draws the sequences from the training characters (the
+    images handed to the draw are the training split's), records the split,
+    and scores other targets than the test split; an unknown split is one
+    line."""
+    from vma_tf.data.experiments import episodic_splits
+    from vma_tf.protocols import _gmn_table
+
+    kw = dict(num_samples=3, num_examples=4, classes=(1,), shots=(1,), jit=False)
+    run = omniglot_runs[0]
+    train, test = episodic_splits(run.config)
+    drawn_from = []
+    draw = _gmn_table.table_sequences
+
+    def spy(images, *args):
+        drawn_from.append(images)
+        return draw(images, *args)
+
+    monkeypatch.setattr(_gmn_table, "table_sequences", spy)
+    for protocol in (protocols.gmn_table, protocols.gmn_table_per_class):
+        results = {s: protocol(run, split=s, **kw)[0] for s in ("test", "train")}
+        for s, result in results.items():
+            assert result["split"] == s
+        cells = [r["table"]["C=1,T=1"]["nll_bound"] for r in results.values()]
+        assert cells[0] != cells[1], protocol.__name__
+    assert train.images.shape != test.images.shape  # Told apart by shape:
+    assert [d.shape for d in drawn_from] == [test.images.shape, train.images.shape]
+    np.testing.assert_array_equal(drawn_from[1], train.images)
+    with pytest.raises(ConfigError, match="split='valid' is unknown; choose one of"):
+        protocols.gmn_table(run, split="valid", **kw)
+
+
 def test_robustness(omniglot_runs, tmp_path):
     result, figs = protocols.robustness(
         omniglot_runs[0],

@@ -307,6 +307,16 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "gmn_table_split_ignored",
+        "vma_tf/protocols/_gmn_table.py",
+        'episodic_splits(c)))[o.split].images',
+        'episodic_splits(c)))["test"].images',
+        (
+            "tests/test_protocols.py::"
+            "test_gmn_tables_split_train_draws_the_training_characters",
+        ),
+    ),
+    Mutant(
         "bound_over_swaps_copies_and_fresh",
         "vma_tf/protocols/common.py",
         '        for name, mask in (("copies", copy), ("fresh", ~copy)):\n',

@@ -63,6 +63,7 @@ from vma_tf.protocols._classification import (
 )
 from vma_tf.protocols._figures import FiguresOptions, figures
 from vma_tf.protocols._gmn_table import (
+    SPLITS as TABLE_SPLITS,
     GmnTableOptions,
     GmnTablePerClassOptions,
     copies_of_memory,
@@ -134,6 +135,7 @@ PROTOCOLS: dict[str, Callable[..., Result]] = {
 __all__ = [
     "PROTOCOLS",
     "REGISTRY",
+    "TABLE_SPLITS",
     "AddressUsageOptions",
     "BoundOptions",
     "ClassificationOptions",

@@ -15,6 +15,10 @@ the setting of Fig. 5A (an optimal model of C disjoint classes scores the
 C = 1 row + log C); the paper's VMA rows follow that reference, not GMN's
 protocol (RESULTS.md "Table 1 with T drawings per character").
 
+Both draw from the test characters; `split="train"` draws from the training
+characters instead (drawings the model was trained on), so that the two tables'
+difference measures what the model loses to generalisation.
+
 Targets of one sequence are exchangeable, so all of them are evaluated
 against the same memory (one batch per sequence). Each finished (C, T) cell is
 kept on disk (`CellCache`), so a rerun of an interrupted evaluation resumes at
@@ -40,6 +44,8 @@ from vma_tf.protocols.common import (
 
 # Images per sequence.
 LENGTH = 20
+# The splits a table's characters can come from (`_TableOptions.split`).
+SPLITS = ("test", "train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +60,15 @@ class _TableOptions(BoundOptions):
         jit: compile with XLA.
         classes: the numbers of characters C of a sequence (rows).
         shots: the numbers of images in memory T (columns), each < 20.
+        split: the characters the sequences are drawn from: `"test"` (the
+            table) or `"train"` (the training characters, whose drawings the
+            model has seen: the test split's bound minus this one is how much
+            the model loses to generalisation).
     """
 
     classes: Sequence[int] = (1, 2, 4, 16)
     shots: Sequence[int] = (1, 2, 3, 4, 5, 10, 19)
+    split: str = "test"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +246,7 @@ def gmn_table(run: Run, options: GmnTableOptions | None = None, **keywords) -> R
 
     Returns:
         `({"table": {"C=c,T=t": {metric: {"mean", "stderr"}, "num_examples"}},
-        "classes", "shots", "sequences_per_row", "num_samples"}, {})`;
+        "classes", "shots", "split", "sequences_per_row", "num_samples"}, {})`;
         `with_replacement`, each cell also has `"copies"` and `"fresh"` (the
         bound of the targets that are / are not a copy of an image in memory,
         `bound_over`) and `"copy_fraction"`.
@@ -318,7 +329,8 @@ def _table(run: Run, o: _TableOptions, cells) -> Result:
     Args:
         run: the run (`load`).
         o: the resolved options.
-        cells: `cells(test images [chars, drawings, H, W], sequences per row)
+        cells: `cells(images [chars, drawings, H, W] of o.split, sequences per
+            row)
             -> {(C, T): batches}`, lazily drawn batches of `bound_over`.
     """
     from vma_tf import evaluation
@@ -331,12 +343,17 @@ def _table(run: Run, o: _TableOptions, cells) -> Result:
         c.model.kind == "vma" and c.data.task == "episodes",
         "an episodic Omniglot VMA run",
     )
-    _, test = episodic_splits(c)
+    if o.split not in SPLITS:
+        raise ConfigError(
+            f"{o.protocol} split={o.split!r} is unknown; choose one of "
+            + ", ".join(SPLITS)
+        )
     if max(o.shots) >= LENGTH:
         raise ConfigError(f"{o.protocol} shots must be < {LENGTH}")
+    images = dict(zip(("train", "test"), episodic_splits(c)))[o.split].images
     stream = evaluation.StreamedBound(run.model, o.chunk_size, o.jit)
     per_row = o.num_examples or 10
-    batches = cells(test.images, per_row)
+    batches = cells(images, per_row)
     cache = CellCache(run, o)
     table = {
         f"C={n},T={t}": cache(
@@ -351,6 +368,7 @@ def _table(run: Run, o: _TableOptions, cells) -> Result:
         "table": table,
         "classes": list(o.classes),
         "shots": list(o.shots),
+        "split": o.split,
         "sequences_per_row": per_row,
         "num_samples": o.num_samples,
     }, {}
