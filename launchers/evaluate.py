@@ -322,6 +322,8 @@ def main(argv):
         if hasattr(options, "num_draws")
         else f"K = {recorded['num_samples']}"
     )
+    if getattr(options, "split", "test") != "test":
+        what += f", the {options.split} split's characters"
     run = runs[0]
     print(f"{run.config.name} @ step {run.step}, protocol {FLAGS.protocol}, {what}")
     for line in _summary_lines(result):

@@ -180,9 +180,10 @@ def test_gmn_table(omniglot_runs, name):
 def test_gmn_table_per_class_row_through_the_launcher(omniglot_runs, tmp_path):
     """`--classes`/`--shots` reach the protocol, and a row's cells do not
     depend on the other rows asked for (each row draws its own sequences):
-    the launcher's C = 2 row equals that row of a C = 1, 2 table."""
+    the launcher's C = 2 row equals that row of a C = 1, 2 table. `--split`
+    reaches it too, and the output's first line names the split."""
     run = omniglot_runs[0]
-    kw = dict(num_samples=3, num_examples=2, shots=(1, 3), jit=False)
+    kw = dict(num_samples=3, num_examples=2, shots=(1, 3), jit=False, split="train")
     table, _ = protocols.gmn_table_per_class(run, classes=(1, 2), **kw)
     proc = run_launcher(
         "evaluate",
@@ -194,12 +195,15 @@ def test_gmn_table_per_class_row_through_the_launcher(omniglot_runs, tmp_path):
             "--num_samples=3",
             "--num_examples=2",
             "--nojit",
+            "--split=train",
             f"--out={tmp_path}",
         ],
     )
     assert proc.returncode == 0, proc.stderr
+    assert "K = 3, the train split's characters" in proc.stdout.splitlines()[0]
     report = json.loads((tmp_path / "gmn_table_per_class.json").read_text())
     assert report["options"]["classes"] == [2] and report["options"]["shots"] == [1, 3]
+    assert report["options"]["split"] == "train"
     row = report["results"]["table"]
     assert set(row) == {"C=2,T=1", "C=2,T=3"}
     for key, cell in row.items():

@@ -98,6 +98,11 @@ def test_report_and_skip_rules(tmp_path):
     (runs / "gmn" / "eval").mkdir()
     (runs / "gmn" / "eval" / "gmn_table.json").write_text(json.dumps(report))
     assert reproduction.evaluated(table, runs) == report
+    path = runs / "gmn" / "eval" / "gmn_table.json"
+    for split, taken in (("train", False), ("test", True)):  # `--split=train`
+        path.write_text(json.dumps({**report, "options": {"split": split}}))
+        assert (reproduction.evaluated(table, runs) is not None) == taken, split
+    path.write_text(json.dumps(report))
     text = reproduction.report_rows([row], runs)
     assert "| gmn | 11000 | 1.5 | - | 120.0 | 100.0 | - | - |" in text
     (runs / "gmn" / "config.json").write_text('{"train": {"precision": "float32"}}')

@@ -317,6 +317,13 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "reproduce_takes_a_training_split_table",
+        "vma_tf/reproduction.py",
+        '    if report.get("options", {}).get("split", "test") != "test":\n',
+        "    if False:\n",
+        ("tests/test_reproduction.py::test_report_and_skip_rules",),
+    ),
+    Mutant(
         "bound_over_swaps_copies_and_fresh",
         "vma_tf/protocols/common.py",
         '        for name, mask in (("copies", copy), ("fresh", ~copy)):\n',

@@ -513,11 +513,14 @@ def trained_to(workdir: pathlib.Path, steps: int, patience: int) -> str:
 
 def evaluated(e: Evaluation, runs_dir: pathlib.Path) -> dict[str, Any] | None:
     """The evaluation's JSON if it exists and was made at the runs' current
-    newest checkpoints' steps (as far as their metrics say), else None."""
+    newest checkpoints' steps (as far as their metrics say) on the test split,
+    else None."""
     path = runs_dir / e.runs[0] / "eval" / f"{e.protocol}.json"
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
+    if report.get("options", {}).get("split", "test") != "test":
+        return None  # A table of the training characters is not the row's.
     wanted = [str(runs_dir / name) for name in e.runs]
     if [str(pathlib.Path(w)) for w in report.get("workdirs", [])] != wanted:
         return None

@@ -329,9 +329,9 @@ def _table(run: Run, o: _TableOptions, cells) -> Result:
     Args:
         run: the run (`load`).
         o: the resolved options.
-        cells: `cells(images [chars, drawings, H, W] of o.split, sequences per
-            row)
-            -> {(C, T): batches}`, lazily drawn batches of `bound_over`.
+        cells: `cells(images, sequences per row) -> {(C, T): batches}`, lazily
+            drawn batches of `bound_over` from `images` `[chars, drawings, H, W]`
+            (those of `o.split`).
     """
     from vma_tf import evaluation
     from vma_tf.data.experiments import episodic_splits
