@@ -309,8 +309,8 @@ MUTANTS = (
     Mutant(
         "gmn_table_split_ignored",
         "vma_tf/protocols/_gmn_table.py",
-        'episodic_splits(c)))[o.split].images',
-        'episodic_splits(c)))["test"].images',
+        '{"test": test, "train": train}[o.split].images',
+        '{"test": test, "train": train}["test"].images',
         (
             "tests/test_protocols.py::"
             "test_gmn_tables_split_train_draws_the_training_characters",

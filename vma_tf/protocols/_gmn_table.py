@@ -350,7 +350,8 @@ def _table(run: Run, o: _TableOptions, cells) -> Result:
         )
     if max(o.shots) >= LENGTH:
         raise ConfigError(f"{o.protocol} shots must be < {LENGTH}")
-    images = dict(zip(("train", "test"), episodic_splits(c)))[o.split].images
+    train, test = episodic_splits(c)
+    images = {"test": test, "train": train}[o.split].images
     stream = evaluation.StreamedBound(run.model, o.chunk_size, o.jit)
     per_row = o.num_examples or 10
     batches = cells(images, per_row)
