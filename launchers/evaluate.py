@@ -247,7 +247,8 @@ def _protocol_options(protocol: str) -> Options:
 
 
 def _recorded(options: Options) -> dict:
-    """The report's "options": `ALWAYS_RECORDED`, then the protocol's others."""
+    """The report's "options": `ALWAYS_RECORDED`, the protocol's others, then
+    the precision (`vma_tf.reproduction.wanted_options` reads them)."""
     names = options.names()
     out = {
         name: getattr(options, name) if name in names else FLAGS[name].value
@@ -258,6 +259,8 @@ def _recorded(options: Options) -> dict:
     for name in names:
         if name in OPTION_FLAGS and name not in out:
             out[name] = getattr(options, name)
+    # Precision is recorded in the report (not passed to the protocol).
+    out["precision"] = FLAGS.precision
     return out
 
 
@@ -312,8 +315,7 @@ def main(argv):
         "presets": [r.config.name for r in runs],
         "steps": [r.step for r in runs],
         "protocol": FLAGS.protocol,
-        # Precision is recorded in the report (not passed to the protocol).
-        "options": {**recorded, "precision": FLAGS.precision},
+        "options": recorded,
         "results": result,
     }
     written = _write(out, report, figures)

@@ -344,7 +344,9 @@ def test_gmn_table_with_replacement_scores_copies_apart(omniglot_runs):
     assert saw_copies  # 6 sequences at T = 10: about 4 copies expected.
 
 
-def test_gmn_tables_split_train_draws_the_training_characters(omniglot_runs, monkeypatch):
+def test_gmn_tables_split_train_draws_the_training_characters(
+    omniglot_runs, monkeypatch
+):
     """`split="train"` draws the sequences from the training characters (the
     images handed to the draw are the training split's), records the split,
     and scores other targets than the test split; an unknown split is one

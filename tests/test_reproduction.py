@@ -3,7 +3,10 @@ commands are valid configs and protocol options; the report and the skip
 rules read fake run directories. No TensorFlow, no training."""
 
 import json
+import pathlib
 import shlex
+import subprocess
+import sys
 
 import pytest
 from helpers import run_launcher
@@ -58,6 +61,38 @@ def test_every_row_is_valid_configs_and_protocol_options(row, tmp_path):
         assert e.headline
 
 
+def test_wanted_options_are_what_evaluate_records_for_the_rows_flags():
+    """`evaluated` compares a report's options with `wanted_options`: they
+    must be what `launchers.evaluate` records given the row's flags."""
+    cases = [(e.protocol, e.flags) for r in reproduction.ROWS for e in r.evaluations]
+    script = """
+import json, sys
+from launchers import evaluate as ev
+out = []
+for protocol, flags in json.loads(sys.argv[1]):
+    ev.FLAGS.unparse_flags()
+    ev.FLAGS(["evaluate", "--workdir=.", f"--protocol={protocol}", *flags])
+    out.append(ev._recorded(ev._protocol_options(protocol)))
+print(json.dumps({"recorded": out, "flags": [*ev.OPTION_FLAGS, "precision"]}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=pathlib.Path(__file__).parents[1],
+    )
+    printed = json.loads(proc.stdout)
+    for (protocol, flags), options in zip(cases, printed["recorded"], strict=True):
+        e = reproduction.Evaluation(protocol, ("run",), flags)
+        wanted = reproduction.wanted_options(e)
+        # Every option with a flag is recorded (the others keep their defaults).
+        flagged = {n for n in wanted if n in printed["flags"]}
+        assert "precision" in flagged and flagged <= set(options), (e, flagged)
+        for name in flagged:
+            assert reproduction._option_text(options[name]) == wanted[name], (e, name)
+
+
 def test_a_shared_run_is_one_training():
     """The few-shot VMA serves four rows and is trained once."""
     names = [t.name for t in reproduction.trainings(reproduction.ROWS)]
@@ -99,9 +134,24 @@ def test_report_and_skip_rules(tmp_path):
     (runs / "gmn" / "eval" / "gmn_table.json").write_text(json.dumps(report))
     assert reproduction.evaluated(table, runs) == report
     path = runs / "gmn" / "eval" / "gmn_table.json"
-    for split, taken in (("train", False), ("test", True)):  # `--split=train`
-        path.write_text(json.dumps({**report, "options": {"split": split}}))
-        assert (reproduction.evaluated(table, runs) is not None) == taken, split
+    # A report made with other options than the row's is not the row's; a
+    # report lacking an option (made before it existed) ran with its default;
+    # the speed-only options do not matter.
+    options = {"num_samples": 1000, "num_examples": 40, "seed": 0, "chunk_size": 100}
+    options |= {"classes": [1, 2, 4, 16], "split": "test", "precision": "float32"}
+    for other, taken in (
+        ({}, True),
+        ({"split": "train"}, False),  # `--split=train`: the training characters
+        ({"classes": [1]}, False),  # The other rows "not evaluated"
+        ({"with_replacement": True}, False),
+        ({"num_samples": 100}, False),
+        ({"num_examples": 0}, False),
+        ({"seed": 1}, False),
+        ({"precision": "mixed_bfloat16"}, False),
+        ({"chunk_size": 10, "jit": False}, True),
+    ):
+        path.write_text(json.dumps({**report, "options": options | other}))
+        assert (reproduction.evaluated(table, runs) is not None) == taken, other
     path.write_text(json.dumps(report))
     text = reproduction.report_rows([row], runs)
     assert "| gmn | 11000 | 1.5 | - | 120.0 | 100.0 | - | - |" in text

@@ -317,11 +317,20 @@ MUTANTS = (
         ),
     ),
     Mutant(
-        "reproduce_takes_a_training_split_table",
+        "reproduce_takes_a_report_of_other_options",
         "vma_tf/reproduction.py",
-        '    if report.get("options", {}).get("split", "test") != "test":\n',
-        "    if False:\n",
+        "        if name in recorded and _option_text(recorded[name]) != wanted:\n",
+        "        if False:\n",
         ("tests/test_reproduction.py::test_report_and_skip_rules",),
+    ),
+    Mutant(
+        "reproduce_wants_the_default_options",
+        "vma_tf/reproduction.py",
+        "        if name in wanted:\n",
+        "        if False:\n",
+        (
+            "tests/test_reproduction.py::test_wanted_options_are_what_evaluate_records_for_the_rows_flags",
+        ),
     ),
     Mutant(
         "bound_over_swaps_copies_and_fresh",

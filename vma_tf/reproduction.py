@@ -36,6 +36,7 @@ from typing import Any
 
 from vma_tf import time_to_quality as ttq
 from vma_tf.configs.schema import TrainConfig
+from vma_tf.protocols import REGISTRY  # No TensorFlow import.
 
 STEPS = 50_000
 PATIENCE = 10_000
@@ -512,20 +513,62 @@ def trained_to(workdir: pathlib.Path, steps: int, patience: int) -> str:
 
 
 def evaluated(e: Evaluation, runs_dir: pathlib.Path) -> dict[str, Any] | None:
-    """The evaluation's JSON if it exists and was made at the runs' current
-    newest checkpoints' steps (as far as their metrics say) on the test split,
-    else None."""
+    """The evaluation's JSON if it exists, was made at the runs' current
+    newest checkpoints' steps (as far as their metrics say) and with the
+    evaluation's options (`wanted_options`), else None."""
     path = runs_dir / e.runs[0] / "eval" / f"{e.protocol}.json"
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    if report.get("options", {}).get("split", "test") != "test":
-        return None  # A table of the training characters is not the row's.
+    recorded = report.get("options", {})
+    # A report from before an option existed ran with its default.
+    for name, wanted in wanted_options(e).items():
+        if name in recorded and _option_text(recorded[name]) != wanted:
+            return None  # E.g. `--split=train` or `--classes=1`: not the row's.
     wanted = [str(runs_dir / name) for name in e.runs]
     if [str(pathlib.Path(w)) for w in report.get("workdirs", [])] != wanted:
         return None
     current = [_last_step(runs_dir / name) for name in e.runs]
     return report if list(report.get("steps", [])) == current else None
+
+
+# Options that set how fast a protocol runs, not its numbers.
+SPEED_OPTIONS = ("chunk_size", "memory_chunk", "jit")
+
+
+def wanted_options(e: Evaluation) -> dict[str, str]:
+    """The options a report of `e` must record, as flag text: the protocol's
+    defaults with `e.flags` over them, and float32 precision; not
+    `SPEED_OPTIONS`.
+
+    Returns:
+        `{option: text}`, e.g. `{"num_samples": "1000", "split": "test",
+        "classes": "1,2,4,16", "with_replacement": "false", ...}`.
+    """
+    options = REGISTRY[e.protocol].options
+    wanted = {
+        f.name: _option_text(f.default)
+        for f in dataclasses.fields(options)
+        if f.name not in SPEED_OPTIONS
+    }
+    wanted["precision"] = "float32"
+    for flag in e.flags:
+        name, equals, value = flag.removeprefix("--").partition("=")
+        if not equals:  # A boolean flag: `--name` or `--noname`.
+            off = name.startswith("no") and name[2:] in wanted
+            name, value = (name[2:], "false") if off else (name, "true")
+        if name in wanted:
+            wanted[name] = value.lower() if value in ("True", "False") else value
+    return wanted
+
+
+def _option_text(value: Any) -> str:
+    """An option's value as `launchers.evaluate` flag text (`1,2`, `true`)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_option_text(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _last_step(workdir: pathlib.Path) -> int:
