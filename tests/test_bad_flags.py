@@ -164,6 +164,11 @@ TABLE = [
         [OMNI, "--confounder_classes=130", "--absent_classes=7"],
         "--confounder_classes=130 + --absent_classes=7 exceeds the 144",
     ),
+    (
+        "train",
+        ["--preset=mnist_recall", "--rotated_classes"],
+        "--rotated_classes is for the episodic datasets",
+    ),
     # -- launchers.train: dotted overrides generated from the schema ---------
     (
         "train",

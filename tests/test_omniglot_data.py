@@ -423,3 +423,62 @@ def test_episode_bad_sizes(
         )
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_with_rotations_adds_each_character_rotated_as_new_characters(split) -> None:
+    # Block k of the 4C characters is the C rotated by 90 k degrees, of
+    # alphabets k A + i; episodes over them draw rotated characters, with
+    # every target and memory row the rotated drawing its label names.
+    train, _ = split
+    rotated = omniglot.with_rotations(train)
+    c, a = train.num_characters, len(train.alphabet_names)
+    assert rotated.images.shape == (4 * c, *train.images.shape[1:])
+    assert not rotated.images.flags.writeable
+    for k in range(4):
+        block = rotated.images[k * c : (k + 1) * c]
+        np.testing.assert_array_equal(block, np.rot90(train.images, k, axes=(2, 3)))
+        np.testing.assert_array_equal(
+            rotated.alphabet[k * c : (k + 1) * c], train.alphabet + k * a
+        )
+    assert rotated.alphabet_names[a] == f"{train.alphabet_names[0]}@90"
+    assert rotated.char_names[3 * c] == f"{train.char_names[0]}@270"
+    assert rotated.char_names[:c] == train.char_names
+    # An asymmetric character is not its own rotation.
+    assert not np.array_equal(rotated.images[c], rotated.images[0])
+    args = (tf.constant(rotated.images), tf.constant(rotated.alphabet), 8, 4, 4, 0)
+    b = _batches(omniglot.episode_batch_fn(*args, seed=3, stream=0), 10, 16)
+    for s in range(16):
+        xl, xd = b["x_label"][s], b["x_drawer"][s]
+        np.testing.assert_array_equal(b["x"][s, ..., 0], rotated.images[xl, xd])
+    # Each rotation's alphabets hold a quarter of the mass: about 3/4 of the
+    # draws are rotated (128 target characters, so not all of one block).
+    blocks = np.unique(b["x_label"] // c)
+    assert set(blocks.tolist()) == {0, 1, 2, 3}
+
+
+def test_rotated_classes_reach_the_training_episodes_only(split) -> None:
+    from vma_tf import configs
+    from vma_tf.data.experiments import make_data
+
+    train, test = split
+    base = configs.get_preset("omniglot_fewshot")
+    config = configs.override(base, data_dir=str(SHARED), rotated_classes=True)
+    data, plain = (
+        make_data(config),
+        make_data(configs.override(base, data_dir=str(SHARED))),
+    )
+    labels = np.concatenate(
+        [data.make_batch(tf.constant(s, tf.int64))["x_label"] for s in range(4)]
+    )
+    assert labels.max() >= train.num_characters  # Rotated characters drawn.
+    assert labels.max() < 4 * train.num_characters
+    for name, batches in data.evals.items():  # Evaluation as drawn.
+        for got, want in zip(batches, plain.evals[name]):
+            np.testing.assert_array_equal(got["x"], want["x"])
+            break
+    with pytest.raises(
+        configs.ConfigError, match="--rotated_classes is for the episodic"
+    ):
+        configs.validate(
+            configs.override(configs.get_preset("mnist_recall"), rotated_classes=True)
+        )

@@ -333,6 +333,15 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "rotated_classes_ignored",
+        "vma_tf/data/experiments.py",
+        "    if d.rotated_classes:\n",
+        "    if False:\n",
+        (
+            "tests/test_omniglot_data.py::test_rotated_classes_reach_the_training_episodes_only",
+        ),
+    ),
+    Mutant(
         "bound_over_swaps_copies_and_fresh",
         "vma_tf/protocols/common.py",
         '        for name, mask in (("copies", copy), ("fresh", ~copy)):\n',

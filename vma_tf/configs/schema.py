@@ -139,6 +139,14 @@ class DataConfig:
         "Table 1's sequences ask (0: the paper's episodes).",
         short=True,
     )
+    rotated_classes: bool = _field(
+        False,
+        "Training episodes: also draw each training character rotated by 90, "
+        "180 and 270 degrees, as three more characters of three more "
+        "alphabets (class augmentation; false: the paper's episodes). "
+        "Evaluation always uses the characters as drawn.",
+        short=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,10 +51,13 @@ def episodes(config: Config, split: omniglot.OmniglotSet, stream: int, **sizes):
 
 
 def omniglot_episode_data(config: Config) -> ExperimentData:
-    """Few-shot episodes: train characters for training, test characters for
-    evaluation (periodic and final, 20 fixed episodes by default)."""
+    """Few-shot episodes: train characters for training (and their rotations
+    with `rotated_classes`), test characters for evaluation (periodic and
+    final, 20 fixed episodes by default)."""
     d = config.data
     train, test = episodic_splits(config)
+    if d.rotated_classes:
+        train = omniglot.with_rotations(train)
     make_train = episodes(
         config,
         train,

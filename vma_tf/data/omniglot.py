@@ -40,6 +40,7 @@ __all__ = [
     "FEWSHOT_TEST_ALPHABETS",
     "OmniglotSet",
     "episode_batch_fn",
+    "with_rotations",
     "load_bgeval26",
     "load_fewshot26",
     "load_gmn28",
@@ -83,6 +84,40 @@ def _frozen_set(
     images.flags.writeable = False
     alphabet.flags.writeable = False
     return OmniglotSet(images, alphabet, alphabet_names, char_names)
+
+
+def with_rotations(split: OmniglotSet) -> OmniglotSet:
+    """`split` with every character also rotated by 90, 180 and 270 degrees
+    (counter-clockwise), as three more characters of three more alphabets.
+
+    Class augmentation as in Santoro et al. (2016) and Vinyals et al. (2016):
+    a rotated character is a new character; each rotation of an alphabet is a
+    new alphabet, so the episode sampler's alphabet-then-character draw sees
+    four times the alphabets, each of its original size.
+
+    Args:
+        split: C characters of A alphabets.
+
+    Returns:
+        4C characters of 4A alphabets: the C as they are (same order), then
+        the C rotated by 90, then by 180, then by 270 degrees. Alphabet
+        `k * A + i` is alphabet `i` rotated by `90 k` degrees, named
+        `"<name>@<90 k>"`; character names likewise.
+    """
+    num_alphabets = len(split.alphabet_names)
+    images, alphabet = [split.images], [split.alphabet]
+    alphabet_names, char_names = [split.alphabet_names], [split.char_names]
+    for k in (1, 2, 3):
+        images.append(np.rot90(split.images, k, axes=(2, 3)))
+        alphabet.append(split.alphabet + k * num_alphabets)
+        alphabet_names.append(tuple(f"{n}@{90 * k}" for n in split.alphabet_names))
+        char_names.append(tuple(f"{n}@{90 * k}" for n in split.char_names))
+    return _frozen_set(
+        np.concatenate(images),
+        np.concatenate(alphabet),
+        sum(alphabet_names, ()),
+        sum(char_names, ()),
+    )
 
 
 def _index_alphabets(names: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
