@@ -319,7 +319,7 @@ MUTANTS = (
     Mutant(
         "reproduce_takes_a_report_of_other_options",
         "vma_tf/reproduction.py",
-        "        if name in recorded and _option_text(recorded[name]) != wanted:\n",
+        "        if name in recorded and _option_text(recorded[name]) != text:\n",
         "        if False:\n",
         ("tests/test_reproduction.py::test_report_and_skip_rules",),
     ),

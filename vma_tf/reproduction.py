@@ -522,8 +522,8 @@ def evaluated(e: Evaluation, runs_dir: pathlib.Path) -> dict[str, Any] | None:
     report = json.loads(path.read_text())
     recorded = report.get("options", {})
     # A report from before an option existed ran with its default.
-    for name, wanted in wanted_options(e).items():
-        if name in recorded and _option_text(recorded[name]) != wanted:
+    for name, text in wanted_options(e).items():
+        if name in recorded and _option_text(recorded[name]) != text:
             return None  # E.g. `--split=train` or `--classes=1`: not the row's.
     wanted = [str(runs_dir / name) for name in e.runs]
     if [str(pathlib.Path(w)) for w in report.get("workdirs", [])] != wanted:
