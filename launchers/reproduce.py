@@ -14,9 +14,9 @@ WORKDIR/eval with other options, e.g. `--classes=1`, is redone); stop it at
 any time (SIGTERM / Ctrl-C checkpoints the step) and rerun it to continue.
 `report` reads the run directories only: per run the steps, the hours of
 training steps and the periodic bound at 5k/10k/20k/50k steps; per
-evaluation its headline numbers
-beside the paper's; then one table of every number the paper prints, ours,
-how far behind and whether within issue 17's target (3 nats, 5 points).
+evaluation its headline numbers beside the paper's; then one table of every
+number the paper prints, ours, how far behind and whether within issue 17's
+target (3 nats, 5 points).
 """
 
 from __future__ import annotations
