@@ -460,7 +460,7 @@ def test_rotated_classes_reach_the_training_episodes_only(split) -> None:
     from vma_tf import configs
     from vma_tf.data.experiments import make_data
 
-    train, test = split
+    train, _ = split
     base = configs.get_preset("omniglot_fewshot")
     config = configs.override(base, data_dir=str(SHARED), rotated_classes=True)
     data, plain = (

@@ -40,11 +40,11 @@ __all__ = [
     "FEWSHOT_TEST_ALPHABETS",
     "OmniglotSet",
     "episode_batch_fn",
-    "with_rotations",
     "load_bgeval26",
     "load_fewshot26",
     "load_gmn28",
     "load_learned28",
+    "with_rotations",
 ]
 
 
