@@ -169,6 +169,11 @@ TABLE = [
         ["--preset=mnist_recall", "--rotated_classes"],
         "--rotated_classes is for the episodic datasets",
     ),
+    (
+        "train",
+        ["--preset=mnist_recall", "--mixed_memory"],
+        "--mixed_memory is for the episodic datasets",
+    ),
     # -- launchers.train: dotted overrides generated from the schema ---------
     (
         "train",

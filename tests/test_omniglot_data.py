@@ -301,6 +301,83 @@ def test_episode_absent_classes(
         np.testing.assert_array_equal(before[key], same[key])
 
 
+@pytest.mark.parametrize(
+    "c,t,mpc,f,a", [(8, 4, 4, 0, 0), (3, 2, 5, 1, 1), (2, 15, 5, 0, 0), (1, 1, 7, 0, 0)]
+)
+def test_episode_mixed_memory(split, c: int, t: int, mpc: int, f: int, a: int) -> None:
+    # The memory keeps its (C+F)*Mpc rows, split at random among the memory
+    # characters: each has at least one, at most the 20 - T drawings its
+    # targets leave, never a target's drawing; the targets are the episodes'
+    # without the option (same characters, same drawings).
+    _, test = split
+    args = (tf.constant(test.images), tf.constant(test.alphabet), c, t, mpc, f)
+    steps = 64
+    kw = {"seed": 3, "stream": 0, "absent_classes": a}
+    b = _batches(omniglot.episode_batch_fn(*args, **kw, mixed_memory=True), 10, steps)
+    plain = _batches(omniglot.episode_batch_fn(*args, **kw), 10, steps)
+    size = (c + f) * mpc
+    assert b["memory"].shape == (steps, size, 26, 26, 1)
+    for key in ("x", "x_label", "x_drawer"):
+        np.testing.assert_array_equal(b[key], plain[key])
+    counts = []
+    for s in range(steps):
+        xl, xd = b["x_label"][s], b["x_drawer"][s]
+        ml, md = b["memory_label"][s], b["memory_drawer"][s]
+        np.testing.assert_array_equal(b["memory"][s, ..., 0], test.images[ml, md])
+        assert len(set(zip(ml.tolist(), md.tolist()))) == size
+        assert not set(zip(xl.tolist(), xd.tolist())) & set(
+            zip(ml.tolist(), md.tolist())
+        )
+        # The same memory characters as without the option, class-major.
+        chars = list(dict.fromkeys(ml.tolist()))
+        assert chars == list(dict.fromkeys(plain["memory_label"][s].tolist()))
+        n = np.array([np.sum(ml == ch) for ch in chars])
+        assert n.min() >= 1 and n.max() <= 20 - t and n.sum() == size
+        assert np.count_nonzero(np.diff(ml)) == len(chars) - 1  # Contiguous.
+        counts.append(n)
+    counts = np.stack(counts)
+    if c + f > 1 and 1 < mpc < 20 - t:  # Mixed: not Mpc each, varying by episode.
+        assert np.mean(counts != mpc) > 0.5
+        assert np.mean(counts == 1) > 0.05
+        assert len({tuple(n) for n in counts}) > steps // 2
+
+
+def test_memory_counts_are_uniform_compositions_within_caps() -> None:
+    # 8 characters, 32 rows: a part is k with probability C(31-k, 6) / C(31, 7)
+    # (23 % for one row); compositions beyond the cap are redrawn.
+    from math import comb
+
+    draws = np.stack(
+        [
+            omniglot._memory_counts(tf.constant([1, i]), 8, 4, cap=16).numpy()
+            for i in range(3000)
+        ]
+    )
+    assert draws.dtype == np.int32 and draws.shape == (3000, 8)
+    assert np.all(draws.sum(axis=1) == 32) and draws.min() >= 1 and draws.max() <= 16
+    for k in (1, 2, 3, 8):
+        want = comb(31 - k, 6) / comb(31, 7)
+        got = np.mean(draws == k)
+        assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / draws.size) + 0.005
+    # 3 parts of 12 rows, cap 5: 10 of the 55 compositions fit; the kept one
+    # is the first that fits, not the even split 4, 4, 4 every time.
+    tight = np.stack(
+        [
+            omniglot._memory_counts(tf.constant([2, i]), 3, 4, cap=5).numpy()
+            for i in range(20)
+        ]
+    )
+    assert np.all(tight.sum(axis=1) == 12) and tight.min() >= 2 and tight.max() <= 5
+    assert np.mean(np.all(tight == 4, axis=1)) < 0.5
+    np.testing.assert_array_equal(  # Cap = per: only the even split fits.
+        omniglot._memory_counts(tf.constant([2, 0]), 5, 3, cap=3), [3] * 5
+    )
+    np.testing.assert_array_equal(  # Same seed, same counts.
+        omniglot._memory_counts(tf.constant([4, 5]), 8, 4, cap=16),
+        omniglot._memory_counts(tf.constant([4, 5]), 8, 4, cap=16),
+    )
+
+
 def test_episode_deterministic(split) -> None:
     train, _ = split
     args = (tf.constant(train.images), tf.constant(train.alphabet), 8, 4, 4, 2)
@@ -481,4 +558,30 @@ def test_rotated_classes_reach_the_training_episodes_only(split) -> None:
     ):
         configs.validate(
             configs.override(configs.get_preset("mnist_recall"), rotated_classes=True)
+        )
+
+
+def test_mixed_memory_reaches_the_training_episodes_only(split) -> None:
+    from vma_tf import configs
+    from vma_tf.data.experiments import make_data
+
+    base = configs.get_preset("omniglot_fewshot")
+    config = configs.override(base, data_dir=str(SHARED), mixed_memory=True)
+    data, plain = (
+        make_data(config),
+        make_data(configs.override(base, data_dir=str(SHARED))),
+    )
+    mpc = base.data.memory_per_class
+    counts = []
+    for s in range(8):
+        labels = data.make_batch(tf.constant(s, tf.int64))["memory_label"].numpy()
+        counts += np.unique(labels, return_counts=True)[1].tolist()
+    assert min(counts) < mpc < max(counts)  # Mixed in training.
+    for name, batches in data.evals.items():  # Evaluation: the paper's episodes.
+        for got, want in zip(batches, plain.evals[name]):
+            np.testing.assert_array_equal(got["memory"], want["memory"])
+            break
+    with pytest.raises(configs.ConfigError, match="--mixed_memory is for the episodic"):
+        configs.validate(
+            configs.override(configs.get_preset("mnist_recall"), mixed_memory=True)
         )

@@ -342,6 +342,24 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "mixed_memory_ignored",
+        "vma_tf/data/experiments.py",
+        "        mixed_memory=d.mixed_memory,\n",
+        "",
+        (
+            "tests/test_omniglot_data.py::test_mixed_memory_reaches_the_training_episodes_only",
+        ),
+    ),
+    Mutant(
+        "mixed_memory_over_the_cap",
+        "vma_tf/data/omniglot.py",
+        "    fits = tf.reduce_all(counts <= cap, axis=-1)  # [R]\n",
+        "    fits = tf.reduce_all(counts <= cap + 1, axis=-1)  # [R]\n",
+        (
+            "tests/test_omniglot_data.py::test_memory_counts_are_uniform_compositions_within_caps",
+        ),
+    ),
+    Mutant(
         "bound_over_swaps_copies_and_fresh",
         "vma_tf/protocols/common.py",
         '        for name, mask in (("copies", copy), ("fresh", ~copy)):\n',

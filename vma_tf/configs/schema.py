@@ -147,6 +147,16 @@ class DataConfig:
         "Evaluation always uses the characters as drawn.",
         short=True,
     )
+    mixed_memory: bool = _field(
+        False,
+        "Training episodes: keep the memory's (batch_classes + "
+        "confounder_classes) * memory_per_class rows but split them among the "
+        "episode's characters at random (at least one each), so a target's "
+        "character has from one drawing in memory to many, as in Table 1's "
+        "sequences (false: the paper's episodes, memory_per_class each). "
+        "Evaluation episodes are never mixed.",
+        short=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -151,11 +151,12 @@ def _check_task(config: Config) -> None:
             f"--config.data.dataset={d.dataset!r} needs "
             "--config.model.architecture='conv'"
         )
-    if d.rotated_classes and d.task != "episodes":
-        raise ConfigError(
-            "--rotated_classes is for the episodic datasets "
-            f"({', '.join(EPISODIC_DATASETS)}), not {d.dataset!r}"
-        )
+    for flag in ("rotated_classes", "mixed_memory"):
+        if getattr(d, flag) and d.task != "episodes":
+            raise ConfigError(
+                f"--{flag} is for the episodic datasets "
+                f"({', '.join(EPISODIC_DATASETS)}), not {d.dataset!r}"
+            )
     if d.task == "recall":
         _check_recall(config)
     elif d.task == "episodes":

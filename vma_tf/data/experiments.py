@@ -32,7 +32,8 @@ def episodic_splits(config: Config):
 def episodes(config: Config, split: omniglot.OmniglotSet, stream: int, **sizes):
     """Episode maker over `split` with the config's episode sizes, overridden
     by `sizes` (`batch_classes`, `targets_per_class`, `memory_per_class`,
-    `confounder_classes`, `absent_classes`; the last two are 0 unless given)."""
+    `confounder_classes`, `absent_classes`, `mixed_memory`; the last three are
+    off unless given)."""
     d = config.data
     kw = dict(
         batch_classes=d.batch_classes,
@@ -64,6 +65,7 @@ def omniglot_episode_data(config: Config) -> ExperimentData:
         _TRAIN_STREAM,
         confounder_classes=d.confounder_classes,
         absent_classes=d.absent_classes,
+        mixed_memory=d.mixed_memory,
     )
     make_test = episodes(config, test, _EVAL_STREAM)
     evals = {"test": from_counter(make_test, 0, d.eval_batches or 20)}
