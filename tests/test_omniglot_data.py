@@ -347,12 +347,14 @@ def test_memory_counts_are_uniform_compositions_within_caps() -> None:
     # (23 % for one row); compositions beyond the cap are redrawn.
     from math import comb
 
-    draws = np.stack(
-        [
-            omniglot._memory_counts(tf.constant([1, i]), 8, 4, cap=16).numpy()
-            for i in range(3000)
-        ]
-    )
+    def counts(first: int, n: int, per: int, cap: int, draws: int) -> np.ndarray:
+        seeds = tf.data.Dataset.range(draws).map(
+            lambda i: tf.stack([tf.constant(first, tf.int64), i])
+        )
+        make = lambda seed: omniglot._memory_counts(seed, n, per, cap=cap)
+        return next(iter(seeds.map(make).batch(draws))).numpy()
+
+    draws = counts(1, 8, 4, cap=16, draws=3000)
     assert draws.dtype == np.int32 and draws.shape == (3000, 8)
     assert np.all(draws.sum(axis=1) == 32) and draws.min() >= 1 and draws.max() <= 16
     for k in (1, 2, 3, 8):
@@ -361,12 +363,7 @@ def test_memory_counts_are_uniform_compositions_within_caps() -> None:
         assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / draws.size) + 0.005
     # 3 parts of 12 rows, cap 5: 10 of the 55 compositions fit; the kept one
     # is the first that fits, not the even split 4, 4, 4 every time.
-    tight = np.stack(
-        [
-            omniglot._memory_counts(tf.constant([2, i]), 3, 4, cap=5).numpy()
-            for i in range(20)
-        ]
-    )
+    tight = counts(2, 3, 4, cap=5, draws=20)
     assert np.all(tight.sum(axis=1) == 12) and tight.min() >= 2 and tight.max() <= 5
     assert np.mean(np.all(tight == 4, axis=1)) < 0.5
     np.testing.assert_array_equal(  # Cap = per: only the even split fits.
