@@ -352,9 +352,9 @@ def _memory_counts(seed, n: int, per: int, cap: int) -> tf.Tensor:
     total = n * per
     if n == 1:
         return tf.constant([total], tf.int32)
-    keys = tf.random.stateless_uniform([_COMPOSITION_TRIES, total - 1], seed=seed)
-    cuts = tf.sort(tf.math.top_k(keys, k=n - 1).indices + 1, axis=-1)
     tries = _COMPOSITION_TRIES
+    keys = tf.random.stateless_uniform([tries, total - 1], seed=seed)
+    cuts = tf.sort(tf.math.top_k(keys, k=n - 1).indices + 1, axis=-1)
     bounds = tf.concat(
         [tf.zeros([tries, 1], tf.int32), cuts, tf.fill([tries, 1], total)], axis=-1
     )
@@ -466,6 +466,7 @@ def episode_batch_fn(
     log_weights = -tf.math.log(n_alphabets * tf.gather(sizes, alphabet))  # [N]
 
     gather = lambda chars, drawers: _gather_drawings(images, chars, drawers)
+    n_memory_chars = c + confounder_classes  # absent targets replaced by others
 
     def make(step):
         seed_chars, seed_drawers = tf.unstack(
@@ -492,11 +493,11 @@ def episode_batch_fn(
             )  # [C+F, 20-T]: confounders too give at most 20-T
             counts = _memory_counts(
                 tf.random.experimental.stateless_fold_in(seed_drawers, 1),
-                c + confounder_classes,
+                n_memory_chars,
                 mpc,
                 cap=num_drawers - t,
             )
-            rows = tf.range((c + confounder_classes) * mpc)  # [|M|]
+            rows = tf.range(n_memory_chars * mpc)  # [|M|]
             ends = tf.cumsum(counts)
             row = tf.searchsorted(ends, rows, side="right")  # character of a row
             slot = rows - tf.gather(ends - counts, row)  # its place among them
