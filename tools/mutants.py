@@ -342,6 +342,27 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "table1_prior_z_glorot",
+        "vma_tf/configs/presets.py",
+        '    prior_z_init="standard_normal",\n)',
+        '    prior_z_init="glorot",\n)',
+        ("tests/test_configs.py::test_omniglot_presets",),
+    ),
+    Mutant(
+        "unused_z_not_warned_in_training",
+        "vma_tf/training.py",
+        '    return config.data.task != "recall"\n',
+        '    return config.data.task == "recall"\n',
+        ("tests/test_training.py::test_unused_z_is_not_a_warning_in_recall",),
+    ),
+    Mutant(
+        "unused_z_threshold_inverted",
+        "vma_tf/training.py",
+        'if warn_unused_z and float(values["kl_z"]) < UNUSED_Z_MAX_KL:',
+        'if warn_unused_z and float(values["kl_z"]) > UNUSED_Z_MAX_KL:',
+        ("tests/test_training.py::test_unused_z_prints_one_warning_line",),
+    ),
+    Mutant(
         "mixed_memory_ignored",
         "vma_tf/data/experiments.py",
         "        mixed_memory=d.mixed_memory,\n",

@@ -61,6 +61,21 @@ from vma_tf.modeling.models import (
 )
 from vma_tf.workdir import atomic_write, preflight, workdir_lock
 
+# An evaluation whose mean KL(q(z|x, m_a) || p(z|m_a)) is below this (nats)
+# prints `unused_z_warning`: z carries almost nothing about the target.
+UNUSED_Z_MAX_KL = 0.05
+
+
+def unused_z_warning(split: str, step: int, kl_z: float) -> str:
+    """The one-line warning printed when an evaluation's `kl_z` is below
+    `UNUSED_Z_MAX_KL` (a task where z should code something)."""
+    return (
+        f"WARNING: z unused at step {step} ({split}): KL of z = {kl_z:.3f} nats, "
+        "the decoder ignores z (posterior collapse; it may not recover: "
+        'README "Known gaps")'
+    )
+
+
 # -- the training loop --------------------------------------------------------
 
 
@@ -203,7 +218,9 @@ class _Monitor(keras.callbacks.Callback):
         record = self._train_row(step, logs, rate)
         self.history.append(record)
         if step % t.eval_every == 0 or step >= t.steps:
-            records = evaluate(self.model, self.evals, step, self.log)
+            records = evaluate(
+                self.model, self.evals, step, self.log, _warn_unused_z(self.config)
+            )
             self.history.extend(records)
             self.log.image("samples", step, plotting.tile(self.sample_fn()))
             if self.stop_when is not None and step < t.steps:
@@ -229,12 +246,14 @@ def evaluate(
     evals: dict[str, tf.data.Dataset],
     step: int,
     log: MetricsLog | None = None,
+    warn_unused_z: bool = False,
 ) -> list[dict[str, Any]]:
     """Runs `test_step` over each eval set (fixed eval seed); logs each split.
 
     For a VMA each record also carries the address health of the split
     (`vma_tf.address_health.measure`), and a collapsed address prints one
-    warning line naming the step.
+    warning line naming the step. With `warn_unused_z`, so does a split whose
+    KL of z is below `UNUSED_Z_MAX_KL` (`unused_z_warning`).
 
     Under a strategy with several replicas each global batch is split across
     them (`distribute`) and the metrics are averaged over all replicas.
@@ -255,11 +274,19 @@ def evaluate(
             values = {**values, **address_health.measure(model, ds)}
             if address_health.collapsed(values):
                 print(address_health.collapse_warning(split, step, values))
+        if warn_unused_z and float(values["kl_z"]) < UNUSED_Z_MAX_KL:
+            print(unused_z_warning(split, step, float(values["kl_z"])))
         if log is not None:
             records.append(log.write(split, step, values, rate))
         else:
             records.append({"split": split, "step": step, **values})
     return records
+
+
+def _warn_unused_z(config: Config) -> bool:
+    """Whether an unused z is worth a warning: not in recall, where the
+    targets are memory entries and z unused is the optimum (Fig. 2A)."""
+    return config.data.task != "recall"
 
 
 def _num_batches(ds: tf.data.Dataset) -> int:
@@ -379,7 +406,11 @@ def _train(
                 break
     wall = time.perf_counter() - t0
     final = evaluate(
-        model, data.final_evals, int(model.optimizer.iterations.numpy()), log
+        model,
+        data.final_evals,
+        int(model.optimizer.iterations.numpy()),
+        log,
+        _warn_unused_z(config),
     )
     plotting.save_grid(
         workdir / "samples.png",
