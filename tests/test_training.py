@@ -58,6 +58,15 @@ def test_run_writes_everything(tmp_path, preset):
     assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
     splits = {r["split"] for r in rows}
     assert {"train", "test"} <= splits
+    # The final evaluation reuses the periodic one at the last step where
+    # both run the same dataset (the episodic presets): one row per split and
+    # step. `omniglot_learned` evaluates 20 test batches periodically and the
+    # whole test set at the end: two rows at step 40.
+    seen = [(r["split"], r["step"]) for r in rows]
+    repeats = 1 if preset == "omniglot_learned" else 0
+    assert len(seen) - len(set(seen)) == repeats, seen
+    last_test = [r for r in rows if r["split"] == "test" and r["step"] == 40][-1]
+    assert summary["metrics"]["test"]["nll_bound"] == last_test["nll_bound"]
     if preset.startswith("mnist"):
         assert "valid" in splits
     if preset == "mnist_recall":

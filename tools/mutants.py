@@ -342,6 +342,13 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "final_evaluation_repeats_the_periodic_one",
+        "vma_tf/training.py",
+        "        if not (split in done and data.evals[split] is ds)\n",
+        "",
+        ("tests/test_training.py::test_run_writes_everything",),
+    ),
+    Mutant(
         "table1_prior_z_glorot",
         "vma_tf/configs/presets.py",
         '    prior_z_init="standard_normal",\n)',

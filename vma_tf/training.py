@@ -405,11 +405,12 @@ def _train(
             if monitor.stopped:
                 break
     wall = time.perf_counter() - t0
-    final = evaluate(
+    final = _final_evaluation(
         model,
-        data.final_evals,
+        data,
         int(model.optimizer.iterations.numpy()),
         log,
+        monitor.history,
         _warn_unused_z(config),
     )
     plotting.save_grid(
@@ -423,6 +424,23 @@ def _train(
     atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.writer.flush()
     return summary
+
+
+def _final_evaluation(model, data, step, log, history, warn_unused_z):
+    """The records of `data.final_evals` at `step`: a split the periodic
+    evaluation has just run at this step on the same dataset (the episodic
+    presets' `test`) is taken from `history`, not evaluated and logged again."""
+    done = {
+        r["split"]: r for r in history if r["step"] == step and r["split"] in data.evals
+    }
+    todo = {
+        split: ds
+        for split, ds in data.final_evals.items()
+        if not (split in done and data.evals[split] is ds)
+    }
+    fresh = evaluate(model, todo, step, log, warn_unused_z)
+    records = {**done, **{r["split"]: r for r in fresh}}
+    return [records[split] for split in data.final_evals]
 
 
 def _restore(model, checkpoint, checkpoint_root: pathlib.Path, init_from) -> int:
