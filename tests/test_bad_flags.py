@@ -120,6 +120,35 @@ TABLE = [
         "--encoder_context_init=zeros needs --tie_pyramid=false",
     ),
     ("train", ["--strategy=ps"], "flag --strategy=ps: value should be one of"),
+    # $TF_CONFIG is checked before TensorFlow loads (a mistyped cluster fails
+    # in a second, not after the import or inside the collectives).
+    (
+        "train",
+        ["--strategy=multi_worker"],
+        "--strategy=multi_worker needs $TF_CONFIG (cluster and task)",
+        {"TF_CONFIG": ""},
+    ),
+    (
+        "train",
+        ["--strategy=multi_worker"],
+        "$TF_CONFIG is not JSON",
+        {"TF_CONFIG": "{{cluster"},
+    ),
+    (
+        "train",
+        ["--strategy=multi_worker"],
+        '$TF_CONFIG must be {"cluster": {...}, "task"',
+        {"TF_CONFIG": '{{"cluster": ["h:1"]}}'},
+    ),
+    (
+        "train",
+        ["--strategy=multi_worker"],
+        "$TF_CONFIG's task 'worker' 2 is not in its cluster (worker: 2)",
+        {
+            "TF_CONFIG": '{{"cluster": {{"worker": ["h:1", "h:2"]}}, '
+            '"task": {{"type": "worker", "index": 2}}}}'
+        },
+    ),
     ("train", ["--estimator=reinforce"], "flag --estimator=reinforce: value should"),
     (
         "train",

@@ -152,8 +152,8 @@ def worker_dir(log_text):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A single-device run of 40 steps, and 2 workers: 20 steps, then resumed
-    to 40 (both commands as a user would run them)."""
+    """A single-device run of 40 steps, and 2 workers for 40 steps (the
+    command as a user would run it; resuming is the SIGTERM test's)."""
     tmp_path = tmp_path_factory.mktemp("distributed")
     single = tmp_path / "single"
     config = configs.override(
@@ -163,31 +163,18 @@ def runs(tmp_path_factory):
     )
     training.train_and_evaluate(config, single, progress=False)
     multi = tmp_path / "multi"
-    first = run_multi_worker(multi, tmp_path, "first", steps=20)
-    second = run_multi_worker(multi, tmp_path, "second", steps=40)
-    return {"single": single, "multi": multi, "first": first, "second": second}
+    texts = run_multi_worker(multi, tmp_path, "multi", steps=40)
+    return {"single": single, "multi": multi, "texts": texts}
 
 
-def test_multi_worker_two_processes_match_single_worker_and_resume(runs):
-    """2 workers x 1 CPU: identical replicas, chief-only files, resume from the
-    chief's checkpoint, losses within noise of a single-device run."""
-    single, multi, first, second = (
-        runs[k] for k in ("single", "multi", "first", "second")
-    )
-    assert "XLA off" not in first[0]  # --jit=false here: nothing to fall back from.
-    for text in second:
-        assert "Resuming from" in text and "ckpt-20" in text, text[-2000:]
-
-    # Only the chief wrote into the workdir.
-    assert (multi / "summary.json").is_file()
-    assert not any(p.name.startswith("vma_worker") for p in multi.iterdir())
-    summary = json.loads((multi / "summary.json").read_text())
-    assert summary["step"] == 40 and summary["steps_this_run"] == 20
-
-    # Both replicas end with identical weights and optimizer state.
-    chief_path, chief = checkpoint_values(multi / "checkpoints")
-    worker_path, worker = checkpoint_values(worker_dir(second[1]) / "checkpoints")
-    assert chief_path.endswith("ckpt-40") and worker_path.endswith("ckpt-40")
+def assert_replicas_equal(workdir, worker_log, step):
+    """The chief's latest checkpoint (in `workdir`) and worker 1's (in the
+    directory its log names) are both at `step`, with identical weights and
+    optimizer state."""
+    chief_path, chief = checkpoint_values(workdir / "checkpoints")
+    worker_path, worker = checkpoint_values(worker_dir(worker_log) / "checkpoints")
+    assert chief_path.endswith(f"ckpt-{step}"), chief_path
+    assert worker_path.endswith(f"ckpt-{step}"), worker_path
     assert chief.keys() == worker.keys() and len(chief) > 30
     diff = max(
         float(np.max(np.abs(np.asarray(chief[n], np.float64) - worker[n])))
@@ -195,6 +182,22 @@ def test_multi_worker_two_processes_match_single_worker_and_resume(runs):
         if np.asarray(chief[n]).dtype.kind in "fiu"
     )
     assert diff == 0.0, diff
+
+
+def test_multi_worker_two_processes_match_single_worker(runs):
+    """2 workers x 1 CPU: identical replicas, chief-only files, losses within
+    noise of a single-device run."""
+    single, multi, texts = (runs[k] for k in ("single", "multi", "texts"))
+    assert "XLA off" not in texts[0]  # --jit=false here: nothing to fall back from.
+
+    # Only the chief wrote into the workdir.
+    assert (multi / "summary.json").is_file()
+    assert not any(p.name.startswith("vma_worker") for p in multi.iterdir())
+    summary = json.loads((multi / "summary.json").read_text())
+    assert summary["step"] == 40 and summary["steps_this_run"] == 40
+
+    # Both replicas end with identical weights and optimizer state.
+    assert_replicas_equal(multi, texts[1], 40)
 
     # The loss curve matches the single-device run with the same global batch
     # (the replicas draw other samples: equal within noise, not bitwise).
@@ -211,7 +214,8 @@ def test_multi_worker_two_processes_match_single_worker_and_resume(runs):
 def test_sigterm_to_one_worker_stops_both_at_one_checkpointed_step(tmp_path):
     """A preempted worker (SIGTERM to worker 1 alone) does not leave the chief
     waiting in collectives: both checkpoint the same step, exit 143, and the
-    same commands resume from that step."""
+    same commands resume from that step (worker 1 from the chief's
+    checkpoint) with the replicas still identical."""
     workdir, metrics = tmp_path / "run", tmp_path / "run" / "metrics.jsonl"
     with reserved_ports(2) as ports:
         procs, logs = start_workers([workdir] * 2, ports, tmp_path, "sig", 100000)
@@ -230,15 +234,14 @@ def test_sigterm_to_one_worker_stops_both_at_one_checkpointed_step(tmp_path):
     assert found, texts[0][-2000:]
     step = int(found.group(1))
     assert f"SIGTERM: checkpointed step {step} in" in texts[1], texts[1][-2000:]
-    chief_path, chief = checkpoint_values(workdir / "checkpoints")
-    worker_path, worker = checkpoint_values(worker_dir(texts[1]) / "checkpoints")
-    assert chief_path.endswith(f"ckpt-{step}") and worker_path.endswith(f"ckpt-{step}")
-    assert all(np.array_equal(chief[n], worker[n]) for n in chief)
+    assert_replicas_equal(workdir, texts[1], step)
 
     texts = run_multi_worker(workdir, tmp_path, "resumed", steps=step + 5)
     for text in texts:
         assert f"ckpt-{step} at step {step}" in text, text[-2000:]
-    assert json.loads((workdir / "summary.json").read_text())["step"] == step + 5
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["step"] == step + 5 and summary["steps_this_run"] == 5
+    assert_replicas_equal(workdir, texts[1], step + 5)
 
 
 def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
@@ -349,29 +352,34 @@ def test_bad_strategy_flag_is_one_line(tmp_path):
     assert proc.returncode != 0 and "strategy" in proc.stderr
 
 
-def test_multi_worker_without_tf_config_is_one_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+def test_tf_config_is_checked_before_tensorflow_loads(tmp_path):
+    """`preflight` refuses a malformed `$TF_CONFIG` for `multi_worker` (the
+    launchers' bad-flag table has the messages) without importing
+    TensorFlow; other strategies ignore it."""
+    code = f"""
+import os, sys
+os.environ["TF_CONFIG"] = '{{"cluster": {{"worker": ["h:1"]}}}}'
+from vma_tf import configs, workdir
+base = configs.get_preset("mnist_recall")
+workdir.preflight(base, {str(tmp_path / "a")!r}, check_data=False)
+config = configs.override(base, strategy="multi_worker")
+try:
+    workdir.preflight(config, {str(tmp_path / "b")!r}, check_data=False)
+except configs.ConfigError as e:
+    print(e)
+print("tensorflow" in sys.modules)
+"""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "launchers.train",
-            "--strategy=multi_worker",
-            "--progress=false",
-            f"--workdir={tmp_path / 'r'}",
-        ],
+        [sys.executable, "-c", code],
         cwd=REPO,
-        check=False,
+        check=True,
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
     )
-    assert proc.returncode == 2
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-    assert lines == [
-        "error: --strategy=multi_worker needs $TF_CONFIG (cluster and task)"
-    ]
+    message, imported = proc.stdout.splitlines()
+    assert message.startswith('$TF_CONFIG must be {"cluster"'), message
+    assert imported == "False"
 
 
 @pytest.mark.slow

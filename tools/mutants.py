@@ -370,6 +370,15 @@ MUTANTS = (
         ("tests/test_training.py::test_unused_z_prints_one_warning_line",),
     ),
     Mutant(
+        "tf_config_checked_after_tensorflow",
+        "vma_tf/workdir.py",
+        '    check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))\n',
+        "",
+        (
+            "tests/test_distributed.py::test_tf_config_is_checked_before_tensorflow_loads",
+        ),
+    ),
+    Mutant(
         "mixed_memory_ignored",
         "vma_tf/data/experiments.py",
         "        mixed_memory=d.mixed_memory,\n",

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from vma_tf.configs import Config, ConfigError
 from vma_tf.errors import WorkdirError
+from vma_tf.workdir import check_tf_config
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -34,10 +35,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ConfigError(
-                "--strategy=multi_worker needs $TF_CONFIG (cluster and task)"
-            )
+        check_tf_config(name, os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"unknown strategy {name!r}")
 

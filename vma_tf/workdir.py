@@ -88,6 +88,45 @@ def check_output_file(flag: str, path: str | os.PathLike) -> pathlib.Path:
     return path
 
 
+def check_tf_config(strategy: str, tf_config: str | None) -> None:
+    """Fails unless `--strategy=multi_worker` has a usable `$TF_CONFIG`.
+
+    Args:
+        strategy: `config.train.strategy`; other strategies pass unchecked.
+        tf_config: the value of `$TF_CONFIG`, or `None` if unset.
+
+    Raises:
+        ConfigError: `$TF_CONFIG` is unset, not JSON, or does not name a
+            cluster and this process's task in it.
+    """
+    if strategy != "multi_worker":
+        return
+    if not tf_config:
+        raise ConfigError("--strategy=multi_worker needs $TF_CONFIG (cluster and task)")
+    try:
+        value = json.loads(tf_config)
+    except ValueError as e:
+        raise ConfigError(f"$TF_CONFIG is not JSON ({e})") from None
+    cluster = value.get("cluster") if isinstance(value, dict) else None
+    task = value.get("task") if isinstance(value, dict) else None
+    if not (isinstance(cluster, dict) and isinstance(task, dict)):
+        raise ConfigError(
+            '$TF_CONFIG must be {"cluster": {...}, "task": {"type": ..., '
+            '"index": ...}} for --strategy=multi_worker'
+        )
+    members = cluster.get(task.get("type"))
+    index = task.get("index", 0)
+    if not (
+        isinstance(members, list)
+        and isinstance(index, int)
+        and 0 <= index < len(members)
+    ):
+        raise ConfigError(
+            f"$TF_CONFIG's task {task.get('type')!r} {index!r} is not in its "
+            f"cluster ({', '.join(f'{k}: {len(v)}' for k, v in cluster.items() if isinstance(v, list))})"
+        )
+
+
 def check_data_files(config: Config) -> None:
     """Finds `config`'s dataset, preparing it in the tfds cache if it is not
     yet (tfds checks the raw files' sha256). Imports TensorFlow.
@@ -131,6 +170,7 @@ def preflight(
         vma_tf.data.files.DataError: missing or corrupt data files.
     """
     configs.validate(config)
+    check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))
     workdir = pathlib.Path(workdir).expanduser().absolute()
     check_workdir(workdir, config)
     if config.train.init_from:
