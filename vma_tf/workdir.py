@@ -116,14 +116,21 @@ def check_tf_config(strategy: str, tf_config: str | None) -> None:
         )
     members = cluster.get(task.get("type"))
     index = task.get("index", 0)
+    if isinstance(index, str) and index.isdigit():  # TensorFlow takes "1" too.
+        index = int(index)
     if not (
         isinstance(members, list)
         and isinstance(index, int)
         and 0 <= index < len(members)
     ):
+        sizes = ", ".join(
+            f"{kind}: {len(hosts)}"
+            for kind, hosts in cluster.items()
+            if isinstance(hosts, list)
+        )
         raise ConfigError(
             f"$TF_CONFIG's task {task.get('type')!r} {index!r} is not in its "
-            f"cluster ({', '.join(f'{k}: {len(v)}' for k, v in cluster.items() if isinstance(v, list))})"
+            f"cluster ({sizes})"
         )
 
 
