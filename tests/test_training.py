@@ -139,11 +139,36 @@ def test_bfloat16_training_keeps_float32_state_and_resumes_in_float32(
     assert {l.compute_dtype for l in layers(built[1])} == {"float32"}
 
 
-def test_rerun_after_completion_only_evaluates(tmp_path):
+def test_rerun_after_completion_leaves_the_run_as_it_is(tmp_path, capsys):
+    """Rerunning a finished run's command (a chain or `make reproduce` run
+    again) trains and evaluates nothing: metrics.jsonl and summary.json keep
+    their bytes, and the stored numbers are returned. With more `--steps` it
+    trains on, and the final evaluation runs again."""
     config = tiny(steps=20, jit=False)
-    training.train_and_evaluate(config, tmp_path, progress=False)
+    first = training.train_and_evaluate(config, tmp_path, progress=False)
+    files = {n: (tmp_path / n).read_bytes() for n in ("metrics.jsonl", "summary.json")}
+    capsys.readouterr()
     summary = training.train_and_evaluate(config, tmp_path, progress=False)
+    assert "The run ended at step 20 (summary.json)" in capsys.readouterr().out
     assert summary["steps_this_run"] == 0 and summary["step"] == 20
+    assert summary["metrics"] == first["metrics"]
+    assert {n: (tmp_path / n).read_bytes() for n in files} == files
+    longer = training.train_and_evaluate(
+        tiny(steps=30, jit=False), tmp_path, progress=False
+    )
+    assert longer["step"] == 30 and longer["steps_this_run"] == 10
+    rows = [
+        json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows if r["split"] == "test"][-1] == 30
+    # A process killed in its final evaluation leaves an older summary.json:
+    # the rerun evaluates again rather than return it.
+    (tmp_path / "summary.json").write_bytes(files["summary.json"])
+    again = training.train_and_evaluate(
+        tiny(steps=30, jit=False), tmp_path, progress=False
+    )
+    assert again["step"] == 30 and again["metrics"]["test"] == longer["metrics"]["test"]
+    assert json.loads((tmp_path / "summary.json").read_text())["step"] == 30
 
 
 def test_stop_when_ends_training_at_that_evaluation(tmp_path):
@@ -177,7 +202,8 @@ def test_stop_when_ends_training_at_that_evaluation(tmp_path):
 def test_patience_ends_training_once_the_bound_stops_improving(tmp_path):
     """`--patience`: with a learning rate too small to move any weight
     (w + 1e-30 == w in float32) every valid bound equals the first, so the
-    rule (patience 10) stops at step 20 of 40; a rerun trains no further."""
+    rule (patience 10) stops at step 20 of 40; a rerun trains and evaluates
+    no further."""
     config = tiny(
         steps=40,
         eval_every=10,
@@ -189,8 +215,10 @@ def test_patience_ends_training_once_the_bound_stops_improving(tmp_path):
     summary = training.train_and_evaluate(config, tmp_path, progress=False)
     assert summary["step"] == 20
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-20")
+    rows = (tmp_path / "metrics.jsonl").read_bytes()
     again = training.train_and_evaluate(config, tmp_path, progress=False)
-    assert again["step"] == 20
+    assert again["step"] == 20 and again["steps_this_run"] == 0
+    assert (tmp_path / "metrics.jsonl").read_bytes() == rows
 
 
 def test_lr_drop_takes_effect_at_its_step_and_may_join_a_run_in_progress(tmp_path):

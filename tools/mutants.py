@@ -370,6 +370,25 @@ MUTANTS = (
         ("tests/test_training.py::test_unused_z_prints_one_warning_line",),
     ),
     Mutant(
+        "finished_run_evaluated_again",
+        "vma_tf/training.py",
+        "    if finished is not None:\n",
+        "    if False:\n",
+        (
+            "tests/test_training.py::test_rerun_after_completion_leaves_the_run_as_it_is",
+            "tests/test_training.py::test_patience_ends_training_once_the_bound_stops_improving",
+        ),
+    ),
+    Mutant(
+        "finished_run_trained_past_its_summary",
+        "vma_tf/training.py",
+        "    if not isinstance(summary, dict) or summary.get(\"step\") != start_step:\n",
+        "    if not isinstance(summary, dict):\n",
+        (
+            "tests/test_training.py::test_rerun_after_completion_leaves_the_run_as_it_is",
+        ),
+    ),
+    Mutant(
         "tf_config_checked_after_tensorflow",
         "vma_tf/workdir.py",
         '    check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))\n',

@@ -16,7 +16,9 @@ Workdir layout:
 
 Rerunning the same command resumes from the latest checkpoint. Training data
 are a pure function of (seed, step) (see `vma_tf.data.pipelines`), so the data
-position is restored with the step counter.
+position is restored with the step counter. Rerunning a run that has ended
+(its `summary.json` written at its last checkpoint's step, nothing left to
+train) changes nothing and returns the stored summary.
 
 Distributed training (`config.train.strategy`, see `distribution.make_strategy`): the model
 is built under the strategy's scope, `batch_size` is the global batch, each
@@ -377,6 +379,13 @@ def _train(
         checkpoint, workdir / "checkpoints", max_to_keep=t.keep_checkpoints
     )
     start_step = _restore(model, checkpoint, restore_dir or workdir, t.init_from)
+    finished = _finished_summary(restore_dir or workdir, start_step, t)
+    if finished is not None:
+        print(
+            f"The run ended at step {start_step} (summary.json): nothing to train or "
+            "evaluate (`launchers.evaluate` evaluates it again)"
+        )
+        return finished
     log = MetricsLog(workdir, start_step)
     memory = None if data.sample_memory is None else tf.constant(data.sample_memory)
     x_hw = data.x_shape[:2] if len(data.x_shape) == 3 else (28, 28)
@@ -424,6 +433,37 @@ def _train(
     atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.writer.flush()
     return summary
+
+
+def _finished_summary(root: pathlib.Path, start_step: int, t) -> dict[str, Any] | None:
+    """The stored summary of a run that has already ended at `start_step`,
+    for a rerun of its command to leave the run as it is (no evaluation
+    again, no duplicate rows in metrics.jsonl).
+
+    Args:
+        root: the run's directory (the chief's, on every worker).
+        start_step: the step restored from its checkpoint.
+        t: the run's `TrainConfig`.
+
+    Returns:
+        `summary.json` with `steps_this_run` 0, if it was written at
+        `start_step` (the final evaluation ran there) and nothing is left to
+        train (`t.steps` reached, or `t.patience`'s rule met); otherwise None,
+        also for an unreadable summary (the final evaluation then runs again).
+    """
+    try:
+        summary = json.loads((root / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("step") != start_step:
+        return None
+    ended = start_step >= t.steps or bool(
+        t.patience
+        and ttq.plateau_message(root / "metrics.jsonl", t.patience) is not None
+    )
+    if not ended:
+        return None
+    return {**summary, "steps_this_run": 0, "wall_time_sec": 0.0, "steps_per_sec": None}
 
 
 def _final_evaluation(model, data, step, log, history, warn_unused_z):
