@@ -99,9 +99,9 @@ def start(args, log_path, env=None, two_cpus=False):
         )
 
 
-def start_workers(workdirs, ports, tmp_path, tag, steps):
-    """One `multi_worker` process per workdir (worker i on `ports[i]`);
-    returns the processes and their log paths."""
+def start_workers(workdirs, ports, tmp_path, tag, steps, **overrides):
+    """One `multi_worker` process per workdir (worker i on `ports[i]`), with
+    `FLAGS` and `overrides`; returns the processes and their log paths."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs, logs = [], []
     for i, workdir in enumerate(workdirs):
@@ -111,7 +111,7 @@ def start_workers(workdirs, ports, tmp_path, tag, steps):
         logs.append(tmp_path / f"{tag}_worker{i}.log")
         procs.append(
             start(
-                flag_args(workdir, steps=steps, strategy="multi_worker"),
+                flag_args(workdir, steps=steps, strategy="multi_worker", **overrides),
                 logs[-1],
                 env={"TF_CONFIG": tf_config},
             )
@@ -119,10 +119,12 @@ def start_workers(workdirs, ports, tmp_path, tag, steps):
     return procs, logs
 
 
-def run_multi_worker(workdir, tmp_path, tag, steps):
+def run_multi_worker(workdir, tmp_path, tag, steps, **overrides):
     # The ports stay reserved until the workers have exited (no race).
     with reserved_ports(2) as ports:
-        procs, logs = start_workers([workdir] * 2, ports, tmp_path, tag, steps)
+        procs, logs = start_workers(
+            [workdir] * 2, ports, tmp_path, tag, steps, **overrides
+        )
         codes = wait_all(procs, timeout=300)
     texts = [log.read_text() for log in logs]
     assert codes == [0, 0], "\n".join(t[-3000:] for t in texts)
@@ -238,6 +240,37 @@ def test_sigterm_to_one_worker_stops_both_at_one_checkpointed_step(tmp_path):
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["step"] == step + 5 and summary["steps_this_run"] == 5
     assert_replicas_equal(workdir, texts[1], step + 5)
+
+
+def test_patience_stops_every_worker_where_the_chief_s_history_says(tmp_path):
+    """The patience rule reads the run's history in metrics.jsonl, which after
+    a resume only the chief's holds (a worker logs into a new directory):
+    every worker follows the chief's answer, or one would train on alone and
+    wait in collectives for ever. The history the worker lacks is here one
+    row written before the start, a valid bound at step 0 that no evaluation
+    beats: the chief's rule (patience 20) is met at step 20 of 40, the
+    worker's own log never meets it. Rerun without the summary (as after a
+    kill in the final evaluation), the rule met before the start is the
+    chief's alone again: both evaluate and end at step 20."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    row = {"split": "valid", "step": 0, "loss": 1.0, "nll_bound": 1.0}
+    row.update(kl_a=0.0, kl_z=0.0, recon=1.0, steps_per_sec=1.0, wall_time=0.0)
+    (workdir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    texts = run_multi_worker(
+        workdir, tmp_path, "patience", steps=40, eval_every=10, patience=20
+    )
+    assert "Early stop: the valid bound has not improved since step 0" in texts[0]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["step"] == 20 and summary["steps_this_run"] == 20
+    assert_replicas_equal(workdir, texts[1], 20)
+
+    (workdir / "summary.json").unlink()
+    texts = run_multi_worker(
+        workdir, tmp_path, "patience_again", steps=40, eval_every=10, patience=20
+    )
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["step"] == 20 and summary["steps_this_run"] == 0
 
 
 def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):

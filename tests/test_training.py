@@ -219,6 +219,11 @@ def test_patience_ends_training_once_the_bound_stops_improving(tmp_path):
     again = training.train_and_evaluate(config, tmp_path, progress=False)
     assert again["step"] == 20 and again["steps_this_run"] == 0
     assert (tmp_path / "metrics.jsonl").read_bytes() == rows
+    # Without the summary (a kill in the final evaluation) the rule, met
+    # before the start, still holds: evaluated again, not trained on.
+    (tmp_path / "summary.json").unlink()
+    again = training.train_and_evaluate(config, tmp_path, progress=False)
+    assert again["step"] == 20 and again["steps_this_run"] == 0
 
 
 def test_lr_drop_takes_effect_at_its_step_and_may_join_a_run_in_progress(tmp_path):

@@ -245,8 +245,8 @@ MUTANTS = (
     Mutant(
         "resumed_run_ignores_its_plateau",
         "vma_tf/training.py",
-        "monitor.stopped = ttq.plateau_message(log.path, t.patience) is not None",
-        "monitor.stopped = False",
+        "met = ttq.plateau_message(log.path, t.patience) is not None",
+        "met = False",
         (
             "tests/test_training.py::"
             "test_patience_ends_training_once_the_bound_stops_improving",
@@ -386,6 +386,24 @@ MUTANTS = (
         "    if not isinstance(summary, dict):\n",
         (
             "tests/test_training.py::test_rerun_after_completion_leaves_the_run_as_it_is",
+        ),
+    ),
+    Mutant(
+        "workers_stop_on_their_own_history",
+        "vma_tf/training.py",
+        "                self.stopped = self.agreed(bool(self.stop_when(records)))\n",
+        "                self.stopped = bool(self.stop_when(records))\n",
+        (
+            "tests/test_distributed.py::test_patience_stops_every_worker_where_the_chief_s_history_says",
+        ),
+    ),
+    Mutant(
+        "resumed_workers_stop_on_their_own_history",
+        "vma_tf/training.py",
+        "            monitor.stopped = monitor.agreed(met)\n",
+        "            monitor.stopped = met\n",
+        (
+            "tests/test_distributed.py::test_patience_stops_every_worker_where_the_chief_s_history_says",
         ),
     ),
     Mutant(

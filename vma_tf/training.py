@@ -152,6 +152,18 @@ class _Monitor(keras.callbacks.Callback):
             self.signal, self.from_peer = number, True
         return bool(number)
 
+    def agreed(self, stop: bool) -> bool:
+        """`stop`, or under multi_worker whether any worker's `stop` is True
+        (a collective: every worker asks at the same points). The patience
+        rule reads the run's history from metrics.jsonl, which after a
+        resume only the chief's holds (a worker logs into a new directory),
+        so only the chief's answer can be right; the others follow it
+        (their histories are a part of the chief's, and a rule met on a
+        part is met on the whole)."""
+        if self.any_worker is None:
+            return stop
+        return bool(self.any_worker(int(stop)))
+
     def resumed(self) -> None:
         """The process continues after a stop (SIGCONT): the time since the
         interval's last finished step (or its start) was not training."""
@@ -226,7 +238,7 @@ class _Monitor(keras.callbacks.Callback):
             self.history.extend(records)
             self.log.image("samples", step, plotting.tile(self.sample_fn()))
             if self.stop_when is not None and step < t.steps:
-                self.stopped = bool(self.stop_when(records))
+                self.stopped = self.agreed(bool(self.stop_when(records)))
                 self.model.stop_training = self.stopped
         if step % t.checkpoint_every == 0 or step >= t.steps or self.stopped:
             self.manager.save(checkpoint_number=step)
@@ -394,11 +406,12 @@ def _train(
     monitor = _Monitor(
         config, log, manager, data.evals, start_step, sample_fn, progress, stop_when
     )
-    if start_step and t.patience:  # A resumed run that had met the rule.
-        monitor.stopped = ttq.plateau_message(log.path, t.patience) is not None
     t0 = time.perf_counter()
     step = start_step
     with _checkpoint_on_signals(monitor, model.distribute_strategy):
+        if start_step and t.patience:  # A resumed run that had met the rule.
+            met = ttq.plateau_message(log.path, t.patience) is not None
+            monitor.stopped = monitor.agreed(met)
         for length, count in log_intervals(start_step, t.steps, t.log_every):
             if monitor.stopped:
                 break
