@@ -18,6 +18,7 @@ from helpers import (
 from vma_tf import checkpointing, configs, training
 from vma_tf.configs import ModelConfig
 from vma_tf.errors import CheckpointMismatchError, NonFiniteError, WorkdirError
+from vma_tf.metrics_log import MetricsLog
 from vma_tf.modeling.builders import build_mlp_model
 from vma_tf.modeling.models import LatentVariableModel
 
@@ -393,6 +394,31 @@ def test_resume_with_a_different_model_is_refused(tmp_path):
 
 def _tree(path):
     return {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_resume_drops_a_last_metrics_line_cut_short(tmp_path, capsys):
+    """A write cut short (a full disk, a machine lost) leaves a last line that
+    is not JSON: the resume drops it with a note and goes on. A bad line
+    before the last is an error naming the file and line, the file kept."""
+    training.train_and_evaluate(tiny(steps=20, jit=False), tmp_path, progress=False)
+    metrics = tmp_path / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"split": "train", "st')
+    capsys.readouterr()
+    summary = training.train_and_evaluate(
+        tiny(steps=30, jit=False), tmp_path, progress=False
+    )
+    assert summary["step"] == 30
+    assert "its last line was cut short; dropped" in capsys.readouterr().err
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30]
+
+    lines = whole.splitlines()
+    bad = "\n".join([lines[0], "not json", *lines[1:]]) + "\n"
+    metrics.write_text(bad)
+    with pytest.raises(WorkdirError, match="metrics.jsonl line 2 is not a metrics row"):
+        MetricsLog(tmp_path, 20)
+    assert metrics.read_text() == bad
 
 
 def test_resume_with_an_edited_config_is_refused(tmp_path):

@@ -407,6 +407,13 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "metrics_line_cut_short_is_fatal",
+        "vma_tf/metrics_log.py",
+        "            if number == len(lines):\n",
+        "            if False:\n",
+        ("tests/test_training.py::test_resume_drops_a_last_metrics_line_cut_short",),
+    ),
+    Mutant(
         "tf_config_checked_after_tensorflow",
         "vma_tf/workdir.py",
         '    check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))\n',

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from vma_tf import address_health
+from vma_tf.errors import WorkdirError
 from vma_tf.modeling.models import METRIC_NAMES
 from vma_tf.workdir import atomic_write
 
@@ -23,11 +25,7 @@ class MetricsLog:
     def __init__(self, workdir: pathlib.Path, start_step: int):
         self.path = workdir / "metrics.jsonl"
         if self.path.exists():  # Drop lines past the checkpoint we resume from.
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= start_step
-            ]
+            kept = _rows_up_to(self.path, start_step)
             atomic_write(self.path, "".join(k + "\n" for k in kept))
         self.writer = tf.summary.create_file_writer(str(workdir / "tb"))
 
@@ -63,6 +61,33 @@ class MetricsLog:
         with self.writer.as_default(step=int(step)):
             tf.summary.image(name, grid[np.newaxis, ..., np.newaxis])
         self.writer.flush()
+
+
+def _rows_up_to(path: pathlib.Path, step: int) -> list[str]:
+    """The lines of `path` (a metrics.jsonl) whose row is at or before `step`.
+
+    A last line that is not JSON (a write cut short: a full disk, a machine
+    lost) is dropped with a note on stderr; anywhere else it is an error.
+
+    Raises:
+        WorkdirError: a line before the last is not a JSON row with a step.
+    """
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, TypeError, KeyError):
+            if number == len(lines):
+                print(f"{path}: its last line was cut short; dropped", file=sys.stderr)
+                continue
+            raise WorkdirError(
+                f"{path} line {number} is not a metrics row; repair or remove the "
+                "file to resume"
+            ) from None
+        if row_step <= step:
+            kept.append(line)
+    return kept
 
 
 def format_summary(summary: dict[str, Any]) -> str:
