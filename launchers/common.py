@@ -56,11 +56,14 @@ def check_common(argv, workdir: str | None, what: str) -> None:
 
 
 class _IntListParser(flags.ArgumentParser):
-    """`256,128` -> `(256, 128)`; anything else is refused at parse time."""
+    """`256,128` -> `(256, 128)`, an empty value -> `()`; anything else is
+    refused at parse time."""
 
     def parse(self, argument):
         if isinstance(argument, (list, tuple)):
             return tuple(argument)
+        if not argument.strip():
+            return ()
         try:
             return tuple(int(v) for v in argument.split(","))
         except ValueError:

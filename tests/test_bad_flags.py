@@ -237,6 +237,17 @@ TABLE = [
     ),
     (
         "train",
+        ["--config.model.hidden_units=256,0"],
+        "--config.model.hidden_units=256,0 must be positive sizes",
+    ),
+    (
+        "train",
+        ["--config.model.hidden_units="],
+        "--config.model.hidden_units= (no hidden layer) needs "
+        "--config.model.architecture='conv'",
+    ),
+    (
+        "train",
         ["--config.model.latent_dim=0"],
         "--config.model.latent_dim=0 must be >= 1",
     ),

@@ -73,13 +73,18 @@ def test_decoder_and_encoder_shapes(size):
         ("omniglot_fewshot_vae", VAE),
         ("omniglot_fewshot_soft", SoftAttentionVAE),
         ("omniglot_learned", VMA),
+        ("omniglot_gmn", VMA),
     ],
 )
 def test_conv_models_terms_shapes(preset, cls):
-    cfg = _config(preset)
-    size = 28 if preset == "omniglot_learned" else 26
+    # Table 1's model with linear heads (no hidden layer): the other reading
+    # of the paper's "fewer hidden layers" (README "Deviations").
+    cfg = _config(preset, **({"hidden_units": ()} if preset == "omniglot_gmn" else {}))
+    size = 28 if preset in ("omniglot_learned", "omniglot_gmn") else 26
     model = build_model(cfg, (size, size, 1), seed=0)
     assert isinstance(model, cls)
+    if not cfg.hidden_units:
+        configs.validate(configs.override(configs.get_preset(preset), hidden_units=()))
     x = _images([B, size, size, 1])
     memory = None if cfg.memory == "learned" else _images([M, size, size, 1], 1)
     terms = model.compute_terms(x, memory, K, seed=(1, 2))

@@ -196,7 +196,9 @@ class ModelConfig:
         "an image).",
     )
     hidden_units: tuple[int, ...] = _field(
-        (256, 128), "Hidden layer sizes of every MLP (paper: 256, 128)."
+        (256, 128),
+        "Hidden layer sizes of every MLP (paper: 256, 128); empty for none "
+        "(conv models: linear heads).",
     )
     latent_dim: int = _field(32, "|z| (paper: 32 on MNIST).", minimum=1)
     embed_dim: int = _field(

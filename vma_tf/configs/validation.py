@@ -94,6 +94,15 @@ def _check_model(m: ModelConfig) -> None:
             "--tie_embedders needs episodic memory (entries shaped like x); "
             "learned memory entries have their own shape"
         )
+    units = ",".join(str(u) for u in m.hidden_units)
+    if any(u < 1 for u in m.hidden_units):
+        raise ConfigError(f"--config.model.hidden_units={units} must be positive sizes")
+    if not m.hidden_units and m.architecture != "conv":
+        raise ConfigError(
+            "--config.model.hidden_units= (no hidden layer) needs "
+            "--config.model.architecture='conv'; the MLP models' networks on "
+            "[x, m_a] need a hidden layer"
+        )
     if m.kind == "vma":
         why = " (VIMCO's leave-one-out baseline needs K >= 2)"
         check_at_least("num_samples", m.num_samples, 2, why)
