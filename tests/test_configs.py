@@ -132,6 +132,17 @@ def test_old_config_json_without_estimator_fields_loads():
     assert configs.Config.from_dict(old).model.estimator == "vimco_geometric"
 
 
+def test_old_config_json_without_eval_seed_keeps_its_evaluation_sets():
+    """Before `data.eval_seed` the evaluation sets were drawn with
+    `train.seed`: an old config.json reads as that seed (its runs resume and
+    evaluate on the sets they had); a new one keeps its own."""
+    old = configs.override(configs.get_preset("mnist_recall"), seed=3).to_dict()
+    del old["data"]["eval_seed"]
+    assert configs.Config.from_dict(old).data.eval_seed == 3
+    new = configs.override(configs.get_preset("mnist_recall"), seed=3)
+    assert configs.Config.from_dict(new.to_dict()).data.eval_seed == 0
+
+
 def test_old_config_json_with_baseline_field_loads():
     """config.json files written before the `baseline` field went."""
     old = configs.get_preset("mnist_recall").to_dict()

@@ -530,6 +530,30 @@ def test_with_rotations_adds_each_character_rotated_as_new_characters(split) -> 
     assert set(blocks.tolist()) == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("preset", ["omniglot_fewshot", "mnist_recall"])
+def test_evaluation_sets_follow_eval_seed_not_the_run_seed(preset) -> None:
+    """Runs of different `--seed` train on different batches but are evaluated
+    on the same episodes (recall: the same test memories); `eval_seed` draws
+    other ones."""
+    from vma_tf import configs
+    from vma_tf.data.experiments import make_data
+
+    base = configs.override(configs.get_preset(preset), data_dir=str(SHARED))
+
+    def first(**flags):
+        data = make_data(configs.override(base, **flags))
+        evals = {name: next(iter(ds))["x"].numpy() for name, ds in data.evals.items()}
+        return evals, data.make_batch(tf.constant(0, tf.int64))["x"].numpy()
+
+    (evals, train), (evals_1, train_1) = first(), first(seed=1)
+    other, _ = first(eval_seed=1)
+    assert not np.array_equal(train, train_1)
+    assert evals.keys() == evals_1.keys() == other.keys()
+    for name in evals:
+        np.testing.assert_array_equal(evals[name], evals_1[name])
+        assert not np.array_equal(evals[name], other[name]), name
+
+
 def test_rotated_classes_reach_the_training_episodes_only(split) -> None:
     from vma_tf import configs
     from vma_tf.data.experiments import make_data

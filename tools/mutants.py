@@ -414,6 +414,36 @@ MUTANTS = (
         ("tests/test_training.py::test_resume_drops_a_last_metrics_line_cut_short",),
     ),
     Mutant(
+        "eval_episodes_drawn_with_the_run_seed",
+        "vma_tf/data/experiments.py",
+        "make_test = episodes(config, test, _EVAL_STREAM, seed=d.eval_seed)",
+        "make_test = episodes(config, test, _EVAL_STREAM)",
+        (
+            "tests/test_omniglot_data.py::"
+            "test_evaluation_sets_follow_eval_seed_not_the_run_seed[omniglot_fewshot]",
+        ),
+    ),
+    Mutant(
+        "eval_memories_drawn_with_the_run_seed",
+        "vma_tf/data/pipelines.py",
+        "t.batch_size, d.eval_seed, _EVAL_STREAM)",
+        "t.batch_size, t.seed, _EVAL_STREAM)",
+        (
+            "tests/test_omniglot_data.py::"
+            "test_evaluation_sets_follow_eval_seed_not_the_run_seed[mnist_recall]",
+        ),
+    ),
+    Mutant(
+        "old_config_evaluated_on_other_sets",
+        "vma_tf/configs/schema.py",
+        'data.setdefault("eval_seed", d["train"].get("seed", 0))',
+        'data.setdefault("eval_seed", 0)',
+        (
+            "tests/test_configs.py::"
+            "test_old_config_json_without_eval_seed_keeps_its_evaluation_sets",
+        ),
+    ),
+    Mutant(
         "tf_config_checked_after_tensorflow",
         "vma_tf/workdir.py",
         '    check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))\n',

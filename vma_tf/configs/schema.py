@@ -116,6 +116,15 @@ class DataConfig:
         minimum=0,
         resumable=True,
     )
+    eval_seed: int = _field(
+        0,
+        "Seed of the evaluation sets drawn at random (the Omniglot test "
+        "episodes, recall's test memories): the same for every --seed, so runs "
+        "of different seeds are evaluated on the same targets. A config.json "
+        "written before this field (2026-12-06) reads as its train.seed, the "
+        "sets it was evaluated on.",
+        minimum=0,
+    )
     data_dir: str | None = _field(
         None,
         "Data directory (else $VMA_DATA_DIR, then ./data).",
@@ -473,9 +482,12 @@ class Config:
             geometric = model.pop("baseline", None) == "geometric"
             if geometric and model.get("estimator", "vimco") == "vimco":
                 model["estimator"] = "vimco_geometric"
+            data = dict(d["data"])
+            # Before `eval_seed`, the evaluation sets were drawn with train.seed.
+            data.setdefault("eval_seed", d["train"].get("seed", 0))
             return cls(
                 name=d["name"],
-                data=DataConfig(**d["data"]),
+                data=DataConfig(**data),
                 model=ModelConfig(**model),
                 train=TrainConfig(**d["train"]),
             )

@@ -29,11 +29,17 @@ def episodic_splits(config: Config):
     return load(d.data_dir)
 
 
-def episodes(config: Config, split: omniglot.OmniglotSet, stream: int, **sizes):
+def episodes(
+    config: Config,
+    split: omniglot.OmniglotSet,
+    stream: int,
+    seed: int | None = None,
+    **sizes,
+):
     """Episode maker over `split` with the config's episode sizes, overridden
     by `sizes` (`batch_classes`, `targets_per_class`, `memory_per_class`,
     `confounder_classes`, `absent_classes`, `mixed_memory`; the last three are
-    off unless given)."""
+    off unless given), drawn with `seed` (default: the run's `train.seed`)."""
     d = config.data
     kw = dict(
         batch_classes=d.batch_classes,
@@ -45,7 +51,7 @@ def episodes(config: Config, split: omniglot.OmniglotSet, stream: int, **sizes):
     return omniglot.episode_batch_fn(
         tf.constant(split.images),
         tf.constant(split.alphabet),
-        seed=config.train.seed,
+        seed=config.train.seed if seed is None else seed,
         stream=stream,
         **kw,
     )
@@ -67,7 +73,7 @@ def omniglot_episode_data(config: Config) -> ExperimentData:
         absent_classes=d.absent_classes,
         mixed_memory=d.mixed_memory,
     )
-    make_test = episodes(config, test, _EVAL_STREAM)
+    make_test = episodes(config, test, _EVAL_STREAM, seed=d.eval_seed)
     evals = {"test": from_counter(make_test, 0, d.eval_batches or 20)}
     x_shape = tuple(train.images.shape[2:]) + (1,)
     return ExperimentData(

@@ -167,7 +167,7 @@ def _eval_sets(
             sizes.append(d.eval_memory_size)
         for size in sizes:
             name = split if size == m.memory_size else f"{split}_m{size}"
-            make = recall_batch_fn(imgs, size, t.batch_size, t.seed, _EVAL_STREAM)
+            make = recall_batch_fn(imgs, size, t.batch_size, d.eval_seed, _EVAL_STREAM)
             out[name] = from_counter(make, 0, batches)
         return out
     return {split: sequential_batches(images, t.batch_size, d.eval_batches)}

@@ -91,6 +91,7 @@ def classification_protocol(
                 c,
                 test,
                 CLASSIFY_STREAM,
+                seed=c.data.eval_seed,
                 batch_classes=ways,
                 targets_per_class=1,
                 memory_per_class=shots,

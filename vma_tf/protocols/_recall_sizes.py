@@ -83,7 +83,7 @@ def recall_sizes(
     stream = evaluation.StreamedBound(run.model, o.chunk_size, o.jit)
     results = {}
     for size in o.sizes:
-        make = recall_batch_fn(test, size, batch, c.train.seed, RECALL_STREAM)
+        make = recall_batch_fn(test, size, batch, c.data.eval_seed, RECALL_STREAM)
         r = bound_over(stream, from_counter(make, 0, batches), o.num_samples, o.seed)
         own = {"q_own_slot": [], "mode_is_own_slot": []}
         for targets in from_counter(make, 0, batches):

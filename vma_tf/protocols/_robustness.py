@@ -88,6 +88,7 @@ def robustness(
             c,
             test,
             ROBUST_STREAM,
+            seed=c.data.eval_seed,
             batch_classes=targets,
             targets_per_class=o.targets_per_class,
             memory_per_class=per_class,
