@@ -101,11 +101,13 @@ def _load_array(flag: str, spec: str):
             return loaded
         with loaded:
             names = list(loaded.files)
-            if flag in names:
-                return loaded[flag]
-            if len(names) == 1:
-                return loaded[names[0]]
-        fail(f"--{flag}={spec} holds {names}; expected {flag!r} or one array")
+            name = flag if flag in names else names[0] if len(names) == 1 else None
+            if name is None:
+                fail(f"--{flag}={spec} holds {names}; expected {flag!r} or one array")
+            try:
+                return loaded[name]
+            except (ValueError, OSError) as e:
+                fail(f"--{flag}={spec}: cannot read ({' '.join(str(e).split())})")
     if flag == "memory_labels" and re.fullmatch(r"-?\d+(,-?\d+)*", spec):
         return np.array([int(v) for v in spec.split(",")], np.int32)
     files = [pathlib.Path(p).expanduser() for p in spec.split(",") if p]
@@ -172,8 +174,9 @@ def _gather_inputs(signature: str) -> dict:
         "num": FLAGS.num,
         "seed": _parse_seed(FLAGS.seed),
     }
-    for name in SCALARS[base]:
-        inputs.setdefault(name, scalars[name])
+    for name in SCALARS[base]:  # A flag given overrides --inputs.
+        if FLAGS[name].present or name not in inputs:
+            inputs[name] = scalars[name]
     wanted = {"x", "memory", *SCALARS[base]}
     if base == "classify":
         wanted.add("memory_labels")
@@ -205,12 +208,18 @@ def main(argv):
         fail(f"--model_version={FLAGS.model_version} must be >= 1")
     if FLAGS.timeout <= 0:
         fail(f"--timeout={FLAGS.timeout} must be > 0")
+    out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else None
+    if out is not None and not out.parent.is_dir():
+        fail(f"--out={FLAGS.out}: no such directory {out.parent}")
     inputs = _gather_inputs(FLAGS.signature)
 
     from vma_tf import serving_client
 
     if FLAGS.print_request:
-        body = serving_client.rest_request_body(FLAGS.signature, inputs)
+        try:
+            body = serving_client.rest_request_body(FLAGS.signature, inputs)
+        except serving_client.ServingError as e:
+            fail(str(e))
         print(json.dumps(body))
         return
     try:
@@ -226,13 +235,16 @@ def main(argv):
         fail(str(e))
     for name in sorted(outputs):
         print(_summary(name, outputs[name]))
-    if FLAGS.out:
+    if out is not None:
         import numpy as np
 
-        out = pathlib.Path(FLAGS.out).expanduser()
         tmp = out.with_name(f".{out.name}.tmp.npz")
-        np.savez(tmp, **outputs)
-        os.replace(tmp, out)
+        try:
+            np.savez(tmp, **outputs)
+            os.replace(tmp, out)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            fail(f"--out={FLAGS.out}: cannot write ({e.strerror})")
         print(f"wrote {out}", file=sys.stderr)
 
 

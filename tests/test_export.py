@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -192,6 +193,11 @@ def test_tf_serving_layout_and_signatures(served):
     assert (run["path"] / "saved_model.pb").is_file()
     assert (run["path"] / "variables" / "variables.index").is_file()
     assert [p.name for p in run["base"].iterdir()] == [str(run["step"])]  # No tmp.
+    # Readable as any new directory is (not mkdtemp's 0700): a server running
+    # as another user reads it.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(run["path"].stat().st_mode) == 0o777 & ~umask
     meta = export.read_metadata(run["path"])
     assert meta["kind"] == "vma" and not meta["learned_memory"]
     assert list(meta["signatures"]) == list(run["inputs"])
@@ -302,6 +308,8 @@ class FakeServing:
             raise urllib.error.HTTPError(
                 request.full_url, 400, "Bad Request", {}, io.BytesIO(error)
             )
+        if len(outputs) == 1:  # TF Serving leaves a lone output unnamed.
+            (outputs,) = outputs.values()
         return io.BytesIO(json.dumps({"outputs": outputs}).encode())
 
 
@@ -448,6 +456,12 @@ def test_query_launcher_request_body_feeds_the_signature(served, loaded, tmp_pat
     )
     body = json.loads(proc.stdout)["inputs"]
     assert sorted(body) == ["memory", "num", "seed"] and body["seed"] == [3, 4]
+    # --inputs fills what no flag gives; a flag given overrides it.
+    np.savez(tmp_path / "in.npz", x=inputs["x"], memory=inputs["memory"], k=5)
+    for extra, k in (([], 5), (["--k=3"], 3)):
+        args = [f"--inputs={tmp_path / 'in.npz'}", "--signature=address", *extra]
+        proc = run_launcher("query", [*args, "--print_request"])
+        assert json.loads(proc.stdout)["inputs"]["k"] == k, (extra, proc.stderr)
 
 
 def test_query_launcher_invert_and_flatten_images(tmp_path):
@@ -485,13 +499,20 @@ def test_query_launcher_invert_and_flatten_images(tmp_path):
 
 def test_query_launcher_bad_flags_give_one_line(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
     np.save(tmp_path / "x.npy", np.zeros([1, 784], np.float32))
     x = f"--x={tmp_path / 'x.npy'}"
     cases = [
         (["--signature=classify"], "--url is required"),
         (["--url=localhost:8501"], "must start with http://"),
         (["--url=http://h:1", f"--x={tmp_path / 'obj.npy'}"], "cannot read"),
+        (["--url=http://h:1", f"--x={tmp_path / 'obj.npz'}"], "cannot read"),
         (["--url=http://h:1", f"--x={tmp_path / 'none.npy'}"], "no such file"),
+        (["--print_request", x, "--seed=3000000000,1"], "'seed' must lie in"),
+        (
+            ["--url=http://h:1", x, f"--out={tmp_path / 'no' / 'out.npz'}"],
+            "no such directory",
+        ),
         (["--url=http://h:1", "--signature=classify", x], "needs --memory, --memory"),
         (["--url=http://h:1", x, "--seed=1"], "--seed=1 must be two integers"),
         (
@@ -506,6 +527,22 @@ def test_query_launcher_bad_flags_give_one_line(tmp_path):
         assert message in lines[0], lines
 
 
+def test_integer_inputs_are_never_silently_changed():
+    """Labels 2**32 + 7 and 7 would be one class after an int32 cast, and
+    1.7 would be 1: the client refuses both in one line."""
+    ok = serving_client.as_inputs({"memory_labels": np.array([7, 2**31 - 1])})
+    assert ok["memory_labels"].dtype == np.int32
+    bad = [
+        ({"memory_labels": np.array([7, 2**32 + 7])}, "'memory_labels' must lie in"),
+        ({"memory_labels": [0.0, 1.7]}, "'memory_labels' must hold integers"),
+        ({"k": 3_000_000_000}, "'k' must lie in the int32 range"),
+        ({"seed": [-(2**31) - 1, 0]}, "'seed' must lie in"),
+    ]
+    for inputs, message in bad:
+        with pytest.raises(serving_client.ServingError, match=message):
+            serving_client.predict("http://h:8501", "classify", inputs)
+
+
 def test_grpc_without_the_package_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
     with pytest.raises(serving_client.ServingError, match="tensorflow-serving-api"):
@@ -515,14 +552,15 @@ def test_grpc_without_the_package_is_one_clear_error(monkeypatch):
 
 
 @pytest.mark.parametrize("preset", ["mnist_learned", "mnist_vae"])
-def test_learned_memory_and_vae_exports(tmp_path, preset):
+def test_learned_memory_and_vae_exports(tmp_path, preset, monkeypatch):
     config = tiny(preset, batch_size=4)
     data = make_data(config)
     model = experiment.build_model(
         config, data.x_shape, data.make_batch(tf.constant(0, tf.int64))
     )
     path = export.export_model(model, data.x_shape, tmp_path, 1)
-    sigs = tf.saved_model.load(str(path)).signatures
+    loaded_model = tf.saved_model.load(str(path))
+    sigs = loaded_model.signatures
     x = data.make_batch(tf.constant(1, tf.int64))["x"][:2]
     ll = dict(x=x, num_samples=tf.constant(K), seed=tf.constant(SEED))
     got = sigs["log_likelihood"](**ll)
@@ -535,6 +573,11 @@ def test_learned_memory_and_vae_exports(tmp_path, preset):
     if preset == "mnist_vae":
         assert set(sigs) == {"serving_default", "log_likelihood", "sample"}
         np.testing.assert_array_equal(got["kl_a"], 0.0)
+        # Over REST its lone output comes back unnamed, and is named.
+        monkeypatch.setattr(urllib.request, "urlopen", FakeServing(loaded_model))
+        inputs = {"num": NUM, "seed": SEED}
+        rest = serving_client.predict("http://h:8501", "sample", inputs)
+        assert_outputs_equal(rest, {k: v.numpy() for k, v in sample.items()})
         return
     assert set(sigs) == {
         "serving_default",
@@ -553,6 +596,79 @@ def test_learned_memory_and_vae_exports(tmp_path, preset):
     assert probs.shape == (2, 8)
     with pytest.raises(tf.errors.InvalidArgumentError, match="memory must be float32"):
         sigs["address_with_memory"](x=x, memory=x, k=tf.constant(TOP))
+
+
+def test_served_large_memory_samples_as_compute_terms(served, tmp_path, monkeypatch):
+    """A signature's memory has no static size, so the sampler is chosen at
+    run time: above `HIERARCHICAL_MIN_CATEGORIES` entries the served draws are
+    the two-stage ones of `compute_terms` (lowered to 4 here, groups of 4)."""
+    from vma_tf.modeling import sampling
+
+    run = served["mnist_recall"]
+    _, model, data, _ = load_run(run["workdir"])
+    inputs = run["inputs"]
+    memory = inputs["sample"]["memory"]  # 8 entries: 2 groups of 4.
+    monkeypatch.setattr(sampling, "HIERARCHICAL_MIN_CATEGORIES", 4)
+    monkeypatch.setattr(sampling, "HIERARCHICAL_GROUP_SIZE", 4)
+    path = export.export_model(model, data.x_shape, tmp_path, 1)
+    exported = tf.saved_model.load(str(path))
+    expected = in_process(model, inputs)
+    for sig in ("log_likelihood", "sample"):
+        assert_outputs_equal(call(exported, sig, inputs[sig]), expected[sig], sig)
+    # Not the one-stage draws: those give other addresses, other bounds.
+    monkeypatch.setattr(sampling, "HIERARCHICAL_MIN_CATEGORIES", 1 << 30)
+    one_stage = in_process(model, inputs)["log_likelihood"]["nll_bound"]
+    assert len(memory) == 8
+    assert not np.allclose(one_stage, expected["log_likelihood"]["nll_bound"])
+
+
+def test_soft_attention_with_learned_memory_serves_its_memory(tmp_path, monkeypatch):
+    """Its export reads the learned memory (no `memory` input), as a VMA's
+    does; `*_with_memory` take another; REST names the lone `images`."""
+    config = configs.override(
+        configs.get_preset("omniglot_learned"),
+        kind="soft_attention",
+        channels=8,
+        memory_size=8,
+        batch_size=4,
+        jit=False,
+    )
+    data = make_data(config)
+    model = experiment.build_model(
+        config, data.x_shape, data.make_batch(tf.constant(0, tf.int64))
+    )
+    path = export.export_model(model, data.x_shape, tmp_path, 1)
+    meta = export.read_metadata(path)
+    assert meta["kind"] == "soft_attention" and meta["learned_memory"]
+    assert {k: sorted(v) for k, v in meta["signatures"].items()} == {
+        "log_likelihood": ["num_samples", "seed", "x"],
+        "sample": ["num", "seed"],
+        "log_likelihood_with_memory": ["memory", "num_samples", "seed", "x"],
+        "sample_with_memory": ["memory", "num", "seed"],
+    }
+    loaded_model = tf.saved_model.load(str(path))
+    x = data.make_batch(tf.constant(1, tf.int64))["x"][:2].numpy()
+    ll = dict(x=x, num_samples=np.int32(K), seed=np.array(SEED, np.int32))
+    want = model.compute_terms(x, None, K, tf.constant(SEED))
+    for sig, extra in (
+        ("log_likelihood", {}),
+        ("log_likelihood_with_memory", {"memory": model.memory.memory.numpy()}),
+    ):
+        got = call(loaded_model, sig, {**ll, **extra})
+        np.testing.assert_allclose(
+            got["nll_bound"], -estimators.iwae_bound(want.log_weights), rtol=1e-5
+        )
+    monkeypatch.setattr(urllib.request, "urlopen", FakeServing(loaded_model))
+    draw = {"num": NUM, "seed": SEED}
+    images = model.sample(NUM, None, tf.constant(SEED)).numpy()
+    got = serving_client.predict("http://h:8501", "sample", draw)
+    assert_outputs_equal(got, {"images": images})
+    other = np.zeros_like(model.memory.memory.numpy())
+    got = serving_client.predict(
+        "http://h:8501", "sample_with_memory", {**draw, "memory": other}
+    )
+    assert set(got) == {"images"} and got["images"].shape == images.shape
+    assert not np.allclose(got["images"], images)
 
 
 class FakeStub:

@@ -479,6 +479,52 @@ MUTANTS = (
             "tests/test_protocols.py::test_gmn_table_with_replacement_scores_copies_apart",
         ),
     ),
+    Mutant(
+        "export_version_dir_private",
+        "vma_tf/export/archive.py",
+        "        os.chmod(tmp, 0o777 & ~umask)\n",
+        "",
+        ("tests/test_export.py::test_tf_serving_layout_and_signatures",),
+    ),
+    Mutant(
+        "served_memory_always_one_stage",
+        "vma_tf/modeling/sampling.py",
+        "            tf.shape(logits)[-1] > HIERARCHICAL_MIN_CATEGORIES,\n",
+        "            tf.shape(logits)[-1] < 0,\n",
+        ("tests/test_export.py::test_served_large_memory_samples_as_compute_terms",),
+    ),
+    Mutant(
+        "rest_lone_output_unnamed",
+        "vma_tf/serving_client.py",
+        '        return {SINGLE_OUTPUTS.get(signature, "output"): _array(outputs)}\n',
+        '        return {"output": _array(outputs)}\n',
+        (
+            "tests/test_export.py::test_soft_attention_with_learned_memory_serves_its_memory",
+        ),
+    ),
+    Mutant(
+        "integer_inputs_wrapped",
+        "vma_tf/serving_client.py",
+        "            if array.size and (array.min() < info.min or array.max() > info.max):\n",
+        "            if False:\n",
+        ("tests/test_export.py::test_integer_inputs_are_never_silently_changed",),
+    ),
+    Mutant(
+        "query_inputs_file_beats_flags",
+        "launchers/query.py",
+        "        if FLAGS[name].present or name not in inputs:\n",
+        "        if name not in inputs:\n",
+        ("tests/test_export.py::test_query_launcher_request_body_feeds_the_signature",),
+    ),
+    Mutant(
+        "soft_attention_export_ignores_learned_memory",
+        "vma_tf/export/signatures.py",
+        '        "soft_attention",\n        SoftAttentionVAE,\n        False,\n',
+        '        "soft_attention",\n        SoftAttentionVAE,\n        None,\n',
+        (
+            "tests/test_export.py::test_soft_attention_with_learned_memory_serves_its_memory",
+        ),
+    ),
 )
 
 

@@ -46,11 +46,35 @@ class ServingError(RuntimeError):
     """The server (or the transport) reported an error; one-line message."""
 
 
+# The signatures with a single output, and its name. TF Serving's REST API
+# leaves a lone output unnamed (`{"outputs": value}`); the client names it.
+# VAE and soft-attention `sample` (`images`); VMA's have `addresses` too.
+SINGLE_OUTPUTS = {"sample": "images", "sample_with_memory": "images"}
+
+
 def as_inputs(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Casts known inputs to their signature dtypes (others kept as given)."""
+    """Casts known inputs to their signature dtypes (others kept as given).
+
+    Raises:
+        ServingError: an integer input (`k`, `seed`, `memory_labels`, ...)
+            holding a non-integer or a value outside int32, which a cast
+            would silently change (merging labels, say).
+    """
     out = {}
     for name, value in inputs.items():
         dtype = INPUT_DTYPES.get(name)
+        if dtype is np.int32:
+            array = np.asarray(value)
+            if array.dtype.kind not in "iub":
+                raise ServingError(
+                    f"input {name!r} must hold integers; got {array.dtype}"
+                )
+            info = np.iinfo(np.int32)
+            if array.size and (array.min() < info.min or array.max() > info.max):
+                raise ServingError(
+                    f"input {name!r} must lie in the int32 range "
+                    f"[{info.min}, {info.max}]; got {array.min()}..{array.max()}"
+                )
         out[name] = np.asarray(value, dtype=dtype)
     return out
 
@@ -78,15 +102,20 @@ def _array(value) -> np.ndarray:
     return array
 
 
-def parse_rest_response(body: str | bytes | Mapping) -> dict[str, np.ndarray]:
+def parse_rest_response(
+    body: str | bytes | Mapping, signature: str | None = None
+) -> dict[str, np.ndarray]:
     """Outputs of a REST predict response as numpy arrays.
 
     Args:
         body: the response JSON (text or decoded).
+        signature: the signature called: names a lone unnamed output
+            (`SINGLE_OUTPUTS`; TF Serving does not name it).
 
     Returns:
         `{output name: array}` (floats as float32, integers as int64). A
-        response with a single unnamed output gives `{"output": array}`.
+        single unnamed output is named by `SINGLE_OUTPUTS[signature]`, or
+        `"output"` for another signature.
 
     Raises:
         ServingError: the response is an error or has no outputs.
@@ -102,7 +131,7 @@ def parse_rest_response(body: str | bytes | Mapping) -> dict[str, np.ndarray]:
         raise ServingError(f"response has no 'outputs': keys {sorted(body)}")
     outputs = body["outputs"]
     if not isinstance(outputs, Mapping):
-        return {"output": _array(outputs)}
+        return {SINGLE_OUTPUTS.get(signature, "output"): _array(outputs)}
     return {k: _array(v) for k, v in outputs.items()}
 
 
@@ -162,7 +191,7 @@ def predict_rest(
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ServingError(f"cannot reach {request.full_url}: {reason}") from None
-    return parse_rest_response(text)
+    return parse_rest_response(text, signature)
 
 
 def predict_grpc(

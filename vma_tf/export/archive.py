@@ -57,12 +57,19 @@ def version_dir(export_dir, version: int) -> pathlib.Path:
 
 
 def _temporary_dir(target: pathlib.Path) -> pathlib.Path:
-    """A hidden new directory next to `target` (its parent created)."""
+    """A hidden new directory next to `target` (its parent created).
+
+    Its mode is that of any new directory (0777 less the umask), not
+    `mkdtemp`'s 0700: it becomes the version directory, which a model server
+    running as another user must be able to read.
+    """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        return pathlib.Path(
-            tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent)
-        )
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        return pathlib.Path(tmp)
     except OSError as e:
         raise ExportError(f"cannot write to {target.parent}: {e.strerror}") from None
 

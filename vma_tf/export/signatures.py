@@ -81,8 +81,19 @@ EXPORT_KINDS = (
     ExportKind(
         "soft_attention",
         SoftAttentionVAE,
-        None,
+        False,
         {"log_likelihood": "log_likelihood", "sample": "sample_images"},
+    ),
+    ExportKind(
+        "soft_attention",
+        SoftAttentionVAE,
+        True,
+        {
+            "log_likelihood": "log_likelihood_without_memory",
+            "sample": "sample_images_from_learned_memory",
+            "log_likelihood_with_memory": "log_likelihood",
+            "sample_with_memory": "sample_images",
+        },
     ),
     ExportKind(
         "vae",
@@ -262,6 +273,10 @@ class ServingFunctions:
         """`{"images": [num, *x]}` of a soft-attention model given the memory."""
         memory, num, seed = self._draw_inputs(memory, num, seed)
         return {"images": self.model.sample(num, memory, seed)}
+
+    def sample_images_from_learned_memory(self, num, seed):
+        """`sample_images` of a soft-attention model from its learned memory."""
+        return self.sample_images(None, num, seed)
 
     def sample_images_without_memory(self, num, seed):
         """`{"images": [num, *x]}` of a VAE (z ~ N(0, I))."""

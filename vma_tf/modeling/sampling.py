@@ -114,18 +114,19 @@ def _hierarchical_categorical(logits, num_samples: int, seed, offset):
     """Exact two-stage sample for a large `n`: a group of `S` consecutive
     categories by Gumbel-max over the groups' logsumexp, then a category in
     it by Gumbel-max over its `S` logits. P(a) = P(group) P(a | group), and
-    the noise is O(K B (n / S + S)) instead of O(K B n)."""
-    n = logits.shape[-1]
+    the noise is O(K B (n / S + S)) instead of O(K B n). `n` may be dynamic
+    (an exported signature's memory)."""
+    n = tf.shape(logits)[-1]
     size = HIERARCHICAL_GROUP_SIZE
-    groups = -(-n // size)
+    groups = (n + size - 1) // size
     batch_shape = tf.shape(logits)[:-1]
-    flat = tf.reshape(logits, [-1, n])  # [B, n]
-    pad = tf.fill([tf.shape(flat)[0], groups * size - n], flat.dtype.min)
-    grouped = tf.reshape(tf.concat([flat, pad], -1), [-1, groups, size])
+    flat = tf.reshape(logits, tf.stack([-1, n]))  # [B, n]
+    batch = tf.shape(flat)[0]
+    pad = tf.fill(tf.stack([batch, groups * size - n]), flat.dtype.min)
+    grouped = tf.reshape(tf.concat([flat, pad], -1), tf.stack([-1, groups, size]))
     seed_group, seed_within = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), 2)
     )
-    batch = tf.shape(flat)[0]
     offset = tf.cast(offset, tf.int64)
     group_logits = tf.reduce_logsumexp(grouped, axis=-1)  # [B, G]
     shape = tf.stack([num_samples, batch, groups])
@@ -144,12 +145,20 @@ def _hierarchical_categorical(logits, num_samples: int, seed, offset):
     return tf.reshape(out, tf.concat([[num_samples], batch_shape], 0))
 
 
+def _one_stage_categorical(logits, num_samples: int, seed, offset):
+    """Gumbel-max with one uniform per (sample, logit)."""
+    shape = tf.concat([[num_samples], tf.shape(logits)], axis=0)
+    elements = tf.cast(offset, tf.int64) * tf.size(logits, out_type=tf.int64)
+    return _gumbel_argmax(tf.broadcast_to(logits, shape), seed, elements)
+
+
 def categorical(logits, num_samples: int, seed, offset=0) -> tf.Tensor:
     """Samples `[num_samples, *batch]` int32 from `Categorical(logits)`.
 
     Gumbel-max: argmax_a (logits_a + G_a) with G_a = -log(-log U_a) is an exact
     sample from softmax(logits). With more than `HIERARCHICAL_MIN_CATEGORIES`
-    (static) categories the sample is drawn in two exact stages (a group of
+    categories (decided at run time when the static size is unknown) the
+    sample is drawn in two exact stages (a group of
     `HIERARCHICAL_GROUP_SIZE` categories, then one in it), so that a memory of
     100 000 entries does not need K x B x |M| noise.
 
@@ -164,12 +173,17 @@ def categorical(logits, num_samples: int, seed, offset=0) -> tf.Tensor:
         `[num_samples, *batch]` indices in `[0, n)`.
     """
     logits = tf.convert_to_tensor(logits)
+    args = (logits, num_samples, seed, offset)
     n = logits.shape[-1]
-    if n is not None and n > HIERARCHICAL_MIN_CATEGORIES:
-        return _hierarchical_categorical(logits, num_samples, seed, offset)
-    shape = tf.concat([[num_samples], tf.shape(logits)], axis=0)
-    elements = tf.cast(offset, tf.int64) * tf.size(logits, out_type=tf.int64)
-    return _gumbel_argmax(tf.broadcast_to(logits, shape), seed, elements)
+    if n is None:  # Chosen at run time, as the static size would choose.
+        return tf.cond(
+            tf.shape(logits)[-1] > HIERARCHICAL_MIN_CATEGORIES,
+            lambda: _hierarchical_categorical(*args),
+            lambda: _one_stage_categorical(*args),
+        )
+    if n > HIERARCHICAL_MIN_CATEGORIES:
+        return _hierarchical_categorical(*args)
+    return _one_stage_categorical(*args)
 
 
 def sample(dist: tfd.Distribution, seed, sample_shape=(), offset=0) -> tf.Tensor:
