@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -33,6 +34,7 @@ from absl import app, flags  # noqa: E402
 
 from launchers.common import fail, parse_flags  # noqa: E402
 from vma_tf import reproduction  # noqa: E402
+from vma_tf import time_to_quality as ttq  # noqa: E402
 from vma_tf.configs.schema import PRECISIONS  # noqa: E402
 from vma_tf.errors import WorkdirError  # noqa: E402
 from vma_tf.workdir import check_output_file  # noqa: E402
@@ -164,9 +166,35 @@ def _run(rows, runs_dir: pathlib.Path) -> None:
         command = [sys.executable, "-m", *argv]
         print("+ " + _shown(argv), flush=True)
         env = {**os.environ, **reproduction.thread_env(FLAGS.threads)}
-        code = subprocess.call(command, env=env)
+        code = call(command, env)
+        if code in STOPPED:  # The command checkpointed and said so.
+            sys.exit(code)
         if code:
             fail(f"exit {code}: python -m {shlex.join(argv)}")
+
+
+# Exit codes of a command stopped by SIGINT / SIGTERM (128 + the signal).
+STOPPED = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
+def call(command: list[str], env: dict[str, str]) -> int:
+    """Runs `command` to its end; returns its exit code.
+
+    A SIGINT or SIGTERM to this process is passed on to the command, once,
+    and its end awaited, so a training checkpoints its step however long
+    that takes. The command runs in its own session: a terminal's Ctrl-C
+    (sent to the whole foreground group) reaches it only through here, not
+    twice (a second signal stops a training at once), and a stopped driver
+    leaves no training behind.
+    """
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+    forward = lambda signum, frame: child.send_signal(signum)
+    before = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def main(argv):
@@ -196,6 +224,13 @@ def main(argv):
             figure = check_output_file("--figure", FLAGS.figure)
         except WorkdirError as e:
             fail(str(e))
+    try:
+        _act(rows, runs_dir, figure)
+    except ttq.MetricsError as e:  # A run's metrics.jsonl is not a log.
+        fail(str(e))
+
+
+def _act(rows, runs_dir: pathlib.Path, figure) -> None:
     if FLAGS.action == "report":
         if not runs_dir.is_dir():
             fail(f"--runs_dir={FLAGS.runs_dir} is not a directory")

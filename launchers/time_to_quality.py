@@ -106,7 +106,7 @@ def _train(thresholds: tuple[float, ...]) -> pathlib.Path:
             config,
             workdir,
             progress=FLAGS.progress,
-            stop_when=lambda records: ttq.reached_all(records, thresholds, FLAGS.split),
+            stop_when=ttq.stop_when(thresholds, FLAGS.split),
         )
     except (ConfigError, DataError, NonFiniteError) as e:
         fail(str(e))
@@ -129,9 +129,11 @@ def _already_done(workdir: pathlib.Path, thresholds, steps: int) -> str:
                 return f"every bound already reached by step {report.last_step}"
     except ValueError as e:
         fail(f"--workdir={FLAGS.workdir}: {e}")
-    train = [r["step"] for r in rows if r.get("split") == "train"]
-    if train and train[-1] >= steps:
-        return f"already trained to step {train[-1]} (--steps={steps})"
+    from vma_tf.workdir import checkpoint_step
+
+    saved = checkpoint_step(workdir)  # Not the log's: see checkpoint_step.
+    if saved >= steps:
+        return f"already trained to step {saved} (--steps={steps})"
     return ""
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import sys
 
 from absl import app, flags
 
@@ -69,7 +70,7 @@ def _base_config():
 def main(argv):
     check_common(argv, FLAGS.workdir, "the search directory")
     from vma_tf.data.files import DataError
-    from vma_tf.errors import NonFiniteError
+    from vma_tf.errors import Interrupted, NonFiniteError
 
     workdir = pathlib.Path(FLAGS.workdir).expanduser().absolute()
     try:
@@ -81,6 +82,9 @@ def main(argv):
         results = tuning.run_search(base, workdir, settings)
     except (ConfigError, DataError, NonFiniteError) as e:
         fail(str(e))
+    except Interrupted as e:  # SIGINT / SIGTERM: the trial's step is saved.
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     if results is None:
         print(f"tuner {os.environ.get('KERASTUNER_TUNER_ID')}: search finished")
     else:

@@ -3,13 +3,16 @@ commands are valid configs and protocol options; the report and the skip
 rules read fake run directories. No TensorFlow, no training."""
 
 import json
+import os
 import pathlib
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
-from helpers import run_launcher
+from helpers import REPO, run_launcher
 
 from vma_tf import configs, protocols, reproduction
 
@@ -106,10 +109,10 @@ def train_row(step, rate=2.0):
     return {"split": "train", "step": step, "nll_bound": 0.0, "steps_per_sec": rate}
 
 
-def fake_run(path, evals, last):
+def fake_run(path, evals, last, saved=None):
     """A run dir whose metrics log every 1000 steps (500 s each, so 11000
-    steps are 1.5 h) to `last`,
-    with test evaluations `{step: bound}`."""
+    steps are 1.5 h) to `last`, with test evaluations `{step: bound}`, and
+    checkpoints (empty files) every 1000 steps to `saved` (default `last`)."""
     path.mkdir(parents=True)
     rows = []
     for step in range(1000, last + 1, 1000):
@@ -117,6 +120,9 @@ def fake_run(path, evals, last):
         if step in evals:
             rows.append({"split": "test", "step": step, "nll_bound": evals[step]})
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "checkpoints").mkdir(exist_ok=True)
+    for step in range(1000, (last if saved is None else saved) + 1, 1000):
+        (path / "checkpoints" / f"ckpt-{step}.index").touch()
 
 
 def test_report_and_skip_rules(tmp_path):
@@ -186,7 +192,37 @@ def test_report_and_skip_rules(tmp_path):
     (runs / "gmn" / "metrics.jsonl").write_text(
         (runs / "gmn2" / "metrics.jsonl").read_text()
     )
+    assert reproduction.evaluated(table, runs) == report  # Not saved yet.
+    (runs / "gmn" / "checkpoints" / "ckpt-12000.index").touch()
     assert reproduction.evaluated(table, runs) is None
+
+
+def test_a_run_stopped_before_its_last_checkpoint_is_trained_and_evaluated(tmp_path):
+    """Its log reaches step 11000, its checkpoints 10000 (a stop during the
+    final evaluation): it is not trained to 11000, and its evaluation is of
+    the step it resumes from; a cut-short last log line is left out."""
+    runs = tmp_path / "runs"
+    fake_run(runs / "gmn", {10000: 100.0, 11000: 101.0}, 11000, saved=10000)
+    (table,) = reproduction.ROWS_BY_NAME["gmn_table"].evaluations
+    assert reproduction.trained_to(runs / "gmn", 11000, 0) == ""
+    assert "trained to step 10000" in reproduction.trained_to(runs / "gmn", 10000, 0)
+    (runs / "gmn" / "eval").mkdir()
+    path = runs / "gmn" / "eval" / "gmn_table.json"
+    for steps, up_to_date in (([11000], False), ([10000], True)):
+        report = {"workdirs": [str(runs / "gmn")], "steps": steps, "results": {}}
+        path.write_text(json.dumps(report))
+        assert (reproduction.evaluated(table, runs) is not None) == up_to_date
+    # The patience rule reads the log up to the checkpoint: step 11000's
+    # (worse) bound is not counted.
+    fake_run(runs / "flat", {1000: 90.0, 5000: 95.0, 6000: 80.0}, 6000, saved=5000)
+    assert "no better test bound since step 1000" in reproduction.trained_to(
+        runs / "flat", 50_000, 4000
+    )
+    with open(runs / "flat" / "metrics.jsonl", "a") as f:
+        f.write('{"split": "train", "step": 7000, "lo')
+    assert "since step 1000" in reproduction.trained_to(runs / "flat", 50_000, 4000)
+    text = reproduction.report_rows([reproduction.ROWS_BY_NAME["gmn_table"]], runs)
+    assert "| gmn | 10000 |" in text
 
 
 def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
@@ -341,3 +377,58 @@ def test_a_continuation_waits_for_its_base_then_trains_its_own_steps(tmp_path):
         [reproduction.ROWS_BY_NAME["classification_bgeval_k32"]], runs
     )
     assert "| bgeval_k32 | 3000 | 0.4 | -, after bgeval |" in text
+
+
+# Stands in for a training: on SIGINT / SIGTERM it "checkpoints" for a second
+# (longer than Python's 0.25 s grace of `subprocess.call`), counts the
+# signals it got, and exits 128 + the signal.
+CHILD = r"""
+import os, signal, sys, time
+got = []
+def handler(signum, frame):
+    got.append(signum)
+    if len(got) == 1:
+        time.sleep(1.0)
+        with open(sys.argv[1], "w") as f:
+            f.write(f"{os.getpid()} {len(got)}")
+        sys.exit(128 + signum)
+signal.signal(signal.SIGINT, handler)
+signal.signal(signal.SIGTERM, handler)
+open(sys.argv[1] + ".ready", "w").close()
+time.sleep(60)
+sys.exit(1)
+"""
+
+DRIVER = r"""
+import sys
+from launchers import reproduce
+sys.exit(reproduce.call([sys.executable, "-c", sys.argv[1], sys.argv[2]], None))
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "sigterm"])
+def test_a_signal_to_the_driver_reaches_the_training_once_and_is_awaited(tmp_path, how):
+    """Ctrl-C (SIGINT to the terminal's whole foreground group) or SIGTERM
+    to the driver alone: the command gets the signal exactly once, the
+    driver waits for it to checkpoint and exits with its code."""
+    out = tmp_path / "child"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, CHILD, str(out)],
+        cwd=REPO,
+        start_new_session=True,  # A group of its own, as a terminal's job.
+    )
+    deadline = time.time() + 60
+    while not pathlib.Path(f"{out}.ready").exists():
+        assert driver.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    if how == "ctrl_c":
+        os.killpg(driver.pid, signal.SIGINT)
+        code = 128 + signal.SIGINT
+    else:
+        driver.send_signal(signal.SIGTERM)
+        code = 128 + signal.SIGTERM
+    assert driver.wait(timeout=60) == code
+    pid, count = map(int, out.read_text().split())
+    assert count == 1  # Not twice (a second signal stops a training at once).
+    with pytest.raises(ProcessLookupError):  # Not left running.
+        os.kill(pid, 0)

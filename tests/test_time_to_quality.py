@@ -120,8 +120,15 @@ def test_launcher_reports_on_an_existing_run(tmp_path):
     assert lines[2].split() == ["<=", "100", "yes", "400", "99.500", "40", "40.0s"]
     assert lines[3].split()[:6] == ["<=", "90", "no", "600", "95.000", "75"]
     assert "not reached" in lines[3]
-    # A log that is not JSON: one line naming the flag and the file's line.
-    (run / "metrics.jsonl").write_text("{bad\n")
+    # A line cut short at the end (a full disk, a machine lost) is left out;
+    # a line that is not JSON before it is one line naming flag and line.
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text + '{"split": "test", "st')
+    again = run_launcher(
+        "time_to_quality", ["--notrain", "--quality=100,90", f"--workdir={run}"]
+    )
+    assert again.returncode == 0 and again.stdout == proc.stdout, again.stderr
+    (run / "metrics.jsonl").write_text("{bad\n" + text)
     proc = run_launcher(
         "time_to_quality", ["--notrain", "--quality=100", f"--workdir={run}"]
     )
@@ -174,3 +181,18 @@ def test_with_patience_reads_the_log(tmp_path):
     assert stop([evaluation(200, 101.0)])
     assert not ttq.with_patience(None, 101, path)([evaluation(200, 101.0)])
     assert ttq.plateau_message(tmp_path / "none.jsonl", 1) is None
+
+
+def test_stop_when_refuses_a_split_the_run_does_not_evaluate():
+    """A --split that is never evaluated periodically could never stop the
+    run: refused at the first evaluation, with the splits it has."""
+    stop = ttq.stop_when([100], "valid")
+    assert stop([evaluation(10, 99.0, "valid"), evaluation(10, 200.0, "valid_m2")])
+    assert not stop([evaluation(10, 101.0, "valid")])
+    stop = ttq.stop_when([100], "test")  # MNIST's periodic split is valid.
+    with pytest.raises(configs.ConfigError) as error:
+        stop([evaluation(10, 1.0, "valid_m2"), evaluation(10, 1.0, "valid")])
+    assert str(error.value) == (
+        "--split=test is not evaluated periodically by this run "
+        "(it evaluates valid, valid_m2); rerun with one of them"
+    )

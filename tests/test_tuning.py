@@ -3,6 +3,7 @@ a seeded single-process search, Hyperband's continued trials, and a chief +
 2 workers search over gRPC on 127.0.0.1."""
 
 import csv
+import dataclasses
 import json
 import os
 import pathlib
@@ -12,7 +13,7 @@ import time
 
 import keras_tuner
 import pytest
-from helpers import reserved_ports, wait_all
+from helpers import reserved_ports, tiny, wait_all
 
 from vma_tf import configs, tuning
 from vma_tf.modeling.models import VMA, LatentVariableModel
@@ -232,3 +233,84 @@ def test_every_oracle_proposes_values_from_the_search_space(tmp_path, name):
         assert trial.hyperparameters.values[key] in choices, key
     config = tuner.hypermodel.config(trial.hyperparameters)
     assert config.model.channels in space["channels"]
+
+
+def _tiny_base():
+    """`TINY`'s base config: 10-step trials, one validation batch, no XLA."""
+    return configs.validate(tiny(eval_batches=1, jit=False))
+
+
+SETTINGS = {"tuner": "random", "max_trials": 2, "steps_per_trial": 10, "tuner_seed": 0}
+
+
+def test_interrupted_trial_stops_the_search_and_a_rerun_resumes_it(
+    tmp_path, monkeypatch
+):
+    """A signal in a trial (checkpointed, `Interrupted`) ends the search, not
+    just the trial; the same search again retries that trial from its
+    checkpoint and runs no extra one."""
+    from vma_tf import training
+    from vma_tf.errors import Interrupted
+
+    real = training.train_and_evaluate
+
+    def stopped_at_5(config, workdir, **kwargs):
+        train = dataclasses.replace(config.train, steps=5)
+        real(dataclasses.replace(config, train=train), workdir, **kwargs)
+        raise Interrupted("SIGINT: checkpointed step 5", 130)
+
+    base = _tiny_base()
+    monkeypatch.setattr(training, "train_and_evaluate", stopped_at_5)
+    with pytest.raises(Interrupted, match="checkpointed step 5"):
+        tuning.run_search(base, tmp_path, SETTINGS)
+    monkeypatch.setattr(training, "train_and_evaluate", real)
+    results = tuning.run_search(base, tmp_path, SETTINGS)
+    rows = results["trials"]
+    assert [r["trial_id"] for r in rows] == ["0", "1"]
+    assert all(r["status"] == "COMPLETED" for r in rows), rows
+    text = (pathlib.Path(rows[0]["workdir"]) / "metrics.jsonl").read_text()
+    log = [json.loads(line) for line in text.splitlines()]
+    # Resumed at step 5 (its checkpoint), not retrained.
+    assert [r["step"] for r in log if r["split"] == "train"] == [5, 10]
+
+
+def test_diverging_trials_fail_and_too_many_stop_with_one_line(tmp_path, monkeypatch):
+    """A trial whose values diverge (`NonFiniteError`) fails and the search
+    goes on; keras-tuner's limit of 3 failures in a row ends it with one
+    line naming the last error."""
+    from vma_tf import training
+    from vma_tf.errors import NonFiniteError
+
+    def diverges(config, workdir, **kwargs):
+        raise NonFiniteError(f"loss is NaN at step 7 (lr {config.train.learning_rate})")
+
+    monkeypatch.setattr(training, "train_and_evaluate", diverges)
+    settings = dict(SETTINGS, max_trials=5)
+    with pytest.raises(configs.ConfigError) as error:
+        tuning.run_search(_tiny_base(), tmp_path, settings)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("the search stopped: Number of consecutive failures")
+    assert message.endswith(")") and "loss is NaN at step 7" in message
+
+
+def test_every_trial_is_scored_at_the_same_k(tmp_path):
+    """A trial trained with K = 2 is scored by L_8 on its validation set (its
+    own L_2 would be looser for the same weights, favouring K = 8)."""
+    from keras_tuner.engine.trial import Trial
+
+    from vma_tf import evaluation
+    from vma_tf.experiment import load_run
+
+    base = _tiny_base()
+    tuner = tuning.make_tuner(base, tmp_path, steps_per_trial=10)
+    values = {"learning_rate": 3e-4, "weight_decay": 0.0, "embed_dim": 64}
+    values |= {"similarity": "normalized", "num_samples": 2}
+    metrics = tuner.run_trial(Trial(hp_with(values), trial_id="0"))
+    _, model, data, _ = load_run(tmp_path / "trials" / "trial_0")
+    assert model.num_samples == 2
+    evals = {"valid": data.evals["valid"]}
+    at = lambda k: evaluation.nll_protocol(model, evals, k, jit=False)["valid"]
+    assert metrics["nll_bound"] == at(tuning.OBJECTIVE_SAMPLES)["nll_bound"]["mean"]
+    assert metrics["nll_bound"] < at(2)["nll_bound"]["mean"]
+    assert metrics["trial_nll_bound"] != metrics["nll_bound"]

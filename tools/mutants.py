@@ -525,6 +525,60 @@ MUTANTS = (
             "tests/test_export.py::test_soft_attention_with_learned_memory_serves_its_memory",
         ),
     ),
+    Mutant(
+        "interrupted_trial_only_fails",
+        "vma_tf/tuning.py",
+        "        except (Interrupted, ConfigError, DataError) as e:\n",
+        "        except (ConfigError, DataError) as e:\n",
+        (
+            "tests/test_tuning.py::test_interrupted_trial_stops_the_search_and_a_rerun_resumes_it",
+        ),
+    ),
+    Mutant(
+        "first_trial_not_retried",
+        "vma_tf/tuning.py",
+        "    tuner.save()\n",
+        "",
+        (
+            "tests/test_tuning.py::test_interrupted_trial_stops_the_search_and_a_rerun_resumes_it",
+        ),
+    ),
+    Mutant(
+        "reproduce_trusts_the_log",
+        "vma_tf/reproduction.py",
+        "    last = checkpoint_step(workdir)\n",
+        '    last = max(r["step"] for r in ttq.read_metrics(path))\n',
+        (
+            "tests/test_reproduction.py::test_a_run_stopped_before_its_last_checkpoint_is_trained_and_evaluated",
+        ),
+    ),
+    Mutant(
+        "metrics_reader_fails_on_a_cut_line",
+        "vma_tf/time_to_quality.py",
+        "            if i == len(lines) - 1:\n",
+        "            if False:\n",
+        (
+            "tests/test_reproduction.py::test_a_run_stopped_before_its_last_checkpoint_is_trained_and_evaluated",
+        ),
+    ),
+    Mutant(
+        "driver_signals_not_forwarded",
+        "launchers/reproduce.py",
+        "    forward = lambda signum, frame: child.send_signal(signum)\n",
+        "    forward = signal.SIG_DFL\n",
+        (
+            "tests/test_reproduction.py::test_a_signal_to_the_driver_reaches_the_training_once_and_is_awaited",
+        ),
+    ),
+    Mutant(
+        "unevaluated_split_accepted",
+        "vma_tf/time_to_quality.py",
+        "        if split not in splits:\n",
+        "        if False:\n",
+        (
+            "tests/test_time_to_quality.py::test_stop_when_refuses_a_split_the_run_does_not_evaluate",
+        ),
+    ),
 )
 
 

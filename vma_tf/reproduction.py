@@ -37,6 +37,7 @@ from typing import Any
 from vma_tf import time_to_quality as ttq
 from vma_tf.configs.schema import TrainConfig
 from vma_tf.protocols import REGISTRY  # No TensorFlow import.
+from vma_tf.workdir import checkpoint_step
 
 STEPS = 50_000
 PATIENCE = 10_000
@@ -499,10 +500,12 @@ def trained_to(workdir: pathlib.Path, steps: int, patience: int) -> str:
     path = workdir / "metrics.jsonl"
     if not path.is_file():
         return ""
-    rows = ttq.read_metrics(path)
-    last = max((r["step"] for r in rows if r.get("split") == "train"), default=0)
+    # The newest checkpoint, not the log: a run stopped between a step's rows
+    # and its checkpoint resumes from the checkpoint before.
+    last = checkpoint_step(workdir)
     if last >= steps:
         return f"trained to step {last}"
+    rows = [r for r in ttq.read_metrics(path) if r.get("step", 0) <= last]
     split = ttq.plateau_split(r.get("split") for r in rows)
     best = (
         None if split is None or not patience else ttq.plateaued(rows, patience, split)
@@ -572,11 +575,8 @@ def _option_text(value: Any) -> str:
 
 
 def _last_step(workdir: pathlib.Path) -> int:
-    path = workdir / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    steps = [r["step"] for r in ttq.read_metrics(path) if r.get("split") == "train"]
-    return max(steps, default=0)
+    """The step a run's evaluation evaluates: its newest checkpoint's."""
+    return checkpoint_step(workdir)
 
 
 def _value(

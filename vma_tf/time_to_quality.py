@@ -91,8 +91,15 @@ class QualityReport:
         return all(r.reached for r in self.reaches)
 
 
+class MetricsError(ValueError):
+    """A `metrics.jsonl` line (not the last) is not a JSON object."""
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a `metrics.jsonl` (blank lines skipped).
+
+    A last line that is not JSON (a write cut short: a full disk, a machine
+    lost; the trainer drops it when it resumes) is left out.
 
     Args:
         path: the file.
@@ -102,18 +109,24 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
     Raises:
         OSError: the file cannot be read.
-        ValueError: a line is not a JSON object (message names path and line).
+        MetricsError: a line is not a JSON object (message names path and
+            line).
     """
     rows = []
-    for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    lines = [
+        (number, line)
+        for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1)
+        if line.strip()
+    ]
+    for i, (number, line) in enumerate(lines):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {number} is not JSON ({e})") from None
+            if i == len(lines) - 1:
+                break
+            raise MetricsError(f"{path} line {number} is not JSON ({e})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path} line {number} is not a JSON object")
+            raise MetricsError(f"{path} line {number} is not a JSON object")
         rows.append(row)
     return rows
 
@@ -286,6 +299,34 @@ def reached_all(
     earlier evaluations have not."""
     lowest = min(check_thresholds(thresholds))
     return any(r["split"] == split and r["nll_bound"] <= lowest for r in records)
+
+
+def stop_when(
+    thresholds: Sequence[float], split: str
+) -> Callable[[list[dict[str, Any]]], bool]:
+    """`training.train_and_evaluate`'s `stop_when` of `launchers.time_to_quality`:
+    every threshold reached on `split` (`reached_all`).
+
+    Its first call refuses a `split` that is not among the evaluation's
+    records (the run does not evaluate it periodically, so it could never
+    stop the run).
+
+    Raises:
+        ConfigError: (when called) `split` is not evaluated; the message
+            names the splits that are.
+    """
+    from vma_tf.configs import ConfigError
+
+    def stop(records: list[dict[str, Any]]) -> bool:
+        splits = sorted({r["split"] for r in records})
+        if split not in splits:
+            raise ConfigError(
+                f"--split={split} is not evaluated periodically by this run "
+                f"(it evaluates {', '.join(splits)}); rerun with one of them"
+            )
+        return reached_all(records, thresholds, split)
+
+    return stop
 
 
 def plateau_split(splits: Iterable[str]) -> str | None:

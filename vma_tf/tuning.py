@@ -5,8 +5,10 @@ dataclass; `build(hp)` hands that config to the same model builder the
 trainer uses (`vma_tf.modeling.builders.build_model`), so there is no second
 model definition. `VMATuner.run_trial` trains the trial's config with
 `vma_tf.training.train_and_evaluate` for the trial's step budget in its own
-workdir, `DIR/trials/trial_ID/`, and reports the validation `nll_bound`
-(minimised).
+workdir, `DIR/trials/trial_ID/`, and reports the validation `nll_bound` at
+K = `OBJECTIVE_SAMPLES` (8) for every trial, whatever K it trained with
+(minimised; L_K tightens with K, so each trial's own bound would favour
+the largest K searched).
 
 Search space (`search_space(config)`):
 
@@ -63,10 +65,35 @@ from vma_tf.configs import (
     validate,
     x_shape,
 )
+from vma_tf.data.files import DataError
+from vma_tf.errors import Interrupted, NonFiniteError
 from vma_tf.workdir import atomic_write, preflight
 
 OBJECTIVE = "nll_bound"
-HYPERBAND_MAX_EPOCHS = 3  # Hyperband rungs: 1/3, 2/3 (rounded) and all steps.
+# K of every trial's objective: L_K tightens as K grows, so each trial's own
+# periodic bound (at its own K, a searched value) would favour the largest K
+# whatever the model. The largest K searched.
+OBJECTIVE_SAMPLES = 8
+HYPERBAND_MAX_EPOCHS = 3  # Hyperband (factor 3) rungs: 1/3 and all steps.
+
+
+class StopSearch(keras_tuner.errors.FatalError):
+    """An error of a trial that ends the search, not the trial.
+
+    keras-tuner marks a trial whose `run_trial` raises any other exception
+    as failed and goes on with the next one. A signal (`Interrupted`: the
+    step is checkpointed) and an error of the setup (`ConfigError`, which
+    includes `WorkdirError`, and `DataError`) must stop the search instead:
+    the trial then stays the oracle's ongoing trial, and rerunning the same
+    command retries it from its checkpoint. `run_search` re-raises `error`.
+
+    Attributes:
+        error: the trial's exception.
+    """
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
 
 
 def search_space(config: Config) -> dict[str, tuple[Any, ...]]:
@@ -79,7 +106,7 @@ def search_space(config: Config) -> dict[str, tuple[Any, ...]]:
     if m.kind != "vae":
         space["embed_dim"] = (64, 128, 256)
         space["similarity"] = SIMILARITIES
-    space["num_samples"] = (2, 4, 8)
+    space["num_samples"] = (2, 4, OBJECTIVE_SAMPLES)
     if m.architecture == "conv":
         space["channels"] = (16, 32, 64)
     return space
@@ -175,13 +202,16 @@ class VMATuner(keras_tuner.Tuner):
         return self.workdir / "trials" / f"trial_{trial_id}"
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
-        """Trains the trial's config; returns its last validation metrics.
+        """Trains the trial's config; returns its final validation metrics.
 
         Returns:
             `{"nll_bound": ..., "kl_a": ..., "kl_z": ..., "recon": ...,
-            "train_nll_bound": ..., "steps": ..., "steps_per_sec": ...}`, the
-            objective from the first periodic evaluation split (`valid` on
-            MNIST; Omniglot presets have no validation split: `test`).
+            "trial_nll_bound": ..., "train_nll_bound": ..., "steps": ...,
+            "steps_per_sec": ...}`: the objective `nll_bound` (and the KLs and
+            reconstruction) is L_K at K = `OBJECTIVE_SAMPLES` for every trial
+            on the first periodic evaluation split (`valid` on MNIST; Omniglot
+            presets have no validation split: `test`); `trial_nll_bound` is
+            the trial's own last evaluation there, at its own K.
         """
         import keras
 
@@ -200,14 +230,21 @@ class VMATuner(keras_tuner.Tuner):
                     ignore=shutil.ignore_patterns(".lock", "tuning.json"),
                 )
         keras.backend.clear_session()
-        summary = training.train_and_evaluate(config, workdir, progress=False)
+        try:
+            summary = training.train_and_evaluate(config, workdir, progress=False)
+        except NonFiniteError as e:  # These values diverge: a failed trial.
+            raise keras_tuner.errors.FailedTrialError(str(e)) from e
+        except (Interrupted, ConfigError, DataError) as e:
+            raise StopSearch(e) from e
         split = "valid" if "valid" in summary["metrics"] else _first_eval(summary)
         valid, train = summary["metrics"][split], summary["metrics"].get("train", {})
+        bound = objective_bound(workdir, split)
         metrics = {
-            OBJECTIVE: float(valid["nll_bound"]),
-            "kl_a": float(valid["kl_a"]),
-            "kl_z": float(valid["kl_z"]),
-            "recon": float(valid["recon"]),
+            OBJECTIVE: bound["nll_bound"]["mean"],
+            "kl_a": bound["kl_a"]["mean"],
+            "kl_z": bound["kl_z"]["mean"],
+            "recon": bound["recon"]["mean"],
+            "trial_nll_bound": float(valid["nll_bound"]),
             "train_nll_bound": float(train.get("nll_bound", math.nan)),
             "steps": float(summary["step"]),
             "steps_per_sec": float(summary["steps_per_sec"] or 0.0),
@@ -232,6 +269,28 @@ class VMATuner(keras_tuner.Tuner):
         raise NotImplementedError(
             f"load the trained weights from {self.trial_dir(trial.trial_id)}"
         )
+
+
+def objective_bound(workdir, split: str) -> dict[str, Any]:
+    """L_K at K = `OBJECTIVE_SAMPLES` of a trained run on its periodic
+    evaluation set `split` (the same examples for every trial).
+
+    Args:
+        workdir: the trial's run directory.
+        split: a periodic evaluation split of the run (`valid`, `test`).
+
+    Returns:
+        `{metric: {"mean", "stderr"}, "num_examples", "num_samples"}` for
+        `nll_bound`, `kl_a`, `kl_z`, `recon` (`evaluation.nll_protocol`).
+    """
+    from vma_tf import evaluation
+    from vma_tf.experiment import load_run
+
+    config, model, data, _ = load_run(workdir)
+    evals = {split: data.evals[split]}
+    return evaluation.nll_protocol(
+        model, evals, OBJECTIVE_SAMPLES, jit=config.train.jit
+    )[split]
 
 
 def _first_eval(summary: dict[str, Any]) -> str:
@@ -397,7 +456,21 @@ def run_search(
     )
     if is_chief():
         atomic_write(workdir / "search.json", json.dumps(settings, indent=2) + "\n")
-    tuner.search()
+    # keras-tuner reloads a search only if the tuner's own file exists, which
+    # it writes when a trial ends: written now, a rerun after a stop in the
+    # first trial retries that trial (with its values) instead of a new one.
+    tuner.save()
+    try:
+        tuner.search()
+    except StopSearch as e:
+        raise e.error from None
+    except RuntimeError as e:  # keras-tuner: too many failed trials in a row.
+        if not str(e).startswith("Number of consecutive failures"):
+            raise
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise ConfigError(
+            f"the search stopped: {lines[0].rstrip('.')}; the last: {lines[-1]}"
+        ) from None
     return write_results(tuner, base) if is_chief() else None
 
 

@@ -30,6 +30,22 @@ def atomic_write(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint_step(workdir: pathlib.Path) -> int:
+    """The step of the newest checkpoint in `workdir/checkpoints` (0: none).
+
+    What a resumed run restores and `launchers.evaluate` evaluates, read from
+    the checkpoints' `*.index` files without TensorFlow. Its rows in
+    `metrics.jsonl` may go further: the rows of a step are written before its
+    checkpoint, so a run stopped in between logged a step it did not save.
+    """
+    steps = [0]
+    for index in pathlib.Path(workdir, "checkpoints").glob("*-*.index"):
+        number = index.stem.rpartition("-")[2]
+        if number.isdigit():
+            steps.append(int(number))
+    return max(steps)
+
+
 def check_workdir(workdir: pathlib.Path, config: Config) -> None:
     """Fails (nothing written) on an unusable workdir or another run's config."""
     probe = workdir
