@@ -137,10 +137,13 @@ def test_old_config_json_without_eval_seed_keeps_its_evaluation_sets():
     `train.seed`: an old config.json reads as that seed (its runs resume and
     evaluate on the sets they had); a new one keeps its own."""
     old = configs.override(configs.get_preset("mnist_recall"), seed=3).to_dict()
-    del old["data"]["eval_seed"]
+    del old["data"]["eval_seed"], old["data"]["eval_subset"]
     assert configs.Config.from_dict(old).data.eval_seed == 3
     new = configs.override(configs.get_preset("mnist_recall"), seed=3)
     assert configs.Config.from_dict(new.to_dict()).data.eval_seed == 0
+    # Before `data.eval_subset` a partial evaluation read the first batches.
+    assert configs.Config.from_dict(old).data.eval_subset == "first"
+    assert configs.Config.from_dict(new.to_dict()).data.eval_subset == "spread"
 
 
 def test_old_config_json_with_baseline_field_loads():

@@ -71,6 +71,25 @@ def test_sequential_batches_are_the_first_full_batches_in_order(max_batches, exp
     assert len(batches) == expected
     got = np.concatenate([b["x"].numpy() for b in batches])
     np.testing.assert_array_equal(got, images[: 5 * expected].astype(np.float32))
+    # With a seed, a part of the file is a random subset (a sorted file does
+    # not bias it), in file order; all of it is the same as without.
+    seeded = [
+        np.concatenate(
+            [
+                b["x"].numpy()
+                for b in pipelines.sequential_batches(images, 5, max_batches, s)
+            ]
+        )
+        for s in (0, 1)
+    ]
+    if expected == 4:
+        for got_s in seeded:
+            np.testing.assert_array_equal(got_s, got)
+        return
+    ids = [_row_ids(g, images) for g in seeded]
+    for i in ids:
+        assert len(set(i)) == 10 and list(i) == sorted(i)
+    assert list(ids[0]) != list(ids[1]) and list(ids[0]) != list(range(10))
 
 
 def test_mnist_splits_come_from_their_own_files():
@@ -81,10 +100,18 @@ def test_mnist_splits_come_from_their_own_files():
     )
     data = pipelines.mnist_data(config)
     files = {s: load_binarized_mnist(s) for s in ("train", "valid", "test")}
-    for split, sets in (("valid", data.evals), ("test", data.final_evals)):
+    first = pipelines.mnist_data(configs.override(config, eval_subset="first"))
+    for split, sets, firsts in (
+        ("valid", data.evals, first.evals),
+        ("test", data.final_evals, first.final_evals),
+    ):
         assert list(sets) == [split]
-        got = np.concatenate([b["x"].numpy() for b in sets[split]])
+        got = np.concatenate([b["x"].numpy() for b in firsts[split]])
         np.testing.assert_array_equal(got, files[split][:16].astype(np.float32))
+        # The default: 16 images drawn from the whole file, in file order.
+        got = np.concatenate([b["x"].numpy() for b in sets[split]])
+        ids = _row_ids(got, files[split])
+        assert len(set(ids)) == 16 and list(ids) == sorted(ids) and ids[-1] > 1000
     train_rows = {r.tobytes() for r in files["train"][:5000]}
     x = data.make_batch(tf.constant(7, tf.int64))["x"].numpy().astype(np.uint8)
     assert {r.tobytes() for r in x} <= {r.tobytes() for r in files["train"]}

@@ -599,6 +599,47 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
         np.testing.assert_array_equal(ours[name], ref[name], err_msg=name)
 
 
+@pytest.mark.parametrize("damage", ["state_deleted", "state_empty", "newest_gone"])
+def test_resume_and_load_read_the_checkpoints_not_their_state_file(
+    tmp_path, capsys, damage
+):
+    """TF's `checkpoints/checkpoint` state file lost, emptied, or naming a
+    checkpoint that is gone: a resumed run continues from the newest
+    checkpoint there is (not from step 0, its log kept), the manager keeps
+    deleting old ones, and `load_run` restores it; an unreadable newest one
+    is skipped by `load_run` as by training."""
+    from vma_tf.experiment import load_run
+
+    config = tiny(steps=40, jit=False, keep_checkpoints=2)
+    workdir = tmp_path / "run"
+    training.train_and_evaluate(config, workdir, progress=False)  # ckpt-20, ckpt-40
+    directory = workdir / "checkpoints"
+    if damage == "state_deleted":
+        (directory / "checkpoint").unlink()
+    elif damage == "state_empty":
+        (directory / "checkpoint").write_text("")
+    else:
+        for f in directory.glob("ckpt-40.*"):
+            f.unlink()
+    start = 20 if damage == "newest_gone" else 40
+    assert load_run(workdir)[3] == start
+    summary = training.train_and_evaluate(
+        configs.override(config, steps=80), workdir, progress=False
+    )
+    assert summary["step"] == 80 and summary["steps_this_run"] == 80 - start
+    rows = read_metrics(workdir)
+    assert [r["step"] for r in rows if r["split"] == "train"] == list(range(10, 81, 10))
+    assert sorted(p.name for p in directory.glob("*.index")) == [
+        "ckpt-60.index",
+        "ckpt-80.index",
+    ]
+    data = next(directory.glob("ckpt-80.data-*"))
+    data.write_bytes(data.read_bytes()[:100])
+    capsys.readouterr()
+    assert load_run(workdir)[3] == 60
+    assert "ckpt-80 is unreadable" in capsys.readouterr().err
+
+
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     config = tiny(steps=20, jit=False)
     workdir = tmp_path / "run"

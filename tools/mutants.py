@@ -579,6 +579,49 @@ MUTANTS = (
             "tests/test_time_to_quality.py::test_stop_when_refuses_a_split_the_run_does_not_evaluate",
         ),
     ),
+    Mutant(
+        "state_file_not_repaired",
+        "vma_tf/training.py",
+        '    checkpointing.repair_state(workdir / "checkpoints")  # Before the manager reads it.\n',
+        "",
+        (
+            "tests/test_training.py::test_resume_and_load_read_the_checkpoints_not_their_state_file",
+        ),
+    ),
+    Mutant(
+        "repaired_state_keeps_every_checkpoint",
+        "vma_tf/checkpointing.py",
+        "        last_preserved_timestamp=0.0,\n",
+        "        last_preserved_timestamp=2e9,\n",
+        (
+            "tests/test_training.py::test_resume_and_load_read_the_checkpoints_not_their_state_file",
+        ),
+        Mutant(
+            "load_run_trusts_the_state_file",
+            "vma_tf/experiment.py",
+            "    if checkpointing.newest(directory) is None:\n",
+            '    if tf.train.latest_checkpoint(str(directory)) is None:\n',
+            (
+                "tests/test_training.py::test_resume_and_load_read_the_checkpoints_not_their_state_file",
+            ),
+        ),
+        Mutant(
+            "partial_eval_reads_the_first_batches",
+            "vma_tf/data/pipelines.py",
+            '        seed=d.eval_seed if d.eval_subset == "spread" else None,\n',
+            "        seed=None,\n",
+            ("tests/test_pipelines.py::test_mnist_splits_come_from_their_own_files",),
+        ),
+        Mutant(
+            "old_config_reads_a_spread_subset",
+            "vma_tf/configs/schema.py",
+            '            data.setdefault("eval_subset", "first")\n',
+            "",
+            (
+                "tests/test_configs.py::test_old_config_json_without_eval_seed_keeps_its_evaluation_sets",
+            ),
+        ),
+    ),
 )
 
 

@@ -14,6 +14,9 @@ checkpoint of another architecture fails loudly instead of half-restoring
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 import keras
 import tensorflow as tf
 
@@ -77,21 +80,59 @@ def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
         ) from None
 
 
-def _numbered_checkpoints(directory) -> list[str]:
+def numbered_checkpoints(directory) -> list[str]:
     """Checkpoint prefixes in `directory`, newest (highest number) first.
 
     Read from the `*.index` files themselves, so a damaged `checkpoint`
     state file does not hide older checkpoints.
     """
-    import pathlib
-    import re
-
     found = []
     for index in pathlib.Path(directory).glob("*.index"):
         match = re.fullmatch(r"(.+)-(\d+)", index.stem)
         if match:
             found.append((int(match.group(2)), str(index.with_suffix(""))))
     return [path for _, path in sorted(found, reverse=True)]
+
+
+def newest(directory) -> str | None:
+    """The newest checkpoint prefix of `directory` (None: none), from the
+    `*.index` files: not TensorFlow's `checkpoint` state file, which may be
+    missing or name a checkpoint that is gone."""
+    paths = numbered_checkpoints(directory)
+    return paths[0] if paths else None
+
+
+def repair_state(directory) -> None:
+    """Rewrites the `checkpoint` state file of `directory` from its `*.index`
+    files when it is missing, unreadable or does not name the newest one.
+
+    A `tf.train.CheckpointManager` reads that file when it is created: with
+    it lost, the manager would not know the older checkpoints (so never
+    delete them for `max_to_keep`).
+    """
+    paths = numbered_checkpoints(directory)
+    if not paths:
+        return
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except (ValueError, tf.errors.OpError):  # An empty or garbled file.
+        state = None
+    if state is not None and state.model_checkpoint_path.endswith(
+        pathlib.Path(paths[0]).name
+    ):
+        return
+    oldest_first = paths[::-1]
+    tf.compat.v1.train.update_checkpoint_state(
+        str(directory),
+        paths[0],
+        all_model_checkpoint_paths=oldest_first,
+        # Times after the last "preserved" one (0), as the manager writes
+        # them: else it would keep them all (`keep_checkpoint_every_n_hours`).
+        all_model_checkpoint_timestamps=[
+            pathlib.Path(f"{p}.index").stat().st_mtime for p in oldest_first
+        ],
+        last_preserved_timestamp=0.0,
+    )
 
 
 def restore_newest_valid(checkpoint: tf.train.Checkpoint, directory, warn=print):
@@ -109,7 +150,7 @@ def restore_newest_valid(checkpoint: tf.train.Checkpoint, directory, warn=print)
         CheckpointMismatchError: mismatch, or no checkpoint could be read
             (never a silent start from scratch).
     """
-    paths = _numbered_checkpoints(directory)
+    paths = numbered_checkpoints(directory)
     bad = []
     for path in paths:
         try:
@@ -139,11 +180,7 @@ def warm_start(model: keras.Model, run_dir) -> str:
     when `run_dir` has no checkpoint or its model variables differ from
     `model`'s (names or shapes). Returns the checkpoint path.
     """
-    import pathlib
-
-    path = tf.train.latest_checkpoint(
-        str(pathlib.Path(run_dir).expanduser() / "checkpoints")
-    )
+    path = newest(pathlib.Path(run_dir).expanduser() / "checkpoints")
     if path is None:
         raise CheckpointMismatchError(f"--init_from={run_dir} has no checkpoint")
     checkpoint = tf.train.Checkpoint(

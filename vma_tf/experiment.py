@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import keras
 import numpy as np
@@ -109,20 +110,28 @@ def load_run(workdir, dtype_policy: str | None = None):
 
     Raises:
         vma_tf.errors.WorkdirError: no config or no checkpoint in `workdir`.
+        vma_tf.errors.CheckpointMismatchError: no checkpoint is readable, or
+            they are of another model.
     """
     workdir = pathlib.Path(workdir).expanduser()
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise WorkdirError(f"--workdir={workdir} has no config.json (not a run)")
     config = Config.from_dict(json.loads(config_path.read_text()))
-    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
-    if latest is None:
+    directory = workdir / "checkpoints"
+    if checkpointing.newest(directory) is None:
         raise WorkdirError(f"--workdir={workdir} has no checkpoint yet")
     data = make_data(config)
     with dtype_policy_scope(dtype_policy):
         batch = data.make_batch(tf.constant(0, tf.int64))
         model = build_model(config, data.x_shape, batch)
-    checkpointing.restore(checkpointing.make_checkpoint(model), latest)
+    # As a resumed run does: an unreadable newest checkpoint is skipped with
+    # a warning (the step returned is the one restored).
+    checkpointing.restore_newest_valid(
+        checkpointing.make_checkpoint(model),
+        directory,
+        warn=lambda message: print(message, file=sys.stderr),
+    )
     return config, model, data, int(model.optimizer.iterations.numpy())
 
 

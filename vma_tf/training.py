@@ -387,6 +387,7 @@ def _train(
     with dtype_policy_scope(t.precision):
         model = build_model(config, data.x_shape, example, data.pixel_mean)
     checkpoint = checkpointing.make_checkpoint(model)
+    checkpointing.repair_state(workdir / "checkpoints")  # Before the manager reads it.
     manager = tf.train.CheckpointManager(
         checkpoint, workdir / "checkpoints", max_to_keep=t.keep_checkpoints
     )
@@ -500,7 +501,7 @@ def _restore(model, checkpoint, checkpoint_root: pathlib.Path, init_from) -> int
     """Restores the newest valid checkpoint of `checkpoint_root/checkpoints`
     (or warm-starts from `init_from`); returns the step to start from."""
     directory = pathlib.Path(checkpoint_root) / "checkpoints"
-    latest = tf.train.latest_checkpoint(str(directory))
+    latest = checkpointing.newest(directory)  # From the files, not the state file.
     # Checkpoints are numbered by step. All workers must agree before the
     # restore, whose variable creation is itself a collective.
     distribution.check_same_step(

@@ -34,6 +34,7 @@ DATASETS = (
 )
 EPISODIC_DATASETS = ("omniglot_fewshot", "omniglot_gmn", "omniglot_bgeval")
 TASKS = ("recall", "batches", "episodes")
+EVAL_SUBSETS = ("spread", "first")
 KINDS = ("vma", "vae", "soft_attention")
 ARCHITECTURES = ("mlp", "conv")
 MEMORIES = ("episodic", "learned")
@@ -115,6 +116,16 @@ class DataConfig:
         short=True,
         minimum=0,
         resumable=True,
+    )
+    eval_subset: str = _field(
+        "spread",
+        "Which examples an evaluation of fewer batches than its split holds "
+        "(--eval_batches) reads from a fixed split: spread, a random subset "
+        "drawn with eval_seed; first, the first ones in file order (biased "
+        "where the file is sorted: binarized MNIST's test digits, Omniglot's "
+        "characters; a config.json written before this field, 2026-12-06, "
+        "reads as first, the set it was evaluated on).",
+        choices=EVAL_SUBSETS,
     )
     eval_seed: int = _field(
         0,
@@ -485,6 +496,8 @@ class Config:
             data = dict(d["data"])
             # Before `eval_seed`, the evaluation sets were drawn with train.seed.
             data.setdefault("eval_seed", d["train"].get("seed", 0))
+            # Before `eval_subset`, a partial evaluation read the first batches.
+            data.setdefault("eval_subset", "first")
             return cls(
                 name=d["name"],
                 data=DataConfig(**data),

@@ -10,6 +10,7 @@ from vma_tf.data import omniglot
 from vma_tf.data.pipelines import (
     ExperimentData,
     epoch_batch_fn,
+    eval_batches,
     from_counter,
     mnist_data,
     sequential_batches,
@@ -91,7 +92,7 @@ def omniglot_learned_data(config: Config) -> ExperimentData:
     train, test = train[..., np.newaxis], test[..., np.newaxis]
     t = config.train
     make = epoch_batch_fn(tf.constant(train), t.batch_size, t.seed, _TRAIN_STREAM)
-    evals = {"test": sequential_batches(test, t.batch_size, config.data.eval_batches)}
+    evals = {"test": eval_batches(test, config)}
     return ExperimentData(
         make_batch=make,
         evals=evals,

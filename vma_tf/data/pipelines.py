@@ -23,6 +23,9 @@ from vma_tf.data.mnist import load_binarized_mnist
 
 # Distinct streams so train/eval/memory draws never share random numbers.
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
+# Key `[eval_seed, _SUBSET_STREAM]` of the numpy generator drawing a partial
+# evaluation's examples (`sequential_batches`).
+_SUBSET_STREAM = 21
 
 
 def _step_seed(seed: int, stream: int, step) -> tf.Tensor:
@@ -170,22 +173,45 @@ def _eval_sets(
             make = recall_batch_fn(imgs, size, t.batch_size, d.eval_seed, _EVAL_STREAM)
             out[name] = from_counter(make, 0, batches)
         return out
-    return {split: sequential_batches(images, t.batch_size, d.eval_batches)}
+    return {split: eval_batches(images, config)}
+
+
+def eval_batches(images: np.ndarray, config: Config) -> tf.data.Dataset:
+    """The periodic evaluation batches of a fixed split, as `config.data`
+    says (`eval_batches`, and `eval_subset` / `eval_seed` for a part)."""
+    d = config.data
+    return sequential_batches(
+        images,
+        config.train.batch_size,
+        d.eval_batches,
+        seed=d.eval_seed if d.eval_subset == "spread" else None,
+    )
 
 
 def sequential_batches(
-    images: np.ndarray, batch_size: int, max_batches: int = 0
+    images: np.ndarray, batch_size: int, max_batches: int = 0, seed: int | None = None
 ) -> tf.data.Dataset:
-    """The first `max_batches` (0: all) full batches `{"x": [B, *x]}` float32.
+    """Full batches `{"x": [B, *x]}` float32 of `images`, in file order.
 
-    The remainder is dropped so the compiled step sees one static shape.
+    All of them (the remainder dropped so the compiled step sees one static
+    shape), or `max_batches` of them: the first ones, or with `seed` those of
+    a random subset of `max_batches * B` examples (drawn with `seed`; kept in
+    file order), which a sorted file does not bias.
+
+    Args:
+        images: `[N, *x]` examples.
+        batch_size: B.
+        max_batches: batches to give (0: all).
+        seed: draws the subset of a partial evaluation; None: the first.
     """
     n = images.shape[0] // batch_size
     if max_batches:
         n = min(n, max_batches)
-    xs = tf.data.Dataset.from_tensor_slices(
-        {"x": tf.cast(images[: n * batch_size], tf.float32)}
-    )
+    take = n * batch_size
+    if seed is not None and take < images.shape[0] - images.shape[0] % batch_size:
+        rng = np.random.default_rng([seed, _SUBSET_STREAM])
+        images = images[np.sort(rng.choice(images.shape[0], take, replace=False))]
+    xs = tf.data.Dataset.from_tensor_slices({"x": tf.cast(images[:take], tf.float32)})
     return xs.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

@@ -128,7 +128,7 @@ def _by_step(run: Run, measure) -> dict:
     from vma_tf import checkpointing
 
     checkpoint = checkpointing.make_checkpoint(run.model)
-    paths = checkpointing._numbered_checkpoints(run.workdir / "checkpoints")
+    paths = checkpointing.numbered_checkpoints(run.workdir / "checkpoints")
     by_step = {}
     for path in reversed(paths):  # Oldest first.
         checkpointing.restore(checkpoint, path)
