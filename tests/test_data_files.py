@@ -3,6 +3,7 @@ preparation, and MNIST served by tfds equal to the raw files row for row."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -192,6 +193,123 @@ def test_interrupted_preparation_leaves_nothing(
         tfds_data.prepare("omniglot_gmn", SHARED)
     assert not (cache / "staging.stale").exists()
     assert not (cache / "omniglot_gmn28" / "incomplete.stale").exists()
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["file", "under_file"])
+def test_cache_that_is_not_a_directory_is_one_line(
+    isolated: pathlib.Path,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inside: bool,
+) -> None:
+    for name in ("omniglot28_background.npz", "omniglot28_evaluation.npz"):
+        _put(isolated / "data", name, b"x")  # Only looked up before the lock.
+    regular = _put(tmp_path, "not_a_dir", b"")
+    cache = regular / "tfds" if inside else regular
+    monkeypatch.setenv("VMA_TFDS_DIR", str(cache))
+    with pytest.raises(DataError) as info:
+        tfds_data.prepare("omniglot_gmn")
+    message = str(info.value)
+    assert str(cache) in message and "$VMA_TFDS_DIR" in message
+    assert "\n" not in message
+
+
+@needs_shared
+def test_corrupted_mnist_idx_gz_is_its_content_not_uncompressed(
+    isolated: pathlib.Path,
+) -> None:
+    assert SHARED is not None
+    names = [n for n in SHA256 if n.startswith("mnist_idx/")]
+    for name in names:
+        data = bytearray((SHARED / name).read_bytes())
+        if name.endswith("t10k-labels-idx1-ubyte.gz"):
+            data[100] ^= 1  # Same size, one bit flipped.
+        _put(isolated / "data", name, bytes(data))
+    with pytest.raises(DataError) as info:
+        tfds_data.prepare("mnist")
+    message = str(info.value)
+    bad = "mnist_idx/t10k-labels-idx1-ubyte.gz"
+    assert message.startswith(f"{isolated / 'data' / bad}: its content does not match")
+    assert SHA256[bad] in message and "\n" not in message
+
+
+# ------------------------------------------------------- decoded splits, kept on disk
+
+
+class _Records:
+    """Stands in for a prepared builder: all `read_split` uses of one."""
+
+    def __init__(self, data_dir: pathlib.Path) -> None:
+        self.data_dir = str(data_dir)
+        self.reads = 0  # Times the records were decoded.
+
+    def as_dataset(self, split, shuffle_files, read_config):
+        import tensorflow as tf
+
+        self.reads += 1
+        image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+        return tf.data.Dataset.from_tensor_slices(
+            {"image": image, "name": np.array([b"a", b"bc", b"d"])}
+        )
+
+
+def _assert_same(arrays: dict, expected: dict) -> None:
+    assert arrays.keys() == expected.keys()
+    for key, value in expected.items():
+        assert arrays[key].dtype == value.dtype
+        np.testing.assert_array_equal(arrays[key], value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not_npz", "no_key"])
+def test_damaged_decoded_split_is_deleted_and_decoded_again(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture, damage: str
+) -> None:
+    records = _Records(tmp_path)
+    first = tfds_data.read_split(records, "train")
+    assert first["name"].dtype == object and records.reads == 1
+    cached = tmp_path / "vma_arrays-train.npz"
+    _assert_same(tfds_data.read_split(records, "train"), first)
+    assert records.reads == 1  # Read from the decoded copy.
+    data = cached.read_bytes()
+    if damage == "no_key":
+        np.savez(cached, image=first["image"])  # KeyError: no object keys.
+    else:
+        damaged = {
+            "truncated": data[: len(data) // 2],
+            "empty": b"",
+            "not_npz": b"x" * 64,
+        }
+        cached.write_bytes(damaged[damage])
+    capsys.readouterr()
+    _assert_same(tfds_data.read_split(records, "train"), first)
+    assert records.reads == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{cached}: unreadable") and err.count("\n") == 1
+    assert cached.read_bytes() == data  # Rewritten: the next run reads it.
+    _assert_same(tfds_data.read_split(records, "train"), first)
+    assert records.reads == 2 and _listing(tmp_path) == [cached.name]
+
+
+def test_decoded_split_is_synced_and_a_failed_write_leaves_nothing(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _Records(tmp_path)
+    calls = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync") or fsync(fd))
+    monkeypatch.setattr(
+        os, "replace", lambda src, dst: calls.append("replace") or replace(src, dst)
+    )
+    first = tfds_data.read_split(records, "train")
+    assert calls == ["fsync", "replace"]
+
+    def cut_short(file, **arrays):  # A full disk, or `ulimit -f`.
+        file.write(b"PK\x03\x04" + bytes(100))
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(np, "savez", cut_short)
+    _assert_same(tfds_data.read_split(records, "test"), first)  # Best effort.
+    assert _listing(tmp_path) == ["vma_arrays-train.npz"]
 
 
 # ------------------------------------------------------------- MNIST served by tfds

@@ -596,30 +596,79 @@ MUTANTS = (
         (
             "tests/test_training.py::test_resume_and_load_read_the_checkpoints_not_their_state_file",
         ),
-        Mutant(
-            "load_run_trusts_the_state_file",
-            "vma_tf/experiment.py",
-            "    if checkpointing.newest(directory) is None:\n",
-            '    if tf.train.latest_checkpoint(str(directory)) is None:\n',
-            (
-                "tests/test_training.py::test_resume_and_load_read_the_checkpoints_not_their_state_file",
-            ),
+    ),
+    Mutant(
+        "load_run_trusts_the_state_file",
+        "vma_tf/experiment.py",
+        "    if checkpointing.newest(directory) is None:\n",
+        "    if tf.train.latest_checkpoint(str(directory)) is None:\n",
+        (
+            "tests/test_training.py::test_resume_and_load_read_the_checkpoints_not_their_state_file",
         ),
-        Mutant(
-            "partial_eval_reads_the_first_batches",
-            "vma_tf/data/pipelines.py",
-            '        seed=d.eval_seed if d.eval_subset == "spread" else None,\n',
-            "        seed=None,\n",
-            ("tests/test_pipelines.py::test_mnist_splits_come_from_their_own_files",),
+    ),
+    Mutant(
+        "partial_eval_reads_the_first_batches",
+        "vma_tf/data/pipelines.py",
+        '        seed=d.eval_seed if d.eval_subset == "spread" else None,\n',
+        "        seed=None,\n",
+        ("tests/test_pipelines.py::test_mnist_splits_come_from_their_own_files",),
+    ),
+    Mutant(
+        "old_config_reads_a_spread_subset",
+        "vma_tf/configs/schema.py",
+        '            data.setdefault("eval_subset", "first")\n',
+        "",
+        (
+            "tests/test_configs.py::test_old_config_json_without_eval_seed_keeps_its_evaluation_sets",
         ),
-        Mutant(
-            "old_config_reads_a_spread_subset",
-            "vma_tf/configs/schema.py",
-            '            data.setdefault("eval_subset", "first")\n',
-            "",
-            (
-                "tests/test_configs.py::test_old_config_json_without_eval_seed_keeps_its_evaluation_sets",
-            ),
+    ),
+    # -- run files readable by others, damaged caches repaired -----------
+    Mutant(
+        "atomic_write_mode_0600",
+        "vma_tf/workdir.py",
+        "        os.chmod(tmp, 0o666 & ~umask)\n",
+        "",
+        ("tests/test_workdir.py::test_atomic_write_gives_the_mode_of_a_new_file",),
+    ),
+    Mutant(
+        "atomic_write_temp_left_on_failure",
+        "vma_tf/workdir.py",
+        "            os.unlink(tmp)\n        raise\n",
+        "            pass\n        raise\n",
+        ("tests/test_workdir.py::test_atomic_write_failure_leaves_no_temporary_file",),
+    ),
+    Mutant(
+        "damaged_decoded_split_not_repaired",
+        "vma_tf/data/tfds_data.py",
+        "        except _LOAD_ERRORS as exc:\n",
+        "        except () as exc:\n",
+        (
+            "tests/test_data_files.py::test_damaged_decoded_split_is_deleted_and_decoded_again",
+        ),
+    ),
+    Mutant(
+        "decoded_split_temp_left_on_failure",
+        "vma_tf/data/tfds_data.py",
+        "        if tmp is not None:\n",
+        "        if False:\n",
+        (
+            "tests/test_data_files.py::test_decoded_split_is_synced_and_a_failed_write_leaves_nothing",
+        ),
+    ),
+    Mutant(
+        "unusable_tfds_cache_traceback",
+        "vma_tf/data/tfds_data.py",
+        "    except OSError as exc:\n        raise DataError(\n            f\"{root}:",
+        "    except () as exc:\n        raise DataError(\n            f\"{root}:",
+        ("tests/test_data_files.py::test_cache_that_is_not_a_directory_is_one_line",),
+    ),
+    Mutant(
+        "idx_gz_called_uncompressed",
+        "vma_tf/data/tfds_data.py",
+        'if name.endswith(".amat.gz") else "content"',
+        'if name.endswith(".gz") else "content"',
+        (
+            "tests/test_data_files.py::test_corrupted_mnist_idx_gz_is_its_content_not_uncompressed",
         ),
     ),
 )

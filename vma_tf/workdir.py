@@ -23,11 +23,30 @@ from vma_tf.errors import WorkdirError
 
 
 def atomic_write(path: pathlib.Path, text: str) -> None:
-    """Writes `text` to `path` via a temporary file and `os.replace`."""
+    """Writes `text` to `path` via a temporary file and `os.replace`.
+
+    The file gets the mode of any new file (0666 less the umask), not
+    `mkstemp`'s 0600: other users who can read a run's checkpoints must be
+    able to read its config.json and metrics.jsonl to evaluate it. On any
+    failure (e.g. a full disk) the temporary file is removed and the error
+    re-raised; `path` is left as it was.
+
+    Args:
+        path: The file to write (its directory must exist).
+        text: Its whole new content.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def checkpoint_step(workdir: pathlib.Path) -> int:

@@ -111,8 +111,9 @@ class DataConfig:
     )
     eval_batches: int = _field(
         0,
-        "Batches per evaluation (0: the whole split, remainder dropped so XLA "
-        "sees one static shape).",
+        "Batches per evaluation (0: every full batch of the split, the "
+        "remainder dropped so XLA sees one static shape; recall batches and "
+        "few-shot episodes are drawn, not read, and 0 draws 20).",
         short=True,
         minimum=0,
         resumable=True,

@@ -29,7 +29,9 @@ import gzip
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Iterator
 
@@ -89,9 +91,20 @@ def _is_prepared(candidate: tfds.core.DatasetBuilder) -> bool:
 
 @contextlib.contextmanager
 def _locked(root: pathlib.Path) -> Iterator[None]:
-    """Exclusive `flock` on ``root/.lock`` (blocks until free)."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    """Exclusive `flock` on ``root/.lock`` (blocks until free).
+
+    Raises:
+        DataError: ``root`` cannot be created or written (e.g.
+            ``$VMA_TFDS_DIR`` names a regular file).
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DataError(
+            f"{root}: the tfds cache is not a writable directory ({exc.strerror}); "
+            f"set ${_ENV_VAR} to one"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -144,7 +157,7 @@ def _checksum_error(
     message = str(exc)
     for path, name in staged.items():
         if f"downloaded to {path}," in message:
-            what = "uncompressed content" if name.endswith(".gz") else "content"
+            what = "uncompressed content" if name.endswith(".amat.gz") else "content"
             return DataError(
                 f"{files[name]}: its {what} does not match the sha256 tfds has "
                 f"registered for it; the file should have sha256 {SHA256[name]} — "
@@ -165,7 +178,8 @@ def prepare(dataset: str, data_dir: PathLike | None = None) -> tfds.core.Dataset
         The builder, with its splits on disk under :func:`cache_dir`.
 
     Raises:
-        DataError: A raw file is missing, corrupted or truncated (one line).
+        DataError: A raw file is missing, corrupted or truncated, or the cache
+            is not a writable directory (one line).
     """
     name = dataset if dataset in _TFDS_NAMES else _BUILDERS[dataset].name
     files = None
@@ -202,6 +216,10 @@ def prepare(dataset: str, data_dir: PathLike | None = None) -> tfds.core.Dataset
 def read_split(prepared: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
     """All examples of one split, in the order of the prepared records.
 
+    The decoded arrays are kept next to the records (``vma_arrays-<split>.npz``)
+    for the next call; a damaged copy (e.g. truncated) is deleted, with one line
+    on stderr, and the split decoded again.
+
     Args:
         prepared: A prepared builder, e.g. from :func:`prepare`.
         split: A split name of the builder, e.g. ``"train"``.
@@ -211,7 +229,17 @@ def read_split(prepared: tfds.core.DatasetBuilder, split: str) -> dict[str, np.n
     """
     cached = pathlib.Path(prepared.data_dir) / f"vma_arrays-{split}.npz"
     if cached.is_file():
-        return _load_decoded(cached)
+        try:
+            return _load_decoded(cached)
+        except _LOAD_ERRORS as exc:
+            # Damaged (e.g. truncated): decoded again below, and rewritten.
+            with contextlib.suppress(OSError):
+                cached.unlink()
+            print(
+                f"{cached}: unreadable ({type(exc).__name__}: {exc}); "
+                "deleted, decoding the split again from the records",
+                file=sys.stderr,
+            )
     read_config = tfds.ReadConfig(interleave_cycle_length=1)  # Shards in order.
     ds = prepared.as_dataset(split=split, shuffle_files=False, read_config=read_config)
     batches = list(tfds.as_numpy(ds.batch(8192)))
@@ -221,25 +249,37 @@ def read_split(prepared: tfds.core.DatasetBuilder, split: str) -> dict[str, np.n
 
 
 _OBJECT_KEYS = "__object_keys__"  # Arrays of bytes objects, stored as `S`.
+# What `_load_decoded` raises on a damaged file.
+_LOAD_ERRORS = (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError)
 
 
 def _save_decoded(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
     """Writes a decoded split next to its records, atomically and without
     pickle (bytes objects become fixed-width `S` arrays). Decoding the PNG
     records of binarized MNIST takes seconds in every process; loading this
-    file, a fraction of one. Best effort: an unwritable cache is skipped."""
+    file, a fraction of one. Best effort: an unwritable cache or a failed
+    write (full disk, ``ulimit -f``) is skipped, its temporary file removed."""
     objects = [k for k, v in arrays.items() if v.dtype == object]
     plain = {k: v.astype(bytes) if k in objects else v for k, v in arrays.items()}
     plain[_OBJECT_KEYS] = np.array(objects, dtype=bytes)
+    tmp = None
     try:
         with tempfile.NamedTemporaryFile(
             dir=path.parent, prefix=".tmp-", suffix=".npz", delete=False
         ) as f:
+            tmp = f.name
             np.savez(f, **plain)
-        os.chmod(f.name, 0o644)
-        os.replace(f.name, path)
+            f.flush()
+            os.fsync(f.fileno())  # On disk before it has its name.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
     except OSError:
         return
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _load_decoded(path: pathlib.Path) -> dict[str, np.ndarray]:
