@@ -98,7 +98,9 @@ flags.DEFINE_list(
     "classes",
     None,
     "gmn_table, gmn_table_per_class: the rows C (characters per sequence); "
-    "robustness: Fig. 5A's numbers of characters in memory (default: all).",
+    "robustness: Fig. 5A's numbers of characters in memory, 1 (the "
+    "reference's anchor) among them, each at most the test characters "
+    "(default: all).",
 )
 flags.DEFINE_list(
     "shots",
@@ -212,6 +214,8 @@ def _check_values() -> None:
             fail(f"--{flag}={value} must be >= {minimum}")
     for flag in ("classes", "shots"):
         value = FLAGS[flag].value
+        if value is not None and not value:
+            fail(f"--{flag}= is empty: give integers >= 1, comma-separated")
         if value is not None and not all(v.isdigit() and int(v) >= 1 for v in value):
             fail(f"--{flag}={','.join(value)} must be integers >= 1, comma-separated")
     from vma_tf.configs import ESTIMATORS  # No TensorFlow import.
@@ -284,6 +288,8 @@ def _write(out: pathlib.Path, report: dict, figures) -> list[pathlib.Path]:
 def main(argv):
     check_common(argv, FLAGS.workdir, "a run directory")
     workdirs = [pathlib.Path(w).expanduser() for w in FLAGS.workdir.split(",") if w]
+    if not workdirs:
+        fail(f"--workdir={FLAGS.workdir} names no run directory")
     entry = REGISTRY[FLAGS.protocol]
     if len(workdirs) > 1 and not entry.options.several_runs:
         several = [n for n, p in REGISTRY.items() if p.options.several_runs]

@@ -299,6 +299,11 @@ TABLE = [
     ),
     (
         "evaluate",
+        ["--workdir={run}", "--protocol=robustness", "--classes="],
+        "--classes= is empty: give integers >= 1, comma-separated",
+    ),
+    (
+        "evaluate",
         ["--workdir={run}", "--shots=2"],
         "--shots does not apply to --protocol=nll",
     ),
@@ -324,6 +329,7 @@ TABLE = [
     ("evaluate", ["--workdir={run}", "--estimators=vimco,foo"], "unknown ['foo']"),
     ("evaluate", ["--workdir={run},{run}"], "several runs only with --protocol=kl_b"),
     ("evaluate", ["--workdir={new}"], "has no config.json (not a run)"),
+    ("evaluate", ["--workdir=,"], "--workdir=, names no run directory"),
     ("evaluate", ["--out={new}"], "--workdir is required"),
     ("evaluate", ["--workdir={run}", "extra"], "unexpected arguments ['extra']"),
     # An option flag set explicitly that the protocol does not take.

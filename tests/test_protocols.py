@@ -17,10 +17,12 @@ from vma_tf import (
     classification,
     configs,
     evaluation,
+    plotting,
     protocols,
     training,
 )
 from vma_tf.configs import ConfigError
+from vma_tf.errors import WorkdirError
 from vma_tf.modeling.builders import build_model
 from vma_tf.protocols.common import CellCache
 
@@ -62,15 +64,22 @@ def _check(result):
     assert leaves and all(np.isfinite(leaf["mean"]) for leaf in leaves)
 
 
-def test_recall_sizes(recall_run, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_recall_sizes(recall_run, tmp_path, precision):
     """Values known by construction. Targets are copies of memory entries
     and the recall preset ties its embedders, so S(m_a, x) <= S(x, x)
     (Cauchy-Schwarz): the own slot is the mode of q(a|x) for every target at
     any weights, and carries at least 1/|M| of its mass. A memory of one
-    entry has q = p = 1: kl_a = 0, q_own_slot = 1."""
+    entry has q = p = 1: kl_a = 0, q_own_slot = 1. Under mixed_bfloat16
+    (`--precision`) the targets are float32 and the memory bfloat16: the
+    own slots are found all the same."""
     assert recall_run.config.model.tie_embedders
+    run = recall_run
+    if precision != "float32":
+        run = protocols.load(recall_run.workdir, precision)
+        assert run.model.compute_dtype == "bfloat16"
     result, figs = protocols.recall_sizes(
-        recall_run, num_samples=5, num_examples=8, sizes=(1, 8, 16), jit=False
+        run, num_samples=5, num_examples=8, sizes=(1, 8, 16), jit=False
     )
     _check(result)
     by_size = result["by_memory_size"]
@@ -409,6 +418,42 @@ def test_robustness(omniglot_runs, tmp_path):
     assert resumed["A_classes"]["4"] == a["4"] and resumed["B_examples_per_class"] == b
 
 
+def test_robustness_reference_is_anchored_on_one_character(omniglot_runs, tmp_path):
+    """L(1) + log C starts from the C = 1 point wherever 1 is listed; classes
+    without 1, or above the test characters, are one line naming --classes."""
+    run = dataclasses.replace(omniglot_runs[0], workdir=tmp_path)
+    kw = dict(num_samples=2, num_examples=2, examples=(), jit=False)
+    result, _ = protocols.robustness(run, classes=(2, 1), **kw)
+    a = result["A_classes"]
+    one = a["1"]["nll_bound"]["mean"]
+    assert a["1"]["optimal_reference"] == pytest.approx(one)
+    assert a["2"]["optimal_reference"] == pytest.approx(one + np.log(2))
+    for classes, message in (
+        ((2, 4), "--classes=2,4 must include 1: robustness's reference"),
+        ((1, 1000), "--classes=1,1000: robustness takes 1 to 144 characters"),
+    ):
+        with pytest.raises(ConfigError, match=message) as info:
+            protocols.robustness(run, classes=classes, **kw)
+        assert "\n" not in str(info.value)
+
+
+def test_robustness_of_a_run_with_17_examples_per_character(omniglot_runs, tmp_path):
+    """A run trained with memory_per_class = 17 leaves 3 of a character's 20
+    drawings as targets: A's points take 3 targets per character (not the
+    option's 4), B's points that leave fewer than 4 are dropped."""
+    config = configs.override(
+        omniglot_runs[0].config, memory_per_class=17, targets_per_class=2
+    )
+    run = dataclasses.replace(omniglot_runs[0], workdir=tmp_path, config=config)
+    result, _ = protocols.robustness(
+        run, num_samples=2, num_examples=2, classes=(1, 2), examples=(1, 17), jit=False
+    )
+    a = result["A_classes"]
+    assert [a[k]["memory_per_class"] for k in a] == [17, 17]
+    assert [a[k]["num_examples"] for k in a] == [3, 6]  # One batch of 3 per target.
+    assert list(result["B_examples_per_class"]) == ["1"]
+
+
 def test_kl_breakdown(omniglot_runs, tmp_path):
     """Each run's row holds that run's own test numbers (the `nll` protocol
     with the same options), labelled with its memory_per_class."""
@@ -519,6 +564,36 @@ def test_figures_through_the_launcher(omniglot_runs, tmp_path):
         "seed": 0,
         "precision": "float32",
     }
+
+
+def test_figures_reads_metrics_as_time_to_quality_does(
+    omniglot_runs, tmp_path, monkeypatch
+):
+    """A cut-short last metrics line is left out, a bad earlier line is one
+    line (WorkdirError), no metrics.jsonl draws no learning curves; the
+    samples are titled as training titles them."""
+    source = omniglot_runs[0]
+    lines = (source.workdir / "metrics.jsonl").read_text().splitlines()
+    run = dataclasses.replace(source, workdir=tmp_path)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(lines) + '\n{"split": "tr')
+    result, figs = protocols.figures(run)
+    assert result["records"] == len(lines) and "learning_curves" in figs
+    titles = []
+    monkeypatch.setattr(
+        plotting, "save_grid", lambda path, grid, title: titles.append(title)
+    )
+    figs["samples"](tmp_path / "s.png")
+    name = source.config.name
+    assert titles == [f"{name}: first column m_a, then samples of p(x|m_a)"]
+    metrics.write_text('{"split": "tr\n' + "\n".join(lines) + "\n")
+    with pytest.raises(WorkdirError, match="metrics.jsonl line 1 is not JSON") as e:
+        protocols.figures(run)
+    assert "\n" not in str(e.value)
+    metrics.unlink()
+    result, figs = protocols.figures(run)
+    assert result["records"] == 0 and "learning_curves" not in figs
+    assert "samples" in figs
 
 
 # -- classification maths ---------------------------------------------------
@@ -712,6 +787,19 @@ def test_address_usage_reports_slot_entropies(recall_run):
     expected = address_health.measure(recall_run.model, ds)
     for key, value in expected.items():
         assert result[key] == pytest.approx(value), key
+
+
+def test_address_usage_keeps_the_per_batch_mean_of_slots_used(recall_run, monkeypatch):
+    """With episodic memory slots_as_mode is a mean over batches: 5.5 stays
+    5.5 in slots_used_as_mode."""
+    measure = address_health.measure
+    monkeypatch.setattr(
+        address_health,
+        "measure",
+        lambda model, ds: {**measure(model, ds), "slots_as_mode": 5.5},
+    )
+    result, _ = protocols.address_usage(recall_run, num_examples=8)
+    assert result["slots_used_as_mode"] == 5.5 == result["slots_as_mode"]
 
 
 def test_gradient_variance_protocol_on_a_restored_nvil_run(recall_run, tmp_path):

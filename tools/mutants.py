@@ -58,6 +58,8 @@ VMA = "vma_tf/modeling/vma.py"
 BASELINES = "vma_tf/modeling/baselines.py"
 NONFINITE = "vma_tf/modeling/nonfinite.py"
 TERMS = "tests/test_model_terms.py"
+ROBUSTNESS = "vma_tf/protocols/_robustness.py"
+FIGURES = "vma_tf/protocols/_figures.py"
 
 MUTANTS = (
     # -- the bugs of issue 15's table ------------------------------------
@@ -669,6 +671,91 @@ MUTANTS = (
         'if name.endswith(".gz") else "content"',
         (
             "tests/test_data_files.py::test_corrupted_mnist_idx_gz_is_its_content_not_uncompressed",
+        ),
+    ),
+    # -- evaluation protocols: review fixes --------------------------------
+    Mutant(
+        "own_slot_compared_across_dtypes",
+        "vma_tf/classification.py",
+        "    same_x = tf.cast(x, tf.float32)\n"
+        "    same_memory = tf.cast(memory, tf.float32)\n",
+        "    same_x = tf.cast(x, model.head_dtype)\n"
+        "    same_memory = tf.cast(memory, model.compute_dtype)\n",
+        ("tests/test_protocols.py::test_recall_sizes[mixed_bfloat16]",),
+    ),
+    Mutant(
+        "robustness_reference_on_first_class",
+        ROBUSTNESS,
+        '    base = a["1"]["nll_bound"]["mean"]  # L(C = 1).\n',
+        '    base = a[str(classes[0])]["nll_bound"]["mean"] - math.log(classes[0])\n',
+        (
+            "tests/test_protocols.py::test_robustness_reference_is_anchored_on_one_character",
+        ),
+    ),
+    Mutant(
+        "robustness_classes_above_test_characters",
+        ROBUSTNESS,
+        "    if max(o.classes) > total or min(o.classes) < 1:\n",
+        "    if min(o.classes) < 1:\n",
+        (
+            "tests/test_protocols.py::test_robustness_reference_is_anchored_on_one_character",
+        ),
+    ),
+    Mutant(
+        "robustness_a_targets_past_20_drawings",
+        ROBUSTNESS,
+        "        per_target = min(o.targets_per_class, drawings - per_class)\n",
+        "        per_target = o.targets_per_class\n",
+        (
+            "tests/test_protocols.py::test_robustness_of_a_run_with_17_examples_per_character",
+        ),
+    ),
+    Mutant(
+        "figures_metrics_read_as_plain_json",
+        FIGURES,
+        "            records = read_metrics(metrics)\n",
+        '            records = [__import__("json").loads(line) for line in '
+        "metrics.read_text().splitlines() if line.strip()]\n",
+        (
+            "tests/test_protocols.py::test_figures_reads_metrics_as_time_to_quality_does",
+        ),
+    ),
+    Mutant(
+        "figures_samples_fixed_title",
+        FIGURES,
+        "    title = samples_title(run.config.name, model, memory)\n",
+        '    title = "rows share one m_a"\n',
+        (
+            "tests/test_protocols.py::test_figures_reads_metrics_as_time_to_quality_does",
+        ),
+    ),
+    Mutant(
+        "slots_used_as_mode_truncated",
+        "vma_tf/protocols/_address_usage.py",
+        'float(stats["slots_as_mode"])',
+        'int(stats["slots_as_mode"])',
+        (
+            "tests/test_protocols.py::test_address_usage_keeps_the_per_batch_mean_of_slots_used",
+        ),
+    ),
+    Mutant(
+        "evaluate_empty_list_flag_accepted",
+        "launchers/evaluate.py",
+        "        if value is not None and not value:\n",
+        "        if False:\n",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written"
+            "[evaluate:--workdir={run} --protocol=robustness --classes=]",
+        ),
+    ),
+    Mutant(
+        "evaluate_workdir_of_commas_accepted",
+        "launchers/evaluate.py",
+        "    if not workdirs:\n",
+        "    if False:\n",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written"
+            "[evaluate:--workdir=,]",
         ),
     ),
 )

@@ -40,7 +40,7 @@ def own_slot_recall(model, x, memory):
 
     The recall diagnostic: a model that has learned lookup (paper Fig. 2A)
     puts q(a|x) on the target's own slot. Entries equal to x (duplicates
-    included) all count as its own slot.
+    included; compared in float32 at any precision) all count as its own slot.
 
     Args:
         model: a `VMA`.
@@ -51,12 +51,16 @@ def own_slot_recall(model, x, memory):
         `(mass, hit)`: float `[B]` q-mass on x's own slot(s), and bool `[B]`
         whether the mode of q(a|x) is one of them.
     """
+    # Compared in one dtype before the model's casts: under mixed precision x
+    # is in the head's float32 and memory in the networks' bfloat16.
+    same_x = tf.cast(x, tf.float32)
+    same_memory = tf.cast(memory, tf.float32)
+    event_axes = list(range(2, same_x.shape.rank + 1))
+    same = tf.reduce_all(
+        tf.equal(same_x[:, tf.newaxis], same_memory[tf.newaxis]), axis=event_axes
+    )  # [B, |M|]
     x = tf.cast(x, model.head_dtype)
     memory = tf.cast(memory, model.compute_dtype)
-    event_axes = list(range(2, x.shape.rank + 1))
-    same = tf.reduce_all(
-        tf.equal(x[:, tf.newaxis], memory[tf.newaxis]), axis=event_axes
-    )  # [B, |M|]
     q_a, _ = model.address_distributions(x, memory)
     probs = q_a.probs_parameter()
     mass = tf.reduce_sum(tf.where(same, probs, tf.zeros_like(probs)), axis=-1)

@@ -44,7 +44,9 @@ def address_usage(
     Returns:
         `({**address_health.measure(...), "H_p", "memory_size",
         "log_memory_size", "slots_used_as_mode", "num_examples"}, {})`; H_p is
-        the entropy of p(a) for the first test batch.
+        the entropy of p(a) for the first test batch; slots_used_as_mode is
+        `slots_as_mode`, a float: with episodic memory the per-batch mean
+        (e.g. 5.5), with learned memory a count over all targets.
 
     Raises:
         ConfigError: an unknown option, or not a VMA run.
@@ -67,6 +69,6 @@ def address_usage(
         "H_p": h_p,
         "memory_size": size,
         "log_memory_size": math.log(size),
-        "slots_used_as_mode": int(stats["slots_as_mode"]),
+        "slots_used_as_mode": float(stats["slots_as_mode"]),
         "num_examples": seen,
     }, {}

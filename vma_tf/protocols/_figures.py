@@ -4,11 +4,19 @@ q(a|x) histograms with the top-5 entries (Fig. 3)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 
-from vma_tf.protocols.common import Figures, Options, Result, Run, sample_grid
+from vma_tf.errors import WorkdirError
+from vma_tf.protocols.common import (
+    Figures,
+    Options,
+    Result,
+    Run,
+    sample_grid,
+    samples_title,
+)
+from vma_tf.time_to_quality import MetricsError, read_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +40,11 @@ def _image_hw(run: Run) -> tuple[int, int]:
 def figures(run: Run, options: FiguresOptions | None = None, **keywords) -> Result:
     """Learning curves, samples and q(a|x) histograms, whichever apply.
 
-    Learning curves (`metrics.jsonl`) and samples for every run; for VMA runs
-    also q(a|x) histograms with the top-5 entries (when memory entries are
-    images) and, with episodic memory, samples next to their memory entry.
+    Learning curves (`metrics.jsonl`, when the run has one; a cut-short last
+    line is left out) and samples (titled as training titles them) for every
+    run; for VMA runs also q(a|x) histograms with the top-5 entries (when
+    memory entries are images) and, with episodic memory, samples next to
+    their memory entry.
 
     Args:
         run: a restored run (`load`).
@@ -43,34 +53,37 @@ def figures(run: Run, options: FiguresOptions | None = None, **keywords) -> Resu
 
     Returns:
         `({"records": number of metrics records}, {name: figure})` with names
-        `learning_curves`, `samples`, [`address_histograms`],
-        [`entry_samples`].
+        [`learning_curves`] (not without a `metrics.jsonl`: 0 records),
+        `samples`, [`address_histograms`], [`entry_samples`].
 
     Raises:
         ConfigError: an unknown option.
+        WorkdirError: a line of `metrics.jsonl` before its last is not a JSON
+            object.
     """
     o = FiguresOptions.resolve(options, keywords)
     from vma_tf import plotting
     from vma_tf.modeling.models import VMA
 
     figs = {}
-    records = [
-        json.loads(line)
-        for line in (run.workdir / "metrics.jsonl").read_text().splitlines()
-        if line.strip()
-    ]
-    m = run.config.model
-    memory_size = None
-    if m.kind == "vma":
-        memory_size = m.memory_size
-    figs["learning_curves"] = lambda path: plotting.learning_curves(
-        path, records, memory_size
-    )
+    metrics = run.workdir / "metrics.jsonl"
+    records = []
+    if metrics.is_file():
+        try:
+            records = read_metrics(metrics)
+        except MetricsError as e:
+            raise WorkdirError(str(e)) from None
+        m = run.config.model
+        memory_size = m.memory_size if m.kind == "vma" else None
+        figs["learning_curves"] = lambda path: plotting.learning_curves(
+            path, records, memory_size
+        )
     hw = _image_hw(run)
     model = run.model
     memory = run.data.sample_memory
+    title = samples_title(run.config.name, model, memory)
     figs["samples"] = lambda path: plotting.save_grid(
-        path, sample_grid(model, memory, 8, 9, o.seed, hw), "rows share one m_a"
+        path, sample_grid(model, memory, 8, 9, o.seed, hw), title
     )
     if isinstance(model, VMA):
         figs.update(_vma_figures(run, hw, o.seed))

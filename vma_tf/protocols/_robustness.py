@@ -2,7 +2,8 @@
 
 A: C characters in memory (targets from up to 8 of them, the rest
 confounders), with the reference L(C=1) + log C of an optimal model of C
-disjoint classes; B: all test characters in memory, 1...16 examples each.
+disjoint classes (so C = 1 is always among A's points); B: all test
+characters in memory, 1...16 examples each.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from vma_tf.configs import ConfigError
 from vma_tf.protocols.common import (
     ROBUST_STREAM,
     BoundOptions,
@@ -33,10 +35,13 @@ class RobustnessOptions(BoundOptions):
         chunk_size: importance samples per chunk of the streamed bound.
         seed: evaluation seed.
         jit: compile with XLA.
-        classes: A's numbers of characters in memory (those above the test
-            characters are dropped).
+        classes: A's numbers of characters in memory: 1 (the reference's
+            anchor) and others up to the test characters.
         examples: B's examples per character in memory.
-        targets_per_class: targets per target character.
+        targets_per_class: targets per target character (fewer at A's
+            points if the run's memory_per_class leaves fewer of a
+            character's 20 drawings; B's points that leave fewer are
+            dropped).
     """
 
     protocol = "robustness"
@@ -50,6 +55,10 @@ def robustness(
 ) -> Result:
     """Fig. 5 A (C characters in memory) and B (all, 1..16 examples each).
 
+    A's points have the run's memory_per_class examples of each character in
+    memory; the reference L(1) + log C is anchored on A's C = 1 point, which
+    `classes` must therefore include.
+
     Args:
         run: a restored episodic Omniglot memory run (VMA or soft attention).
         options: `RobustnessOptions` (default: the defaults).
@@ -62,7 +71,8 @@ def robustness(
         "memory_per_class"}`, A's also with `"optimal_reference"`.
 
     Raises:
-        ConfigError: an unknown option, or a run of another kind.
+        ConfigError: an unknown option, a run of another kind, or `classes`
+            without 1 or with more than the test characters.
     """
     o = RobustnessOptions.resolve(options, keywords)
     from vma_tf import evaluation
@@ -78,36 +88,51 @@ def robustness(
     )
     _, test = episodic_splits(c)
     total = test.num_characters
-    classes = [n for n in o.classes if n <= total] or [total]
+    listed = ",".join(str(n) for n in o.classes)
+    if 1 not in o.classes:
+        raise ConfigError(
+            f"--classes={listed} must include 1: robustness's reference "
+            "L(1) + log C is anchored on C = 1"
+        )
+    if max(o.classes) > total or min(o.classes) < 1:
+        raise ConfigError(
+            f"--classes={listed}: robustness takes 1 to {total} characters in "
+            f"memory (the test characters of {c.data.dataset})"
+        )
+    classes = list(dict.fromkeys(o.classes))
     stream = evaluation.StreamedBound(run.model, o.chunk_size, o.jit)
     wanted = o.num_examples or 64
+    drawings = test.images.shape[1]
 
     def point(num_classes, per_class):
         targets = min(num_classes, c.data.batch_classes)
+        # A run trained with memory_per_class > 20 - targets_per_class leaves
+        # fewer drawings of a character to be targets.
+        per_target = min(o.targets_per_class, drawings - per_class)
         make = episodes(
             c,
             test,
             ROBUST_STREAM,
             seed=c.data.eval_seed,
             batch_classes=targets,
-            targets_per_class=o.targets_per_class,
+            targets_per_class=per_target,
             memory_per_class=per_class,
             confounder_classes=num_classes - targets,
         )
-        batches = max(1, math.ceil(wanted / (targets * o.targets_per_class)))
+        batches = max(1, math.ceil(wanted / (targets * per_target)))
         r = bound_over(stream, from_counter(make, 0, batches), o.num_samples, o.seed)
         return {**r, "classes": num_classes, "memory_per_class": per_class}
 
     cells = CellCache(run, o)  # A rerun resumes at the first missing point.
     per_class = c.data.memory_per_class
     a = {str(n): cells(f"A{n}", lambda n=n: point(n, per_class)) for n in classes}
-    base = a[str(classes[0])]["nll_bound"]["mean"] - math.log(classes[0])
+    base = a["1"]["nll_bound"]["mean"]  # L(C = 1).
     for n in classes:
         a[str(n)]["optimal_reference"] = base + math.log(n)
     b = {
         str(k): cells(f"B{k}", lambda k=k: point(total, k))
         for k in o.examples
-        if k + o.targets_per_class <= test.images.shape[1]
+        if k + o.targets_per_class <= drawings
     }
     cells.finish()
     results = {

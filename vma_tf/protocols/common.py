@@ -4,8 +4,8 @@ the summaries of streamed bounds.
 Neither this module nor a protocol module imports TensorFlow when it is
 imported (each protocol imports it when called), so `launchers.evaluate` reads
 the registry and refuses a bad command line before TensorFlow starts. The
-protocols' only imports of experiment-layer code (`load_run`, `sample_grid`) are
-in this module.
+protocols' only imports of experiment-layer code (`load_run`, `sample_grid`,
+`samples_title`) are in this module.
 """
 
 from __future__ import annotations
@@ -77,6 +77,13 @@ def sample_grid(model, memory, rows: int, cols: int, seed: int, x_hw) -> np.ndar
     from vma_tf.experiment import sample_grid as grid  # Imports TensorFlow.
 
     return grid(model, memory, rows, cols, seed, x_hw)
+
+
+def samples_title(name: str, model, memory) -> str:
+    """`experiment.samples_title`: the title training gives samples.png."""
+    from vma_tf.experiment import samples_title as title  # Imports TensorFlow.
+
+    return title(name, model, memory)
 
 
 @dataclasses.dataclass(frozen=True)
