@@ -240,6 +240,27 @@ def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
                 assert rows[step] == loss, (name, step)
 
 
+def test_a_signal_in_an_evaluation_step_keeps_its_evaluation(tmp_path):
+    """SIGTERM during the last step of an interval that ends in an
+    evaluation: that step is evaluated and checkpointed, as in an
+    uninterrupted run, before the run stops there (stopping at once lost the
+    evaluation row, and with it a patience decision, for good)."""
+    config = tiny(steps=16, log_every=4, eval_every=8, checkpoint_every=8, jit=False)
+    config_json = tmp_path / "config.json"
+    config_json.write_text(config.to_json())
+    run = tmp_path / "run"
+    proc = launch(config_json, run, tmp_path / "log", signal_at="8:SIGTERM")
+    assert wait_all([proc], timeout=300) == [128 + signal.SIGTERM]
+    log = (tmp_path / "log").read_text()
+    assert f"SIGTERM: checkpointed step 8 in {run / 'checkpoints'}" in log, log[-3000:]
+    rows = read_metrics(run)
+    assert [(r["split"], r["step"]) for r in rows if r["step"] == 8] == [
+        ("train", 8),
+        ("valid", 8),
+    ]
+    assert max(r["step"] for r in rows) == 8
+
+
 def test_multi_worker_stop_is_decided_by_the_reduced_signal_alone():
     """Under multi_worker every worker must agree whether to stop after a
     step. A signal landing while the all-reduce runs (the reduction saw 0)

@@ -693,3 +693,64 @@ def test_unused_z_is_not_a_warning_in_recall():
     assert not training._warn_unused_z(configs.get_preset("mnist_recall"))
     for preset in ("mnist_learned", "mnist_vae", "omniglot_fewshot", "omniglot_gmn"):
         assert training._warn_unused_z(configs.get_preset(preset))
+
+
+def test_log_intervals():
+    assert training.log_intervals(50, 275, 100) == [(50, 1), (100, 1), (75, 1)]
+    assert training.log_intervals(0, 300, 100) == [(100, 3)]
+    assert training.log_intervals(40, 40, 10) == []
+    assert training.log_intervals(50, 30, 10) == []  # Keras would never stop.
+
+
+def test_resume_with_steps_below_the_checkpoint_is_one_line(tmp_path):
+    """A run whose newest checkpoint is past --steps (and did not end there)
+    is refused; Keras would otherwise train on without end."""
+    config = tiny(steps=40, jit=False)
+    workdir = tmp_path / "run"
+    training.train_and_evaluate(config, workdir, progress=False)
+    (workdir / "summary.json").unlink()  # As after a stop in its final evaluation.
+    with pytest.raises(
+        configs.ConfigError, match=r"--steps=20 is below the run's step 40"
+    ):
+        training.train_and_evaluate(
+            configs.override(config, steps=20), workdir, progress=False
+        )
+
+
+def test_finished_run_ignores_rows_past_its_checkpoint(tmp_path):
+    """The patience rule of a rerun reads the rows up to the restored step:
+    rows a stopped extension wrote past its last checkpoint (which the
+    resumed run drops) do not end the run."""
+    config = tiny(steps=40, jit=False)
+    workdir = tmp_path / "run"
+    training.train_and_evaluate(config, workdir, progress=False)
+    rows = read_metrics(workdir)
+    best = min(r["nll_bound"] for r in rows if r["split"] == "valid")
+    with open(workdir / "metrics.jsonl", "a") as f:  # An extension's orphans.
+        for step in (60, 80):
+            row = {"split": "valid", "step": step, "nll_bound": best + 50.0}
+            f.write(json.dumps(row) + "\n")
+    longer = configs.override(config, steps=80, patience=40)
+    assert training._finished_summary(workdir, 40, longer.train) is None
+    # Read with its orphans, the rule would be met (best at or before 40, 80 - 40 >= 40).
+    assert training._plateaued_at(workdir / "metrics.jsonl", 80, 40)
+
+
+def test_a_rerun_with_nothing_to_train_summarises_as_the_run_did(tmp_path):
+    """Killed in its final evaluation (no summary.json), a finished run's
+    rerun evaluates again and writes the summary an uninterrupted run wrote:
+    the train and periodic rows of its last step too, not the test split
+    alone."""
+    config = tiny(steps=40, jit=False)
+    workdir = tmp_path / "run"
+    first = training.train_and_evaluate(config, workdir, progress=False)
+    (workdir / "summary.json").unlink()
+    again = training.train_and_evaluate(config, workdir, progress=False)
+    assert again["steps_this_run"] == 0
+    assert (
+        sorted(again["metrics"])
+        == sorted(first["metrics"])
+        == ["test", "train", "valid"]
+    )
+    for split in ("train", "valid"):
+        assert again["metrics"][split] == pytest.approx(first["metrics"][split])

@@ -758,6 +758,41 @@ MUTANTS = (
             "[evaluate:--workdir=,]",
         ),
     ),
+    # -- training loop: review fixes --------------------------------------
+    Mutant(
+        "signal_in_an_evaluation_step_skips_it",
+        "vma_tf/training.py",
+        '        if batch + 1 < self.params["steps"] and self._signalled():\n',
+        "        if self._signalled():\n",
+        (
+            "tests/test_reliability.py::test_a_signal_in_an_evaluation_step_keeps_its_evaluation",
+        ),
+    ),
+    Mutant(
+        "resume_below_steps_accepted",
+        "vma_tf/training.py",
+        "    if start_step > t.steps:  # Keras would train on without end.\n",
+        "    if False:\n",
+        (
+            "tests/test_training.py::test_resume_with_steps_below_the_checkpoint_is_one_line",
+        ),
+    ),
+    Mutant(
+        "finished_run_reads_orphan_rows",
+        "vma_tf/training.py",
+        '        rows = [r for r in ttq.read_metrics(path) if r.get("step", 0) <= step]\n',
+        "        rows = ttq.read_metrics(path)\n",
+        ("tests/test_training.py::test_finished_run_ignores_rows_past_its_checkpoint",),
+    ),
+    Mutant(
+        "rerun_summary_without_the_last_rows",
+        "vma_tf/training.py",
+        '        monitor.history.extend(r for r in rows if r.get("step") == start_step)\n',
+        "        pass\n",
+        (
+            "tests/test_training.py::test_a_rerun_with_nothing_to_train_summarises_as_the_run_did",
+        ),
+    ),
 )
 
 

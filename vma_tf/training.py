@@ -53,7 +53,7 @@ from vma_tf import address_health, checkpointing, distribution, plotting
 from vma_tf import time_to_quality as ttq
 from vma_tf.configs import Config
 from vma_tf.data.experiments import make_data
-from vma_tf.errors import Interrupted, NonFiniteError
+from vma_tf.errors import ConfigError, Interrupted, NonFiniteError
 from vma_tf.experiment import build_model, sample_grid, samples_title
 from vma_tf.metrics_log import MetricsLog
 from vma_tf.modeling.builders import dtype_policy_scope
@@ -134,7 +134,10 @@ class _Monitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._last_end = time.perf_counter()
-        if self._signalled():
+        # A signal in an interval's last step is acted on by `on_epoch_end`,
+        # after that step's evaluation and patience check (as an
+        # uninterrupted run has them); every worker skips the same batch.
+        if batch + 1 < self.params["steps"] and self._signalled():
             self._stop(logs)
 
     def _signalled(self) -> bool:
@@ -399,6 +402,11 @@ def _train(
             "evaluate (`launchers.evaluate` evaluates it again)"
         )
         return finished
+    if start_step > t.steps:  # Keras would train on without end.
+        raise ConfigError(
+            f"--steps={t.steps} is below the run's step {start_step} (its newest "
+            f"checkpoint); give --steps >= {start_step} to resume it"
+        )
     log = MetricsLog(workdir, start_step)
     memory = None if data.sample_memory is None else tf.constant(data.sample_memory)
     x_hw = data.x_shape[:2] if len(data.x_shape) == 3 else (28, 28)
@@ -407,6 +415,11 @@ def _train(
     monitor = _Monitor(
         config, log, manager, data.evals, start_step, sample_fn, progress, stop_when
     )
+    if start_step and log.path.exists():
+        # The restored step's rows: a rerun with nothing left to train (its
+        # final evaluation was cut short) summarises them as the run did.
+        rows = ttq.read_metrics(log.path)
+        monitor.history.extend(r for r in rows if r.get("step") == start_step)
     t0 = time.perf_counter()
     step = start_step
     with _checkpoint_on_signals(monitor, model.distribute_strategy):
@@ -472,12 +485,23 @@ def _finished_summary(root: pathlib.Path, start_step: int, t) -> dict[str, Any] 
     if not isinstance(summary, dict) or summary.get("step") != start_step:
         return None
     ended = start_step >= t.steps or bool(
-        t.patience
-        and ttq.plateau_message(root / "metrics.jsonl", t.patience) is not None
+        t.patience and _plateaued_at(root / "metrics.jsonl", start_step, t.patience)
     )
     if not ended:
         return None
     return {**summary, "steps_this_run": 0, "wall_time_sec": 0.0, "steps_per_sec": None}
+
+
+def _plateaued_at(path: pathlib.Path, step: int, patience: int) -> bool:
+    """Whether the patience rule is met by the rows of `path` up to `step`
+    (rows after it, of a run stopped before their checkpoint, do not count:
+    the resumed run drops them)."""
+    try:
+        rows = [r for r in ttq.read_metrics(path) if r.get("step", 0) <= step]
+    except (OSError, ValueError):
+        return False
+    split = ttq.plateau_split(r.get("split") for r in rows)
+    return split is not None and ttq.plateaued(rows, patience, split) is not None
 
 
 def _final_evaluation(model, data, step, log, history, warn_unused_z):
@@ -593,7 +617,10 @@ def _largest_over_workers(strategy: tf.distribute.Strategy) -> Callable[[int], i
 def log_intervals(start: int, stop: int, every: int) -> list[tuple[int, int]]:
     """Train-metric intervals from step `start` to `stop`, as `(length,
     count)` runs: up to the next multiple of `every`, whole intervals, then
-    the rest. E.g. `(50, 275, 100)` -> `[(50, 1), (100, 2), (25, 1)]`."""
+    the rest. E.g. `(50, 275, 100)` -> `[(50, 1), (100, 1), (75, 1)]`;
+    none if `stop <= start`."""
+    if stop <= start:
+        return []
     runs = []
     head = min(-start % every, stop - start)
     if head:
