@@ -171,6 +171,17 @@ def test_patience_rule_watches_the_best_evaluation():
     assert ttq.plateau_split(["train"]) is None
 
 
+def test_plateaued_at_reads_the_rows_up_to_the_restored_step():
+    """`plateaued_at`: rows past the restored step (a run stopped before
+    their checkpoint) do not count; patience 0 turns the rule off."""
+    rows = [train(100, 10), evaluation(100, 100.0), train(200, 10)]
+    rows += [evaluation(200, 101.0), train(300, 10), evaluation(300, 102.0)]
+    assert ttq.plateaued_at(rows, 300, 200) == ("test", 100)
+    assert ttq.plateaued_at(rows, 200, 200) is None  # Step 300 is not restored.
+    assert ttq.plateaued_at(rows, 300, 0) is None
+    assert ttq.plateaued_at([train(100, 10)], 100, 1) is None  # No evaluation.
+
+
 def test_with_patience_reads_the_log(tmp_path):
     path = tmp_path / "metrics.jsonl"
     rows = [train(100, 10), evaluation(100, 100.0), train(200, 10)]

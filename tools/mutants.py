@@ -484,7 +484,7 @@ MUTANTS = (
     Mutant(
         "export_version_dir_private",
         "vma_tf/export/archive.py",
-        "        os.chmod(tmp, 0o777 & ~umask)\n",
+        "        os.chmod(tmp, new_mode(0o777))\n",
         "",
         ("tests/test_export.py::test_tf_serving_layout_and_signatures",),
     ),
@@ -628,7 +628,7 @@ MUTANTS = (
     Mutant(
         "atomic_write_mode_0600",
         "vma_tf/workdir.py",
-        "        os.chmod(tmp, 0o666 & ~umask)\n",
+        "        os.chmod(tmp, new_mode(0o666))\n",
         "",
         ("tests/test_workdir.py::test_atomic_write_gives_the_mode_of_a_new_file",),
     ),
@@ -779,10 +779,13 @@ MUTANTS = (
     ),
     Mutant(
         "finished_run_reads_orphan_rows",
-        "vma_tf/training.py",
-        '        rows = [r for r in ttq.read_metrics(path) if r.get("step", 0) <= step]\n',
-        "        rows = ttq.read_metrics(path)\n",
-        ("tests/test_training.py::test_finished_run_ignores_rows_past_its_checkpoint",),
+        "vma_tf/time_to_quality.py",
+        '    rows = [r for r in rows if r.get("step", 0) <= step]\n',
+        "",
+        (
+            "tests/test_time_to_quality.py::test_plateaued_at_reads_the_rows_up_to_the_restored_step",
+            "tests/test_training.py::test_finished_run_ignores_rows_past_its_checkpoint",
+        ),
     ),
     Mutant(
         "rerun_summary_without_the_last_rows",

@@ -15,12 +15,12 @@ checkpoint of another architecture fails loudly instead of half-restoring
 from __future__ import annotations
 
 import pathlib
-import re
 
 import keras
 import tensorflow as tf
 
 from vma_tf.errors import CheckpointMismatchError
+from vma_tf.workdir import numbered_checkpoints
 
 
 def _variable_map(variables, strip_scope: bool) -> dict[str, tf.Variable]:
@@ -78,20 +78,6 @@ def restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
         raise CheckpointMismatchError(
             f"checkpoint {path} does not match this model ({first[:200]})"
         ) from None
-
-
-def numbered_checkpoints(directory) -> list[str]:
-    """Checkpoint prefixes in `directory`, newest (highest number) first.
-
-    Read from the `*.index` files themselves, so a damaged `checkpoint`
-    state file does not hide older checkpoints.
-    """
-    found = []
-    for index in pathlib.Path(directory).glob("*.index"):
-        match = re.fullmatch(r"(.+)-(\d+)", index.stem)
-        if match:
-            found.append((int(match.group(2)), str(index.with_suffix(""))))
-    return [path for _, path in sorted(found, reverse=True)]
 
 
 def newest(directory) -> str | None:

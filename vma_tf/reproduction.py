@@ -505,12 +505,9 @@ def trained_to(workdir: pathlib.Path, steps: int, patience: int) -> str:
     last = checkpoint_step(workdir)
     if last >= steps:
         return f"trained to step {last}"
-    rows = [r for r in ttq.read_metrics(path) if r.get("step", 0) <= last]
-    split = ttq.plateau_split(r.get("split") for r in rows)
-    best = (
-        None if split is None or not patience else ttq.plateaued(rows, patience, split)
-    )
-    if best is not None:
+    plateau = ttq.plateaued_at(ttq.read_metrics(path), last, patience)
+    if plateau is not None:
+        split, best = plateau
         return f"stopped at step {last}: no better {split} bound since step {best}"
     return ""
 

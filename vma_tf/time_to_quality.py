@@ -361,6 +361,30 @@ def plateaued(
     return best if points[-1][0] - best >= patience else None
 
 
+def plateaued_at(
+    rows: Iterable[Mapping[str, Any]], step: int, patience: int
+) -> tuple[str, int] | None:
+    """The patience rule on a run restored at `step`: its rows after `step`
+    (logged by a run stopped before their checkpoint) do not count, since the
+    resumed run drops them.
+
+    Args:
+        rows: the run's `metrics.jsonl` rows, in file order.
+        step: the restored (newest checkpoint's) step.
+        patience: steps; 0 turns the rule off.
+
+    Returns:
+        `(split, best step)` if the rule is met (`plateaued` on the watched
+        split, `plateau_split`), else None.
+    """
+    rows = [r for r in rows if r.get("step", 0) <= step]
+    split = plateau_split(r.get("split") for r in rows)
+    if split is None or not patience:
+        return None
+    best = plateaued(rows, patience, split)
+    return None if best is None else (split, best)
+
+
 def with_patience(
     stop_when: Callable[[list[dict[str, Any]]], bool] | None,
     patience: int,

@@ -497,11 +497,10 @@ def _plateaued_at(path: pathlib.Path, step: int, patience: int) -> bool:
     (rows after it, of a run stopped before their checkpoint, do not count:
     the resumed run drops them)."""
     try:
-        rows = [r for r in ttq.read_metrics(path) if r.get("step", 0) <= step]
+        rows = ttq.read_metrics(path)
     except (OSError, ValueError):
         return False
-    split = ttq.plateau_split(r.get("split") for r in rows)
-    return split is not None and ttq.plateaued(rows, patience, split) is not None
+    return ttq.plateaued_at(rows, step, patience) is not None
 
 
 def _final_evaluation(model, data, step, log, history, warn_unused_z):

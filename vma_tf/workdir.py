@@ -14,12 +14,22 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import tempfile
 from typing import Iterator
 
 from vma_tf import configs
 from vma_tf.configs import Config, ConfigError
 from vma_tf.errors import WorkdirError
+
+
+def new_mode(base: int) -> int:
+    """`base` (0o666 for a file, 0o777 for a directory) less the umask: the
+    mode `open`/`mkdir` give a new file or directory, for the files that
+    `mkstemp`/`mkdtemp` make private (0600/0700) but others must read."""
+    umask = os.umask(0)  # Reading the umask means setting it: put it back.
+    os.umask(umask)
+    return base & ~umask
 
 
 def atomic_write(path: pathlib.Path, text: str) -> None:
@@ -39,9 +49,7 @@ def atomic_write(path: pathlib.Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, new_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -49,20 +57,30 @@ def atomic_write(path: pathlib.Path, text: str) -> None:
         raise
 
 
+def numbered_checkpoints(directory: str | os.PathLike) -> list[str]:
+    """Checkpoint prefixes (`.../ckpt-N`) in `directory`, newest (highest N)
+    first.
+
+    Read from the `*.index` files themselves, so a damaged `checkpoint`
+    state file does not hide older checkpoints (no TensorFlow import).
+    """
+    found = []
+    for index in pathlib.Path(directory).glob("*.index"):
+        match = re.fullmatch(r"(.+)-(\d+)", index.stem)
+        if match:
+            found.append((int(match.group(2)), str(index.with_suffix(""))))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
 def checkpoint_step(workdir: pathlib.Path) -> int:
     """The step of the newest checkpoint in `workdir/checkpoints` (0: none).
 
-    What a resumed run restores and `launchers.evaluate` evaluates, read from
-    the checkpoints' `*.index` files without TensorFlow. Its rows in
+    What a resumed run restores and `launchers.evaluate` evaluates. Its rows in
     `metrics.jsonl` may go further: the rows of a step are written before its
     checkpoint, so a run stopped in between logged a step it did not save.
     """
-    steps = [0]
-    for index in pathlib.Path(workdir, "checkpoints").glob("*-*.index"):
-        number = index.stem.rpartition("-")[2]
-        if number.isdigit():
-            steps.append(int(number))
-    return max(steps)
+    paths = numbered_checkpoints(pathlib.Path(workdir, "checkpoints"))
+    return int(paths[0].rpartition("-")[2]) if paths else 0
 
 
 def check_workdir(workdir: pathlib.Path, config: Config) -> None:

@@ -14,6 +14,7 @@ import keras
 from vma_tf.errors import ExportError
 from vma_tf.experiment import load_run
 from vma_tf.export.signatures import ServingFunctions
+from vma_tf.workdir import new_mode
 
 EXPORT_METADATA = "assets.extra/vma_export.json"
 
@@ -66,9 +67,7 @@ def _temporary_dir(target: pathlib.Path) -> pathlib.Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        os.chmod(tmp, new_mode(0o777))
         return pathlib.Path(tmp)
     except OSError as e:
         raise ExportError(f"cannot write to {target.parent}: {e.strerror}") from None
