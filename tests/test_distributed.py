@@ -67,6 +67,13 @@ if os.environ.get("VMA_TEST_NAN_STEPS"):  # Poison these (1-based) steps.
             )
         return tf.where(bad, tf.constant(float("nan"), value.dtype), value)
     LatentVariableModel.objective = poisoned
+if os.environ.get("VMA_TEST_SIGTERM_AT"):  # SIGTERM just before this step.
+    import signal
+    at = int(os.environ["VMA_TEST_SIGTERM_AT"])
+    def signalling_begin(self, batch, logs=None):
+        if self._step() + 1 == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+    training._Monitor.on_train_batch_begin = signalling_begin
 from absl import app
 from launchers import train
 sys.argv[0] = "launchers.train"
@@ -295,9 +302,10 @@ def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
 def test_skip_nonfinite_with_two_replicas(tmp_path):
     """--skip_nonfinite under MirroredStrategy (the skip is decided in
     cross-replica context): steps poisoned on replica 1 only are skipped on
-    both and counted once; over steps 11-20, all poisoned, no weight or Adam
-    moment moves (only the step counter, the seed stream and the save
-    counter)."""
+    both and counted once, also in the row a signal writes mid-interval
+    (SIGTERM in step 16, then a rerun); a row of steps all skipped has no
+    bound; over steps 11-20, all poisoned, no weight or Adam moment moves
+    (only the step counter, the seed stream and the save counter)."""
     workdir = tmp_path / "skip"
     log = tmp_path / "skip.log"
     # Both checkpoints follow an evaluation (same evaluation seed state).
@@ -311,11 +319,15 @@ def test_skip_nonfinite_with_two_replicas(tmp_path):
     )
     poisoned = ",".join(str(s) for s in (4, *range(11, 21)))
     env = {"VMA_TEST_NAN_STEPS": poisoned, "VMA_TEST_NAN_REPLICA": "1"}
+    signalled = {**env, "VMA_TEST_SIGTERM_AT": "16"}
+    proc = start(args, log, env=signalled, two_cpus=True)
+    assert wait_all([proc], timeout=300) == [143], log.read_text()[-3000:]
     proc = start(args, log, env=env, two_cpus=True)
     assert wait_all([proc], timeout=300) == [0], log.read_text()[-3000:]
     rows = train_rows(workdir)
-    assert [rows[s]["skipped_steps"] for s in (10, 20)] == [1, 10]
+    assert [rows[s]["skipped_steps"] for s in (10, 16, 20)] == [1, 6, 4]
     assert np.isfinite(rows[10]["nll_bound"])
+    assert not {"loss", "nll_bound", "kl_a", "kl_z", "recon"} & {*rows[16], *rows[20]}
     ckpt = workdir / "checkpoints"
     before = all_checkpoint_values(str(ckpt / "ckpt-10"))
     after = all_checkpoint_values(str(ckpt / "ckpt-20"))

@@ -324,7 +324,8 @@ def test_nonfinite_gradient_with_a_finite_loss_stops_training(tmp_path, monkeypa
 def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):
     """--skip_nonfinite: every step after 20 is NaN; the run finishes, steps
     21-40 are counted, and no weight or Adam moment moved (only the step
-    counter and the seed streams)."""
+    counter and the seed streams). A train row whose steps were all skipped
+    has no bound (Keras' mean of no update reads 0.0)."""
     monkeypatch.setattr(LatentVariableModel, "objective", poison_from(20))
     summary = training.train_and_evaluate(
         tiny(skip_nonfinite=True), tmp_path, progress=False
@@ -332,6 +333,8 @@ def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):
     assert summary["step"] == 40
     rows = {r["step"]: r for r in read_metrics(tmp_path) if r["split"] == "train"}
     assert [rows[s]["skipped_steps"] for s in (10, 20, 30, 40)] == [0, 0, 10, 10]
+    assert all(np.isfinite(rows[s]["nll_bound"]) for s in (10, 20))
+    assert not {"loss", "nll_bound", "kl_a", "kl_z", "recon"} & {*rows[30], *rows[40]}
     ckpt = tmp_path / "checkpoints"
     before = all_checkpoint_values(str(ckpt / "ckpt-20"))
     after = all_checkpoint_values(str(ckpt / "ckpt-40"))

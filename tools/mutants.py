@@ -796,6 +796,21 @@ MUTANTS = (
             "tests/test_training.py::test_a_rerun_with_nothing_to_train_summarises_as_the_run_did",
         ),
     ),
+    # -- --skip_nonfinite logging ------------------------------------------
+    Mutant(
+        "all_skipped_interval_logs_zero_bounds",
+        "vma_tf/training.py",
+        '        if round(float(logs.get("skipped_steps", 0))) >= step - self._epoch_start:\n',
+        "        if False:\n",
+        ("tests/test_training.py::test_skip_nonfinite_changes_nothing_and_counts",),
+    ),
+    Mutant(
+        "signal_row_reads_replica_local_metrics",
+        "vma_tf/training.py",
+        "            logs = {k: result[k] for k in logs}\n",
+        "",
+        ("tests/test_distributed.py::test_skip_nonfinite_with_two_replicas",),
+    ),
 )
 
 

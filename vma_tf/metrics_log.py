@@ -35,7 +35,12 @@ class MetricsLog:
         record = {
             "split": split,
             "step": int(step),
-            **{k: float(values[k]) for k in METRIC_NAMES},
+            # All of them (a train row of steps all skipped has none).
+            **{
+                k: float(values[k])
+                for k in METRIC_NAMES
+                if k in values or split != "train"
+            },
             # Non-finite steps skipped in this log window (--skip_nonfinite).
             **{k: int(values[k]) for k in ("skipped_steps",) if k in values},
             # Address health at evaluations of a VMA (`vma_tf.address_health`).

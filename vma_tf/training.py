@@ -194,6 +194,10 @@ class _Monitor(keras.callbacks.Callback):
         `Interrupted`."""
         step = self._step()
         if logs and step > self._epoch_start:
+            # The metrics as the interval's end reads them (cross-replica:
+            # a batch's logs hold each replica's own `skipped_steps`, k / R).
+            result = self.model.get_metrics_result()
+            logs = {k: result[k] for k in logs}
             self._check_finite(step, logs)
             rate = self._rate(step)
             self.history.append(self._train_row(step, logs, rate))
@@ -225,7 +229,12 @@ class _Monitor(keras.callbacks.Callback):
         """Writes the train row of the interval ending at `step`, with the
         learning rate it ran at."""
         lr = self.config.train.learning_rate_at(self._epoch_start)
-        return self.log.write("train", step, {**logs, "learning_rate": lr}, rate)
+        values = {**logs, "learning_rate": lr}
+        if round(float(logs.get("skipped_steps", 0))) >= step - self._epoch_start:
+            # Every step skipped (--skip_nonfinite): the means had no update
+            # and read 0.0, which looks like a perfect bound. Left out.
+            values = {k: v for k, v in values.items() if k not in METRIC_NAMES}
+        return self.log.write("train", step, values, rate)
 
     def on_epoch_end(self, epoch, logs=None):
         t = self.config.train
