@@ -93,7 +93,7 @@ def _train(thresholds: tuple[float, ...]) -> pathlib.Path:
 
     try:
         config = build_config()
-        workdir = preflight(config, FLAGS.workdir, check_data=False)
+        config, workdir = preflight(config, FLAGS.workdir, check_data=False)
         done = _already_done(workdir, thresholds, config.train.steps)
         if done:
             print(f"{done}; not training")

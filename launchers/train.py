@@ -45,7 +45,7 @@ def main(argv):
     try:
         config = build_config()
         # Every input check before TensorFlow loads: errors stay one clean line.
-        workdir = preflight(config, FLAGS.workdir, check_data=False)
+        config, workdir = preflight(config, FLAGS.workdir, check_data=False)
         import_tensorflow_quietly()
         check_data_files(config)
         from vma_tf import training

@@ -2,6 +2,7 @@
 failure (no TensorFlow import)."""
 
 import errno
+import json
 import os
 import stat
 
@@ -40,3 +41,35 @@ def test_atomic_write_failure_leaves_no_temporary_file(tmp_path, monkeypatch):
         workdir.atomic_write(path, "new \ud800\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
     assert path.read_text() == "old\n"
+
+
+def test_a_run_older_than_the_evaluation_fields_resumes_with_its_own_command(
+    tmp_path,
+):
+    """A config.json written before `data.eval_seed` / `data.eval_subset`:
+    the run's own command (which leaves them at their defaults) resumes it
+    with the values it was evaluated with, not refused and not changed; a
+    value given on the command line that is not the run's is refused."""
+    from vma_tf import configs
+
+    command = configs.override(configs.get_preset("mnist_recall"), seed=1)
+    old = command.to_dict()
+    del old["data"]["eval_seed"], old["data"]["eval_subset"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(old))
+    config, path = workdir.preflight(command, run, check_data=False)
+    assert path == run
+    assert (config.data.eval_seed, config.data.eval_subset) == (1, "first")
+    assert config == configs.Config.from_dict(old)
+    given = configs.override(command, **{"data.eval_subset": "first"})
+    assert workdir.preflight(given, run, check_data=False)[0] == config
+    other = configs.override(command, **{"data.eval_seed": 5})
+    with pytest.raises(configs.ConfigError, match="data.eval_seed=1, not 5"):
+        workdir.preflight(other, run, check_data=False)
+    # A run that has the fields is compared as written.
+    (run / "config.json").write_text(
+        json.dumps(configs.Config.from_dict(old).to_dict())
+    )
+    with pytest.raises(configs.ConfigError, match="eval_subset='first', not 'spread'"):
+        workdir.preflight(command, run, check_data=False)

@@ -811,6 +811,24 @@ MUTANTS = (
         "",
         ("tests/test_distributed.py::test_skip_nonfinite_with_two_replicas",),
     ),
+    Mutant(
+        "old_run_refused_with_its_own_command",
+        "vma_tf/workdir.py",
+        "    config = resume_config(config, workdir)\n",
+        "",
+        (
+            "tests/test_workdir.py::test_a_run_older_than_the_evaluation_fields_resumes_with_its_own_command",
+        ),
+    ),
+    Mutant(
+        "training_ignores_the_resumed_config",
+        "vma_tf/training.py",
+        "    config, workdir = preflight(config, workdir)\n",
+        "    _, workdir = preflight(config, workdir)\n",
+        (
+            "tests/test_training.py::test_a_run_older_than_the_evaluation_fields_keeps_them_when_resumed",
+        ),
+    ),
 )
 
 

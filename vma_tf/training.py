@@ -349,7 +349,7 @@ def train_and_evaluate(
         vma_tf.data.files.DataError: missing or corrupt data (nothing written).
         NonFiniteError: NaN/Inf in training (last good checkpoint kept).
     """
-    workdir = preflight(config, workdir)
+    config, workdir = preflight(config, workdir)
     if config.train.deterministic:  # Before any TF op; process-wide.
         tf.config.experimental.enable_op_determinism()
     strategy = distribution.make_strategy(config.train.strategy)  # Before any TF op.

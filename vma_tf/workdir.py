@@ -10,6 +10,7 @@ and output-path parts, for launchers without a workdir (launchers.benchmark).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -81,6 +82,32 @@ def checkpoint_step(workdir: pathlib.Path) -> int:
     """
     paths = numbered_checkpoints(pathlib.Path(workdir, "checkpoints"))
     return int(paths[0].rpartition("-")[2]) if paths else 0
+
+
+def resume_config(config: Config, workdir: pathlib.Path) -> Config:
+    """The config the run in `workdir` resumes with: `config`, but a data
+    field its config.json predates (`configs.legacy_data_values`) that
+    `config` leaves at its default keeps the value the run was made with.
+
+    So a run resumed with its own command keeps its evaluation sets (an
+    `eval_seed` or `eval_subset` given on the command line is compared with
+    the run's as any other field, by `check_workdir`). An unreadable
+    config.json is left to `check_workdir` to report.
+    """
+    try:
+        saved = json.loads((workdir / "config.json").read_text())
+        legacy = configs.legacy_data_values(saved)
+        predates = [k for k in legacy if k not in saved["data"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return config
+    keep = {
+        k: legacy[k]
+        for k in predates
+        if getattr(config.data, k) == configs.FIELDS[f"data.{k}"].default
+    }
+    if not keep:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **keep))
 
 
 def check_workdir(workdir: pathlib.Path, config: Config) -> None:
@@ -217,8 +244,13 @@ def workdir_lock(workdir: pathlib.Path) -> Iterator[None]:
 
 def preflight(
     config: Config, workdir: str | os.PathLike, check_data: bool = True
-) -> pathlib.Path:
-    """Validates config, workdir and data; returns the absolute workdir.
+) -> tuple[Config, pathlib.Path]:
+    """Validates config, workdir and data.
+
+    Returns:
+        `(config, workdir)`: the config to run (`resume_config`: a resumed
+        run keeps the settings its config.json predates) and the absolute
+        workdir.
 
     The dataset is prepared in the tfds cache if it is not yet (which checks
     the raw files' sha256); only this step imports TensorFlow (`check_data=
@@ -232,6 +264,7 @@ def preflight(
     configs.validate(config)
     check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))
     workdir = pathlib.Path(workdir).expanduser().absolute()
+    config = resume_config(config, workdir)
     check_workdir(workdir, config)
     if config.train.init_from:
         source = pathlib.Path(config.train.init_from).expanduser()
@@ -242,4 +275,4 @@ def preflight(
             )
     if check_data:
         check_data_files(config)
-    return workdir
+    return config, workdir

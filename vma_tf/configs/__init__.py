@@ -52,6 +52,7 @@ from vma_tf.configs.schema import (
     DataConfig,
     ModelConfig,
     TrainConfig,
+    legacy_data_values,
 )
 from vma_tf.configs.validation import (
     DRAWERS_PER_CHARACTER,

@@ -471,6 +471,22 @@ class TrainConfig:
         return self.learning_rate
 
 
+def legacy_data_values(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The `data` fields added after runs were made, with the values a
+    config.json `d` (`Config.to_dict()` output) written before them reads
+    as: the settings the run was evaluated with.
+
+    Raises:
+        KeyError: `d` has no `train` section.
+    """
+    return {
+        # Before `eval_seed`, the evaluation sets were drawn with train.seed.
+        "eval_seed": d["train"].get("seed", 0),
+        # Before `eval_subset`, a partial evaluation read the first batches.
+        "eval_subset": "first",
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     name: str
@@ -494,11 +510,7 @@ class Config:
             geometric = model.pop("baseline", None) == "geometric"
             if geometric and model.get("estimator", "vimco") == "vimco":
                 model["estimator"] = "vimco_geometric"
-            data = dict(d["data"])
-            # Before `eval_seed`, the evaluation sets were drawn with train.seed.
-            data.setdefault("eval_seed", d["train"].get("seed", 0))
-            # Before `eval_subset`, a partial evaluation read the first batches.
-            data.setdefault("eval_subset", "first")
+            data = {**legacy_data_values(d), **d["data"]}
             return cls(
                 name=d["name"],
                 data=DataConfig(**data),
