@@ -259,6 +259,31 @@ def test_model_estimators_are_unbiased_by_exact_enumeration(float64, memory, est
     assert checked >= 10
 
 
+def test_nvil_as_trained_is_unbiased_by_exact_enumeration(float64):
+    """`training_objective`, as a training step composes it (the surrogate,
+    then NVIL's running statistics moved towards the batch), with c = 1.7
+    and v = 1 before each address tuple, one target (the statistics depend
+    on this one example's addresses): E_a[grad] == grad E_a[L_K]. Moving c
+    before forming the signal scales the score term by 1 - (1 - 0.8) / 1."""
+    model, x, mem = _tiny_vma("learned", "nvil")
+    x = x[:1]
+    nvil = model.nvil_baseline
+
+    def as_trained(terms, _):
+        nvil.centre.assign(1.7)
+        nvil.variance.assign(1.0)
+        return model.training_objective(terms, x, "nvil")
+
+    est, exact, names = _enumerated_gradients(model, x, mem, None, as_trained)
+    assert nvil.centre.numpy() != 1.7  # The statistics did move.
+    checked = 0
+    for e, g, name in zip(est, exact, names):
+        if "nvil_baseline" not in name:
+            np.testing.assert_allclose(e, g, rtol=1e-5, atol=1e-8, err_msg=name)
+            checked += int(np.any(np.abs(g) > 1e-6))
+    assert checked >= 10
+
+
 def test_nvil_variance_normalisation_rescales_only_the_score_term(float64):
     """With scale s = 2 the enumeration shows the (documented) deviation on
     the addressing parameters; the model's other parameters stay exact."""

@@ -829,6 +829,21 @@ MUTANTS = (
             "tests/test_training.py::test_a_run_older_than_the_evaluation_fields_keeps_them_when_resumed",
         ),
     ),
+    Mutant(
+        "nvil_statistics_moved_before_the_signal",
+        "vma_tf/modeling/base.py",
+        "        objective = self.objective(terms, x, estimator)\n"
+        "        update = self._lookup(estimator).update_statistics\n"
+        "        if update is not None and update_statistics and terms.log_q_a is not None:\n"
+        "            update(self, terms, x)\n",
+        "        update = self._lookup(estimator).update_statistics\n"
+        "        if update is not None and update_statistics and terms.log_q_a is not None:\n"
+        "            update(self, terms, x)\n"
+        "        objective = self.objective(terms, x, estimator)\n",
+        (
+            "tests/test_estimators.py::test_nvil_as_trained_is_unbiased_by_exact_enumeration",
+        ),
+    ),
 )
 
 

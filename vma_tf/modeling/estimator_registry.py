@@ -42,7 +42,8 @@ class GradientEstimator:
             terms that carry `log_q_a` (terms without one, of models without
             an address or relaxed, always train on L_K itself).
         update_statistics: `(model, terms, x) -> None`, run in training
-            before `objective` (NVIL's running mean and variance), or None.
+            after `objective` (NVIL's running mean and variance: the signal
+            uses those of the batches before), or None.
         learned_baseline: the model needs an `NVILBaseline` b(x) (the
             builders add one to a VMA).
     """
