@@ -300,12 +300,18 @@ def main(argv):
     _check_values()
     options = _protocol_options(FLAGS.protocol)
     out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else workdirs[0] / "eval"
+    from vma_tf.errors import WorkdirError
+    from vma_tf.workdir import check_output_dir
+
+    try:  # Before the evaluation, which may take hours.
+        check_output_dir("--out" if FLAGS.out else "--workdir", out)
+    except WorkdirError as e:
+        fail(str(e))
 
     import_tensorflow_quietly()
     from vma_tf import protocols
     from vma_tf.configs import ConfigError
     from vma_tf.data.files import DataError
-    from vma_tf.errors import WorkdirError
 
     try:
         runs = [protocols.load(w, FLAGS.precision) for w in workdirs]

@@ -22,6 +22,7 @@ curl -d @body.json); `--out=FILE.npz` saves the outputs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import re
@@ -109,7 +110,11 @@ def _load_array(flag: str, spec: str):
             except (ValueError, OSError) as e:
                 fail(f"--{flag}={spec}: cannot read ({' '.join(str(e).split())})")
     if flag == "memory_labels" and re.fullmatch(r"-?\d+(,-?\d+)*", spec):
-        return np.array([int(v) for v in spec.split(",")], np.int32)
+        labels = [int(v) for v in spec.split(",")]
+        if any(abs(v) >= 2**63 for v in labels):
+            fail(f"--{flag}={spec}: labels must lie in the int32 range")
+        # int64: `serving_client.as_inputs` refuses values outside int32.
+        return np.array(labels, np.int64)
     files = [pathlib.Path(p).expanduser() for p in spec.split(",") if p]
     if files and all(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
         return _load_images(flag, files)
@@ -206,8 +211,8 @@ def main(argv):
         fail(f"--url={FLAGS.url} must start with http://, https:// or grpc://")
     if FLAGS.model_version is not None and FLAGS.model_version < 1:
         fail(f"--model_version={FLAGS.model_version} must be >= 1")
-    if FLAGS.timeout <= 0:
-        fail(f"--timeout={FLAGS.timeout} must be > 0")
+    if not (math.isfinite(FLAGS.timeout) and FLAGS.timeout > 0):
+        fail(f"--timeout={FLAGS.timeout} must be a finite number > 0")
     out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else None
     if out is not None and not out.parent.is_dir():
         fail(f"--out={FLAGS.out}: no such directory {out.parent}")

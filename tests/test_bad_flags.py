@@ -63,6 +63,23 @@ TABLE = [
     ("train", ["--learning_rate=-1"], "--learning_rate=-1.0 must be a positive"),
     ("train", ["--learning_rate=nan"], "--learning_rate=nan must be a positive finite"),
     ("train", ["--weight_decay=-1"], "--weight_decay=-1.0 must be >= 0"),
+    ("train", ["--weight_decay=nan"], "--weight_decay=nan must be >= 0"),
+    (
+        "train",
+        ["--config.train.keep_checkpoints=0"],
+        "--config.train.keep_checkpoints=0 must be >= 1",
+    ),
+    (
+        "train",
+        ["--preset=mnist_learned", "--config.model.memory_dim=0"],
+        "--config.model.memory_dim=0 must be >= 1",
+    ),
+    (
+        "train",
+        ["--config.model.architecture=conv"],
+        "--config.data.dataset='binarized_mnist' needs --config.model.architecture='mlp'",
+    ),
+    ("train", ["--config_json={run}/config.json"], "not a vma_tf config: name=None"),
     ("train", ["--seed=-1"], "--seed=-1 must be in [0, 2**31 - 1]"),
     ("train", ["--steps=0"], "--steps=0 must be >= 1"),
     ("train", ["--log_every=0"], "--log_every=0 must be >= 1"),
@@ -331,6 +348,11 @@ TABLE = [
     ("evaluate", ["--workdir={new}"], "has no config.json (not a run)"),
     ("evaluate", ["--workdir=,"], "--workdir=, names no run directory"),
     ("evaluate", ["--out={new}"], "--workdir is required"),
+    (
+        "evaluate",
+        ["--workdir={run}", "--out={run}/config.json"],
+        "/config.json is not writable (",
+    ),
     ("evaluate", ["--workdir={run}", "extra"], "unexpected arguments ['extra']"),
     # An option flag set explicitly that the protocol does not take.
     (
@@ -414,7 +436,7 @@ TABLE = [
     ("query", ["--signature=sample"], "--url is required"),
     ("query", ["--url=localhost:8501"], "must start with http://, https:// or grpc://"),
     ("query", ["--url=http://h:1", "--model_version=0"], "--model_version=0 must be"),
-    ("query", ["--url=http://h:1", "--timeout=0"], "--timeout=0.0 must be > 0"),
+    ("query", ["--url=http://h:1", "--timeout=0"], "--timeout=0.0 must be a finite"),
     ("query", ["--url=http://h:1", "--num_samples=1"], "flag --num_samples=1: 1 is"),
     ("query", ["--url=http://h:1", "--k=0"], "flag --k=0: 0 is not"),
     ("query", ["--url=http://h:1", "--num=0"], "flag --num=0: 0 is not"),

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -144,6 +145,36 @@ def test_old_config_json_without_eval_seed_keeps_its_evaluation_sets():
     # Before `data.eval_subset` a partial evaluation read the first batches.
     assert configs.Config.from_dict(old).data.eval_subset == "first"
     assert configs.Config.from_dict(new.to_dict()).data.eval_subset == "spread"
+
+
+@pytest.mark.parametrize(
+    "section, field, value, message",
+    [
+        ("model", "memory_size", "8", "model.memory_size='8' is not int"),
+        ("train", "steps", 4.5, "train.steps=4.5 is not int"),
+        ("train", "jit", "false", "train.jit='false' is not bool"),
+        ("train", "steps", True, "train.steps=True is not int"),
+        ("model", "hidden_units", [1, "2"], "model.hidden_units=(1, '2') is not"),
+        ("train", "learning_rate", "3e-4", "train.learning_rate='3e-4' is not float"),
+        ("train", None, [1], "train is not a mapping"),
+    ],
+)
+def test_config_json_of_other_types_is_refused_naming_the_field(
+    section, field, value, message
+):
+    """A hand-edited config.json (`--config_json`, a workdir's): a value of
+    another type is one `ConfigError` naming the field, not a traceback in
+    validation or training, nor a string "false" read as True."""
+    d = configs.get_preset("mnist_recall").to_dict()
+    if field is None:
+        d[section] = value
+    else:
+        d[section][field] = value
+    with pytest.raises(configs.ConfigError, match=re.escape(message)):
+        configs.Config.from_dict(d)
+    d = configs.get_preset("mnist_recall").to_dict()
+    d["train"]["learning_rate"] = 1  # An int where a float goes: fine.
+    assert configs.Config.from_dict(d).train.learning_rate == 1.0
 
 
 def test_old_config_json_with_baseline_field_loads():

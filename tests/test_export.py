@@ -510,6 +510,18 @@ def test_query_launcher_bad_flags_give_one_line(tmp_path):
         (["--url=http://h:1", f"--x={tmp_path / 'none.npy'}"], "no such file"),
         (["--print_request", x, "--seed=3000000000,1"], "'seed' must lie in"),
         (
+            ["--print_request", "--signature=classify", x, f"--memory={x[4:]}"]
+            + ["--memory_labels=7,4294967303"],
+            "'memory_labels' must lie in the int32 range",
+        ),
+        (
+            ["--print_request", "--signature=classify", x, f"--memory={x[4:]}"]
+            + [f"--memory_labels=7,{2**64}"],
+            "must lie in the int32 range",
+        ),
+        (["--url=http://h:1", x, "--timeout=nan"], "--timeout=nan must be a finite"),
+        (["--url=http://h:1", x, "--timeout=inf"], "--timeout=inf must be a finite"),
+        (
             ["--url=http://h:1", x, f"--out={tmp_path / 'no' / 'out.npz'}"],
             "no such directory",
         ),

@@ -438,8 +438,8 @@ MUTANTS = (
     Mutant(
         "old_config_evaluated_on_other_sets",
         "vma_tf/configs/schema.py",
-        'data.setdefault("eval_seed", d["train"].get("seed", 0))',
-        'data.setdefault("eval_seed", 0)',
+        '"eval_seed": d["train"].get("seed", 0),',
+        '"eval_seed": 0,',
         (
             "tests/test_configs.py::"
             "test_old_config_json_without_eval_seed_keeps_its_evaluation_sets",
@@ -618,8 +618,8 @@ MUTANTS = (
     Mutant(
         "old_config_reads_a_spread_subset",
         "vma_tf/configs/schema.py",
-        '            data.setdefault("eval_subset", "first")\n',
-        "",
+        '        "eval_subset": "first",\n',
+        '        "eval_subset": "spread",\n',
         (
             "tests/test_configs.py::test_old_config_json_without_eval_seed_keeps_its_evaluation_sets",
         ),
@@ -843,6 +843,48 @@ MUTANTS = (
         (
             "tests/test_estimators.py::test_nvil_as_trained_is_unbiased_by_exact_enumeration",
         ),
+    ),
+    # -- bad input found by review: one line, nothing written -----------------
+    Mutant(
+        "config_json_values_untyped",
+        "vma_tf/configs/schema.py",
+        "        if not ok:\n            raise ConfigError(",
+        "        if False:\n            raise ConfigError(",
+        (
+            "tests/test_configs.py::test_config_json_of_other_types_is_refused_naming_the_field",
+        ),
+    ),
+    Mutant(
+        "nan_passes_a_minimum",
+        "vma_tf/configs/validation.py",
+        "    if not value >= minimum or not math.isfinite(value):  # NaN: not >=.\n",
+        "    if value < minimum:\n",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--weight_decay=nan]",
+        ),
+    ),
+    Mutant(
+        "evaluate_out_checked_after_the_evaluation",
+        "launchers/evaluate.py",
+        '        check_output_dir("--out" if FLAGS.out else "--workdir", out)\n',
+        "        pass\n",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[evaluate:--workdir={run} --out={run}/config.json]",
+        ),
+    ),
+    Mutant(
+        "query_timeout_nan_accepted",
+        "launchers/query.py",
+        "    if not (math.isfinite(FLAGS.timeout) and FLAGS.timeout > 0):\n",
+        "    if FLAGS.timeout <= 0:\n",
+        ("tests/test_export.py::test_query_launcher_bad_flags_give_one_line",),
+    ),
+    Mutant(
+        "query_labels_cast_to_int32",
+        "launchers/query.py",
+        "        return np.array(labels, np.int64)\n",
+        "        return np.array(labels, np.int32)\n",
+        ("tests/test_export.py::test_query_launcher_bad_flags_give_one_line",),
     ),
 )
 

@@ -112,13 +112,7 @@ def resume_config(config: Config, workdir: pathlib.Path) -> Config:
 
 def check_workdir(workdir: pathlib.Path, config: Config) -> None:
     """Fails (nothing written) on an unusable workdir or another run's config."""
-    probe = workdir
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise WorkdirError(
-            f"--workdir={workdir} is not writable ({probe} is not a writable directory)"
-        )
+    check_output_dir("--workdir", workdir)
     saved = workdir / "config.json"
     if not saved.exists():
         return
@@ -143,6 +137,28 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> None:
                     f"{old_d[section].get(key)!r}, not {value!r}; use another "
                     "--workdir or the same flags to resume"
                 )
+
+
+def check_output_dir(flag: str, path: str | os.PathLike) -> pathlib.Path:
+    """Fails (nothing written) unless `path` is a directory that can be
+    written or made: its nearest existing ancestor (itself, if it exists) is
+    a writable directory.
+
+    Args:
+        flag: the flag named in the message, e.g. `"--out"`.
+
+    Returns:
+        The absolute path.
+    """
+    path = pathlib.Path(path).expanduser().absolute()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise WorkdirError(
+            f"{flag}={path} is not writable ({probe} is not a writable directory)"
+        )
+    return path
 
 
 def check_output_file(flag: str, path: str | os.PathLike) -> pathlib.Path:

@@ -215,6 +215,7 @@ class ModelConfig:
         256,
         "Size of one learned memory entry (episodic entries have the shape of "
         "an image).",
+        minimum=1,
     )
     hidden_units: tuple[int, ...] = _field(
         (256, 128),
@@ -410,7 +411,7 @@ class TrainConfig:
     checkpoint_every: int = _field(
         1000, "Steps between checkpoints.", short=True, resumable=True
     )
-    keep_checkpoints: int = _field(3, "Checkpoints kept.", resumable=True)
+    keep_checkpoints: int = _field(3, "Checkpoints kept.", minimum=1, resumable=True)
     jit: bool = _field(
         True,
         "Compile steps with XLA (jit_compile=True).",
@@ -471,6 +472,45 @@ class TrainConfig:
         return self.learning_rate
 
 
+# The JSON values each annotated field type takes (bool is not an int here).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "float | None": (int, float, type(None)),
+    "tuple[int, ...]": (list, tuple),
+}
+
+
+def _typed(section: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (one section of a config.json) with each known field checked
+    against its annotated type: floats from ints, tuples from lists.
+
+    Raises:
+        ConfigError: a value of another type (`"1"` for an int, `"false"`
+            for a bool), naming `section.field`.
+    """
+    out = dict(values)
+    for f in dataclasses.fields(cls):
+        if f.name not in out:
+            continue  # The constructor names a missing field.
+        value, allowed = out[f.name], _JSON_TYPES[f.type]
+        ok = isinstance(value, allowed) and (
+            bool in allowed or not isinstance(value, bool)
+        )
+        if ok and f.type == "tuple[int, ...]":
+            value = tuple(value)
+            ok = all(type(u) is int for u in value)
+        elif ok and float in allowed and value is not None:
+            value = float(value)
+        if not ok:
+            raise ConfigError(f"{section}.{f.name}={value!r} is not {f.type}")
+        out[f.name] = value
+    return out
+
+
 def legacy_data_values(d: Mapping[str, Any]) -> dict[str, Any]:
     """The `data` fields added after runs were made, with the values a
     config.json `d` (`Config.to_dict()` output) written before them reads
@@ -505,17 +545,25 @@ class Config:
         """Reads `to_dict()` output, also of older versions (a `baseline`
         field: `"geometric"` with vimco is vimco_geometric)."""
         try:
-            model = dict(d["model"])
-            model["hidden_units"] = tuple(model["hidden_units"])
+            if not isinstance(d.get("name"), str):
+                raise ConfigError(f"name={d.get('name')!r} is not a string")
+            sections = {}
+            for name in ("data", "model", "train"):
+                if not isinstance(d[name], Mapping):
+                    raise ConfigError(f"{name} is not a mapping")
+                sections[name] = dict(d[name])
+            model = sections["model"]
             geometric = model.pop("baseline", None) == "geometric"
             if geometric and model.get("estimator", "vimco") == "vimco":
                 model["estimator"] = "vimco_geometric"
-            data = {**legacy_data_values(d), **d["data"]}
+            data = {**legacy_data_values(d), **sections["data"]}
             return cls(
                 name=d["name"],
-                data=DataConfig(**data),
-                model=ModelConfig(**model),
-                train=TrainConfig(**d["train"]),
+                data=DataConfig(**_typed("data", DataConfig, data)),
+                model=ModelConfig(**_typed("model", ModelConfig, model)),
+                train=TrainConfig(**_typed("train", TrainConfig, sections["train"])),
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"not a vma_tf config: {e}") from None
+        except ConfigError as e:
             raise ConfigError(f"not a vma_tf config: {e}") from None

@@ -41,7 +41,7 @@ def check_choice(flag: str, value: Any, allowed: tuple[Any, ...]) -> None:
 
 
 def check_at_least(flag: str, value: float, minimum: float, why: str = "") -> None:
-    if value < minimum:
+    if not value >= minimum or not math.isfinite(value):  # NaN: not >=.
         raise ConfigError(f"--{flag}={value} must be >= {minimum}{why}")
 
 
@@ -155,10 +155,11 @@ def _check_task(config: Config) -> None:
             f"--config.data.task={d.task!r}: episodes are for "
             f"{', '.join(EPISODIC_DATASETS)}"
         )
-    if d.dataset != "binarized_mnist" and m.architecture != "conv":
+    if (d.dataset == "binarized_mnist") != (m.architecture != "conv"):
+        wanted = "mlp" if d.dataset == "binarized_mnist" else "conv"
         raise ConfigError(
             f"--config.data.dataset={d.dataset!r} needs "
-            "--config.model.architecture='conv'"
+            f"--config.model.architecture={wanted!r}"
         )
     for flag in ("rotated_classes", "mixed_memory"):
         if getattr(d, flag) and d.task != "episodes":
