@@ -180,6 +180,11 @@ def build_config(
         if key in overrides:
             raise ConfigError(f"--{overrides[key][0]} {reason}")
     path = flag_values["config_json"].value if "config_json" in flag_values else None
+    if path and flag_values["preset"].present:
+        raise ConfigError(
+            f"--preset={flag_values.preset} and --config_json={path}: give one "
+            "(the config names its preset)"
+        )
     base = configs.load_json(path) if path else configs.get_preset(flag_values.preset)
     return configs.override(base, **{k: v for k, (_, v) in overrides.items()})
 

@@ -58,8 +58,9 @@ FLAGS = flags.FLAGS
 
 def _protocol_table() -> str:
     """One line per registered protocol: its name and its function's summary."""
+    width = max(map(len, REGISTRY)) + 2
     return "\n".join(
-        f"  {name:<18}{p.function.__doc__.splitlines()[0]}"
+        f"  {name:<{width}}{p.function.__doc__.splitlines()[0]}"
         for name, p in REGISTRY.items()
     )
 

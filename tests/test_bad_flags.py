@@ -80,6 +80,11 @@ TABLE = [
         "--config.data.dataset='binarized_mnist' needs --config.model.architecture='mlp'",
     ),
     ("train", ["--config_json={run}/config.json"], "not a vma_tf config: name=None"),
+    (
+        "train",
+        ["--config_json={run}/config.json", "--preset=mnist_vae"],
+        "--preset=mnist_vae and --config_json=",
+    ),
     ("train", ["--seed=-1"], "--seed=-1 must be in [0, 2**31 - 1]"),
     ("train", ["--steps=0"], "--steps=0 must be >= 1"),
     ("train", ["--log_every=0"], "--log_every=0 must be >= 1"),
