@@ -33,10 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 from absl import app, flags  # noqa: E402
 
 from launchers.common import fail, parse_flags  # noqa: E402
-from vma_tf import reproduction  # noqa: E402
+from vma_tf import configs, reproduction  # noqa: E402
 from vma_tf import time_to_quality as ttq  # noqa: E402
 from vma_tf.configs.schema import PRECISIONS  # noqa: E402
-from vma_tf.errors import WorkdirError  # noqa: E402
+from vma_tf.errors import ConfigError, WorkdirError  # noqa: E402
 from vma_tf.workdir import check_output_file  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -215,6 +215,17 @@ def main(argv):
         fail(f"--steps={FLAGS.steps} must be >= 1")
     if FLAGS.patience < 0:
         fail(f"--patience={FLAGS.patience} must be >= 0")
+    for t in reproduction.trainings(rows):  # As each training would refuse it.
+        if FLAGS.lr_drop_step and not t.base:
+            preset = configs.get_preset(t.preset)
+            try:
+                configs.validate(
+                    configs.override(
+                        preset, steps=FLAGS.steps, lr_drop_step=FLAGS.lr_drop_step
+                    )
+                )
+            except ConfigError as e:
+                fail(f"run {t.name}: {e}")
     runs_dir = pathlib.Path(FLAGS.runs_dir).expanduser().absolute()
     figure = None
     if FLAGS.figure:

@@ -552,6 +552,11 @@ TABLE = [
     ("reproduce", ["--action=report", "--runs_dir={new}"], "is not a directory"),
     (
         "reproduce",
+        ["--action=run", "--rows=fewshot", "--lr_drop_step=150", "--runs_dir={new}"],
+        "--lr_drop_step=150 must be 0 or a multiple of --log_every=100",
+    ),
+    (
+        "reproduce",
         ["--action=run", "--precision=float16", "--runs_dir={new}"],
         "flag --precision=float16: value should be one of",
     ),

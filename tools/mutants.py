@@ -886,6 +886,15 @@ MUTANTS = (
         "        return np.array(labels, np.int32)\n",
         ("tests/test_export.py::test_query_launcher_bad_flags_give_one_line",),
     ),
+    Mutant(
+        "reproduce_lr_drop_checked_by_each_training",
+        "launchers/reproduce.py",
+        '                fail(f"run {t.name}: {e}")\n',
+        "                pass\n",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[reproduce:--action=run --rows=fewshot --lr_drop_step=150 --runs_dir={new}]",
+        ),
+    ),
 )
 
 
