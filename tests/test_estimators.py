@@ -620,6 +620,31 @@ def test_gradient_variance_is_seeded_and_per_estimator():
         gradient_variance.gradient_draws(plain, x, mem, "nvil", 2, jit=False)
 
 
+def test_relative_variance_is_not_capped_by_the_number_of_draws():
+    """Gaussian draws with a known mean and covariance (P = 20 000, N = 50,
+    |E g|^2 = 2, tr Cov = 50: ratio 25). The plug-in |mean|^2 is 2 + 50 / 50
+    in expectation, so its ratio reads about 16.7 and never above N; the
+    unbiased one reads 25 to a few percent, and a zero mean (not resolved
+    from the noise) is inf."""
+    from vma_tf import gradient_variance
+
+    rng = np.random.default_rng(0)
+    num_draws, size = 50, 20_000
+    mean = np.full(size, np.sqrt(2.0 / size))
+    noise = rng.normal(scale=np.sqrt(50.0 / size), size=(num_draws, size))
+    s = gradient_variance.summarize(mean + noise)
+    assert abs(s["total_variance"] - 50) < 1.5
+    assert abs(s["relative_variance"] - 25) < 1.5, s
+    assert abs(s["relative_variance_plugin"] - 50 / 3) < 0.6, s
+    np.testing.assert_allclose(
+        s["relative_variance_plugin"],
+        1 / (1 / s["relative_variance"] + 1 / num_draws),
+        rtol=1e-12,
+    )
+    centred = gradient_variance.summarize(noise - noise.mean(0))  # E g = 0.
+    assert centred["relative_variance"] == float("inf")
+
+
 def test_estimator_names_agree_everywhere():
     """One list of names: estimators, configs (no TF import) and the flags."""
     from absl import flags

@@ -596,6 +596,20 @@ def test_figures_reads_metrics_as_time_to_quality_does(
     assert "samples" in figs
 
 
+def test_learning_curves_bound_kl_a_by_each_split_s_own_memory():
+    """recall's `*_m2048` splits have 2048 slots: their kl_a ceiling is
+    log 2048, not the training memory's log 256; rows without a
+    `memory_size` fall back to the run's."""
+    records = [
+        {"split": "train", "step": 10, "kl_a": 5.0},
+        {"split": "valid", "step": 10, "kl_a": 5.4, "memory_size": 256.0},
+        {"split": "valid_m2048", "step": 10, "kl_a": 7.5, "memory_size": 2048.0},
+    ]
+    assert plotting.memory_sizes(records, 256) == [256, 2048]
+    assert plotting.memory_sizes(records[:1], 32) == [32]
+    assert plotting.memory_sizes(records[:1]) == []
+
+
 # -- classification maths ---------------------------------------------------
 
 

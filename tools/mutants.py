@@ -895,6 +895,25 @@ MUTANTS = (
             "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[reproduce:--action=run --rows=fewshot --lr_drop_step=150 --runs_dir={new}]",
         ),
     ),
+    # -- reported numbers found by review --------------------------------------
+    Mutant(
+        "relative_variance_over_the_plugin_mean",
+        "vma_tf/gradient_variance.py",
+        '        "relative_variance": ratio(unbiased),\n',
+        '        "relative_variance": ratio(mean_sq_norm),\n',
+        (
+            "tests/test_estimators.py::test_relative_variance_is_not_capped_by_the_number_of_draws",
+        ),
+    ),
+    Mutant(
+        "one_log_ceiling_for_every_split",
+        "vma_tf/plotting.py",
+        '    sizes = {int(r["memory_size"]) for r in records if r.get("memory_size")}\n',
+        "    sizes = set()\n",
+        (
+            "tests/test_protocols.py::test_learning_curves_bound_kl_a_by_each_split_s_own_memory",
+        ),
+    ),
 )
 
 

@@ -86,18 +86,40 @@ def gradient_draws(
 
 
 def summarize(draws: np.ndarray) -> dict:
-    """Total variance tr Cov (unbiased, ddof=1), |mean|^2 and their ratio."""
+    """tr Cov, |E g|^2 and their ratio, each estimated without bias.
+
+    The squared norm of the draws' mean overestimates |E g|^2 by tr Cov / N
+    (E|mean|^2 = |E g|^2 + tr Cov / N), so the plug-in ratio
+    tr Cov / |mean|^2 stays below N however noisy the gradient:
+    `relative_variance` divides by |mean|^2 - tr Cov / N instead (inf when
+    that is <= 0: the mean is not resolved from the noise with N draws).
+
+    Args:
+        draws: `[N, P]` gradient draws, N >= 2.
+
+    Returns:
+        `total_variance` (tr Cov, ddof=1), `mean_sq_norm` (|mean|^2, the
+        plug-in), `mean_sq_norm_unbiased`, `relative_variance` (tr Cov over
+        the unbiased |E g|^2), `relative_variance_plugin` (over |mean|^2;
+        = 1 / (1 / relative_variance + 1 / N)), `num_draws`,
+        `num_parameters`.
+    """
     draws = np.asarray(draws, np.float64)
+    num_draws = int(draws.shape[0])
     mean = draws.mean(axis=0)
     total_variance = float(draws.var(axis=0, ddof=1).sum())
     mean_sq_norm = float(np.sum(mean**2))
+    unbiased = mean_sq_norm - total_variance / num_draws
+    ratio = lambda denominator: (
+        total_variance / denominator if denominator > 0 else float("inf")
+    )
     return {
         "total_variance": total_variance,
         "mean_sq_norm": mean_sq_norm,
-        "relative_variance": total_variance / mean_sq_norm
-        if mean_sq_norm > 0
-        else float("inf"),
-        "num_draws": int(draws.shape[0]),
+        "mean_sq_norm_unbiased": unbiased,
+        "relative_variance": ratio(unbiased),
+        "relative_variance_plugin": ratio(mean_sq_norm),
+        "num_draws": num_draws,
         "num_parameters": int(draws.shape[1]),
     }
 

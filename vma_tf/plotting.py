@@ -53,13 +53,22 @@ def _errorbar(ax, xs, entries, key="nll_bound", **kw):
     )
 
 
+def memory_sizes(records: list[dict], memory_size: int | None = None) -> list[int]:
+    """The |M| whose log bounds kl_a on the curves: each evaluated split's
+    own (`memory_size` of its rows: recall's `*_m2048` splits have 2048),
+    else `memory_size`; sorted, without repeats."""
+    sizes = {int(r["memory_size"]) for r in records if r.get("memory_size")}
+    return sorted(sizes or ({int(memory_size)} if memory_size else set()))
+
+
 def learning_curves(path, records: list[dict], memory_size: int | None = None):
     """nll_bound and kl_a per split against step, from metrics.jsonl records.
 
     Args:
         path: PNG to write.
         records: dicts with `split`, `step` and metrics (metrics.jsonl lines).
-        memory_size: |M|; draws the log|M| ceiling of kl_a.
+        memory_size: |M|; draws the log|M| ceiling of kl_a (the records'
+            own `memory_size`s when they have them: `memory_sizes`).
     """
     fig = _figure(9, 3.5)
     ax_nll, ax_kl = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -70,8 +79,8 @@ def learning_curves(path, records: list[dict], memory_size: int | None = None):
         ax_nll.plot(steps, [r["nll_bound"] for r in rs], label=split)
         if any("kl_a" in r for r in rs):
             ax_kl.plot(steps, [r.get("kl_a", np.nan) for r in rs], label=split)
-    if memory_size:
-        ax_kl.axhline(np.log(memory_size), color="k", ls="--", lw=1, label="log|M|")
+    for size in memory_sizes(records, memory_size):
+        ax_kl.axhline(np.log(size), color="k", ls="--", lw=1, label=f"log {size}")
     ax_nll.set(xlabel="step", ylabel="nll_bound (nats)", title="-L_K")
     ax_kl.set(xlabel="step", ylabel="nats", title="KL(q(a|x) || p(a))")
     for ax in (ax_nll, ax_kl):

@@ -150,7 +150,11 @@ class DataConfig:
         4, "Other examples of each character in memory.", short=True
     )
     confounder_classes: int = _field(
-        0, "Extra characters with examples only in memory.", short=True
+        0,
+        "Training episodes: extra characters with drawings only in memory (the "
+        "test episodes have none: their memory is --batch_classes x "
+        "--memory_per_class).",
+        short=True,
     )
     absent_classes: int = _field(
         0,

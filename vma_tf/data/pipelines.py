@@ -21,7 +21,10 @@ import tensorflow as tf
 from vma_tf.configs import Config
 from vma_tf.data.mnist import load_binarized_mnist
 
-# Distinct streams so train/eval/memory draws never share random numbers.
+# Streams of one seed never share random numbers. Across seeds the key
+# `2 seed + stream` of a protocol's stream (11-13, `protocols.common`) is that of
+# stream 0 or 1 of seed + 5 or 6: the same numbers drawn over other data or for
+# another eval_seed's evaluation (harmless; kept, so recorded results rerun).
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 # Key `[eval_seed, _SUBSET_STREAM]` of the numpy generator drawing a partial
 # evaluation's examples (`sequential_batches`).
