@@ -271,11 +271,11 @@ def _recorded(options: Options) -> dict:
 
 def _write(out: pathlib.Path, report: dict, figures) -> list[pathlib.Path]:
     """Writes `<protocol>.json` and the figures' PNGs to `out` (atomically)."""
+    from vma_tf.workdir import atomic_write
+
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{report['protocol']}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(report, indent=2) + "\n")
     written = [path]
     for name, draw in figures.items():
         png = out / f"{name}.png"

@@ -780,7 +780,7 @@ MUTANTS = (
     Mutant(
         "finished_run_reads_orphan_rows",
         "vma_tf/time_to_quality.py",
-        '    rows = [r for r in rows if r.get("step", 0) <= step]\n',
+        '    rows = [r for r in rows if step is None or r.get("step", 0) <= step]\n',
         "",
         (
             "tests/test_time_to_quality.py::test_plateaued_at_reads_the_rows_up_to_the_restored_step",
@@ -814,7 +814,7 @@ MUTANTS = (
     Mutant(
         "old_run_refused_with_its_own_command",
         "vma_tf/workdir.py",
-        "    config = resume_config(config, workdir)\n",
+        "    config = dataclasses.replace(config, data=dataclasses.replace(config.data, **keep))\n",
         "",
         (
             "tests/test_workdir.py::test_a_run_older_than_the_evaluation_fields_resumes_with_its_own_command",

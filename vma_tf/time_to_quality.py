@@ -362,7 +362,7 @@ def plateaued(
 
 
 def plateaued_at(
-    rows: Iterable[Mapping[str, Any]], step: int, patience: int
+    rows: Iterable[Mapping[str, Any]], step: int | None, patience: int
 ) -> tuple[str, int] | None:
     """The patience rule on a run restored at `step`: its rows after `step`
     (logged by a run stopped before their checkpoint) do not count, since the
@@ -370,14 +370,15 @@ def plateaued_at(
 
     Args:
         rows: the run's `metrics.jsonl` rows, in file order.
-        step: the restored (newest checkpoint's) step.
+        step: the restored (newest checkpoint's) step; None: every row (a
+            run in progress).
         patience: steps; 0 turns the rule off.
 
     Returns:
         `(split, best step)` if the rule is met (`plateaued` on the watched
         split, `plateau_split`), else None.
     """
-    rows = [r for r in rows if r.get("step", 0) <= step]
+    rows = [r for r in rows if step is None or r.get("step", 0) <= step]
     split = plateau_split(r.get("split") for r in rows)
     if split is None or not patience:
         return None
@@ -410,11 +411,10 @@ def plateau_message(metrics_path: str | os.PathLike, patience: int) -> str | Non
     path = pathlib.Path(metrics_path)
     if not path.exists():
         return None
-    rows = read_metrics(path)
-    split = plateau_split(r.get("split") for r in rows)
-    best = None if split is None else plateaued(rows, patience, split)
-    if best is None:
+    plateau = plateaued_at(read_metrics(path), None, patience)
+    if plateau is None:
         return None
+    split, best = plateau
     message = (
         f"Early stop: the {split} bound has not improved since step {best} "
         f"(patience {patience} steps)"

@@ -84,40 +84,23 @@ def checkpoint_step(workdir: pathlib.Path) -> int:
     return int(paths[0].rpartition("-")[2]) if paths else 0
 
 
-def resume_config(config: Config, workdir: pathlib.Path) -> Config:
-    """The config the run in `workdir` resumes with: `config`, but a data
-    field its config.json predates (`configs.legacy_data_values`) that
-    `config` leaves at its default keeps the value the run was made with.
+def check_workdir(workdir: pathlib.Path, config: Config) -> Config:
+    """Fails (nothing written) on an unusable workdir or another run's config.
 
-    So a run resumed with its own command keeps its evaluation sets (an
-    `eval_seed` or `eval_subset` given on the command line is compared with
-    the run's as any other field, by `check_workdir`). An unreadable
-    config.json is left to `check_workdir` to report.
+    Returns:
+        The config to run: `config`, but a data field the run's config.json
+        predates (`configs.legacy_data_values`) that `config` leaves at its
+        default keeps the value the run was made with, so a run resumed with
+        its own command keeps its evaluation sets (a value given on the
+        command line is compared as any other field).
     """
-    try:
-        saved = json.loads((workdir / "config.json").read_text())
-        legacy = configs.legacy_data_values(saved)
-        predates = [k for k in legacy if k not in saved["data"]]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return config
-    keep = {
-        k: legacy[k]
-        for k in predates
-        if getattr(config.data, k) == configs.FIELDS[f"data.{k}"].default
-    }
-    if not keep:
-        return config
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, **keep))
-
-
-def check_workdir(workdir: pathlib.Path, config: Config) -> None:
-    """Fails (nothing written) on an unusable workdir or another run's config."""
     check_output_dir("--workdir", workdir)
     saved = workdir / "config.json"
     if not saved.exists():
-        return
+        return config
     try:
-        old = Config.from_dict(json.loads(saved.read_text()))
+        raw = json.loads(saved.read_text())
+        old = Config.from_dict(raw)
     except (ValueError, ConfigError) as e:
         raise WorkdirError(
             f"{saved} is not a readable vma_tf config ({e}); use another --workdir"
@@ -126,6 +109,13 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> None:
         raise WorkdirError(
             f"--workdir={workdir} holds a {old.name!r} run, not {config.name!r}"
         )
+    keep = {
+        k: getattr(old.data, k)
+        for k in configs.legacy_data_values(raw)
+        if k not in raw["data"]
+        and getattr(config.data, k) == configs.FIELDS[f"data.{k}"].default
+    }
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, **keep))
     old_d, new_d = old.to_dict(), config.to_dict()
     for section in ("data", "model", "train"):
         for key, value in new_d[section].items():
@@ -137,6 +127,7 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> None:
                     f"{old_d[section].get(key)!r}, not {value!r}; use another "
                     "--workdir or the same flags to resume"
                 )
+    return config
 
 
 def check_output_dir(flag: str, path: str | os.PathLike) -> pathlib.Path:
@@ -263,15 +254,15 @@ def preflight(
 ) -> tuple[Config, pathlib.Path]:
     """Validates config, workdir and data.
 
-    Returns:
-        `(config, workdir)`: the config to run (`resume_config`: a resumed
-        run keeps the settings its config.json predates) and the absolute
-        workdir.
-
     The dataset is prepared in the tfds cache if it is not yet (which checks
     the raw files' sha256); only this step imports TensorFlow (`check_data=
     False` skips it, for a launcher that starts TensorFlow its own way and
     then calls `check_data_files`).
+
+    Returns:
+        `(config, workdir)`: the config to run (`check_workdir`: a resumed
+        run keeps the settings its config.json predates) and the absolute
+        workdir.
 
     Raises:
         ConfigError / WorkdirError: bad values or workdir.
@@ -280,8 +271,7 @@ def preflight(
     configs.validate(config)
     check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))
     workdir = pathlib.Path(workdir).expanduser().absolute()
-    config = resume_config(config, workdir)
-    check_workdir(workdir, config)
+    config = check_workdir(workdir, config)
     if config.train.init_from:
         source = pathlib.Path(config.train.init_from).expanduser()
         if not (source / "checkpoints").is_dir():
