@@ -351,13 +351,18 @@ def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):
 def test_a_run_older_than_the_evaluation_fields_keeps_them_when_resumed(tmp_path):
     """A workdir whose config.json predates `data.eval_subset` (a partial
     evaluation read the first batches): the same call trains with the value
-    the run was made with, and config.json says so."""
+    the run was made with, and config.json says so; and so does the next
+    resume, which reads that rewritten config.json (it refused, 2026-12-07)."""
     config = tiny(steps=10, eval_every=10, checkpoint_every=10, jit=False)
     old = config.to_dict()
     del old["data"]["eval_subset"]
     (tmp_path / "config.json").write_text(json.dumps(old))
     summary = training.train_and_evaluate(config, tmp_path, progress=False)
     assert summary["step"] == 10
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["data"]["eval_subset"] == "first"
+    config = tiny(steps=20, eval_every=10, checkpoint_every=10, jit=False)
+    assert training.train_and_evaluate(config, tmp_path, progress=False)["step"] == 20
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["data"]["eval_subset"] == "first"
 

@@ -67,9 +67,12 @@ def test_a_run_older_than_the_evaluation_fields_resumes_with_its_own_command(
     other = configs.override(command, **{"data.eval_seed": 5})
     with pytest.raises(configs.ConfigError, match="data.eval_seed=1, not 5"):
         workdir.preflight(other, run, check_data=False)
-    # A run that has the fields is compared as written.
+    # As rewritten by that resume (the values now written out): the same.
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    assert workdir.preflight(command, run, check_data=False)[0] == config
+    # A value a legacy config.json never reads as is compared as written.
     (run / "config.json").write_text(
-        json.dumps(configs.Config.from_dict(old).to_dict())
+        json.dumps(configs.override(config, **{"data.eval_seed": 3}).to_dict())
     )
-    with pytest.raises(configs.ConfigError, match="eval_subset='first', not 'spread'"):
+    with pytest.raises(configs.ConfigError, match="data.eval_seed=3, not 0"):
         workdir.preflight(command, run, check_data=False)

@@ -914,6 +914,15 @@ MUTANTS = (
             "tests/test_protocols.py::test_learning_curves_bound_kl_a_by_each_split_s_own_memory",
         ),
     ),
+    Mutant(
+        "legacy_field_kept_on_the_first_resume_only",
+        "vma_tf/workdir.py",
+        "        if getattr(old.data, k) == legacy\n",
+        '        if k not in raw["data"]\n',
+        (
+            "tests/test_training.py::test_a_run_older_than_the_evaluation_fields_keeps_them_when_resumed",
+        ),
+    ),
 )
 
 

@@ -91,8 +91,8 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> Config:
         The config to run: `config`, but a data field the run's config.json
         predates (`configs.legacy_data_values`) that `config` leaves at its
         default keeps the value the run was made with, so a run resumed with
-        its own command keeps its evaluation sets (a value given on the
-        command line is compared as any other field).
+        its own command keeps its evaluation sets, on every resume (a value
+        given on the command line is compared as any other field).
     """
     check_output_dir("--workdir", workdir)
     saved = workdir / "config.json"
@@ -109,10 +109,13 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> Config:
         raise WorkdirError(
             f"--workdir={workdir} holds a {old.name!r} run, not {config.name!r}"
         )
+    # Also once config.json has been rewritten with the kept value (the run
+    # resumed before): a field holding what a config.json predating it reads
+    # as is treated as predating it.
     keep = {
-        k: getattr(old.data, k)
-        for k in configs.legacy_data_values(raw)
-        if k not in raw["data"]
+        k: legacy
+        for k, legacy in configs.legacy_data_values(raw).items()
+        if getattr(old.data, k) == legacy
         and getattr(config.data, k) == configs.FIELDS[f"data.{k}"].default
     }
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, **keep))
