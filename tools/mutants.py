@@ -923,6 +923,20 @@ MUTANTS = (
             "tests/test_training.py::test_a_run_older_than_the_evaluation_fields_keeps_them_when_resumed",
         ),
     ),
+    Mutant(
+        "documented_flag_renamed",
+        "launchers/evaluate.py",
+        '    "num_examples",\n',
+        '    "num_targets",\n',
+        ("tests/test_docs.py::test_documented_launcher_commands_use_flags_that_exist",),
+    ),
+    Mutant(
+        "documented_tool_flag_renamed",
+        "tools/budget_curves.py",
+        'parser.add_argument("--run",',
+        'parser.add_argument("--runs",',
+        ("tests/test_docs.py::test_documented_make_targets_rows_and_tool_flags_exist",),
+    ),
 )
 
 
