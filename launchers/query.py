@@ -213,9 +213,15 @@ def main(argv):
         fail(f"--model_version={FLAGS.model_version} must be >= 1")
     if not (math.isfinite(FLAGS.timeout) and FLAGS.timeout > 0):
         fail(f"--timeout={FLAGS.timeout} must be a finite number > 0")
-    out = pathlib.Path(FLAGS.out).expanduser() if FLAGS.out else None
-    if out is not None and not out.parent.is_dir():
-        fail(f"--out={FLAGS.out}: no such directory {out.parent}")
+    out = None
+    if FLAGS.out:
+        from vma_tf.errors import WorkdirError
+        from vma_tf.workdir import check_output_file
+
+        try:
+            out = check_output_file("--out", FLAGS.out)
+        except WorkdirError as e:
+            fail(str(e))
     inputs = _gather_inputs(FLAGS.signature)
 
     from vma_tf import serving_client

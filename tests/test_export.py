@@ -523,8 +523,9 @@ def test_query_launcher_bad_flags_give_one_line(tmp_path):
         (["--url=http://h:1", x, "--timeout=inf"], "--timeout=inf must be a finite"),
         (
             ["--url=http://h:1", x, f"--out={tmp_path / 'no' / 'out.npz'}"],
-            "no such directory",
+            f"{tmp_path / 'no'} does not exist",
         ),
+        (["--url=http://h:1", x, f"--out={tmp_path}"], "is a directory, not a file"),
         (["--url=http://h:1", "--signature=classify", x], "needs --memory, --memory"),
         (["--url=http://h:1", x, "--seed=1"], "--seed=1 must be two integers"),
         (
