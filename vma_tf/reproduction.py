@@ -135,7 +135,11 @@ VMA = Training("fewshot_vma_c48", "omniglot_fewshot", ("--channels=48",))
 VAE = Training("fewshot_vae_c48", "omniglot_fewshot_vae", ("--channels=48",), 90.8)
 SOFT = Training("fewshot_soft_c48", "omniglot_fewshot_soft", ("--channels=48",), 73.4)
 # Table 1's second anchor, also classified on Lake's 20 evaluation alphabets.
-BGEVAL = Training("bgeval", "omniglot_bgeval")
+# Its rows were measured with Glorot's init of p(z|m_a), the preset's default
+# until 2026-12-06 (seed 0 keeps z in use under it; README "Deviations"):
+# pinned, so the commands rerun the recorded numbers.
+GLOROT_PRIOR_Z = "--prior_z_init=glorot"
+BGEVAL = Training("bgeval", "omniglot_bgeval", (GLOROT_PRIOR_Z,))
 OMNIGLOT_LEARNED = Training("learned", "omniglot_learned", (), 103.6)
 # §4.2's control setting, "32 character classes per minibatch": episodes of
 # 32 characters, one target and one drawing in memory each (|B| = |M| = 32).
@@ -354,17 +358,23 @@ ROWS: tuple[Row, ...] = (
         "target characters absent from memory (--absent_classes=2), since "
         "most targets of a C > 1, small-T sequence have no drawing of their "
         "character in memory (RESULTS.md)",
-        (Training("bgeval_absent2", "omniglot_bgeval", ("--absent_classes=2",)),),
+        (
+            Training(
+                "bgeval_absent2",
+                "omniglot_bgeval",
+                ("--absent_classes=2", GLOROT_PRIOR_Z),
+            ),
+        ),
         (_gmn_table("bgeval_absent2", rows=(1, 2, 4, 16)),),
     ),
     Row(
         "gmn_table_per_class",
-        "Table 1, every row (C = 1 / 4 / 16, T = 1: 86.5 / 87.5 / 89.6; T = 19: "
-        "73.9 / 76.7 / 77.0), with T drawings of each of the C characters in "
+        "Table 1, every row (C = 1 / 2 / 4 / 16, T = 1: 86.5 / 87.2 / 87.5 / "
+        "89.6; T = 19: 73.9 / 75.0 / 76.7 / 77.0), with T drawings of each of the C characters in "
         "memory (the setting the paper's rows follow: its C = 1 row + about "
         "log C; RESULTS.md); gmn_table_bgeval's model",
         (BGEVAL,),
-        (_gmn_table(BGEVAL.name, "gmn_table_per_class", (1, 4, 16)),),
+        (_gmn_table(BGEVAL.name, "gmn_table_per_class", (1, 2, 4, 16)),),
     ),
     Row(
         "omniglot_learned",
