@@ -191,7 +191,8 @@ def test_with_patience_reads_the_log(tmp_path):
     stop = ttq.with_patience(lambda records: False, 100, path)
     assert stop([evaluation(200, 101.0)])
     assert not ttq.with_patience(None, 101, path)([evaluation(200, 101.0)])
-    assert ttq.plateau_message(tmp_path / "none.jsonl", 1) is None
+    assert not ttq.with_patience(None, 1, tmp_path / "none.jsonl")([])
+    assert ttq.plateau_message([], 1) is None
 
 
 def test_stop_when_refuses_a_split_the_run_does_not_evaluate():

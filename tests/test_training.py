@@ -435,6 +435,8 @@ def test_resume_drops_a_last_metrics_line_cut_short(tmp_path, capsys):
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30]
 
+    # Opened at step 20 (the rows past it dropped), it holds the rows kept.
+    assert MetricsLog(tmp_path, 20).rows == [r for r in rows if r["step"] <= 20]
     lines = whole.splitlines()
     bad = "\n".join([lines[0], "not json", *lines[1:]]) + "\n"
     metrics.write_text(bad)

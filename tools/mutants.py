@@ -247,7 +247,7 @@ MUTANTS = (
     Mutant(
         "resumed_run_ignores_its_plateau",
         "vma_tf/training.py",
-        "met = ttq.plateau_message(log.path, t.patience) is not None",
+        "met = ttq.plateau_message(log.rows, t.patience) is not None",
         "met = False",
         (
             "tests/test_training.py::"
@@ -790,7 +790,7 @@ MUTANTS = (
     Mutant(
         "rerun_summary_without_the_last_rows",
         "vma_tf/training.py",
-        '        monitor.history.extend(r for r in rows if r.get("step") == start_step)\n',
+        '        monitor.history.extend(r for r in log.rows if r.get("step") == start_step)\n',
         "        pass\n",
         (
             "tests/test_training.py::test_a_rerun_with_nothing_to_train_summarises_as_the_run_did",

@@ -20,13 +20,21 @@ from vma_tf.workdir import atomic_write
 
 
 class MetricsLog:
-    """Appends JSON lines to metrics.jsonl and scalars to TensorBoard."""
+    """Appends JSON lines to metrics.jsonl and scalars to TensorBoard.
+
+    Attributes:
+        path: the run's `metrics.jsonl`.
+        rows: its rows up to the step resumed from, as read when it opened
+            (the file's one read at start-up; `[]` for a new run).
+    """
 
     def __init__(self, workdir: pathlib.Path, start_step: int):
         self.path = workdir / "metrics.jsonl"
+        self.rows: list[dict[str, Any]] = []
         if self.path.exists():  # Drop lines past the checkpoint we resume from.
             kept = _rows_up_to(self.path, start_step)
-            atomic_write(self.path, "".join(k + "\n" for k in kept))
+            atomic_write(self.path, "".join(line + "\n" for line, _ in kept))
+            self.rows = [row for _, row in kept]
         self.writer = tf.summary.create_file_writer(str(workdir / "tb"))
 
     def write(
@@ -68,8 +76,9 @@ class MetricsLog:
         self.writer.flush()
 
 
-def _rows_up_to(path: pathlib.Path, step: int) -> list[str]:
-    """The lines of `path` (a metrics.jsonl) whose row is at or before `step`.
+def _rows_up_to(path: pathlib.Path, step: int) -> list[tuple[str, dict[str, Any]]]:
+    """The lines of `path` (a metrics.jsonl) whose row is at or before `step`,
+    each with its parsed row.
 
     A last line that is not JSON (a write cut short: a full disk, a machine
     lost) is dropped with a note on stderr; anywhere else it is an error.
@@ -81,7 +90,8 @@ def _rows_up_to(path: pathlib.Path, step: int) -> list[str]:
     kept = []
     for number, line in enumerate(lines, 1):
         try:
-            row_step = json.loads(line)["step"]
+            row = json.loads(line)
+            row_step = row["step"]
         except (ValueError, TypeError, KeyError):
             if number == len(lines):
                 print(f"{path}: its last line was cut short; dropped", file=sys.stderr)
@@ -91,7 +101,7 @@ def _rows_up_to(path: pathlib.Path, step: int) -> list[str]:
                 "file to resume"
             ) from None
         if row_step <= step:
-            kept.append(line)
+            kept.append((line, row))
     return kept
 
 

@@ -400,18 +400,17 @@ def with_patience(
     def stop(records: list[dict[str, Any]]) -> bool:
         if stop_when is not None and stop_when(records):
             return True
-        return plateau_message(metrics_path, patience) is not None
+        path = pathlib.Path(metrics_path)
+        rows = read_metrics(path) if path.exists() else []
+        return plateau_message(rows, patience) is not None
 
     return stop
 
 
-def plateau_message(metrics_path: str | os.PathLike, patience: int) -> str | None:
-    """A line saying why a run has met the patience rule (printed), or None
-    if it has not (or `metrics_path` does not exist)."""
-    path = pathlib.Path(metrics_path)
-    if not path.exists():
-        return None
-    plateau = plateaued_at(read_metrics(path), None, patience)
+def plateau_message(rows: Sequence[dict[str, Any]], patience: int) -> str | None:
+    """A line saying why a run with the metrics rows `rows` has met the
+    patience rule (printed), or None if it has not."""
+    plateau = plateaued_at(rows, None, patience)
     if plateau is None:
         return None
     split, best = plateau

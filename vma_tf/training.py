@@ -424,16 +424,15 @@ def _train(
     monitor = _Monitor(
         config, log, manager, data.evals, start_step, sample_fn, progress, stop_when
     )
-    if start_step and log.path.exists():
+    if start_step:
         # The restored step's rows: a rerun with nothing left to train (its
         # final evaluation was cut short) summarises them as the run did.
-        rows = ttq.read_metrics(log.path)
-        monitor.history.extend(r for r in rows if r.get("step") == start_step)
+        monitor.history.extend(r for r in log.rows if r.get("step") == start_step)
     t0 = time.perf_counter()
     step = start_step
     with _checkpoint_on_signals(monitor, model.distribute_strategy):
         if start_step and t.patience:  # A resumed run that had met the rule.
-            met = ttq.plateau_message(log.path, t.patience) is not None
+            met = ttq.plateau_message(log.rows, t.patience) is not None
             monitor.stopped = monitor.agreed(met)
         for length, count in log_intervals(start_step, t.steps, t.log_every):
             if monitor.stopped:
