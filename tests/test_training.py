@@ -546,10 +546,24 @@ def test_unwritable_workdir_writes_nothing(tmp_path):
         training.train_and_evaluate(tiny(), blocker / "run", progress=False)
 
 
-def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(tmp_path):
+def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(
+    tmp_path, monkeypatch
+):
+    """Right after the warm start every model variable equals the source's
+    checkpoint exactly (the target's own seed initialises them otherwise),
+    and the optimizer starts at step 0."""
     source, target = tmp_path / "small", tmp_path / "big"
     training.train_and_evaluate(tiny(steps=20, jit=False), source, progress=False)
     trained = checkpoint_values(source)
+    loaded, real_warm_start = {}, checkpointing.warm_start
+
+    def warm_start(model, run_dir):
+        path = real_warm_start(model, run_dir)
+        loaded["values"] = [v.numpy() for v in model.variables]
+        loaded["iterations"] = int(model.optimizer.iterations.numpy())
+        return path
+
+    monkeypatch.setattr(checkpointing, "warm_start", warm_start)
     # A memory-size curriculum: the same networks, a bigger episodic memory.
     config = tiny(
         steps=10,
@@ -559,9 +573,15 @@ def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(tmp_path):
         memory_size=16,
         init_from=str(source),
         jit=False,
+        seed=1,
     )
     summary = training.train_and_evaluate(config, target, progress=False)
     assert summary["step"] == 10  # The optimizer starts at step 0.
+    assert loaded["iterations"] == 0
+    # Checkpoint keys are `model/NNN...` by variable index: sorted, in order.
+    assert len(loaded["values"]) == len(trained)
+    for key, value in zip(sorted(trained), loaded["values"]):
+        np.testing.assert_array_equal(value, trained[key], err_msg=key)
     # After 10 steps from the warm start the weights moved, but far less than
     # from a fresh initialisation: compare against the source's weights.
     after = checkpoint_values(target)

@@ -937,6 +937,15 @@ MUTANTS = (
         'parser.add_argument("--runs",',
         ("tests/test_docs.py::test_documented_make_targets_rows_and_tool_flags_exist",),
     ),
+    Mutant(
+        "warm_start_loads_nothing",
+        "vma_tf/checkpointing.py",
+        "        checkpoint.restore(path).expect_partial().assert_existing_objects_matched()\n",
+        "        tf.no_op()\n",
+        (
+            "tests/test_training.py::test_warm_start_copies_the_model_and_starts_a_fresh_optimizer",
+        ),
+    ),
 )
 
 
