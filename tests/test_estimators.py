@@ -301,6 +301,57 @@ def test_nvil_variance_normalisation_rescales_only_the_score_term(float64):
         np.testing.assert_allclose(est[i], exact[i], rtol=1e-5, atol=1e-8)
 
 
+def test_nvil_objective_gradients_are_the_signal_and_the_regression():
+    """`nvil_objective` in float64: value L_K; d/d log q(a_k|x) = the signal
+    (L_K - c - b) / s for every k; d/d b(x) = L_K - c - b (the gradient of
+    -(L_K - c - b)^2 / 2, which fits b(x) to L_K - c); d/d log w = the IWAE
+    weights (the bound's own gradient)."""
+    rng = np.random.default_rng(3)
+    log_w = tf.constant(rng.normal(scale=3.0, size=(4, 5)))
+    log_q_a = tf.constant(rng.normal(size=(4, 5)))
+    b = tf.constant(rng.normal(size=5))
+    centre, scale = 0.75, 2.5  # Exact in float32 too (a Python float is cast).
+    with tf.GradientTape() as tape:
+        tape.watch([log_w, log_q_a, b])
+        objective = estimators.nvil_objective(log_w, log_q_a, b, centre, scale)
+    d_w, d_q, d_b = tape.gradient(objective, [log_w, log_q_a, b])
+    w = log_w.numpy()
+    bound = np.log(np.exp(w).mean(0))
+    residual = bound - centre - b.numpy()
+    np.testing.assert_allclose(objective.numpy(), bound, rtol=1e-12)
+    np.testing.assert_allclose(d_b.numpy(), residual, rtol=1e-12)
+    np.testing.assert_allclose(
+        d_q.numpy(), np.broadcast_to(residual / scale, (4, 5)), rtol=1e-12
+    )
+    np.testing.assert_allclose(d_w.numpy(), np.exp(w) / np.exp(w).sum(0), rtol=1e-12)
+
+
+def test_nvil_baseline_network_regresses_on_the_residual(float64):
+    """Through the model: the gradient of the NVIL objective on b(x)'s own
+    weights is sum_b (L_K - c - b(x_b)) grad b(x_b), computed here from the
+    step's log-weights and a tape on b(x) alone (a flipped sign, or b(x)
+    cut from its gradient, would train it away from L_K - c)."""
+    model, x, mem = _tiny_vma("learned", "nvil")
+    x = tf.concat([x, 1.0 - x], 0)
+    nvil = model.nvil_baseline
+    nvil.centre.assign(0.4)
+    weights = nvil.trainable_variables
+    assert weights
+    terms = model.compute_terms(x, mem, 3, seed=tf.constant([2, 7]))
+    with tf.GradientTape() as tape:
+        objective = model.objective(terms, x, "nvil")
+    got = tape.gradient(objective, weights)
+    log_w = terms.log_weights.numpy()
+    bound = np.log(np.exp(log_w).mean(0))
+    with tf.GradientTape() as tape:
+        b = nvil(x)
+    residual = tf.constant(bound - 0.4 - b.numpy())
+    assert np.abs(residual.numpy()).min() > 1e-3
+    want = tape.gradient(b, weights, output_gradients=residual)
+    for g, w, v in zip(got, want, weights):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, err_msg=v.path)
+
+
 def test_nvil_running_statistics_update_values(float64):
     """One training-mode `loss_and_terms` moves c and v to
     0.8 * old + 0.2 * the batch mean / (population) variance of L_K - b(x),

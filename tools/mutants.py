@@ -946,6 +946,25 @@ MUTANTS = (
             "tests/test_training.py::test_warm_start_copies_the_model_and_starts_a_fresh_optimizer",
         ),
     ),
+    Mutant(
+        "nvil_baseline_regression_sign",
+        "vma_tf/estimators.py",
+        "    regression = -0.5 * tf.square(residual)",
+        "    regression = 0.5 * tf.square(residual)",
+        (
+            "tests/test_estimators.py::test_nvil_objective_gradients_are_the_signal_and_the_regression",
+            "tests/test_estimators.py::test_nvil_baseline_network_regresses_on_the_residual",
+        ),
+    ),
+    Mutant(
+        "nvil_baseline_without_gradient",
+        "vma_tf/estimators.py",
+        "    baseline_value = tf.cast(baseline_value, bound.dtype)\n",
+        "    baseline_value = tf.stop_gradient(tf.cast(baseline_value, bound.dtype))\n",
+        (
+            "tests/test_estimators.py::test_nvil_baseline_network_regresses_on_the_residual",
+        ),
+    ),
 )
 
 
