@@ -692,19 +692,28 @@ def test_importance_classifier_chunks_and_normalises():
     np.testing.assert_allclose(probs, manual, rtol=1e-9)
 
 
-def test_log_joint_with_one_sample_is_the_single_sample_log_weight_plus_log_q():
+@pytest.mark.parametrize("samples", [1, 3])
+def test_log_joint_is_the_log_mean_of_the_entry_s_sample_weights(samples):
+    """log p(x, a) with S samples per entry: log (1/S) sum_s exp(log w_s +
+    log q(a|x)) of the S log-weights the model gives for address a, the
+    samples drawn as one K = 12 S evaluation with the same seed (chunks of 5
+    entries continue its sample stream, so they agree too)."""
     model, memory = _matched_vma()
     x = memory[:3]
-    lj = classification.ImportanceClassifier(model, 1, jit=False).log_joint(
+    lj = classification.ImportanceClassifier(model, samples, jit=False).log_joint(
         x, memory, seed=(4, 5)
     )
-    addresses = tf.repeat(tf.range(12), 1)[:, None] + tf.zeros([1, 3], tf.int32)
+    addresses = tf.repeat(tf.range(12), samples)[:, None] + tf.zeros([1, 3], tf.int32)
     terms = model.compute_terms(
         x, memory, seed=tf.constant([4, 5]), addresses=addresses
     )
-    np.testing.assert_allclose(
-        lj, (terms.log_weights + terms.log_q_a).numpy(), rtol=1e-5, atol=1e-4
-    )
+    joint = (terms.log_weights + terms.log_q_a).numpy().reshape(12, samples, 3)
+    want = np.logaddexp.reduce(joint, axis=1) - np.log(samples)
+    np.testing.assert_allclose(lj, want, rtol=1e-5, atol=1e-4)
+    chunked = classification.ImportanceClassifier(
+        model, samples, entries_per_chunk=5, jit=False
+    ).log_joint(x, memory, seed=(4, 5))
+    np.testing.assert_allclose(chunked, want, rtol=1e-5, atol=1e-4)
 
 
 # -- memory of the streamed bound ------------------------------------------

@@ -965,6 +965,24 @@ MUTANTS = (
             "tests/test_estimators.py::test_nvil_baseline_network_regresses_on_the_residual",
         ),
     ),
+    Mutant(
+        "classifier_geometric_mean_of_samples",
+        "vma_tf/classification.py",
+        "return tf.reduce_logsumexp(lw, axis=1) - math.log(s)  # [e, B]",
+        "return tf.reduce_mean(lw, axis=1)  # [e, B]",
+        (
+            "tests/test_protocols.py::test_log_joint_is_the_log_mean_of_the_entry_s_sample_weights",
+        ),
+    ),
+    Mutant(
+        "classifier_chunk_offset_in_entries",
+        "vma_tf/classification.py",
+        "offset = tf.constant(start * self.samples, tf.int64)",
+        "offset = tf.constant(start, tf.int64)",
+        (
+            "tests/test_protocols.py::test_log_joint_is_the_log_mean_of_the_entry_s_sample_weights",
+        ),
+    ),
 )
 
 
