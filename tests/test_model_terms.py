@@ -6,7 +6,8 @@ from the networks' outputs (embeddings, Gaussian parameters, logits) with
 NumPy densities, at fixed addresses and the model's own z noise: for the MLP
 and the conv VMA (episodic and learned memory, the z part's nets run once per
 entry or on the addressed entries), the VAE and soft attention (whose
-attention read-out m(z) is rebuilt in NumPy). A dropped or doubled term of
+attention read-out m(z) is rebuilt in NumPy), and the `gumbel` estimator's
+relaxed model (mixed features, Concrete address densities). A dropped or doubled term of
 the log-weight, a swapped KL or a wrong gather fails here (every other test
 compares the model with itself).
 """
@@ -164,6 +165,70 @@ def test_vma_terms_match_numpy_reference(float64, arch, memory, entry_work):
     )
     np.testing.assert_allclose(
         terms.kl_z.numpy(), _kl_normal(lq, sq, lp, sp).mean(0), rtol=1e-9
+    )
+    np.testing.assert_allclose(terms.recon.numpy(), -log_px.mean(0), rtol=1e-10)
+
+
+def _log_exp_concrete(log_y, log_probs, temperature):
+    """log density of log y under ExpConcrete(probs, temperature) (Maddison
+    et al. 2017): log (n-1)! + (n-1) log t + sum_i (l_i - t x_i)
+    - n logsumexp_i (l_i - t x_i), x = log y, over the last axis."""
+    n = log_y.shape[-1]
+    v = log_probs - temperature * log_y
+    top = v.max(-1, keepdims=True)
+    lse = (top + np.log(np.exp(v - top).sum(-1, keepdims=True)))[..., 0]
+    return (
+        np.sum(np.log(np.arange(1, n)))
+        + (n - 1) * np.log(temperature)
+        + v.sum(-1)
+        - n * lse
+    )
+
+
+def test_relaxed_vma_terms_match_numpy_reference(float64):
+    """The `gumbel` estimator's relaxed model: y = softmax((logits + G) / t)
+    with G from the model's uniform noise, every per-entry feature mixed as
+    sum_a y_a f(m_a), the address term log p_t(y) - log q_t(y) with the
+    Concrete densities of p(a) and q(a|x) (swapped, or one of them dropped,
+    fails here); hard addresses argmax y; kl_a the discrete KL."""
+    model, x, mem, _ = _build("vma", "episodic", "mlp")
+    t = 0.7
+    seed = tf.constant([9, 2])
+    terms = model.compute_relaxed_terms(
+        x, mem, K, seed, temperature=t, straight_through=False
+    )
+    m = model.memory(mem)
+    e = model.addressing.embed_memory(m).numpy()
+    log_q_all = _log_softmax(
+        _normalized_scores(e, model.addressing.query_embedder(x).numpy())
+    )
+    log_p_all = _log_softmax(
+        _normalized_scores(e, model.addressing.prior_query.numpy())
+    )
+    assert np.ptp(log_p_all) > 1e-3  # p(a) is not flat: a swap shows.
+    seed_a, seed_z = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    u = sampling.uniform([K, B, M], seed_a, tf.float64).numpy()
+    log_y = _log_softmax((log_q_all[None] - np.log(-np.log(u))) / t)  # [K, B, M]
+    y = np.exp(log_y)
+    entry = tf.nest.map_structure(lambda u: u.numpy(), model.entry_features(m))
+    mix = lambda f: tf.nest.map_structure(
+        lambda u: tf.constant(np.tensordot(y, u, axes=[[2], [0]])), f
+    )
+    lq, sq = _gauss(model.encoder(x, mix(entry["encoder"])))
+    lp, sp = _gauss(np.tensordot(y, entry["prior_z"], axes=[[2], [0]]))
+    eps = sampling.standard_normal([K, B, Z], seed_z, tf.float64).numpy()
+    z = lq + sq * eps
+    logits = model.decoder(tf.constant(z), mix(entry["decoder"])).numpy()
+    log_px = _log_px(x.numpy(), logits)
+    address = _log_exp_concrete(log_y, log_p_all, t) - _log_exp_concrete(
+        log_y, log_q_all[None], t
+    )
+    log_w = log_px + _log_normal(z, lp, sp) - _log_normal(z, lq, sq) + address
+    np.testing.assert_allclose(terms.log_weights.numpy(), log_w, rtol=1e-9, atol=1e-8)
+    np.testing.assert_array_equal(terms.addresses.numpy(), log_y.argmax(-1))
+    q = np.exp(log_q_all)
+    np.testing.assert_allclose(
+        terms.kl_a.numpy(), np.sum(q * (log_q_all - log_p_all), -1), rtol=1e-9
     )
     np.testing.assert_allclose(terms.recon.numpy(), -log_px.mean(0), rtol=1e-10)
 

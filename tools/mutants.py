@@ -983,6 +983,22 @@ MUTANTS = (
             "tests/test_protocols.py::test_log_joint_is_the_log_mean_of_the_entry_s_sample_weights",
         ),
     ),
+    Mutant(
+        "relaxed_address_densities_swapped",
+        "vma_tf/modeling/vma.py",
+        "            log_p_a = concrete(log_p_all).log_prob(log_y)\n"
+        "            log_q_a = concrete(log_q_all).log_prob(log_y)\n",
+        "            log_p_a = concrete(log_q_all).log_prob(log_y)\n"
+        "            log_q_a = concrete(log_p_all).log_prob(log_y)\n",
+        ("tests/test_model_terms.py::test_relaxed_vma_terms_match_numpy_reference",),
+    ),
+    Mutant(
+        "relaxed_features_of_the_first_entry",
+        "vma_tf/modeling/vma.py",
+        "lambda u: tf.tensordot(tf.cast(y, u.dtype), u, axes=[[2], [0]]), t",
+        "lambda u: tf.tensordot(tf.cast(tf.one_hot(tf.zeros_like(hard), tf.shape(y)[-1]), u.dtype), u, axes=[[2], [0]]), t",
+        ("tests/test_model_terms.py::test_relaxed_vma_terms_match_numpy_reference",),
+    ),
 )
 
 
