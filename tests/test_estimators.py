@@ -493,7 +493,8 @@ def test_rws_q_update_is_the_gradient_of_kl_from_normalized_weights(float64):
 def test_rws_encoder_update_is_weighted_log_q_of_fixed_z(float64):
     """RWS's q(z|x, m_a) update: sum_k w~_k grad log q(z_k|x, m_a_k) at the
     drawn z held fixed, whose expectation under w~ pulls q(z) towards the
-    weighted samples (a finite-difference check of that function)."""
+    weighted samples (against the autodiff gradient of that function; the
+    terms' log q itself is checked against NumPy in test_model_terms.py)."""
     model, x, mem = _tiny_vma("learned", "rws")
     seed = tf.constant([8, 9], tf.int32)
     encoder = model.encoder.trainable_variables

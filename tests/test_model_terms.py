@@ -160,6 +160,10 @@ def test_vma_terms_match_numpy_reference(float64, arch, memory, entry_work):
     assert np.ptp(log_p_all) > 1e-3 and np.all(np.ptp(log_q_all, -1) > 1e-3)
     np.testing.assert_allclose(terms.log_weights.numpy(), log_w, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(terms.log_q_a.numpy(), log_q_a, rtol=1e-10, atol=1e-12)
+    # log q(a_k, z_k | x), what reweighted wake-sleep trains q on.
+    np.testing.assert_allclose(
+        terms.log_q.numpy(), log_q_a + _log_normal(z, lq, sq), rtol=1e-10, atol=1e-9
+    )
     np.testing.assert_allclose(
         terms.kl_a.numpy(), np.sum(q * (log_q_all - log_p_all), -1), rtol=1e-9
     )

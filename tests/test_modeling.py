@@ -108,7 +108,6 @@ def test_addressing_distributions_shapes_and_shared_embedding():
     assert q_a.batch_shape == (B,) and q_a.event_shape == ()
     assert q_a.logits.shape == (B, M)
     assert p_a.batch_shape == () and p_a.logits.shape == (M,)
-    np.testing.assert_allclose(tf.reduce_sum(q_a.probs_parameter(), -1), 1.0, rtol=1e-6)
     # p(a) shares h with q(a|x): its gradient reaches the memory embedder.
     with tf.GradientTape() as tape:
         _, p_a = model.address_distributions(x, mem)

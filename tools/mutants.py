@@ -999,6 +999,13 @@ MUTANTS = (
         "lambda u: tf.tensordot(tf.cast(tf.one_hot(tf.zeros_like(hard), tf.shape(y)[-1]), u.dtype), u, axes=[[2], [0]]), t",
         ("tests/test_model_terms.py::test_relaxed_vma_terms_match_numpy_reference",),
     ),
+    Mutant(
+        "joint_log_q_without_the_address",
+        "vma_tf/modeling/vma.py",
+        "log_q=log_q_a_term + log_q_z",
+        "log_q=log_q_z",
+        ("tests/test_model_terms.py::test_vma_terms_match_numpy_reference",),
+    ),
 )
 
 
