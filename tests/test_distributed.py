@@ -52,6 +52,12 @@ if two_cpus:
 from vma_tf import training
 training.shutil = types.SimpleNamespace(rmtree=lambda *a, **k: None)
 import os
+if two_cpus and os.environ.get("VMA_TEST_REPLICA_SEEDS"):  # Each replica's seed.
+    from vma_tf.modeling.models import LatentVariableModel
+    strategy = tf.distribute.MirroredStrategy()
+    seeds = strategy.run(lambda: LatentVariableModel._replica_seed([3, 4])[0])
+    local = strategy.experimental_local_results(seeds)
+    print("replica seeds", [s.numpy().tolist() for s in local], flush=True)
 if os.environ.get("VMA_TEST_NAN_STEPS"):  # Poison these (1-based) steps.
     from vma_tf.modeling.models import LatentVariableModel
     steps = [int(s) - 1 for s in os.environ["VMA_TEST_NAN_STEPS"].split(",")]
@@ -283,14 +289,22 @@ def test_patience_stops_every_worker_where_the_chief_s_history_says(tmp_path):
 def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
     """2 replicas in one process (MirroredStrategy on 2 logical CPUs) see the
     same per-replica batches and seeds as 2 workers: the same numbers; XLA
-    falls back with a logged message."""
+    falls back with a logged message. The two replicas fold their ids into
+    a step's seed: two different seeds (the same noise on both would still
+    match the workers, which share the code)."""
     mirrored = tmp_path / "mirrored"
     log = tmp_path / "mirrored.log"
     proc = start(
-        flag_args(mirrored, steps=20, strategy="mirrored", jit=True), log, two_cpus=True
+        flag_args(mirrored, steps=20, strategy="mirrored", jit=True),
+        log,
+        env={"VMA_TEST_REPLICA_SEEDS": "1"},
+        two_cpus=True,
     )
     assert wait_all([proc], timeout=300) == [0], log.read_text()[-3000:]
-    assert "XLA off: --jit is not supported with 2 replicas" in log.read_text()
+    text = log.read_text()
+    assert "XLA off: --jit is not supported with 2 replicas" in text
+    seeds = json.loads(text.split("replica seeds ", 1)[1].splitlines()[0])
+    assert len(seeds) == 2 and seeds[0] != seeds[1], seeds
     a, b = train_rows(mirrored), train_rows(runs["multi"])
     assert sorted(a) == [10, 20]
     for step in a:

@@ -1006,6 +1006,15 @@ MUTANTS = (
         "log_q=log_q_z",
         ("tests/test_model_terms.py::test_vma_terms_match_numpy_reference",),
     ),
+    Mutant(
+        "replicas_share_one_seed",
+        "vma_tf/modeling/base.py",
+        "        if replicas > 1:\n            seed = tf.random.experimental.stateless_fold_in(",
+        "        if False:\n            seed = tf.random.experimental.stateless_fold_in(",
+        (
+            "tests/test_distributed.py::test_mirrored_two_local_replicas_equal_two_workers",
+        ),
+    ),
 )
 
 
