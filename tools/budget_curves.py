@@ -1,12 +1,13 @@
 """Budget curves of long runs: the test bound at fixed step budgets, and a figure.
 
-    python tools/budget_curves.py --run "few-shot VMA=~/vma_runs/long/fewshot_vma_c48:73.4" \
+    python tools/budget_curves.py --run "few-shot VMA=~/vma_runs/long/fewshot_vma_c48:68.8" \
         --run "few-shot VAE=~/vma_runs/long/fewshot_vae_c48:90.8" --out docs/budget_curves.png
 
 Each `--run` is `LABEL=WORKDIR[:PAPER]` (PAPER: the paper's number, drawn as a dashed line).
 Prints one Markdown row per run: the periodic bound (the run's `--split` evaluation, K of
 the training command) at each budget (the last evaluation at or before it), the last step,
-the best bound and the training time (`vma_tf.time_to_quality`). No TensorFlow.
+the best bound and the training time to the last step (`vma_tf.time_to_quality`; the last
+step may be past the last evaluation). No TensorFlow.
 """
 
 from __future__ import annotations
@@ -48,14 +49,19 @@ def table(runs, budgets, split: str) -> tuple[str, dict]:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     curves = {}
     for label, workdir, paper in runs:
-        points = ttq.curve(ttq.read_metrics(workdir / "metrics.jsonl"), split)
+        rows = ttq.read_metrics(workdir / "metrics.jsonl")
+        points = ttq.curve(rows, split)
         if not points:
             raise ValueError(f"{workdir}: no {split!r} evaluation in metrics.jsonl")
         curves[label] = points
+        # The last trained step and the training time to it, which may be
+        # past the last evaluation (a run stopped between two).
+        last = max(int(r["step"]) for r in rows if r.get("split") == "train")
         fmt = lambda v: "–" if v is None else f"{v:.1f}"
-        cells = [label, fmt(paper), *(fmt(ttq.at_budget(points, b)) for b in budgets)]
-        cells += [str(points[-1][0]), f"{min(b for _, b, _ in points):.1f}"]
-        cells.append(f"{points[-1][2] / 3600:.1f}")
+        cells = [label, fmt(paper)]
+        cells += [fmt(ttq.at_budget(points, b, last)) for b in budgets]
+        cells += [str(last), f"{min(b for _, b, _ in points):.1f}"]
+        cells.append(f"{ttq.train_seconds(rows) / 3600:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), curves
 

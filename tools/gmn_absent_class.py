@@ -6,7 +6,10 @@ For the protocol's own sequences of row C (`gmn_table`'s draws with seed 0 and
 40 sequences per row, as `launchers.reproduce` runs it), each target after the
 first T images is scored with K importance samples given memory = the first T,
 and the per-target bounds are split by whether a drawing of the target's own
-character is among them (RESULTS.md "Table 1's C > 1 rows").
+character is among them (RESULTS.md "Table 1's C > 1 rows"). Each group's mean
+is printed with two standard errors: over targets (as if independent), and by
+sequence (`evaluation.clustered_stderr`: a sequence's targets share its
+memory, so this is the one for comparing unpaired numbers; it is larger).
 """
 
 from __future__ import annotations
@@ -38,14 +41,16 @@ def main(workdir: str, num_samples: int, classes: int, shots: int, count: int) -
     stream = evaluation.StreamedBound(model, 100, config.train.jit)
     sequences = table_sequences(test.images, rows, PER_ROW, 0)[classes][:count]
     terms = {name: [] for name in ("nll_bound", "kl_a", "kl_z", "recon")}
-    own = []
+    own, sequence = [], []
     for i, (seq, labels) in enumerate(sequences):
         out = stream(seq[shots:], seq[:shots], num_samples, seed=(0, i))
         for name, values in terms.items():
             values.append(out[name])
         own.append(np.isin(labels[shots:], labels[:shots]))
+        sequence.append(np.full(len(seq) - shots, i))
     terms = {name: np.concatenate(values) for name, values in terms.items()}
     nll, own = terms["nll_bound"], np.concatenate(own)
+    sequence = np.concatenate(sequence)
     print(
         f"step {step}, K = {num_samples}, C = {classes}, T = {shots}, {count} sequences"
     )
@@ -54,10 +59,12 @@ def main(workdir: str, num_samples: int, classes: int, shots: int, count: int) -
         ("own character absent", ~own),
     ):
         if mask.any():
-            v = nll[mask]
+            v, ids = nll[mask], sequence[mask]
+            by_sequence = evaluation.clustered_stderr([v[ids == i] for i in set(ids)])
             print(
                 f"{name:24s} n={len(v):4d}  nll_bound {v.mean():7.2f} ± "
-                f"{v.std(ddof=1) / len(v) ** 0.5:4.2f}  kl_a "
+                f"{v.std(ddof=1) / len(v) ** 0.5:4.2f} over targets, ± "
+                f"{by_sequence:4.2f} by sequence  kl_a "
                 f"{terms['kl_a'][mask].mean():.2f}  kl_z {terms['kl_z'][mask].mean():.2f}"
                 f"  recon {terms['recon'][mask].mean():.2f}"
             )

@@ -6,7 +6,8 @@ worker stops all at the same step. This tool trains the same 2-worker run
 (127.0.0.1, one TF thread per worker) with that all-reduce and with it
 replaced by a constant 0 (no coordination: the pre-7052c69 behaviour),
 alternating A/B `--repeats` times, and prints the chief's steps/s of each
-interval after the first (compilation) and the median ratio.
+interval after the first (compilation) and the ratio of the two medians
+(over all repeats' intervals; the all-reduce variant runs first in each repeat).
 
     .venv/bin/python tools/multi_worker_signal_cost.py [--preset=mnist_recall]
         [--steps=400] [--log_every=100] [--repeats=2] [EXTRA train flags...]

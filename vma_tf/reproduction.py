@@ -660,9 +660,10 @@ def _run_cells(t: Training, runs_dir: pathlib.Path, budgets) -> list[str]:
     hours = ttq.train_seconds(rows) / 3600
     workdir = runs_dir / t.name
     training = _training(workdir) + (f", after {t.base}" if t.base else "")
-    cells = [t.name, str(_last_step(workdir)), f"{hours:.1f}", training]
+    last = _last_step(workdir)
+    cells = [t.name, str(last), f"{hours:.1f}", training]
     for b in budgets:
-        bound = ttq.at_budget(points, b)
+        bound = ttq.at_budget(points, b, last)
         cells.append("-" if bound is None else f"{bound:.1f}")
     return cells
 

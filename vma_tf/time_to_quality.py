@@ -281,11 +281,21 @@ def _curve(train, evals) -> list[tuple[int, float, float]]:
     return [(s, b, seconds_to(s)) for s, b in sorted(evals.items())]
 
 
-def at_budget(points: Sequence[tuple[int, float, float]], budget: int) -> float | None:
+def at_budget(
+    points: Sequence[tuple[int, float, float]],
+    budget: int,
+    trained_to: int | None = None,
+) -> float | None:
     """The bound of the last evaluation at or before `budget` steps of a
     `curve`; None if the run has not trained that far (or has no evaluation
-    by then)."""
-    if not points or points[-1][0] < budget:
+    by then).
+
+    Args:
+        trained_to: the run's last trained step (default: its last
+            evaluation's), which may lie past its last evaluation.
+    """
+    last = points[-1][0] if trained_to is None and points else trained_to
+    if not points or last < budget:
         return None
     before = [b for s, b, _ in points if s <= budget]
     return before[-1] if before else None
