@@ -77,8 +77,8 @@ def test_decoder_and_encoder_shapes(size):
     ],
 )
 def test_conv_models_terms_shapes(preset, cls):
-    # Table 1's model with linear heads (no hidden layer): the other reading
-    # of the paper's "fewer hidden layers" (README "Deviations").
+    # Table 1's model has linear heads (no hidden layer), its preset's own
+    # (README "Deviations"): the override keeps them for this test.
     cfg = _config(preset, **({"hidden_units": ()} if preset == "omniglot_gmn" else {}))
     size = 28 if preset in ("omniglot_learned", "omniglot_gmn") else 26
     model = build_model(cfg, (size, size, 1), seed=0)

@@ -14,6 +14,7 @@ import time
 import pytest
 from helpers import REPO, run_launcher
 
+from launchers.common import _IntListParser
 from vma_tf import configs, protocols, reproduction
 
 
@@ -22,11 +23,14 @@ def parse_train(argv):
     values, preset = {}, None
     for arg in argv[1:]:
         name, _, value = arg[2:].partition("=")
+        if name.startswith("config."):  # --config.SECTION.NAME
+            name = name.rpartition(".")[2]
         if name == "preset":
             preset = value
         elif name not in ("workdir", "noprogress"):
             spec = configs.field_spec(name)
-            values[name] = spec.type(value)
+            parse = _IntListParser().parse if spec.type is tuple else spec.type
+            values[name] = parse(value)
     return configs.override(configs.get_preset(preset), **values)
 
 
@@ -36,6 +40,9 @@ def test_every_row_is_valid_configs_and_protocol_options(row, tmp_path):
     for t in row.trainings:
         config = parse_train(reproduction.train_command(t, tmp_path))
         configs.validate(config)
+        if config.data.dataset == "omniglot_bgeval":  # The model its rows measured.
+            assert config.model.hidden_units == (128,), t.name
+            assert config.model.prior_z_init == "glorot", t.name
         assert config.train.precision == "mixed_bfloat16" == reproduction.PRECISION
         paper = reproduction.train_command(t, tmp_path, precision="float32")
         assert parse_train(paper).train.precision == "float32"
