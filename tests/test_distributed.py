@@ -289,9 +289,10 @@ def test_patience_stops_every_worker_where_the_chief_s_history_says(tmp_path):
 def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
     """2 replicas in one process (MirroredStrategy on 2 logical CPUs) see the
     same per-replica batches and seeds as 2 workers: the same numbers; XLA
-    falls back with a logged message. The two replicas fold their ids into
-    a step's seed: two different seeds (the same noise on both would still
-    match the workers, which share the code)."""
+    falls back with a logged message. In the same process, before training,
+    `_replica_seed` (what `train_step` and `test_step` seed with) gives the
+    two replicas two different seeds: the same noise on both would still
+    match the workers, which share the code."""
     mirrored = tmp_path / "mirrored"
     log = tmp_path / "mirrored.log"
     proc = start(

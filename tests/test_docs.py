@@ -20,9 +20,18 @@ DOCS = ("README.md", "RESULTS.md", "BENCHMARKS.md", "BUILD.md")
 # A command runs to the end of its line (a trailing `\` continues it) or to a
 # shell operator or the closing backtick of inline code.
 LAUNCHER_COMMAND = re.compile(
-    r"python3?\s+-m\s+launchers\.(\w+)((?:[^\n`;|&>)]|\\\n)*)"
+    r"python3?\s+-m\s+launchers\.(\w+)((?:\\\n|[^\n`;|&>)])*)"
 )
-TOOL_COMMAND = re.compile(r"tools/(\w+)\.py((?:[^\n`;|&>)]|\\\n)*)")
+TOOL_COMMAND = re.compile(r"tools/(\w+)\.py((?:\\\n|[^\n`;|&>)])*)")
+# `make TARGET ... ARGS="..."`: the flags reach this launcher.
+MAKE_ARGS = re.compile(
+    r"make (train|reproduce|reproduce-report)\b[^`\n]*?ARGS=(\"[^\"]*\"|\S+)"
+)
+MAKE_LAUNCHER = {
+    "train": "train",
+    "reproduce": "reproduce",
+    "reproduce-report": "reproduce",
+}
 FLAG = re.compile(r"(?<![\w-])--([A-Za-z_][\w.]*)(?:=([^\s\]\"']*))?")
 
 # Imports each launcher in turn into a fresh flag registry (each defines its
@@ -39,10 +48,11 @@ for path in sorted(pathlib.Path("launchers").glob("*.py")):
     for module in [m for m in sys.modules if m.startswith("launchers")]:
         del sys.modules[module]
     importlib.import_module(f"launchers.{path.stem}")
-    out[path.stem] = {
-        name: sorted(getattr(f.parser, "enum_values", None) or []) or None
+    out[path.stem] = {  # (A multi-enum flag's values are not checked.)
+        name: None
+        if type(f).__name__ == "MultiEnumFlag"
+        else sorted(getattr(f.parser, "enum_values", None) or []) or None
         for name, f in flags.FLAGS._flags().items()
-        if type(f).__name__ != "MultiEnumFlag"
     }
 print(json.dumps(out))
 """
@@ -79,9 +89,22 @@ def _literal(value):
     )
 
 
+def test_command_patterns_read_continuation_lines_and_make_args():
+    text = "python -m launchers.train --preset=a \\\n    --steps=5 | tail"
+    ((launcher, args),) = LAUNCHER_COMMAND.findall(text)
+    assert launcher == "train"
+    assert FLAG.findall(args) == [("preset", "a"), ("steps", "5")]
+    ((target, args),) = MAKE_ARGS.findall('make reproduce ROWS=x ARGS="--a=1 --b"')
+    assert target == "reproduce" and [n for n, _ in FLAG.findall(args)] == ["a", "b"]
+
+
 def test_documented_launcher_commands_use_flags_that_exist(launcher_flags):
     commands = list(_commands(LAUNCHER_COMMAND))
     assert len(commands) > 100  # The pattern still finds them.
+    commands += [
+        (where, MAKE_LAUNCHER[target], args)
+        for where, target, args in _commands(MAKE_ARGS)
+    ]
     bad = []
     for where, launcher, args in commands:
         if launcher not in launcher_flags:

@@ -1024,6 +1024,15 @@ MUTANTS = (
             "tests/test_budget_curves.py::test_budget_table_reads_the_last_evaluation_before_each_budget",
         ),
     ),
+    Mutant(
+        "docs_command_stops_at_a_continuation",
+        "tests/test_docs.py",
+        'launchers\\.(\\w+)((?:\\\\\\n|[^\\n`;|&>)])*)"',
+        'launchers\\.(\\w+)((?:[^\\n`;|&>)]|\\\\\\n)*)"',
+        (
+            "tests/test_docs.py::test_command_patterns_read_continuation_lines_and_make_args",
+        ),
+    ),
 )
 
 

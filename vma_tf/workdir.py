@@ -91,8 +91,12 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> Config:
         The config to run: `config`, but a data field the run's config.json
         predates (`configs.legacy_data_values`) that `config` leaves at its
         default keeps the value the run was made with, so a run resumed with
-        its own command keeps its evaluation sets, on every resume (a value
-        given on the command line is compared as any other field).
+        its own command keeps its evaluation sets, on every resume. As the
+        rewritten config.json holds that value, any run whose config.json
+        holds a field's legacy value keeps it when `config` leaves the
+        field at its default (also a run made with that value given
+        explicitly: harmless, the evaluation sets it was made with). A value
+        given on the command line is compared as any other field.
     """
     check_output_dir("--workdir", workdir)
     saved = workdir / "config.json"
