@@ -546,14 +546,21 @@ def test_unwritable_workdir_writes_nothing(tmp_path):
         training.train_and_evaluate(tiny(), blocker / "run", progress=False)
 
 
+@pytest.fixture(scope="module")
+def warm_start_source(tmp_path_factory):
+    """A 20-step run the warm-start tests start from (read, never written)."""
+    source = tmp_path_factory.mktemp("warm") / "small"
+    training.train_and_evaluate(tiny(steps=20, jit=False), source, progress=False)
+    return source
+
+
 def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, warm_start_source
 ):
     """Right after the warm start every model variable equals the source's
     checkpoint exactly (the target's own seed initialises them otherwise),
     and the optimizer starts at step 0."""
-    source, target = tmp_path / "small", tmp_path / "big"
-    training.train_and_evaluate(tiny(steps=20, jit=False), source, progress=False)
+    source, target = warm_start_source, tmp_path / "big"
     trained = checkpoint_values(source)
     loaded, real_warm_start = {}, checkpointing.warm_start
 
@@ -592,19 +599,16 @@ def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(
         assert 0 < diff < 0.05, (n, diff)
 
 
-def test_warm_start_from_another_architecture_is_refused(tmp_path):
+def test_warm_start_from_another_architecture_is_refused(tmp_path, warm_start_source):
     from vma_tf.errors import CheckpointMismatchError
 
-    training.train_and_evaluate(
-        tiny(steps=20, jit=False), tmp_path / "mlp", progress=False
-    )
     config = tiny(
         steps=10,
         log_every=10,
         eval_every=10,
         checkpoint_every=10,
         decoder_context="first",
-        init_from=str(tmp_path / "mlp"),
+        init_from=str(warm_start_source),
     )
     with pytest.raises(CheckpointMismatchError, match="--init_from="):
         training.train_and_evaluate(config, tmp_path / "other", progress=False)
