@@ -54,15 +54,14 @@ def table(runs, budgets, split: str) -> tuple[str, dict]:
         if not points:
             raise ValueError(f"{workdir}: no {split!r} evaluation in metrics.jsonl")
         curves[label] = points
-        best = min(b for _, b, _ in points)
         # The last trained step and the training time to it (of the history
         # a resumed run kept), which may be past the last evaluation.
-        report = ttq.time_to_quality(rows, [best], split)
-        last = report.last_step
+        last, seconds = ttq.trained_extent(rows)
+        best = min(b for _, b, _ in points)
         fmt = lambda v: "–" if v is None else f"{v:.1f}"
         cells = [label, fmt(paper)]
         cells += [fmt(ttq.at_budget(points, b, last)) for b in budgets]
-        cells += [str(last), f"{best:.1f}", f"{report.train_seconds / 3600:.1f}"]
+        cells += [str(last), f"{best:.1f}", f"{seconds / 3600:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), curves
 

@@ -1018,8 +1018,8 @@ MUTANTS = (
     Mutant(
         "budget_ignores_steps_past_the_last_evaluation",
         "vma_tf/time_to_quality.py",
-        "    last = points[-1][0] if trained_to is None and points else trained_to\n",
-        "    last = points[-1][0] if points else trained_to\n",
+        "    if (points[-1][0] if trained_to is None else trained_to) < budget:\n",
+        "    if points[-1][0] < budget:\n",
         (
             "tests/test_budget_curves.py::test_budget_table_reads_the_last_evaluation_before_each_budget",
         ),

@@ -234,22 +234,34 @@ def time_to_quality(
         hit = next((p for p in points if p[1] <= threshold), None)
         step, bound, seconds = hit or best
         reaches.append(Reach(threshold, hit is not None, step, bound, seconds))
+    last_step, seconds = _extent(train)
     return QualityReport(
         split=split,
         reaches=tuple(reaches),
-        last_step=train[-1][0] if train else 0,
-        train_seconds=sum(seconds for _, seconds in train),
+        last_step=last_step,
+        train_seconds=seconds,
         evaluations=len(evals),
     )
 
 
-def train_seconds(rows: Iterable[Mapping[str, Any]]) -> float:
-    """The run's training time so far (module docstring), evaluated or not.
+def _extent(train: list[tuple[int, float]]) -> tuple[int, float]:
+    """`(last step, training seconds)` of `_history`'s train intervals."""
+    return (train[-1][0] if train else 0, sum(seconds for _, seconds in train))
+
+
+def trained_extent(rows: Iterable[Mapping[str, Any]]) -> tuple[int, float]:
+    """`(last trained step, training seconds to it)` of a run so far (module
+    docstring: resumed runs), evaluated or not; `(0, 0.0)` before any.
 
     Raises:
         ValueError: as `time_to_quality` for malformed rows.
     """
-    return sum(seconds for _, seconds in _history(rows, "")[0])
+    return _extent(_history(rows, "")[0])
+
+
+def train_seconds(rows: Iterable[Mapping[str, Any]]) -> float:
+    """The run's training time so far (`trained_extent`'s seconds)."""
+    return trained_extent(rows)[1]
 
 
 def curve(
@@ -294,8 +306,9 @@ def at_budget(
         trained_to: the run's last trained step (default: its last
             evaluation's), which may lie past its last evaluation.
     """
-    last = points[-1][0] if trained_to is None and points else trained_to
-    if not points or last < budget:
+    if not points:
+        return None
+    if (points[-1][0] if trained_to is None else trained_to) < budget:
         return None
     before = [b for s, b, _ in points if s <= budget]
     return before[-1] if before else None
