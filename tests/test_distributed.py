@@ -52,12 +52,16 @@ if two_cpus:
 from vma_tf import training
 training.shutil = types.SimpleNamespace(rmtree=lambda *a, **k: None)
 import os
-if two_cpus and os.environ.get("VMA_TEST_REPLICA_SEEDS"):  # Each replica's seed.
+if os.environ.get("VMA_TEST_REPLICA_SEEDS"):  # The seed of every step's loss.
     from vma_tf.modeling.models import LatentVariableModel
-    strategy = tf.distribute.MirroredStrategy()
-    seeds = strategy.run(lambda: LatentVariableModel._replica_seed([3, 4])[0])
-    local = strategy.experimental_local_results(seeds)
-    print("replica seeds", [s.numpy().tolist() for s in local], flush=True)
+    loss_and_terms = LatentVariableModel.loss_and_terms
+    def logged(self, x, memory, seed, training=True, **kwargs):
+        context = tf.distribute.get_replica_context()
+        tf.print("replica seed", "train" if training else "test",
+                 self.optimizer.iterations, context.replica_id_in_sync_group,
+                 seed, output_stream=sys.stdout)
+        return loss_and_terms(self, x, memory, seed, training, **kwargs)
+    LatentVariableModel.loss_and_terms = logged
 if os.environ.get("VMA_TEST_NAN_STEPS"):  # Poison these (1-based) steps.
     from vma_tf.modeling.models import LatentVariableModel
     steps = [int(s) - 1 for s in os.environ["VMA_TEST_NAN_STEPS"].split(",")]
@@ -289,10 +293,10 @@ def test_patience_stops_every_worker_where_the_chief_s_history_says(tmp_path):
 def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
     """2 replicas in one process (MirroredStrategy on 2 logical CPUs) see the
     same per-replica batches and seeds as 2 workers: the same numbers; XLA
-    falls back with a logged message. In the same process, before training,
-    `_replica_seed` (what `train_step` and `test_step` seed with) gives the
-    two replicas two different seeds: the same noise on both would still
-    match the workers, which share the code."""
+    falls back with a logged message. Every training and evaluation step
+    seeds its two replicas' losses differently (and each step anew): the
+    same noise on both would still match the workers, which share the
+    code."""
     mirrored = tmp_path / "mirrored"
     log = tmp_path / "mirrored.log"
     proc = start(
@@ -304,8 +308,17 @@ def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
     assert wait_all([proc], timeout=300) == [0], log.read_text()[-3000:]
     text = log.read_text()
     assert "XLA off: --jit is not supported with 2 replicas" in text
-    seeds = json.loads(text.split("replica seeds ", 1)[1].splitlines()[0])
-    assert len(seeds) == 2 and seeds[0] != seeds[1], seeds
+    seeds = {}  # (kind, step) -> {replica: seed}
+    for kind, step, replica, seed in re.findall(
+        r"^replica seed (train|test) (\d+) (\d+) (\[-?\d+ -?\d+\])$", text, re.M
+    ):
+        seeds.setdefault((kind, int(step)), {})[int(replica)] = seed
+    train = [k for k in seeds if k[0] == "train"]
+    assert len(train) >= 20 and any(k[0] == "test" for k in seeds), sorted(seeds)
+    for key, by_replica in seeds.items():
+        assert len(set(by_replica.values())) == 2, (key, by_replica)
+    steps = [seeds[k][0] for k in sorted(train)]
+    assert len(set(steps)) == len(steps), steps
     a, b = train_rows(mirrored), train_rows(runs["multi"])
     assert sorted(a) == [10, 20]
     for step in a:
