@@ -160,6 +160,16 @@ def config_overrides(
     return out
 
 
+def given_fields(flag_values: flags.FlagValues = flags.FLAGS) -> frozenset[str] | None:
+    """The `"section.name"` config fields the command line sets (for
+    `workdir.preflight(given=...)`: a resumed run keeps its own value of a
+    resumable field not given); None with `--config_json` (all of it given)."""
+    if "config_json" in flag_values and flag_values["config_json"].value:
+        return None
+    keys = config_overrides(flag_values)
+    return frozenset("model.estimator" if k == "baseline" else k for k in keys)
+
+
 def build_config(
     flag_values: flags.FlagValues = flags.FLAGS,
     refuse: Mapping[str, str] | None = None,

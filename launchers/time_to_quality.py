@@ -32,6 +32,7 @@ from launchers.common import (  # noqa: E402
     config_overrides,
     define_config_flags,
     fail,
+    given_fields,
     import_tensorflow_quietly,
     parse_flags,
 )
@@ -93,7 +94,9 @@ def _train(thresholds: tuple[float, ...]) -> pathlib.Path:
 
     try:
         config = build_config()
-        config, workdir = preflight(config, FLAGS.workdir, check_data=False)
+        config, workdir = preflight(
+            config, FLAGS.workdir, check_data=False, given=given_fields()
+        )
         done = _already_done(workdir, thresholds, config.train.steps)
         if done:
             print(f"{done}; not training")

@@ -23,6 +23,7 @@ from launchers.common import (  # noqa: E402
     check_common,
     define_config_flags,
     fail,
+    given_fields,
     import_tensorflow_quietly,
     parse_flags,
 )
@@ -45,7 +46,9 @@ def main(argv):
     try:
         config = build_config()
         # Every input check before TensorFlow loads: errors stay one clean line.
-        config, workdir = preflight(config, FLAGS.workdir, check_data=False)
+        config, workdir = preflight(
+            config, FLAGS.workdir, check_data=False, given=given_fields()
+        )
         import_tensorflow_quietly()
         check_data_files(config)
         from vma_tf import training

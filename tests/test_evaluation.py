@@ -127,6 +127,26 @@ def test_clustered_stderr():
     assert np.isnan(clustered_stderr([values]))
 
 
+def test_nll_protocol_reports_the_bounds_standard_error_over_batches():
+    """Two episodes of 3 targets, each episode's bounds alike (1s, then 3s):
+    `nll_bound_by_batch` is the clustered standard error over the two
+    batches (1.0), larger than the per-target one (sqrt(6/5) / sqrt(6))."""
+    from vma_tf.evaluation import nll_protocol
+
+    bounds = {"test/0": [1.0, 1.0, 1.0], "test/1": [3.0, 3.0, 3.0]}
+    cache = lambda name, compute: {
+        "nll_bound": bounds[name],
+        **{k: [0.0] * 3 for k in ("kl_a", "kl_z", "recon")},
+    }
+    evals = {"test": [{"x": tf.zeros([3, 2])}, {"x": tf.zeros([3, 2])}]}
+    unused = type("Model", (), {"pair_state": None})()  # The cache answers.
+    (result,) = nll_protocol(unused, evals, 5, cache=cache).values()
+    assert result["nll_bound"]["mean"] == result["nll_bound_by_batch"]["mean"] == 2.0
+    assert result["nll_bound"]["stderr"] == pytest.approx(np.sqrt(6 / 5) / np.sqrt(6))
+    assert result["nll_bound_by_batch"]["stderr"] == pytest.approx(1.0)
+    assert result["num_examples"] == 6
+
+
 def test_nll_protocol_on_a_trained_run(tmp_path):
     import json
     import subprocess

@@ -117,3 +117,11 @@ def test_config_flags_are_generated_from_the_schema():
     assert config.model.hidden_units == (64, 32) and not config.train.jit
     assert config.model.estimator == "vimco_geometric"
     assert config.name == "mnist_recall"
+    # The fields given (for a resume: the others keep the run's values).
+    assert common.given_fields(fv) == {
+        "model.memory_size",
+        "model.latent_dim",
+        "model.hidden_units",
+        "train.jit",
+        "model.estimator",
+    }

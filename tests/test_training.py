@@ -142,18 +142,27 @@ def test_bfloat16_training_keeps_float32_state_and_resumes_in_float32(
 
 def test_rerun_after_completion_leaves_the_run_as_it_is(tmp_path, capsys):
     """Rerunning a finished run's command (a chain or `make reproduce` run
-    again) trains and evaluates nothing: metrics.jsonl and summary.json keep
-    their bytes, and the stored numbers are returned. With more `--steps` it
-    trains on, and the final evaluation runs again."""
+    again) trains and evaluates nothing: metrics.jsonl, summary.json and
+    config.json keep their bytes (also with a resumable setting changed, or
+    `--steps` below the run's step, refused), and the stored numbers are
+    returned. With more `--steps` it trains on, and the final evaluation
+    runs again."""
     config = tiny(steps=20, jit=False)
     first = training.train_and_evaluate(config, tmp_path, progress=False)
-    files = {n: (tmp_path / n).read_bytes() for n in ("metrics.jsonl", "summary.json")}
+    names = ("metrics.jsonl", "summary.json", "config.json")
+    files = {n: (tmp_path / n).read_bytes() for n in names}
     capsys.readouterr()
-    summary = training.train_and_evaluate(config, tmp_path, progress=False)
+    changed = configs.override(config, skip_nonfinite=True)
+    summary = training.train_and_evaluate(changed, tmp_path, progress=False)
     assert "The run ended at step 20 (summary.json)" in capsys.readouterr().out
     assert summary["steps_this_run"] == 0 and summary["step"] == 20
     assert summary["metrics"] == first["metrics"]
     assert {n: (tmp_path / n).read_bytes() for n in files} == files
+    (tmp_path / "summary.json").unlink()
+    with pytest.raises(configs.ConfigError, match="--steps=10 is below"):
+        training.train_and_evaluate(tiny(steps=10, jit=False), tmp_path, progress=False)
+    assert (tmp_path / "config.json").read_bytes() == files["config.json"]
+    (tmp_path / "summary.json").write_bytes(files["summary.json"])
     longer = training.train_and_evaluate(
         tiny(steps=30, jit=False), tmp_path, progress=False
     )

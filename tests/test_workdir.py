@@ -76,3 +76,80 @@ def test_a_run_older_than_the_evaluation_fields_resumes_with_its_own_command(
     )
     with pytest.raises(configs.ConfigError, match="data.eval_seed=3, not 0"):
         workdir.preflight(command, run, check_data=False)
+
+
+def test_a_resumable_setting_not_given_keeps_the_runs_value(tmp_path, capsys):
+    """Rerun without `--lr_drop_step` / `--precision`, a run keeps its
+    learning-rate drop and precision (not the preset's); given, a new value
+    is taken and printed. A legacy evaluation field given explicitly is taken
+    as given. Without `given` (a library caller's whole config) the config
+    is run as it is."""
+    from vma_tf import configs
+
+    run_config = configs.override(
+        configs.get_preset("mnist_recall"),
+        lr_drop_step=400,
+        precision="mixed_bfloat16",
+        steps=500,
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(run_config.to_json())
+    command = configs.override(configs.get_preset("mnist_recall"), steps=500)
+    config, _ = workdir.preflight(command, run, check_data=False, given={"train.steps"})
+    assert config == run_config
+    assert capsys.readouterr().out == ""
+    given = configs.override(command, precision="float32")
+    config, _ = workdir.preflight(
+        given, run, check_data=False, given={"train.steps", "train.precision"}
+    )
+    assert config == configs.override(run_config, precision="float32")
+    assert "resuming with train.precision='float32' (was 'mixed_bfloat16')" in (
+        capsys.readouterr().out
+    )
+    assert workdir.preflight(command, run, check_data=False)[0] == command
+    # A legacy config.json (no eval_seed: read as the run's seed, 3): an
+    # explicit --config.data.eval_seed=0 is compared as given.
+    seeded = configs.override(run_config, seed=3)
+    old = seeded.to_dict()
+    del old["data"]["eval_seed"], old["data"]["eval_subset"]
+    (run / "config.json").write_text(json.dumps(old))
+    with pytest.raises(configs.ConfigError, match="data.eval_seed=3, not 0"):
+        workdir.preflight(
+            configs.override(seeded, **{"data.eval_seed": 0}),
+            run,
+            check_data=False,
+            given={"data.eval_seed"},
+        )
+    assert workdir.preflight(seeded, run, check_data=False, given=set())[0] == (
+        configs.override(seeded, **{"data.eval_seed": 3, "data.eval_subset": "first"})
+    )
+
+
+def test_a_workdir_with_checkpoints_but_no_config_is_refused(tmp_path):
+    """Its settings are unknown: resuming it with any config would be a
+    guess."""
+    from vma_tf import configs
+
+    config = configs.get_preset("mnist_recall")
+    for name in ("checkpoints/ckpt-9000.index", "metrics.jsonl"):
+        run = tmp_path / name.replace("/", "_")
+        (run / name).parent.mkdir(parents=True)
+        (run / name).write_text("")
+        with pytest.raises(configs.ConfigError, match="but no config.json"):
+            workdir.preflight(config, run, check_data=False)
+    empty = tmp_path / "empty"
+    (empty / "checkpoints").mkdir(parents=True)  # A run killed before step 1.
+    assert workdir.preflight(config, empty, check_data=False)[0] == config
+
+
+def test_where_a_run_executes_is_the_commands_not_the_runs(tmp_path):
+    """--jit, --strategy, --data_dir... left out of a rerun take the
+    command's values: they say how it runs, not what it trains."""
+    from vma_tf import configs
+
+    base = configs.get_preset("mnist_recall")
+    run_config = configs.override(base, jit=not base.train.jit, data_dir="/elsewhere")
+    (tmp_path / "config.json").write_text(run_config.to_json())
+    config, _ = workdir.preflight(base, tmp_path, check_data=False, given=set())
+    assert config == base

@@ -1027,10 +1027,56 @@ MUTANTS = (
     Mutant(
         "docs_command_stops_at_a_continuation",
         "tests/test_docs.py",
-        'launchers\\.(\\w+)((?:\\\\\\n|[^\\n`;|&>)])*)"',
-        'launchers\\.(\\w+)((?:[^\\n`;|&>)]|\\\\\\n)*)"',
+        'launchers\\.(\\w+)((?:\\\\\\n|\\[[^\\]\\n]*\\]|[^\\n`;|&>)])*)"',
+        'launchers\\.(\\w+)((?:\\[[^\\]\\n]*\\]|[^\\n`;|&>)]|\\\\\\n)*)"',
         (
             "tests/test_docs.py::test_command_patterns_read_continuation_lines_and_make_args",
+        ),
+    ),
+    Mutant(
+        "docs_command_stops_at_a_bar_in_brackets",
+        "tests/test_docs.py",
+        'launchers\\.(\\w+)((?:\\\\\\n|\\[[^\\]\\n]*\\]|[^\\n`;|&>)])*)"',
+        'launchers\\.(\\w+)((?:\\\\\\n|[^\\n`;|&>)])*)"',
+        (
+            "tests/test_docs.py::test_command_patterns_read_continuation_lines_and_make_args",
+        ),
+    ),
+    Mutant(
+        "resume_takes_the_presets_lr_drop",
+        "vma_tf/workdir.py",
+        "    if given is not None:\n        config = _resume_settings(",
+        "    if False:\n        config = _resume_settings(",
+        (
+            "tests/test_workdir.py::test_a_resumable_setting_not_given_keeps_the_runs_value",
+        ),
+    ),
+    Mutant(
+        "checkpoints_without_config_resume",
+        "vma_tf/workdir.py",
+        '            numbered_checkpoints(workdir / "checkpoints")\n            or (',
+        '            False\n            and (',
+        (
+            "tests/test_workdir.py::test_a_workdir_with_checkpoints_but_no_config_is_refused",
+        ),
+    ),
+    Mutant(
+        "finished_rerun_rewrites_config",
+        "vma_tf/training.py",
+        "    start_step = _restore(model, checkpoint, restore_dir or workdir, t.init_from)\n",
+        "    start_step = _restore(model, checkpoint, restore_dir or workdir, t.init_from)\n"
+        '    atomic_write(workdir / "config.json", config.to_json() + "\\n")\n',
+        (
+            "tests/test_training.py::test_rerun_after_completion_leaves_the_run_as_it_is",
+        ),
+    ),
+    Mutant(
+        "nll_by_batch_is_per_target",
+        "vma_tf/evaluation.py",
+        '            "stderr": clustered_stderr(values["nll_bound"]),\n',
+        '            "stderr": summary["nll_bound"]["stderr"],\n',
+        (
+            "tests/test_evaluation.py::test_nll_protocol_reports_the_bounds_standard_error_over_batches",
         ),
     ),
 )

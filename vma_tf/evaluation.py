@@ -260,7 +260,12 @@ def nll_protocol(
             `None` computes every batch.
 
     Returns:
-        `{split: {metric: {"mean", "stderr"}, "num_examples", "num_samples"}}`.
+        `{split: {metric: {"mean", "stderr"}, "num_examples", "num_samples"}}`
+        for metrics `nll_bound`, `kl_a`, `kl_z`, `recon` ("stderr" over
+        targets) and `nll_bound_by_batch` (the bound's standard error over
+        batches, `clustered_stderr`: the targets of an episode share its
+        memory and characters, so they are not independent and the
+        per-target figure understates the spread).
     """
     stream = StreamedBound(model, chunk_size, jit)
     metrics = ("nll_bound", "kl_a", "kl_z", "recon")
@@ -292,5 +297,10 @@ def nll_protocol(
         for k, v in values.items():
             mean, se = mean_and_stderr(np.concatenate(v))
             summary[k] = {"mean": mean, "stderr": se}
+        # An episode's targets share its memory and characters.
+        summary["nll_bound_by_batch"] = {
+            "mean": summary["nll_bound"]["mean"],
+            "stderr": clustered_stderr(values["nll_bound"]),
+        }
         out[split] = {**summary, "num_examples": seen, "num_samples": num_samples}
     return out

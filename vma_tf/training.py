@@ -364,8 +364,6 @@ def train_and_evaluate(
     write_dir.mkdir(parents=True, exist_ok=True)
     try:
         with workdir_lock(write_dir):
-            if chief:
-                atomic_write(workdir / "config.json", config.to_json() + "\n")
             with strategy.scope():
                 summary = _train(
                     config, write_dir, data, progress and chief, workdir, stop_when
@@ -416,6 +414,9 @@ def _train(
             f"--steps={t.steps} is below the run's step {start_step} (its newest "
             f"checkpoint); give --steps >= {start_step} to resume it"
         )
+    # Written once the run will train: a finished or refused rerun leaves
+    # the run's config.json as it was.
+    atomic_write(workdir / "config.json", config.to_json() + "\n")
     log = MetricsLog(workdir, start_step)
     memory = None if data.sample_memory is None else tf.constant(data.sample_memory)
     x_hw = data.x_shape[:2] if len(data.x_shape) == 3 else (28, 28)

@@ -17,7 +17,7 @@ import os
 import pathlib
 import re
 import tempfile
-from typing import Iterator
+from typing import Collection, Iterator
 
 from vma_tf import configs
 from vma_tf.configs import Config, ConfigError
@@ -84,8 +84,23 @@ def checkpoint_step(workdir: pathlib.Path) -> int:
     return int(paths[0].rpartition("-")[2]) if paths else 0
 
 
-def check_workdir(workdir: pathlib.Path, config: Config) -> Config:
+def check_workdir(
+    workdir: pathlib.Path, config: Config, given: Collection[str] | None = None
+) -> Config:
     """Fails (nothing written) on an unusable workdir or another run's config.
+
+    A resumed run must match its config.json but for the fields of
+    `configs.RESUMABLE_FIELDS`. With `given` (the `"section.name"` fields set
+    on the command line), a resumable field not given keeps the run's value
+    (but those of where and how it executes: data_dir, init_from, strategy,
+    jit, fast_convs, deterministic, keep_checkpoints):
+    rerunning a run's command without, say, `--lr_drop_step` or
+    `--precision` does not move its learning-rate drop or change its
+    precision, and one given with a new value is printed as a change.
+
+    Args:
+        given: the fields set explicitly; None: every field of `config` is
+            meant as it is (a library caller's whole config).
 
     Returns:
         The config to run: `config`, but a data field the run's config.json
@@ -101,6 +116,14 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> Config:
     check_output_dir("--workdir", workdir)
     saved = workdir / "config.json"
     if not saved.exists():
+        if (
+            numbered_checkpoints(workdir / "checkpoints")
+            or (workdir / "metrics.jsonl").exists()
+        ):
+            raise WorkdirError(
+                f"--workdir={workdir} holds checkpoints or metrics.jsonl but no "
+                "config.json, so its settings are unknown; use another --workdir"
+            )
         return config
     try:
         raw = json.loads(saved.read_text())
@@ -121,8 +144,11 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> Config:
         for k, legacy in configs.legacy_data_values(raw).items()
         if getattr(old.data, k) == legacy
         and getattr(config.data, k) == configs.FIELDS[f"data.{k}"].default
+        and (given is None or f"data.{k}" not in given)
     }
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, **keep))
+    if given is not None:
+        config = _resume_settings(workdir, old, config, given)
     old_d, new_d = old.to_dict(), config.to_dict()
     for section in ("data", "model", "train"):
         for key, value in new_d[section].items():
@@ -135,6 +161,45 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> Config:
                     "--workdir or the same flags to resume"
                 )
     return config
+
+
+# Resumable fields that say where or how a run executes, not what it
+# trains: a rerun leaving one out takes the command's value, not the run's.
+_EXECUTION_FIELDS = frozenset(
+    {
+        ("data", "data_dir"),
+        ("train", "init_from"),
+        ("train", "strategy"),
+        ("train", "jit"),
+        ("model", "fast_convs"),
+        ("train", "deterministic"),
+        ("train", "keep_checkpoints"),
+    }
+)
+
+
+def _resume_settings(
+    workdir: pathlib.Path, old: Config, config: Config, given: Collection[str]
+) -> Config:
+    """`config` with each resumable field (but `_EXECUTION_FIELDS`) not in
+    `given` set to the run's (`old`) value; prints each given one that
+    changes the run's value."""
+    sections = {}
+    for section, name in sorted(configs.RESUMABLE_FIELDS - _EXECUTION_FIELDS):
+        before = getattr(getattr(old, section), name)
+        now = getattr(getattr(config, section), name)
+        if before == now:
+            continue
+        if f"{section}.{name}" in given:
+            print(f"{workdir}: resuming with {section}.{name}={now!r} (was {before!r})")
+        else:
+            sections.setdefault(section, {})[name] = before
+    return dataclasses.replace(
+        config,
+        **{
+            k: dataclasses.replace(getattr(config, k), **v) for k, v in sections.items()
+        },
+    )
 
 
 def check_output_dir(flag: str, path: str | os.PathLike) -> pathlib.Path:
@@ -257,7 +322,10 @@ def workdir_lock(workdir: pathlib.Path) -> Iterator[None]:
 
 
 def preflight(
-    config: Config, workdir: str | os.PathLike, check_data: bool = True
+    config: Config,
+    workdir: str | os.PathLike,
+    check_data: bool = True,
+    given: Collection[str] | None = None,
 ) -> tuple[Config, pathlib.Path]:
     """Validates config, workdir and data.
 
@@ -266,10 +334,15 @@ def preflight(
     False` skips it, for a launcher that starts TensorFlow its own way and
     then calls `check_data_files`).
 
+    Args:
+        given: the `"section.name"` fields set on the command line
+            (`check_workdir`: a resumed run keeps its own value of a
+            resumable field not given); None: all of `config`.
+
     Returns:
         `(config, workdir)`: the config to run (`check_workdir`: a resumed
-        run keeps the settings its config.json predates) and the absolute
-        workdir.
+        run keeps the settings its config.json predates, and with `given`
+        those not given) and the absolute workdir.
 
     Raises:
         ConfigError / WorkdirError: bad values or workdir.
@@ -278,7 +351,7 @@ def preflight(
     configs.validate(config)
     check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))
     workdir = pathlib.Path(workdir).expanduser().absolute()
-    config = check_workdir(workdir, config)
+    config = check_workdir(workdir, config, given)
     if config.train.init_from:
         source = pathlib.Path(config.train.init_from).expanduser()
         if not (source / "checkpoints").is_dir():

@@ -36,8 +36,8 @@ def nll(run: Run, options: NllOptions | None = None, **keywords) -> Result:
 
     Returns:
         `({split: {metric: {"mean", "stderr"}, "num_examples", "num_samples"}},
-        {})`; metrics `nll_bound`, `kl_a`, `kl_z`, `recon`
-        (`evaluation.nll_protocol`).
+        {})`; metrics `nll_bound`, `kl_a`, `kl_z`, `recon` and
+        `nll_bound_by_batch` (`evaluation.nll_protocol`).
 
     Raises:
         ConfigError: an unknown option.
