@@ -416,11 +416,17 @@ def test_second_run_on_a_locked_workdir_refuses(tmp_path, monkeypatch):
 
 
 def test_resume_with_a_different_model_is_refused(tmp_path):
-    training.train_and_evaluate(tiny(steps=20), tmp_path, progress=False)
+    """By config.json, before anything is read or written (the run's files
+    stand in for a trained run: the check reads config.json alone)."""
+    (tmp_path / "config.json").write_text(tiny(steps=20).to_json() + "\n")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-20.index").write_bytes(b"x")
+    before = _tree(tmp_path)
     with pytest.raises(WorkdirError, match="memory_size"):
         training.train_and_evaluate(
             tiny(steps=40, memory_size=4), tmp_path, progress=False
         )
+    assert _tree(tmp_path) == before
 
 
 def _tree(path):

@@ -1,5 +1,6 @@
 """Golden checkpoint manifest: the variable keys, shapes and dtypes that a
-training checkpoint of every preset holds.
+training checkpoint of every preset (and `VARIANTS`, the long runs' flags
+that change the variables) holds.
 
 A run checkpointed by one version of the code resumes on another only if the
 two agree on this manifest (`vma_tf.checkpointing.restore` refuses any
@@ -25,16 +26,35 @@ import tempfile
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "checkpoint_manifest.json"
 
+# Flags of the long runs that change a preset's variables: `NAME -> (preset,
+# overrides)`, recorded beside the presets so those runs stay resumable too
+# (the reproduce rows' 48-map few-shot runs; the 128-unit GMN-split runs made
+# before the presets' heads became linear, and the bgeval reproduce rows).
+VARIANTS = {
+    "omniglot_fewshot+channels=48": ("omniglot_fewshot", {"channels": 48}),
+    "omniglot_gmn+hidden_units=128": ("omniglot_gmn", {"hidden_units": (128,)}),
+    "omniglot_bgeval+hidden_units=128": ("omniglot_bgeval", {"hidden_units": (128,)}),
+}
+
+
+def names() -> list[str]:
+    """Every preset and variant the golden file records."""
+    from vma_tf import configs
+
+    return sorted([*configs.PRESETS, *VARIANTS])
+
 
 def preset_manifest(name: str) -> dict[str, list]:
-    """`key -> [dtype, shape]` of a fresh training checkpoint of preset `name`
-    (the model built as `launchers.train` builds it, on its first batch)."""
+    """`key -> [dtype, shape]` of a fresh training checkpoint of preset (or
+    `VARIANTS` entry) `name` (the model built as `launchers.train` builds it,
+    on its first batch)."""
     import tensorflow as tf
 
     from vma_tf import checkpointing, configs, experiment
     from vma_tf.data.experiments import make_data
 
-    config = configs.get_preset(name)
+    preset, overrides = VARIANTS.get(name, (name, {}))
+    config = configs.override(configs.get_preset(preset), **overrides)
     data = make_data(config)
     example = data.make_batch(tf.constant(0, tf.int64))
     model = experiment.build_model(config, data.x_shape, example, data.pixel_mean)
@@ -44,9 +64,7 @@ def preset_manifest(name: str) -> dict[str, list]:
 
 
 def all_manifests() -> dict[str, dict[str, list]]:
-    from vma_tf import configs
-
-    return {name: preset_manifest(name) for name in sorted(configs.PRESETS)}
+    return {name: preset_manifest(name) for name in names()}
 
 
 def main() -> int:

@@ -203,9 +203,15 @@ def table_sequences(
     """`gmn_table`'s sequences: `per_row` of them for each C in `classes`.
 
     Rows are drawn in the order of `classes` from one generator seeded with
-    `[seed, 1]` (`[seed, 3]` `with_replacement`, see `gmn_sequences`), so a
-    row's first sequences do not depend on `per_row` or on the rows after it
-    (the tools that probe single cells rely on this).
+    `[seed, 1]` (`[seed, 3]` `with_replacement`, see `gmn_sequences`). So the
+    first row's first sequences do not depend on `per_row` or on the rows
+    after it, but a later row's sequences depend on the rows before it and
+    their `per_row`: two evaluations score the same targets in a C > 1 cell
+    only with the same `classes` (in order) and `per_row` (`--num_examples`).
+    The reproduce rows use the default `classes` and 40 per row throughout,
+    and `tools/gmn_absent_class.py` draws the same way. (One generator per
+    row would lift this, at the price of new targets for every documented
+    C > 1 cell.)
 
     Returns:
         `{C: [(images [20, H, W, 1], labels [20]), ...]}`.
