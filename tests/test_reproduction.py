@@ -118,8 +118,9 @@ def train_row(step, rate=2.0):
 
 def fake_run(path, evals, last, saved=None):
     """A run dir whose metrics log every 1000 steps (500 s each, so 11000
-    steps are 1.5 h) to `last`, with test evaluations `{step: bound}`, and
-    checkpoints (empty files) every 1000 steps to `saved` (default `last`)."""
+    steps are 1.5 h) to `last`, with test evaluations `{step: bound}`,
+    checkpoints (empty files) every 1000 steps to `saved` (default `last`)
+    and summary.json of that step."""
     path.mkdir(parents=True)
     rows = []
     for step in range(1000, last + 1, 1000):
@@ -130,6 +131,8 @@ def fake_run(path, evals, last, saved=None):
     (path / "checkpoints").mkdir(exist_ok=True)
     for step in range(1000, (last if saved is None else saved) + 1, 1000):
         (path / "checkpoints" / f"ckpt-{step}.index").touch()
+    summary = {"step": last if saved is None else saved}
+    (path / "summary.json").write_text(json.dumps(summary))
 
 
 def test_report_and_skip_rules(tmp_path):
@@ -213,6 +216,13 @@ def test_a_run_stopped_before_its_last_checkpoint_is_trained_and_evaluated(tmp_p
     (table,) = reproduction.ROWS_BY_NAME["gmn_table"].evaluations
     assert reproduction.trained_to(runs / "gmn", 11000, 0) == ""
     assert "trained to step 10000" in reproduction.trained_to(runs / "gmn", 10000, 0)
+    # Stopped in the final evaluation at 10000: no summary of it, so the
+    # training command runs again (to evaluate, summarise and draw samples).
+    (runs / "gmn" / "summary.json").write_text(json.dumps({"step": 9000}))
+    assert reproduction.trained_to(runs / "gmn", 10000, 0) == ""
+    (runs / "gmn" / "summary.json").unlink()
+    assert reproduction.trained_to(runs / "gmn", 10000, 0) == ""
+    (runs / "gmn" / "summary.json").write_text(json.dumps({"step": 10000}))
     (runs / "gmn" / "eval").mkdir()
     path = runs / "gmn" / "eval" / "gmn_table.json"
     for steps, up_to_date in (([11000], False), ([10000], True)):

@@ -1079,6 +1079,15 @@ MUTANTS = (
             "tests/test_evaluation.py::test_nll_protocol_reports_the_bounds_standard_error_over_batches",
         ),
     ),
+    Mutant(
+        "reproduce_skips_a_run_without_its_final_summary",
+        "vma_tf/reproduction.py",
+        "    if summarised != last:\n        return \"\"\n",
+        "    if False:\n        return \"\"\n",
+        (
+            "tests/test_reproduction.py::test_a_run_stopped_before_its_last_checkpoint_is_trained_and_evaluated",
+        ),
+    ),
 )
 
 

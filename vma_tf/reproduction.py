@@ -508,13 +508,24 @@ def evaluate_command(e: Evaluation, runs_dir: pathlib.Path) -> list[str]:
 
 
 def trained_to(workdir: pathlib.Path, steps: int, patience: int) -> str:
-    """Why the run in `workdir` needs no more training ("" if it does)."""
+    """Why the run in `workdir` needs no more training ("" if it does).
+
+    A run trained to its end whose summary.json is not of that step (a
+    process stopped in its final evaluation) still needs its training
+    command: the rerun makes the final evaluation, summary and samples.
+    """
     path = workdir / "metrics.jsonl"
     if not path.is_file():
         return ""
     # The newest checkpoint, not the log: a run stopped between a step's rows
     # and its checkpoint resumes from the checkpoint before.
     last = checkpoint_step(workdir)
+    try:
+        summarised = json.loads((workdir / "summary.json").read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        summarised = None
+    if summarised != last:
+        return ""
     if last >= steps:
         return f"trained to step {last}"
     plateau = ttq.plateaued_at(ttq.read_metrics(path), last, patience)
