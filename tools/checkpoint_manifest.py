@@ -29,11 +29,13 @@ GOLDEN = REPO / "tests" / "golden" / "checkpoint_manifest.json"
 # Flags of the long runs that change a preset's variables: `NAME -> (preset,
 # overrides)`, recorded beside the presets so those runs stay resumable too
 # (the reproduce rows' 48-map few-shot runs; the 128-unit GMN-split runs made
-# before the presets' heads became linear, and the bgeval reproduce rows).
+# before the presets' heads became linear, and the bgeval reproduce rows; the
+# GMN split with q's pyramid tied, gmn_h0_tie).
 VARIANTS = {
     "omniglot_fewshot+channels=48": ("omniglot_fewshot", {"channels": 48}),
     "omniglot_gmn+hidden_units=128": ("omniglot_gmn", {"hidden_units": (128,)}),
     "omniglot_bgeval+hidden_units=128": ("omniglot_bgeval", {"hidden_units": (128,)}),
+    "omniglot_gmn+tie_pyramid": ("omniglot_gmn", {"tie_pyramid": True}),
 }
 
 
