@@ -225,6 +225,11 @@ TABLE = [
         ["--preset=mnist_recall", "--mixed_memory"],
         "--mixed_memory is for the episodic datasets",
     ),
+    (
+        "train",
+        ["--preset=omniglot_gmn", "--mixed_memory", "--memory_per_class=16"],
+        "--mixed_memory has nothing to mix: --memory_per_class=16 is every drawing",
+    ),
     # -- launchers.train: dotted overrides generated from the schema ---------
     (
         "train",

@@ -219,6 +219,14 @@ def _check_episodes(config: Config) -> None:
             f"{d.memory_per_class} exceeds the {DRAWERS_PER_CHARACTER} "
             "drawings of each character"
         )
+    if d.mixed_memory and d.targets_per_class + d.memory_per_class == (
+        DRAWERS_PER_CHARACTER
+    ):  # Each character has no drawing to spare: the split is always even.
+        raise ConfigError(
+            f"--mixed_memory has nothing to mix: --memory_per_class="
+            f"{d.memory_per_class} is every drawing a character has left after "
+            f"--targets_per_class={d.targets_per_class}; lower --memory_per_class"
+        )
     chars = min(SPLIT_SIZES[d.dataset].values())
     if d.batch_classes + d.confounder_classes + d.absent_classes > chars:
         absent = f" + --absent_classes={d.absent_classes}" if d.absent_classes else ""
