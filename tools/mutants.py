@@ -1054,8 +1054,8 @@ MUTANTS = (
     Mutant(
         "checkpoints_without_config_resume",
         "vma_tf/workdir.py",
-        '            numbered_checkpoints(workdir / "checkpoints")\n            or (',
-        '            False\n            and (',
+        '        if numbered_checkpoints(workdir / "checkpoints"):\n',
+        '        if False:\n',
         (
             "tests/test_workdir.py::test_a_workdir_with_checkpoints_but_no_config_is_refused",
         ),

@@ -116,13 +116,11 @@ def check_workdir(
     check_output_dir("--workdir", workdir)
     saved = workdir / "config.json"
     if not saved.exists():
-        if (
-            numbered_checkpoints(workdir / "checkpoints")
-            or (workdir / "metrics.jsonl").exists()
-        ):
+        if numbered_checkpoints(workdir / "checkpoints"):
             raise WorkdirError(
-                f"--workdir={workdir} holds checkpoints or metrics.jsonl but no "
-                "config.json, so its settings are unknown; use another --workdir"
+                f"--workdir={workdir} holds checkpoints but no config.json, so "
+                "the settings they were trained with are unknown; use another "
+                "--workdir"
             )
         return config
     try:
