@@ -78,8 +78,9 @@ flags.DEFINE_integer(
     "lr_drop_step",
     0,
     "Pass --lr_drop_step to every training: from this step on Adam runs at "
-    "1e-4 (0: the paper's constant rate). A run in progress takes it on "
-    "resume.",
+    "1e-4; a run in progress takes it on resume. 0: the flag is left out, so "
+    "a new run keeps the paper's constant rate and a run in progress the "
+    "schedule it has.",
     lower_bound=0,
 )
 

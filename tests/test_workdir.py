@@ -104,7 +104,7 @@ def test_a_resumable_setting_not_given_keeps_the_runs_value(tmp_path, capsys):
         given, run, check_data=False, given={"train.steps", "train.precision"}
     )
     assert config == configs.override(run_config, precision="float32")
-    assert "resuming with train.precision='float32' (was 'mixed_bfloat16')" in (
+    assert "train.precision='float32' given (the run has 'mixed_bfloat16')" in (
         capsys.readouterr().out
     )
     assert workdir.preflight(command, run, check_data=False)[0] == command
@@ -155,3 +155,27 @@ def test_where_a_run_executes_is_the_commands_not_the_runs(tmp_path):
     (tmp_path / "config.json").write_text(run_config.to_json())
     config, _ = workdir.preflight(base, tmp_path, check_data=False, given=set())
     assert config == base
+
+
+def test_a_resumed_run_is_validated_with_the_settings_it_keeps(tmp_path):
+    """The interval rules hold for the config that will run: a run logging
+    every 50 steps takes `--eval_every=250` (a multiple of its 50, not of the
+    preset's 100), and refuses `--log_every=100` against its own
+    `eval_every=50`, before TensorFlow loads."""
+    from vma_tf import configs
+
+    base = configs.get_preset("mnist_recall")
+    run_config = configs.override(
+        base, log_every=50, eval_every=150, checkpoint_every=150, steps=600
+    )
+    (tmp_path / "config.json").write_text(run_config.to_json())
+    given = configs.override(base, eval_every=250, steps=600)
+    config, _ = workdir.preflight(
+        given, tmp_path, check_data=False, given={"train.eval_every", "train.steps"}
+    )
+    assert (config.train.log_every, config.train.eval_every) == (50, 250)
+    logs = configs.override(base, log_every=100, steps=600)
+    with pytest.raises(configs.ConfigError, match="--log_every=100"):
+        workdir.preflight(
+            logs, tmp_path, check_data=False, given={"train.log_every", "train.steps"}
+        )

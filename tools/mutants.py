@@ -1088,6 +1088,15 @@ MUTANTS = (
             "tests/test_reproduction.py::test_a_run_stopped_before_its_last_checkpoint_is_trained_and_evaluated",
         ),
     ),
+    Mutant(
+        "resume_validated_before_the_runs_settings",
+        "vma_tf/workdir.py",
+        "    config = configs.validate(check_workdir(workdir, config, given))\n",
+        "    config = check_workdir(workdir, config, given)\n",
+        (
+            "tests/test_workdir.py::test_a_resumed_run_is_validated_with_the_settings_it_keeps",
+        ),
+    ),
 )
 
 

@@ -96,7 +96,7 @@ def check_workdir(
     jit, fast_convs, deterministic, keep_checkpoints):
     rerunning a run's command without, say, `--lr_drop_step` or
     `--precision` does not move its learning-rate drop or change its
-    precision, and one given with a new value is printed as a change.
+    precision, and one given with a new value is printed.
 
     Args:
         given: the fields set explicitly; None: every field of `config` is
@@ -189,7 +189,7 @@ def _resume_settings(
         if before == now:
             continue
         if f"{section}.{name}" in given:
-            print(f"{workdir}: resuming with {section}.{name}={now!r} (was {before!r})")
+            print(f"{workdir}: {section}.{name}={now!r} given (the run has {before!r})")
         else:
             sections.setdefault(section, {})[name] = before
     return dataclasses.replace(
@@ -346,10 +346,12 @@ def preflight(
         ConfigError / WorkdirError: bad values or workdir.
         vma_tf.data.files.DataError: missing or corrupt data files.
     """
-    configs.validate(config)
-    check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))
     workdir = pathlib.Path(workdir).expanduser().absolute()
-    config = check_workdir(workdir, config, given)
+    if not (workdir / "config.json").exists():
+        configs.validate(config)  # A new run: its values before the workdir's.
+    # A resumed run is validated as it will run: with the settings it keeps.
+    config = configs.validate(check_workdir(workdir, config, given))
+    check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))
     if config.train.init_from:
         source = pathlib.Path(config.train.init_from).expanduser()
         if not (source / "checkpoints").is_dir():
