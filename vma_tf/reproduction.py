@@ -37,7 +37,7 @@ from typing import Any
 from vma_tf import time_to_quality as ttq
 from vma_tf.configs.schema import TrainConfig
 from vma_tf.protocols import REGISTRY  # No TensorFlow import.
-from vma_tf.workdir import checkpoint_step
+from vma_tf.workdir import checkpoint_step, read_summary
 
 STEPS = 50_000
 PATIENCE = 10_000
@@ -520,11 +520,8 @@ def trained_to(workdir: pathlib.Path, steps: int, patience: int) -> str:
     # The newest checkpoint, not the log: a run stopped between a step's rows
     # and its checkpoint resumes from the checkpoint before.
     last = checkpoint_step(workdir)
-    try:
-        summarised = json.loads((workdir / "summary.json").read_text())["step"]
-    except (OSError, ValueError, KeyError, TypeError):
-        summarised = None
-    if summarised != last:
+    # As `training` decides a run ended: its final evaluation ran there.
+    if (read_summary(workdir) or {}).get("step") != last:
         return ""
     if last >= steps:
         return f"trained to step {last}"
@@ -676,9 +673,9 @@ def _run_cells(t: Training, runs_dir: pathlib.Path, budgets) -> list[str]:
     last = _last_step(workdir)
     cells = [t.name, str(last), f"{hours:.1f}", training]
     # Trained at least to its newest checkpoint and its last evaluation.
-    trained_to = max([last, *(s for s, _, _ in points)])
+    reached = max([last, *(s for s, _, _ in points)])
     for b in budgets:
-        bound = ttq.at_budget(points, b, trained_to)
+        bound = ttq.at_budget(points, b, reached)
         cells.append("-" if bound is None else f"{bound:.1f}")
     return cells
 

@@ -61,7 +61,7 @@ from vma_tf.modeling.models import (
     METRIC_NAMES,
     LatentVariableModel,
 )
-from vma_tf.workdir import atomic_write, preflight, workdir_lock
+from vma_tf.workdir import atomic_write, preflight, read_summary, workdir_lock
 
 # An evaluation whose mean KL(q(z|x, m_a) || p(z|m_a)) is below this (nats)
 # prints `unused_z_warning`: z carries almost nothing about the target.
@@ -487,11 +487,8 @@ def _finished_summary(root: pathlib.Path, start_step: int, t) -> dict[str, Any] 
         train (`t.steps` reached, or `t.patience`'s rule met); otherwise None,
         also for an unreadable summary (the final evaluation then runs again).
     """
-    try:
-        summary = json.loads((root / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(summary, dict) or summary.get("step") != start_step:
+    summary = read_summary(root)
+    if summary is None or summary.get("step") != start_step:
         return None
     ended = start_step >= t.steps or bool(
         t.patience and _plateaued_at(root / "metrics.jsonl", start_step, t.patience)

@@ -84,6 +84,17 @@ def checkpoint_step(workdir: pathlib.Path) -> int:
     return int(paths[0].rpartition("-")[2]) if paths else 0
 
 
+def read_summary(workdir: pathlib.Path) -> dict | None:
+    """The run's summary.json (written after its final evaluation; its
+    `"step"` is where that evaluation ran), or None if it is missing or not
+    a readable JSON object."""
+    try:
+        summary = json.loads(pathlib.Path(workdir, "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def check_workdir(
     workdir: pathlib.Path, config: Config, given: Collection[str] | None = None
 ) -> Config:
