@@ -97,7 +97,12 @@ def _train(thresholds: tuple[float, ...]) -> pathlib.Path:
         config, workdir = preflight(
             config, FLAGS.workdir, check_data=False, given=given_fields()
         )
-        done = _already_done(workdir, thresholds, config.train.steps)
+        try:
+            done = ttq.already_done(
+                workdir, thresholds, config.train.steps, FLAGS.split
+            )
+        except ValueError as e:  # A bad line in metrics.jsonl.
+            fail(f"--workdir={FLAGS.workdir}: {e}")
         if done:
             print(f"{done}; not training")
             return workdir
@@ -117,27 +122,6 @@ def _train(thresholds: tuple[float, ...]) -> pathlib.Path:
         print(str(e), file=sys.stderr)
         sys.exit(e.exit_code)
     return workdir
-
-
-def _already_done(workdir: pathlib.Path, thresholds, steps: int) -> str:
-    """Why an existing run needs no more training ("" if it does)."""
-    path = workdir / "metrics.jsonl"
-    if not path.is_file():
-        return ""
-    try:
-        rows = ttq.read_metrics(path)
-        if any(r.get("split") == FLAGS.split for r in rows):
-            report = ttq.time_to_quality(rows, thresholds, FLAGS.split)
-            if report.all_reached:
-                return f"every bound already reached by step {report.last_step}"
-    except ValueError as e:
-        fail(f"--workdir={FLAGS.workdir}: {e}")
-    from vma_tf.workdir import checkpoint_step
-
-    saved = checkpoint_step(workdir)  # Not the log's: see checkpoint_step.
-    if saved >= steps:
-        return f"already trained to step {saved} (--steps={steps})"
-    return ""
 
 
 def _title(workdir: pathlib.Path) -> str:

@@ -153,6 +153,32 @@ def test_launcher_does_not_train_a_run_that_reached_every_bound(tmp_path):
     assert proc.returncode == 2 and "model.channels=32, not 16" in proc.stderr
 
 
+def test_already_done_needs_the_final_evaluation_at_the_checkpoint(tmp_path):
+    """`already_done`, as training decides a run ended: a run with a
+    checkpoint is done (bounds reached, or --steps) only with summary.json of
+    that step; one stopped in its final evaluation is trained again (which
+    evaluates it). A log without a checkpoint has nothing to resume."""
+    run = fake_run(tmp_path / "run", resumed_run())
+    assert ttq.already_done(run, [100], 10_000, "test").startswith(
+        "every bound already reached by step 600"
+    )
+    assert ttq.already_done(run, [90], 10_000, "test") == ""
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "ckpt-600.index").write_text("")
+    assert ttq.already_done(run, [100], 10_000, "test") == ""
+    assert ttq.already_done(run, [90], 600, "test") == ""
+    (run / "summary.json").write_text(json.dumps({"step": 450}))
+    assert ttq.already_done(run, [100], 600, "test") == ""
+    (run / "summary.json").write_text(json.dumps({"step": 600}))
+    assert ttq.already_done(run, [100], 10_000, "test").startswith("every bound")
+    assert ttq.already_done(run, [90], 600, "test") == (
+        "already trained to step 600 (--steps=600)"
+    )
+    assert ttq.already_done(run, [90], 601, "test") == ""
+    assert ttq.already_done(run, [100], 10_000, "valid") == ""
+    assert ttq.already_done(tmp_path, [100], 1, "test") == ""  # No log.
+
+
 def test_patience_rule_watches_the_best_evaluation():
     """`plateaued`: the best (earliest of ties) evaluation's step once the
     latest is `patience` steps past it; the watched split is valid if any."""

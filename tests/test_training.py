@@ -16,6 +16,7 @@ from helpers import (
 )
 
 from vma_tf import checkpointing, configs, training
+from vma_tf import time_to_quality as ttq
 from vma_tf.configs import ModelConfig
 from vma_tf.errors import CheckpointMismatchError, NonFiniteError, WorkdirError
 from vma_tf.metrics_log import MetricsLog
@@ -234,6 +235,33 @@ def test_patience_ends_training_once_the_bound_stops_improving(tmp_path):
     (tmp_path / "summary.json").unlink()
     again = training.train_and_evaluate(config, tmp_path, progress=False)
     assert again["step"] == 20 and again["steps_this_run"] == 0
+
+
+def test_a_bound_reached_before_the_restored_step_trains_no_further(tmp_path):
+    """`stop_when` (`launchers.time_to_quality`'s bounds) met at step 20 of
+    40 stops the run there; rerun without its summary (a kill in the final
+    evaluation) it is evaluated again, not trained on, and a stricter bound
+    trains on."""
+    config = tiny(steps=40, eval_every=10, checkpoint_every=40, jit=False)
+    reached = ttq.stop_when([1e9], "valid")
+    summary = training.train_and_evaluate(
+        config, tmp_path, progress=False, stop_when=reached
+    )
+    assert summary["step"] == 10
+    (tmp_path / "summary.json").unlink()
+    again = training.train_and_evaluate(
+        config, tmp_path, progress=False, stop_when=reached
+    )
+    assert again["step"] == 10 and again["steps_this_run"] == 0
+    (tmp_path / "summary.json").unlink()
+    stricter = ttq.stop_when([-1e9], "valid")
+    again = training.train_and_evaluate(
+        config, tmp_path, progress=False, stop_when=stricter
+    )
+    assert again["step"] == 40 and again["steps_this_run"] == 30
+    # A log with train rows only (a checkpoint before the first evaluation)
+    # has nothing a rule could read.
+    assert not training._evaluated([{"split": "train", "step": 10}])
 
 
 def test_lr_drop_takes_effect_at_its_step_and_may_join_a_run_in_progress(tmp_path):

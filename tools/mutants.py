@@ -247,7 +247,7 @@ MUTANTS = (
     Mutant(
         "resumed_run_ignores_its_plateau",
         "vma_tf/training.py",
-        "met = ttq.plateau_message(log.rows, t.patience) is not None",
+        "met = _evaluated(log.rows) and bool(stop_when(log.rows))",
         "met = False",
         (
             "tests/test_training.py::"
@@ -1095,6 +1095,34 @@ MUTANTS = (
         "    config = check_workdir(workdir, config, given)\n",
         (
             "tests/test_workdir.py::test_a_resumed_run_is_validated_with_the_settings_it_keeps",
+        ),
+    ),
+    # -- a run stopped in its final evaluation: trained again, not on -------
+    Mutant(
+        "resume_ignores_a_met_stop_rule",
+        "vma_tf/training.py",
+        "        if start_step and stop_when is not None:\n",
+        "        if start_step and t.patience:\n",
+        (
+            "tests/test_training.py::test_a_bound_reached_before_the_restored_step_trains_no_further",
+        ),
+    ),
+    Mutant(
+        "stop_rule_reads_a_log_without_evaluations",
+        "vma_tf/training.py",
+        '    return any(r.get("split") != "train" for r in rows)\n',
+        "    return True\n",
+        (
+            "tests/test_training.py::test_a_bound_reached_before_the_restored_step_trains_no_further",
+        ),
+    ),
+    Mutant(
+        "ttq_done_without_the_final_evaluation",
+        "vma_tf/time_to_quality.py",
+        '    if saved and (read_summary(workdir) or {}).get("step") != saved:\n',
+        "    if False:\n",
+        (
+            "tests/test_time_to_quality.py::test_already_done_needs_the_final_evaluation_at_the_checkpoint",
         ),
     ),
 )

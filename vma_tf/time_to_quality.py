@@ -352,6 +352,39 @@ def stop_when(
     return stop
 
 
+def already_done(
+    workdir: str | os.PathLike, thresholds: Sequence[float], steps: int, split: str
+) -> str:
+    """Why the run in `workdir` needs no more training toward `thresholds`
+    on `split` or `steps` ("" if it does; `launchers.time_to_quality`).
+
+    As `training` decides a run ended: a run with a checkpoint must also have
+    its final evaluation there (summary.json of that step). One stopped in it
+    is trained again, which evaluates it (a rule met by the restored step
+    trains no further). A log with no checkpoint has nothing to resume.
+
+    Raises:
+        ValueError: a bad line in the run's metrics.jsonl (`read_metrics`).
+    """
+    from vma_tf.workdir import checkpoint_step, read_summary
+
+    workdir = pathlib.Path(workdir)
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        return ""
+    saved = checkpoint_step(workdir)  # Not the log's: see checkpoint_step.
+    if saved and (read_summary(workdir) or {}).get("step") != saved:
+        return ""
+    rows = read_metrics(path)
+    if any(r.get("split") == split for r in rows):
+        report = time_to_quality(rows, thresholds, split)
+        if report.all_reached:
+            return f"every bound already reached by step {report.last_step}"
+    if saved >= steps:
+        return f"already trained to step {saved} (--steps={steps})"
+    return ""
+
+
 def plateau_split(splits: Iterable[str]) -> str | None:
     """The split the patience rule watches: `valid` if evaluated, else
     `test` (the periodic split of the Omniglot presets); None if neither."""

@@ -432,8 +432,12 @@ def _train(
     t0 = time.perf_counter()
     step = start_step
     with _checkpoint_on_signals(monitor, model.distribute_strategy):
-        if start_step and t.patience:  # A resumed run that had met the rule.
-            met = ttq.plateau_message(log.rows, t.patience) is not None
+        if start_step and stop_when is not None:
+            # A resumed run that had met its rule (--patience, or the bounds
+            # of `launchers.time_to_quality`) by the restored step, and was
+            # stopped in its final evaluation: evaluated, not trained on.
+            # Every worker agrees (a worker's own log is new and empty).
+            met = _evaluated(log.rows) and bool(stop_when(log.rows))
             monitor.stopped = monitor.agreed(met)
         for length, count in log_intervals(start_step, t.steps, t.log_every):
             if monitor.stopped:
@@ -469,6 +473,12 @@ def _train(
     atomic_write(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.writer.flush()
     return summary
+
+
+def _evaluated(rows: list[dict[str, Any]]) -> bool:
+    """Whether `rows` (a run's metrics) hold a periodic evaluation: a stop
+    rule reads none before the first (a checkpoint taken before it)."""
+    return any(r.get("split") != "train" for r in rows)
 
 
 def _finished_summary(root: pathlib.Path, start_step: int, t) -> dict[str, Any] | None:
