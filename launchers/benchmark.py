@@ -107,7 +107,14 @@ def _memory_sizes() -> list[int]:
 
 def _checked_config(sizes: list[int]) -> configs.Config:
     """The validated config, after the output path and data checks (no TF)."""
-    config = configs.validate(build_config())
+    config = configs.validate(
+        build_config(
+            refuse={
+                "train.precision": "is not used by launchers.benchmark: give "
+                "--precision (the policies it times)"
+            }
+        )
+    )
     if sizes and config.model.kind == "vae":
         raise configs.ConfigError(
             f"--memory_sizes: preset {FLAGS.preset!r} is a VAE (no memory)"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
@@ -30,6 +29,7 @@ from launchers.common import (  # noqa: E402
 )
 from vma_tf.configs import ConfigError  # noqa: E402
 from vma_tf.data.files import DataError  # noqa: E402
+from vma_tf.workdir import checkpoint_step  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -42,15 +42,6 @@ flags.DEFINE_integer(
 )
 
 
-def _latest_step(workdir: pathlib.Path) -> int | None:
-    """Step of the newest checkpoint (its number), read without TensorFlow."""
-    index = workdir / "checkpoints" / "checkpoint"
-    if not index.is_file():
-        return None
-    found = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', index.read_text())
-    return int(found.group(1)) if found else None
-
-
 def main(argv):
     check_common(argv, FLAGS.workdir, "the run to export")
     if not FLAGS.export_dir:
@@ -61,8 +52,8 @@ def main(argv):
         fail(f"--workdir={workdir} has no config.json (not a run)")
     if FLAGS.version is not None and FLAGS.version < 1:
         fail(f"--version={FLAGS.version} must be >= 1")
-    step = _latest_step(workdir)
-    if step is None:
+    step = checkpoint_step(workdir)  # Its *.index files, no TensorFlow.
+    if not step:
         fail(f"--workdir={workdir} has no checkpoint yet")
     version = step if FLAGS.version is None else FLAGS.version
     if (export_dir / str(version)).exists():

@@ -36,11 +36,13 @@ from launchers import train as _train_flags  # noqa: F401
 from launchers.common import (
     build_config,
     check_common,
+    config_overrides,
     fail,
     import_tensorflow_quietly,
     parse_flags,
 )
-from vma_tf.configs import TUNERS, ConfigError
+from vma_tf.configs import FIELDS_BY_NAME, TUNERS, ConfigError
+from vma_tf.tuning_space import search_space
 
 FLAGS = flags.FLAGS
 
@@ -59,6 +61,14 @@ _NOT_USED = "is not used by launchers.tune (see --steps_per_trial)"
 
 def _base_config():
     base = build_config(refuse={"train.steps": _NOT_USED, "train.init_from": _NOT_USED})
+    given = config_overrides()
+    for name, choices in search_space(base).items():
+        key = f"{FIELDS_BY_NAME[name].section}.{name}"
+        if key in given:
+            raise ConfigError(
+                f"--{given[key][0]} is searched by launchers.tune (every trial "
+                f"sets one of {', '.join(map(str, choices))}); leave it out"
+            )
     if base.train.strategy == "multi_worker":
         raise ConfigError(
             "--strategy=multi_worker is not supported for tuning; distribute "

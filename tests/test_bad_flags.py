@@ -401,6 +401,11 @@ TABLE = [
     ("benchmark", ["--memory_sizes=8,x"], "--memory_sizes=8,x must be comma-separated"),
     ("benchmark", ["--memory_sizes=0"], "--memory_sizes=0 must all be >= 1"),
     ("benchmark", ["--steps=0"], "--steps=0 must be >= 1"),
+    (
+        "benchmark",
+        ["--config.train.precision=mixed_bfloat16"],
+        "--config.train.precision is not used by launchers.benchmark",
+    ),
     ("benchmark", ["--warmup=-1"], "--warmup=-1 must be >= 0"),
     ("benchmark", ["--eval_samples=-1"], "--eval_samples=-1 must be >= 0"),
     ("benchmark", ["--input_batches=-1"], "--input_batches=-1 must be >= 0"),
@@ -468,6 +473,17 @@ TABLE = [
         "flag --config.model.prior=none",
     ),
     ("tune", ["--workdir={new}", "--max_trials=0"], "--max_trials=0 must be >= 1"),
+    # A searched value given would be overwritten by every trial.
+    (
+        "tune",
+        ["--workdir={new}", "--num_samples=4"],
+        "--num_samples is searched by launchers.tune (every trial sets one of 2, 4, 8)",
+    ),
+    (
+        "tune",
+        ["--workdir={new}", "--config.model.embed_dim=64"],
+        "--config.model.embed_dim is searched by launchers.tune",
+    ),
     (
         "tune",
         ["--workdir={new}", "--steps_per_trial=15"],

@@ -12,6 +12,7 @@ import tensorflow as tf
 from vma_tf import address_health, configs, estimators
 from vma_tf.evaluation import StreamedBound, clustered_stderr, mean_and_stderr
 from vma_tf.modeling.builders import build_model
+from vma_tf.modeling.models import VMA, SoftAttentionVAE
 
 
 def _model(preset):
@@ -227,11 +228,12 @@ def test_evaluate_takes_several_runs_only_for_kl_breakdown(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "preset", ["mnist_recall", "omniglot_fewshot", "omniglot_fewshot_soft"]
+    "preset", ["mnist_recall", "omniglot_fewshot", "omniglot_fewshot_soft", "mnist_vae"]
 )
 def test_mixed_bfloat16_networks_keep_float32_log_weights(preset):
     """The same weights under `mixed_bfloat16`: bfloat16 networks, float32
-    distributions; the bound moves by network rounding only."""
+    distributions; the bound moves by network rounding only. Samples are
+    float32 pixel probabilities too (the exported `images`' dtype)."""
     model, x, memory = _model(preset)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -248,6 +250,13 @@ def test_mixed_bfloat16_networks_keep_float32_log_weights(preset):
     out = StreamedBound(mixed, 5, jit=False)(x, memory, 10)
     np.testing.assert_allclose(out["nll_bound"], ref["nll_bound"], atol=0.5)
     assert not np.array_equal(out["nll_bound"], ref["nll_bound"])  # bf16 ran
+    if isinstance(mixed, VMA):
+        images = mixed.sample(tf.constant([0, 1]), memory, seed=(1, 2))
+    elif isinstance(mixed, SoftAttentionVAE):
+        images = mixed.sample(2, memory, seed=(1, 2))
+    else:
+        images = mixed.sample(2, seed=(1, 2))
+    assert images.dtype == tf.float32 and images.shape[0] == 2
 
 
 @pytest.mark.parametrize("preset", ["mnist_recall", "omniglot_fewshot"])

@@ -407,6 +407,17 @@ def test_export_launcher_refuses_bad_flags_with_one_line(served, tmp_path):
         assert message in lines[0], lines
     assert sorted(p.name for p in run["base"].iterdir()) == before
     assert not (tmp_path / "e").exists()
+    # The step is read from the checkpoint files themselves: a run whose
+    # `checkpoint` state file is gone (or names absolute paths, as
+    # `checkpointing.repair_state` writes it) still has its checkpoint.
+    copy = tmp_path / "copy"
+    shutil.copytree(run["workdir"], copy)
+    (copy / "checkpoints" / "checkpoint").unlink()
+    proc = run_launcher("export", [f"--workdir={copy}", f"--export_dir={run['base']}"])
+    assert proc.returncode == 2 and "already exists" in proc.stderr, proc.stderr
+    shutil.rmtree(copy / "checkpoints")
+    proc = run_launcher("export", [f"--workdir={copy}", f"--export_dir={run['base']}"])
+    assert proc.returncode == 2 and "has no checkpoint yet" in proc.stderr
 
 
 def test_query_launcher_request_body_feeds_the_signature(served, loaded, tmp_path):

@@ -93,17 +93,26 @@ def test_sequential_batches_are_the_first_full_batches_in_order(max_batches, exp
 
 
 def test_mnist_splits_come_from_their_own_files():
-    """Train batches are training images; `valid` and `test` evaluate the
-    first images of their own files; the three files share no image."""
+    """Train batches are training images; `valid` and (periodically cut by
+    --eval_batches) `test` evaluate images of their own files; the final
+    `test` is the whole file whatever --eval_batches says; the three files
+    share no image."""
     config = configs.override(
         configs.get_preset("mnist_vae"), batch_size=8, eval_batches=2
     )
     data = pipelines.mnist_data(config)
     files = {s: load_binarized_mnist(s) for s in ("train", "valid", "test")}
+    final = np.concatenate([b["x"].numpy() for b in data.final_evals["test"]])
+    np.testing.assert_array_equal(final, files["test"].astype(np.float32))
     first = pipelines.mnist_data(configs.override(config, eval_subset="first"))
+    test_sets = lambda d: {"test": pipelines.eval_batches(files["test"], d)}
     for split, sets, firsts in (
         ("valid", data.evals, first.evals),
-        ("test", data.final_evals, first.final_evals),
+        (
+            "test",
+            test_sets(config),
+            test_sets(configs.override(config, eval_subset="first")),
+        ),
     ):
         assert list(sets) == [split]
         got = np.concatenate([b["x"].numpy() for b in firsts[split]])
@@ -117,3 +126,15 @@ def test_mnist_splits_come_from_their_own_files():
     assert {r.tobytes() for r in x} <= {r.tobytes() for r in files["train"]}
     for split in ("valid", "test"):
         assert not {r.tobytes() for r in files[split][:200]} & train_rows
+
+
+def test_mnist_recall_sample_memory_follows_eval_seed():
+    """The sample grid's memory is drawn with `eval_seed`, as recall's test
+    memories are: runs of different seeds show samples from one memory."""
+    base = configs.override(configs.get_preset("mnist_recall"), memory_size=8)
+    a = pipelines.mnist_data(base).sample_memory
+    b = pipelines.mnist_data(configs.override(base, seed=5)).sample_memory
+    c = pipelines.mnist_data(configs.override(base, eval_seed=5)).sample_memory
+    assert a.shape == (8, 784)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)

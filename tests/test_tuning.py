@@ -277,21 +277,33 @@ def test_interrupted_trial_stops_the_search_and_a_rerun_resumes_it(
 def test_diverging_trials_fail_and_too_many_stop_with_one_line(tmp_path, monkeypatch):
     """A trial whose values diverge (`NonFiniteError`) fails and the search
     goes on; keras-tuner's limit of 3 failures in a row ends it with one
-    line naming the last error."""
+    line naming the last error, and the table of the trials so far is
+    written (keras-tuner raises before saving the last trial)."""
     from vma_tf import training
     from vma_tf.errors import NonFiniteError
 
-    def diverges(config, workdir, **kwargs):
+    train = training.train_and_evaluate
+    calls = []
+
+    def diverges_after_the_first(config, workdir, **kwargs):
+        calls.append(workdir)
+        if len(calls) == 1:
+            return train(config, workdir, **kwargs)
         raise NonFiniteError(f"loss is NaN at step 7 (lr {config.train.learning_rate})")
 
-    monkeypatch.setattr(training, "train_and_evaluate", diverges)
-    settings = dict(SETTINGS, max_trials=5)
+    monkeypatch.setattr(training, "train_and_evaluate", diverges_after_the_first)
+    settings = dict(SETTINGS, max_trials=6)
     with pytest.raises(configs.ConfigError) as error:
         tuning.run_search(_tiny_base(), tmp_path, settings)
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("the search stopped: Number of consecutive failures")
-    assert message.endswith(")") and "loss is NaN at step 7" in message
+    assert "loss is NaN at step 7" in message
+    assert message.endswith(f"the trials so far: {tmp_path / 'trials.csv'}")
+    rows = json.loads((tmp_path / "trials.json").read_text())
+    assert [r["status"] for r in rows] == ["COMPLETED"] + ["FAILED"] * 3
+    assert (tmp_path / "trials.csv").is_file()
+    assert (tmp_path / "best_config.json").is_file()
 
 
 def test_every_trial_is_scored_at_the_same_k(tmp_path):

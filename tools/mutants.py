@@ -1125,6 +1125,74 @@ MUTANTS = (
             "tests/test_time_to_quality.py::test_already_done_needs_the_final_evaluation_at_the_checkpoint",
         ),
     ),
+    # -- review of export, tuning and bfloat16 (2026-12-07) -----------------
+    Mutant(
+        "tuning_failures_drop_the_table",
+        "vma_tf/tuning.py",
+        "            write_results(tuner, base)\n",
+        "            pass\n",
+        (
+            "tests/test_tuning.py::test_diverging_trials_fail_and_too_many_stop_with_one_line",
+        ),
+    ),
+    Mutant(
+        "tune_accepts_a_searched_flag",
+        "launchers/tune.py",
+        "        if key in given:\n",
+        "        if False:\n",
+        ("tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written",),
+    ),
+    Mutant(
+        "export_step_from_the_state_file",
+        "launchers/export.py",
+        "    step = checkpoint_step(workdir)  # Its *.index files, no TensorFlow.\n",
+        '    step = (workdir / "checkpoints" / "checkpoint").is_file() and checkpoint_step(workdir)\n',
+        ("tests/test_export.py::test_export_launcher_refuses_bad_flags_with_one_line",),
+    ),
+    Mutant(
+        "bf16_samples_stay_bfloat16",
+        "vma_tf/modeling/vma.py",
+        "        return tf.sigmoid(tf.cast(logits, tf.float32))  # float32 under bf16 too.\n",
+        "        return tf.sigmoid(logits)\n",
+        (
+            "tests/test_evaluation.py::test_mixed_bfloat16_networks_keep_float32_log_weights",
+        ),
+    ),
+    Mutant(
+        "bf16_read_from_avx512_alone",
+        "vma_tf/hardware.py",
+        "    return bool(words & BF16_CPU_FLAGS) if words else None\n",
+        '    return any(w.startswith("avx512") or w in BF16_CPU_FLAGS for w in words) if words else None\n',
+        ("tests/test_hardware.py::test_cpu_flags_decide_bf16",),
+    ),
+    Mutant(
+        "bf16_warning_every_build",
+        "vma_tf/modeling/builders.py",
+        "@functools.lru_cache(maxsize=None)\ndef _warn_once(",
+        "def _warn_once(",
+        ("tests/test_hardware.py::test_policy_scope_warns_once_per_process",),
+    ),
+    Mutant(
+        "mnist_final_test_cut_by_eval_batches",
+        "vma_tf/data/pipelines.py",
+        '            else {"test": sequential_batches(test, t.batch_size)}\n',
+        '            else _eval_sets(config, "test", test)\n',
+        ("tests/test_pipelines.py::test_mnist_splits_come_from_their_own_files",),
+    ),
+    Mutant(
+        "mnist_sample_memory_from_the_run_seed",
+        "vma_tf/data/pipelines.py",
+        "        rng = np.random.default_rng([d.eval_seed, _SAMPLE_STREAM])\n",
+        "        rng = np.random.default_rng(t.seed)\n",
+        ("tests/test_pipelines.py::test_mnist_recall_sample_memory_follows_eval_seed",),
+    ),
+    Mutant(
+        "benchmark_ignores_config_precision",
+        "launchers/benchmark.py",
+        '                "train.precision": "is not used by launchers.benchmark: give "\n',
+        '                "train.unused": "is not used by launchers.benchmark: give "\n',
+        ("tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written",),
+    ),
 )
 
 

@@ -57,7 +57,6 @@ import keras_tuner
 
 from vma_tf.configs import (
     FIELDS_BY_NAME,
-    SIMILARITIES,
     TUNERS,
     Config,
     ConfigError,
@@ -67,13 +66,10 @@ from vma_tf.configs import (
 )
 from vma_tf.data.files import DataError
 from vma_tf.errors import Interrupted, NonFiniteError
+from vma_tf.tuning_space import OBJECTIVE_SAMPLES, search_space
 from vma_tf.workdir import atomic_write, preflight
 
 OBJECTIVE = "nll_bound"
-# K of every trial's objective: L_K tightens as K grows, so each trial's own
-# periodic bound (at its own K, a searched value) would favour the largest K
-# whatever the model. The largest K searched.
-OBJECTIVE_SAMPLES = 8
 HYPERBAND_MAX_EPOCHS = 3  # Hyperband (factor 3) rungs: 1/3 and all steps.
 
 
@@ -94,22 +90,6 @@ class StopSearch(keras_tuner.errors.FatalError):
     def __init__(self, error: BaseException):
         super().__init__(str(error))
         self.error = error
-
-
-def search_space(config: Config) -> dict[str, tuple[Any, ...]]:
-    """The values searched for `config`'s preset, `name -> choices`."""
-    m = config.model
-    space: dict[str, tuple[Any, ...]] = {
-        "learning_rate": (1e-4, 3e-4),
-        "weight_decay": (0.0, 1e-4, 3e-4),
-    }
-    if m.kind != "vae":
-        space["embed_dim"] = (64, 128, 256)
-        space["similarity"] = SIMILARITIES
-    space["num_samples"] = (2, 4, OBJECTIVE_SAMPLES)
-    if m.architecture == "conv":
-        space["channels"] = (16, 32, 64)
-    return space
 
 
 def apply_values(config: Config, values: dict[str, Any]) -> Config:
@@ -224,11 +204,16 @@ class VMATuner(keras_tuner.Tuner):
         if previous and not workdir.exists():  # Hyperband: continue that run.
             source = self.trial_dir(previous)
             if (source / "checkpoints").is_dir():
+                # Copied whole or not at all: a copy cut short (a signal) is
+                # removed by the rerun, which copies again.
+                partial = workdir.with_name(workdir.name + ".copying")
+                shutil.rmtree(partial, ignore_errors=True)
                 shutil.copytree(
                     source,
-                    workdir,
+                    partial,
                     ignore=shutil.ignore_patterns(".lock", "tuning.json"),
                 )
+                partial.rename(workdir)
         keras.backend.clear_session()
         try:
             summary = training.train_and_evaluate(config, workdir, progress=False)
@@ -468,8 +453,15 @@ def run_search(
         if not str(e).startswith("Number of consecutive failures"):
             raise
         lines = [line for line in str(e).splitlines() if line.strip()]
+        # keras-tuner raises before it saves the last trial: the table of the
+        # trials so far is written here (a rerun stops on the same trial).
+        written = ""
+        if is_chief():
+            write_results(tuner, base)
+            written = f"; the trials so far: {workdir / 'trials.csv'}"
         raise ConfigError(
             f"the search stopped: {lines[0].rstrip('.')}; the last: {lines[-1]}"
+            f"{written}"
         ) from None
     return write_results(tuner, base) if is_chief() else None
 

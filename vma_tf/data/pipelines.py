@@ -29,6 +29,7 @@ _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 # Key `[eval_seed, _SUBSET_STREAM]` of the numpy generator drawing a partial
 # evaluation's examples (`sequential_batches`).
 _SUBSET_STREAM = 21
+_SAMPLE_STREAM = 22  # recall's sample-grid memory
 
 
 def _step_seed(seed: int, stream: int, step) -> tf.Tensor:
@@ -236,7 +237,9 @@ def mnist_data(config: Config) -> ExperimentData:
         make = recall_batch_fn(
             train_images, m.memory_size, t.batch_size, t.seed, _TRAIN_STREAM
         )
-        rng = np.random.default_rng(t.seed)
+        # Drawn with eval_seed as the test memories are: runs of different
+        # seeds show their samples from the same memory.
+        rng = np.random.default_rng([d.eval_seed, _SAMPLE_STREAM])
         sample_memory = test[
             rng.choice(len(test), m.memory_size, replace=False)
         ].astype(np.float32)
@@ -246,7 +249,14 @@ def mnist_data(config: Config) -> ExperimentData:
     return ExperimentData(
         make_batch=make,
         evals=_eval_sets(config, "valid", valid),
-        final_evals=_eval_sets(config, "test", test),
+        # Recall draws its test sets; a fixed split ends on all of its
+        # batches whatever --eval_batches cuts periodically (as Omniglot's
+        # learned split does).
+        final_evals=(
+            _eval_sets(config, "test", test)
+            if m.kind == "vma" and d.task == "recall"
+            else {"test": sequential_batches(test, t.batch_size)}
+        ),
         sample_memory=sample_memory,
         x_shape=(784,),
         pixel_mean=train.mean(0, dtype=np.float64),

@@ -82,7 +82,7 @@ class VAE(LatentVariableModel):
         z = networks.standard_gaussian(self.latent_dim, self.compute_dtype).sample(
             num, seed=as_seed(seed)
         )
-        return tf.sigmoid(self.decoder(z))
+        return tf.sigmoid(tf.cast(self.decoder(z), tf.float32))  # float32 under bf16.
 
 
 class SoftAttentionVAE(LatentVariableModel):
@@ -177,4 +177,4 @@ class SoftAttentionVAE(LatentVariableModel):
             [1, num, self.latent_dim], as_seed(seed), self.compute_dtype
         )
         m_z, _ = self.attention_readout(z, m)
-        return tf.sigmoid(self._decode(z, m_z))[0]
+        return tf.sigmoid(tf.cast(self._decode(z, m_z), tf.float32))[0]  # As above.

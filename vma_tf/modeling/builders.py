@@ -23,11 +23,15 @@ linear output. The embedding networks are untied from the VAE networks.
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 from typing import Callable, NamedTuple, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from vma_tf import hardware
 from vma_tf.configs import ModelConfig
 from vma_tf.modeling import conv, estimator_registry, networks
 from vma_tf.modeling.addressing import AddressingHead
@@ -41,14 +45,25 @@ from vma_tf.modeling.similarity import NormalizedSimilarity
 def dtype_policy_scope(policy: str | None):
     """Builds layers under the Keras dtype `policy` (`"float32"`,
     `"mixed_bfloat16"`: `TrainConfig.precision`'s values) inside the block,
-    restoring the global policy after; None: no change."""
+    restoring the global policy after; None: no change. Warns once per
+    process (stderr) if the policy is bfloat16 and this machine would
+    emulate it (`hardware.emulated_bf16_warning`)."""
     previous = keras.config.dtype_policy()
     if policy:
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        message = hardware.emulated_bf16_warning(policy, gpus)
+        if message:
+            _warn_once(message)
         keras.config.set_dtype_policy(policy)
     try:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _common(config: ModelConfig, seed: int) -> dict:

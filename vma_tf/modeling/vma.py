@@ -400,12 +400,13 @@ class VMA(LatentVariableModel):
             seed: stateless seed `[2]`.
 
         Returns:
-            `[N, *x]` pixel probabilities.
+            `[N, *x]` float32 pixel probabilities.
         """
         state = self.memory_state(memory)
         gather = lambda t: tf.nest.map_structure(lambda u: tf.gather(u, addresses), t)
         z = sampling.sample(networks.gaussian(gather(state["prior_z"])), as_seed(seed))
-        return tf.sigmoid(self.decoder(z, gather(state["decoder"])))
+        logits = self.decoder(z, gather(state["decoder"]))
+        return tf.sigmoid(tf.cast(logits, tf.float32))  # float32 under bf16 too.
 
     def sample_prior_addresses(self, num, memory=None, seed=None):
         """`[num]` addresses a ~ p(a)."""
