@@ -59,12 +59,13 @@ flags.DEFINE_integer("tuner_seed", 0, "Seed of the oracle's choices.", lower_bou
 _NOT_USED = "is not used by launchers.tune (see --steps_per_trial)"
 
 
-def _base_config():
+def _base_config(new_search: bool):
     base = build_config(refuse={"train.steps": _NOT_USED, "train.init_from": _NOT_USED})
     given = config_overrides()
     for name, choices in search_space(base).items():
         key = f"{FIELDS_BY_NAME[name].section}.{name}"
-        if key in given:
+        # A search begun before this check resumes with its own flags.
+        if new_search and key in given:
             raise ConfigError(
                 f"--{given[key][0]} is searched by launchers.tune (every trial "
                 f"sets one of {', '.join(map(str, choices))}); leave it out"
@@ -105,7 +106,7 @@ def _settings(workdir: pathlib.Path):
     """`(base config, search settings)` from the flags (no TensorFlow)."""
     if FLAGS.max_trials < 1:
         raise ConfigError(f"--max_trials={FLAGS.max_trials} must be >= 1")
-    base = _base_config()
+    base = _base_config(new_search=not (workdir / "search.json").exists())
     every = base.train.log_every
     if FLAGS.steps_per_trial < 1 or FLAGS.steps_per_trial % every:
         raise ConfigError(

@@ -36,7 +36,8 @@ def test_warning_only_for_emulated_bf16(tmp_path):
     with_bf16.write_text(X86.format(" avx512_bf16"))
     message = hardware.emulated_bf16_warning("mixed_bfloat16", 0, without)
     assert message.startswith("warning: --precision=mixed_bfloat16 on a CPU without")
-    assert message.endswith("give --precision=float32") and "\n" not in message
+    assert message.endswith("(--config.train.precision=float32)")
+    assert "give --precision=float32" in message and "\n" not in message
     assert hardware.emulated_bf16_warning("float32", 0, without) is None
     assert hardware.emulated_bf16_warning("mixed_bfloat16", 1, without) is None
     assert hardware.emulated_bf16_warning("mixed_bfloat16", 0, with_bf16) is None
@@ -46,6 +47,8 @@ def test_warning_only_for_emulated_bf16(tmp_path):
 
 def test_policy_scope_warns_once_per_process(monkeypatch, capsys):
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda cpuinfo=None: False)
+    # As on a CPU-only machine (a GPU runs bfloat16: no warning there).
+    monkeypatch.setattr(builders.tf.config, "list_physical_devices", lambda kind: [])
     builders._warn_once.cache_clear()
     try:
         with builders.dtype_policy_scope("float32"):

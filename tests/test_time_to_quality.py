@@ -177,6 +177,13 @@ def test_already_done_needs_the_final_evaluation_at_the_checkpoint(tmp_path):
     assert ttq.already_done(run, [90], 601, "test") == ""
     assert ttq.already_done(run, [100], 10_000, "valid") == ""
     assert ttq.already_done(tmp_path, [100], 1, "test") == ""  # No log.
+    # Rows past the checkpoint (a kill before it) do not count: the resumed
+    # run drops them. 95.0 is logged at 600, the checkpoint is at 450.
+    (run / "checkpoints" / "ckpt-600.index").unlink()
+    (run / "checkpoints" / "ckpt-450.index").write_text("")
+    (run / "summary.json").write_text(json.dumps({"step": 450}))
+    assert ttq.already_done(run, [96], 10_000, "test") == ""
+    assert ttq.already_done(run, [100], 10_000, "test").startswith("every bound")
 
 
 def test_patience_rule_watches_the_best_evaluation():

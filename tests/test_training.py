@@ -238,8 +238,8 @@ def test_patience_ends_training_once_the_bound_stops_improving(tmp_path):
 
 
 def test_a_bound_reached_before_the_restored_step_trains_no_further(tmp_path):
-    """`stop_when` (`launchers.time_to_quality`'s bounds) met at step 20 of
-    40 stops the run there; rerun without its summary (a kill in the final
+    """`stop_when` (`launchers.time_to_quality`'s bounds) met at the first
+    evaluation (step 10 of 40) stops the run there; rerun without its summary (a kill in the final
     evaluation) it is evaluated again, not trained on, and a stricter bound
     trains on."""
     config = tiny(steps=40, eval_every=10, checkpoint_every=40, jit=False)
@@ -260,8 +260,11 @@ def test_a_bound_reached_before_the_restored_step_trains_no_further(tmp_path):
     )
     assert again["step"] == 40 and again["steps_this_run"] == 30
     # A log with train rows only (a checkpoint before the first evaluation)
-    # has nothing a rule could read.
+    # has nothing a rule could read; of two rows of one (split, step) the
+    # rule reads the periodic one, not the final evaluation's after it.
     assert not training._evaluated([{"split": "train", "step": 10}])
+    rows = [{"split": "test", "step": 10, "nll_bound": b} for b in (90.0, 80.0)]
+    assert training._periodic(rows) == rows[:1]
 
 
 def test_lr_drop_takes_effect_at_its_step_and_may_join_a_run_in_progress(tmp_path):

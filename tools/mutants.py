@@ -247,7 +247,7 @@ MUTANTS = (
     Mutant(
         "resumed_run_ignores_its_plateau",
         "vma_tf/training.py",
-        "met = _evaluated(log.rows) and bool(stop_when(log.rows))",
+        "met = _evaluated(log.rows) and bool(stop_when(_periodic(log.rows)))",
         "met = False",
         (
             "tests/test_training.py::"
@@ -1138,7 +1138,7 @@ MUTANTS = (
     Mutant(
         "tune_accepts_a_searched_flag",
         "launchers/tune.py",
-        "        if key in given:\n",
+        "        if new_search and key in given:\n",
         "        if False:\n",
         ("tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written",),
     ),
@@ -1168,8 +1168,8 @@ MUTANTS = (
     Mutant(
         "bf16_warning_every_build",
         "vma_tf/modeling/builders.py",
-        "@functools.lru_cache(maxsize=None)\ndef _warn_once(",
-        "def _warn_once(",
+        "            _warn_once(message)\n",
+        "            print(message, file=sys.stderr)\n",
         ("tests/test_hardware.py::test_policy_scope_warns_once_per_process",),
     ),
     Mutant(
@@ -1192,6 +1192,24 @@ MUTANTS = (
         '                "train.precision": "is not used by launchers.benchmark: give "\n',
         '                "train.unused": "is not used by launchers.benchmark: give "\n',
         ("tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written",),
+    ),
+    Mutant(
+        "resume_rule_reads_final_rows",
+        "vma_tf/training.py",
+        "        if key not in seen:\n",
+        "        if True:\n",
+        (
+            "tests/test_training.py::test_a_bound_reached_before_the_restored_step_trains_no_further",
+        ),
+    ),
+    Mutant(
+        "ttq_done_reads_rows_past_the_checkpoint",
+        "vma_tf/time_to_quality.py",
+        '        rows = [r for r in rows if r.get("step", 0) <= saved]\n',
+        "        pass\n",
+        (
+            "tests/test_time_to_quality.py::test_already_done_needs_the_final_evaluation_at_the_checkpoint",
+        ),
     ),
 )
 

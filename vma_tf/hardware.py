@@ -60,5 +60,6 @@ def emulated_bf16_warning(
         "warning: --precision=mixed_bfloat16 on a CPU without bfloat16 "
         "instructions (none of avx512_bf16, amx_bf16, bf16 in /proc/cpuinfo): "
         "TensorFlow emulates it, several times slower than float32 "
-        "(BENCHMARKS.md); give --precision=float32"
+        "(BENCHMARKS.md); give --precision=float32 "
+        "(--config.train.precision=float32)"
     )

@@ -376,6 +376,8 @@ def already_done(
     if saved and (read_summary(workdir) or {}).get("step") != saved:
         return ""
     rows = read_metrics(path)
+    if saved:  # Rows past it (a kill before their checkpoint) are dropped on resume.
+        rows = [r for r in rows if r.get("step", 0) <= saved]
     if any(r.get("split") == split for r in rows):
         report = time_to_quality(rows, thresholds, split)
         if report.all_reached:

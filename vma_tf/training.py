@@ -437,7 +437,10 @@ def _train(
             # of `launchers.time_to_quality`) by the restored step, and was
             # stopped in its final evaluation: evaluated, not trained on.
             # Every worker agrees (a worker's own log is new and empty).
-            met = _evaluated(log.rows) and bool(stop_when(log.rows))
+            try:
+                met = _evaluated(log.rows) and bool(stop_when(_periodic(log.rows)))
+            except ConfigError:  # A split never evaluated: every worker
+                met = False  # raises it at the first evaluation instead.
             monitor.stopped = monitor.agreed(met)
         for length, count in log_intervals(start_step, t.steps, t.log_every):
             if monitor.stopped:
@@ -479,6 +482,20 @@ def _evaluated(rows: list[dict[str, Any]]) -> bool:
     """Whether `rows` (a run's metrics) hold a periodic evaluation: a stop
     rule reads none before the first (a checkpoint taken before it)."""
     return any(r.get("split") != "train" for r in rows)
+
+
+def _periodic(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first row of each (split, step) of `rows`: the periodic
+    evaluations, without a final evaluation's rows at the last step (the
+    learned split's whole test set), as `time_to_quality` reads a log."""
+    seen: set[tuple[Any, Any]] = set()
+    out = []
+    for row in rows:
+        key = (row.get("split"), row.get("step"))
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
 
 
 def _finished_summary(root: pathlib.Path, start_step: int, t) -> dict[str, Any] | None:

@@ -113,7 +113,8 @@ class DataConfig:
         0,
         "Batches per evaluation (0: every full batch of the split, the "
         "remainder dropped so XLA sees one static shape; recall batches and "
-        "few-shot episodes are drawn, not read, and 0 draws 20).",
+        "few-shot episodes are drawn, not read, and 0 draws 20). A fixed "
+        "split's final evaluation reads all of it.",
         short=True,
         minimum=0,
         resumable=True,
