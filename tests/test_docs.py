@@ -25,7 +25,7 @@ LAUNCHER_COMMAND = re.compile(
 TOOL_COMMAND = re.compile(r"tools/(\w+)\.py((?:\\\n|\[[^\]\n]*\]|[^\n`;|&>)])*)")
 # `make TARGET ... ARGS="..."`: the flags reach this launcher.
 MAKE_ARGS = re.compile(
-    r"make (train|reproduce|reproduce-report)\b[^`\n]*?ARGS=(\"[^\"]*\"|\S+)"
+    r"make (train|reproduce|reproduce-report)\b[^`\n]*?ARGS=(\"[^\"]*\"|[^\s`]+)"
 )
 MAKE_LAUNCHER = {
     "train": "train",
@@ -99,6 +99,9 @@ def test_command_patterns_read_continuation_lines_and_make_args():
     assert [n for n, _ in FLAG.findall(args)] == ["a", "b", "c"]
     ((target, args),) = MAKE_ARGS.findall('make reproduce ROWS=x ARGS="--a=1 --b"')
     assert target == "reproduce" and [n for n, _ in FLAG.findall(args)] == ["a", "b"]
+    # Unquoted at the end of a code span: the backtick is not the value's.
+    ((_, args),) = MAKE_ARGS.findall("(`make reproduce ARGS=--a=float32`).")
+    assert FLAG.findall(args) == [("a", "float32")]
 
 
 def test_documented_launcher_commands_use_flags_that_exist(launcher_flags):
