@@ -49,7 +49,7 @@ def test_policy_scope_warns_once_per_process(monkeypatch, capsys):
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda cpuinfo=None: False)
     # As on a CPU-only machine (a GPU runs bfloat16: no warning there).
     monkeypatch.setattr(builders.tf.config, "list_physical_devices", lambda kind: [])
-    builders._warn_once.cache_clear()
+    builders._warn_if_emulated.cache_clear()
     try:
         with builders.dtype_policy_scope("float32"):
             pass
@@ -60,4 +60,4 @@ def test_policy_scope_warns_once_per_process(monkeypatch, capsys):
         err = capsys.readouterr().err
         assert err.count("warning: --precision=mixed_bfloat16") == 1
     finally:
-        builders._warn_once.cache_clear()
+        builders._warn_if_emulated.cache_clear()

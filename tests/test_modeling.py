@@ -292,6 +292,7 @@ def test_xla_step_matches_uncompiled_step(kind, memory):
     assert np.median(diff) <= 1e-6
 
 
+@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_same_seed_same_numbers():
     h1, w1, _ = _fit_losses(True)
     h2, w2, _ = _fit_losses(True)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from helpers import REPO, all_checkpoint_values, read_metrics, tiny, wait_all
 
@@ -126,6 +127,7 @@ def final_values(workdir):
     return path, values
 
 
+@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_sigkill_at_a_seeded_step_then_rerun_is_bit_equal(tmp_path):
     """`--deterministic`: a run killed with SIGKILL at a seeded step (just
     before a step, or just before a checkpoint is written) and rerun with the
@@ -174,6 +176,7 @@ def test_sigkill_at_a_seeded_step_then_rerun_is_bit_equal(tmp_path):
     assert train_rows(full) == train_rows(part)
 
 
+@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
     tmp_path,
 ):

@@ -24,14 +24,17 @@ from vma_tf.modeling.builders import build_mlp_model
 from vma_tf.modeling.models import LatentVariableModel
 
 
+_SLOW = pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+
+
 @pytest.mark.parametrize(
     "preset",
     [
-        "mnist_recall",
-        "mnist_learned",
+        pytest.param("mnist_recall", marks=_SLOW),
+        pytest.param("mnist_learned", marks=_SLOW),
         "mnist_vae",
         "omniglot_fewshot",
-        "omniglot_learned",
+        pytest.param("omniglot_learned", marks=_SLOW),
     ],
 )
 def test_run_writes_everything(tmp_path, preset):
@@ -81,6 +84,7 @@ def test_run_writes_everything(tmp_path, preset):
         assert any("memory.Smemory" in k for k in values)  # "/" is escaped ".S"
 
 
+@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 @pytest.mark.parametrize("preset", ["mnist_recall", "omniglot_fewshot"])
 def test_resume_is_exact(tmp_path, preset):
     """20 steps + resume to 40 == 40 uninterrupted steps, bit for bit (MNIST:

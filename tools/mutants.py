@@ -1168,8 +1168,8 @@ MUTANTS = (
     Mutant(
         "bf16_warning_every_build",
         "vma_tf/modeling/builders.py",
-        "            _warn_once(message)\n",
-        "            print(message, file=sys.stderr)\n",
+        "            _warn_if_emulated(policy)\n",
+        "            _warn_if_emulated.__wrapped__(policy)\n",
         ("tests/test_hardware.py::test_policy_scope_warns_once_per_process",),
     ),
     Mutant(

@@ -50,10 +50,8 @@ def dtype_policy_scope(policy: str | None):
     emulate it (`hardware.emulated_bf16_warning`)."""
     previous = keras.config.dtype_policy()
     if policy:
-        gpus = len(tf.config.list_physical_devices("GPU"))
-        message = hardware.emulated_bf16_warning(policy, gpus)
-        if message:
-            _warn_once(message)
+        if policy == "mixed_bfloat16":
+            _warn_if_emulated(policy)
         keras.config.set_dtype_policy(policy)
     try:
         yield
@@ -62,8 +60,13 @@ def dtype_policy_scope(policy: str | None):
 
 
 @functools.lru_cache(maxsize=None)
-def _warn_once(message: str) -> None:
-    print(message, file=sys.stderr)
+def _warn_if_emulated(policy: str) -> None:
+    """Prints `hardware.emulated_bf16_warning` for `policy` if there is one;
+    cached: the devices and /proc/cpuinfo are read once per process."""
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    message = hardware.emulated_bf16_warning(policy, gpus)
+    if message:
+        print(message, file=sys.stderr)
 
 
 def _common(config: ModelConfig, seed: int) -> dict:
