@@ -227,6 +227,11 @@ TABLE = [
     ),
     (
         "train",
+        ["--preset=mnist_recall", "--config.model.kind=vae"],
+        "--config.data.task=recall needs --config.model.kind='vma'",
+    ),
+    (
+        "train",
         ["--preset=omniglot_gmn", "--mixed_memory", "--memory_per_class=16"],
         "--mixed_memory has nothing to mix: --memory_per_class=16 is every drawing",
     ),

@@ -1211,6 +1211,15 @@ MUTANTS = (
             "tests/test_time_to_quality.py::test_already_done_needs_the_final_evaluation_at_the_checkpoint",
         ),
     ),
+    Mutant(
+        "recall_accepts_a_model_without_memory",
+        "vma_tf/configs/validation.py",
+        '    if m.kind != "vma":  # Its memory and test episodes would be dropped unsaid.\n',
+        '    if m.kind != "vma":  # Its memory and test episodes would be dropped unsaid.\n        return\n',
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--preset=mnist_recall --config.model.kind=vae]",
+        ),
+    ),
 )
 
 

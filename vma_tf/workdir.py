@@ -76,9 +76,13 @@ def numbered_checkpoints(directory: str | os.PathLike) -> list[str]:
 def checkpoint_step(workdir: pathlib.Path) -> int:
     """The step of the newest checkpoint in `workdir/checkpoints` (0: none).
 
-    What a resumed run restores and `launchers.evaluate` evaluates. Its rows in
-    `metrics.jsonl` may go further: the rows of a step are written before its
-    checkpoint, so a run stopped in between logged a step it did not save.
+    What a resumed run restores and `launchers.evaluate` evaluates, read from
+    the `*.index` file names alone (no TensorFlow): a newest checkpoint that
+    cannot be read is still counted here, where training and `load_run` fall
+    back to the one before (`checkpointing.restore_newest_valid`;
+    `export_run` returns the step it restored). Its rows in `metrics.jsonl`
+    may go further: the rows of a step are written before its checkpoint, so
+    a run stopped in between logged a step it did not save.
     """
     paths = numbered_checkpoints(pathlib.Path(workdir, "checkpoints"))
     return int(paths[0].rpartition("-")[2]) if paths else 0

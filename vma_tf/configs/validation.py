@@ -178,8 +178,12 @@ def _check_task(config: Config) -> None:
 def _check_recall(config: Config) -> None:
     d, m = config.data, config.model
     sizes = SPLIT_SIZES[d.dataset]
-    if m.kind != "vma":
-        return
+    if m.kind != "vma":  # Its memory and test episodes would be dropped unsaid.
+        raise ConfigError(
+            f"--config.data.task=recall needs --config.model.kind='vma' (a "
+            f"memory to recall from); kind={m.kind!r} has none: its baseline "
+            f"is --preset=mnist_vae (--config.data.task='batches')"
+        )
     if m.memory != "episodic":
         raise ConfigError(
             "--config.data.task=recall needs episodic memory (images in "
