@@ -56,6 +56,20 @@ def hp_with(values):
     return hp
 
 
+def test_a_search_in_progress_resumes_past_the_searched_flag_refusal(tmp_path):
+    """A searched flag (`--num_samples`) is refused for a new search only: a
+    workdir holding search.json (a search begun before the refusal, with that
+    flag) gets past it to the settings check, which names the first setting
+    that differs from the saved ones. One line, exit 2, nothing written."""
+    (tmp_path / "search.json").write_text("{}")
+    proc = run(tune_command(tmp_path, "--num_samples=4"))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert "holds a search with other settings (tuner)" in lines[0], lines[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["search.json"]
+
+
 def test_hypermodel_maps_values_onto_the_config():
     base = configs.get_preset("omniglot_fewshot")
     model = tuning.VMAHyperModel(base, steps_per_trial=300)

@@ -1220,6 +1220,15 @@ MUTANTS = (
             "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--preset=mnist_recall --config.model.kind=vae]",
         ),
     ),
+    Mutant(
+        "tune_refuses_searched_flags_of_a_search_in_progress",
+        "launchers/tune.py",
+        "        if new_search and key in given:\n",
+        "        if key in given:\n",
+        (
+            "tests/test_tuning.py::test_a_search_in_progress_resumes_past_the_searched_flag_refusal",
+        ),
+    ),
 )
 
 
