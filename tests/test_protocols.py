@@ -115,7 +115,25 @@ BAD_REQUESTS = [
         {"memory_size": 8, "num_examples": 9},
         "--num_examples=9 exceeds --memory_size=8",
     ),
-    ("omniglot", "gmn_table", {"shots": (20,)}, "gmn_table shots must be < 20"),
+    (
+        "omniglot",
+        "gmn_table",
+        {"shots": (20,)},
+        "gmn_table shots=20: each T (images in memory) must be 1 to 19",
+    ),
+    ("omniglot", "gmn_table", {"shots": (0, 1)}, "gmn_table shots=0,1: each T"),
+    (
+        "omniglot",
+        "gmn_table",
+        {"classes": (1, 145)},
+        "gmn_table classes=1,145: each C must be 1 to 144 (the test split's",
+    ),
+    (
+        "omniglot",
+        "gmn_table_per_class",
+        {"classes": (145,)},
+        "gmn_table_per_class classes=145: each C must be 1 to 144",
+    ),
 ]
 
 
@@ -217,6 +235,28 @@ def test_gmn_table_per_class_row_through_the_launcher(omniglot_runs, tmp_path):
     assert set(row) == {"C=2,T=1", "C=2,T=3"}
     for key, cell in row.items():
         assert cell == table["table"][key], key
+
+
+def test_an_unwritable_cell_cache_warns_once_and_the_evaluation_goes_on(
+    omniglot_runs, monkeypatch, capsys
+):
+    """A workdir the cell cache cannot write (a run archived read-only,
+    evaluated with --out elsewhere): one warning, the same table as with the
+    cache, nothing left behind. It raised PermissionError after the first
+    cell."""
+    run = omniglot_runs[0]
+    kw = dict(num_samples=4, num_examples=2, classes=(1,), shots=(1, 3), jit=False)
+    path = run.workdir / "eval" / ".gmn_table.cells.json"
+
+    def refuse(target, text):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    with monkeypatch.context() as m:
+        m.setattr(protocols.common, "atomic_write", refuse)
+        unsaved, _ = protocols.gmn_table(run, **kw)
+    assert capsys.readouterr().err.count("cannot keep finished cells") == 1
+    assert not path.exists()
+    assert protocols.gmn_table(run, **kw)[0] == unsaved
 
 
 def test_gmn_table_resumes_from_its_saved_cells(omniglot_runs, monkeypatch):
@@ -416,6 +456,29 @@ def test_robustness(omniglot_runs, tmp_path):
     resumed, _ = protocols.robustness(omniglot_runs[0], options)
     assert resumed["A_classes"]["2"] == {**a["2"], "num_examples": -1}
     assert resumed["A_classes"]["4"] == a["4"] and resumed["B_examples_per_class"] == b
+
+
+def test_robustness_computes_the_shared_point_once(
+    omniglot_runs, tmp_path, monkeypatch
+):
+    """B's point at the run's memory_per_class (1) with every test character
+    is A's point at C = 144: taken from A (the same numbers), not computed
+    again."""
+    from vma_tf.protocols import _robustness
+
+    calls = []
+    bound_over = _robustness.bound_over
+    monkeypatch.setattr(
+        _robustness, "bound_over", lambda *a: calls.append(1) or bound_over(*a)
+    )
+    run = dataclasses.replace(omniglot_runs[0], workdir=tmp_path)
+    assert run.config.data.memory_per_class == 1
+    kw = dict(num_samples=2, num_examples=2, classes=(1, 144), examples=(1, 2))
+    result, _ = protocols.robustness(run, jit=False, **kw)
+    assert len(calls) == 3  # A1, A144, B2.
+    a, b = result["A_classes"]["144"], result["B_examples_per_class"]
+    assert b["1"] == {k: v for k, v in a.items() if k != "optimal_reference"}
+    assert b["2"]["memory_per_class"] == 2 and b["2"]["classes"] == 144
 
 
 def test_robustness_reference_is_anchored_on_one_character(omniglot_runs, tmp_path):

@@ -1229,6 +1229,40 @@ MUTANTS = (
             "tests/test_tuning.py::test_a_search_in_progress_resumes_past_the_searched_flag_refusal",
         ),
     ),
+    Mutant(
+        "cell_cache_write_error_stops_the_evaluation",
+        "vma_tf/protocols/common.py",
+        "        except OSError as e:  # Not the evaluation's fault: it goes on.\n",
+        "        except ValueError as e:  # Not the evaluation's fault: it goes on.\n",
+        (
+            "tests/test_protocols.py::test_an_unwritable_cell_cache_warns_once_and_the_evaluation_goes_on",
+        ),
+    ),
+    Mutant(
+        "gmn_table_accepts_zero_shots",
+        "vma_tf/protocols/_gmn_table.py",
+        "    if not 1 <= min(o.shots) <= max(o.shots) < LENGTH:\n",
+        "    if not max(o.shots) < LENGTH:\n",
+        (
+            "tests/test_protocols.py::test_bad_protocol_requests_are_one_line_errors[omniglot-gmn_table-options8-gmn_table shots=0,1: each T]",
+        ),
+    ),
+    Mutant(
+        "gmn_table_accepts_more_classes_than_characters",
+        "vma_tf/protocols/_gmn_table.py",
+        "    if min(o.classes) < 1 or max(o.classes) > (most or max(o.classes)):\n",
+        "    if min(o.classes) < 1:\n",
+        (
+            "tests/test_protocols.py::test_bad_protocol_requests_are_one_line_errors[omniglot-gmn_table-options9-gmn_table classes=1,145: each C must be 1 to 144 (the test split's]",
+        ),
+    ),
+    Mutant(
+        "robustness_computes_the_shared_point_twice",
+        "vma_tf/protocols/_robustness.py",
+        "            if k == per_class and str(total) in a\n",
+        "            if False\n",
+        ("tests/test_protocols.py::test_robustness_computes_the_shared_point_once",),
+    ),
 )
 
 

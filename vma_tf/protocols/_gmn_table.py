@@ -354,10 +354,21 @@ def _table(run: Run, o: _TableOptions, cells) -> Result:
             f"{o.protocol} split={o.split!r} is unknown; choose one of "
             + ", ".join(SPLITS)
         )
-    if max(o.shots) >= LENGTH:
-        raise ConfigError(f"{o.protocol} shots must be < {LENGTH}")
+    if not 1 <= min(o.shots) <= max(o.shots) < LENGTH:
+        raise ConfigError(
+            f"{o.protocol} shots={','.join(map(str, o.shots))}: each T (images "
+            f"in memory) must be 1 to {LENGTH - 1}"
+        )
     train, test = episodic_splits(c)
     images = {"test": test, "train": train}[o.split].images
+    # Distinct characters per sequence, unless drawn with replacement.
+    most = None if getattr(o, "with_replacement", False) else images.shape[0]
+    if min(o.classes) < 1 or max(o.classes) > (most or max(o.classes)):
+        allowed = f"1 to {most} (the {o.split} split's characters)" if most else ">= 1"
+        raise ConfigError(
+            f"{o.protocol} classes={','.join(map(str, o.classes))}: each C "
+            f"must be {allowed}"
+        )
     stream = evaluation.StreamedBound(run.model, o.chunk_size, o.jit)
     per_row = o.num_examples or 10
     batches = cells(images, per_row)

@@ -147,6 +147,13 @@ def large_memory(
 def _bound_and_own_slot(run: Run, memory, index: np.ndarray, o: LargeMemoryOptions):
     """Per-target L_K diagnostics and own-slot recall of targets `index`.
 
+    The own slot is the target's own row only. An exact copy of it elsewhere
+    in memory (binarized MNIST has some: 41 of the first 100,000 training
+    images are in groups of identical ones) gets the same logit, so a target
+    whose copy comes first has its mode counted as missed and about half its
+    q-mass. `recall_sizes` counts copies too (`own_slot_recall`); doing so
+    here would compare every target with up to 10^6 entries (not done).
+
     Args:
         run: the run.
         memory: the memory images, `[M, 784]`.

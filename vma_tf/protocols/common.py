@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Self
 
@@ -252,7 +253,11 @@ class CellCache:
     model's dtype policy and the options. A rerun with the same key takes the
     saved cells (JSON floats round-trip exactly, so the result equals an
     uninterrupted run's); any other key, or an unreadable file, starts
-    afresh. `finish` removes the file.
+    afresh. `finish` removes the file. A workdir it cannot write (a run
+    archived read-only, evaluated with `--out` elsewhere) gets one warning on
+    stderr and the evaluation goes on without saving. Two evaluations of one
+    protocol on one run at once share the file: each keeps its own numbers,
+    but only the last writer's cells are kept for a rerun.
 
     Attributes:
         path: the file.
@@ -271,6 +276,7 @@ class CellCache:
         key["options"] = dataclasses.asdict(options)
         self._key = json.loads(json.dumps(key))  # Tuples as lists, as read back.
         self._cells = {}
+        self._saving = True
         try:
             saved = json.loads(self.path.read_text())
             if saved["key"] == self._key:
@@ -282,14 +288,30 @@ class CellCache:
         """The saved cell `name`, or `compute()` saved before it is returned."""
         if name not in self._cells:
             self._cells[name] = json.loads(json.dumps(compute()))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            saved = {"key": self._key, "cells": self._cells}
-            atomic_write(self.path, json.dumps(saved))
+            if self._saving:
+                self._save()
         return dict(self._cells[name])  # The caller may add keys.
+
+    def _save(self) -> None:
+        saved = {"key": self._key, "cells": self._cells}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, json.dumps(saved))
+        except OSError as e:  # Not the evaluation's fault: it goes on.
+            self._saving = False
+            print(
+                f"warning: cannot keep finished cells in {self.path} "
+                f"({e.strerror or e}); the evaluation goes on, but a rerun "
+                "starts afresh",
+                file=sys.stderr,
+            )
 
     def finish(self) -> None:
         """Removes the file (the protocol's result is complete)."""
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass  # Never written (see `_save`).
 
 
 def require(run: Run, protocol: str, ok: bool, what: str) -> None:
