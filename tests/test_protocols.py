@@ -894,7 +894,9 @@ def test_address_usage_keeps_the_per_batch_mean_of_slots_used(recall_run, monkey
     assert result["slots_used_as_mode"] == 5.5 == result["slots_as_mode"]
 
 
-def test_gradient_variance_protocol_on_a_restored_nvil_run(recall_run, tmp_path):
+def test_gradient_variance_protocol_on_a_restored_nvil_run(
+    recall_run, tmp_path, capsys
+):
     """A tiny run trained with --estimator=nvil restores (baseline network and
     running statistics included) and every estimator's address-gradient
     variance is measured on it; a VIMCO run refuses nvil by name."""
@@ -920,6 +922,17 @@ def test_gradient_variance_protocol_on_a_restored_nvil_run(recall_run, tmp_path)
         protocols.gradient_variance_protocol(
             recall_run, estimators=["nvil"], num_draws=2, jit=False
         )
+    # A garbage newest checkpoint: `load` falls back to step 10, and so does
+    # the by-step measurement (it raised on ckpt-20 before).
+    for suffix in (".index", ".data-00000-of-00001"):
+        (workdir / "checkpoints" / f"ckpt-20{suffix}").write_bytes(b"garbage")
+    run = protocols.load(workdir)
+    assert run.step == 10
+    again, _ = protocols.gradient_variance_protocol(
+        run, estimators=["nvil"], num_draws=2, jit=False, all_checkpoints=True
+    )
+    assert list(again["by_step"]) == ["10"] and again["nvil"] == result["nvil"]
+    assert "ckpt-20 is unreadable" in capsys.readouterr().err
 
 
 # -- options -----------------------------------------------------------------

@@ -1263,6 +1263,15 @@ MUTANTS = (
         "            if False\n",
         ("tests/test_protocols.py::test_robustness_computes_the_shared_point_once",),
     ),
+    Mutant(
+        "gradient_variance_by_step_stops_at_an_unreadable_checkpoint",
+        "vma_tf/protocols/_gradient_variance.py",
+        "        except checkpointing.UNREADABLE as e:\n",
+        "        except ValueError as e:\n",
+        (
+            "tests/test_protocols.py::test_gradient_variance_protocol_on_a_restored_nvil_run",
+        ),
+    ),
 )
 
 

@@ -121,6 +121,16 @@ def repair_state(directory) -> None:
     )
 
 
+# What restoring a checkpoint whose files are truncated or garbage raises
+# (IndexError: truncated data, "Read less bytes than requested").
+UNREADABLE = (tf.errors.OpError, IndexError)
+
+
+def unreadable_reason(error: Exception) -> str:
+    """The first line of an `UNREADABLE` error, for a one-line warning."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+
+
 def restore_newest_valid(checkpoint: tf.train.Checkpoint, directory, warn=print):
     """Restores the newest readable checkpoint of `directory`.
 
@@ -141,11 +151,9 @@ def restore_newest_valid(checkpoint: tf.train.Checkpoint, directory, warn=print)
     for path in paths:
         try:
             restore(checkpoint, path)
-        except (tf.errors.OpError, IndexError) as e:  # IndexError: truncated
-            # data ("Read less bytes than requested").
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        except UNREADABLE as e:
             warn(
-                f"warning: checkpoint {path} is unreadable ({reason}); "
+                f"warning: checkpoint {path} is unreadable ({unreadable_reason(e)}); "
                 "trying the next older one"
             )
             bad.append(path)

@@ -6,6 +6,7 @@ of the addressing parameters (same K as training); `vma_tf.gradient_variance`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 
 from vma_tf.configs import ConfigError
@@ -116,10 +117,14 @@ def gradient_variance_protocol(
 
 
 def _by_step(run: Run, measure) -> dict:
-    """`measure()` at every checkpoint the run kept, oldest first.
+    """`measure()` at every readable checkpoint the run kept, oldest first.
+
+    An unreadable one (truncated or garbage files, skipped by `load` too) is
+    left out with a warning on stderr.
 
     Args:
-        run: the run; its newest checkpoint is restored again at the end.
+        run: the run; the checkpoint it was loaded from (`run.step`) is
+            restored again at the end.
         measure: the measurement, `() -> {estimator: summary}`.
 
     Returns:
@@ -131,7 +136,16 @@ def _by_step(run: Run, measure) -> dict:
     paths = checkpointing.numbered_checkpoints(run.workdir / "checkpoints")
     by_step = {}
     for path in reversed(paths):  # Oldest first.
-        checkpointing.restore(checkpoint, path)
+        try:
+            checkpointing.restore(checkpoint, path)
+        except checkpointing.UNREADABLE as e:
+            reason = checkpointing.unreadable_reason(e)
+            print(
+                f"warning: checkpoint {path} is unreadable ({reason}); not measured",
+                file=sys.stderr,
+            )
+            continue
         by_step[path.rsplit("-", 1)[1]] = measure()
-    checkpointing.restore(checkpoint, paths[0])
+    loaded = [p for p in paths if p.rsplit("-", 1)[1] == str(run.step)]
+    checkpointing.restore(checkpoint, loaded[0])
     return by_step
