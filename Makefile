@@ -64,7 +64,7 @@ TEST_WORKERS ?= 2
 test: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
-## The tests marked slow (the long runs: each >= 40 s under `make test` on the AVX2-only
+## The tests marked slow (the long runs: each >= 30 s under `make test` on the AVX2-only
 ## EPYC, BUILD.md "Tests"), on the same workers. CI runs it after `make test`.
 test-slow: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m slow

@@ -51,7 +51,7 @@ def test_matmul_rate_reports_flops_per_second():
     assert rate["n"] == 64 and rate["flops_per_sec"] > 0
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_benchmark_launcher_smoke(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -204,7 +204,7 @@ def test_weight_decay_excludes_learned_memory():
     assert float(tf.reduce_sum(tf.square(mem))) > 0
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_conv_step_compiles_and_matches_eager():
     losses = {}
     for jit in (True, False):

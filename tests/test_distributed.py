@@ -226,7 +226,7 @@ def test_multi_worker_two_processes_match_single_worker(runs):
     assert abs(va["nll_bound"] - vb["nll_bound"]) < 0.05 * va["nll_bound"]
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_sigterm_to_one_worker_stops_both_at_one_checkpointed_step(tmp_path):
     """A preempted worker (SIGTERM to worker 1 alone) does not leave the chief
     waiting in collectives: both checkpoint the same step, exit 143, and the
@@ -260,7 +260,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_checkpointed_step(tmp_path):
     assert_replicas_equal(workdir, texts[1], step + 5)
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_patience_stops_every_worker_where_the_chief_s_history_says(tmp_path):
     """The patience rule reads the run's history in metrics.jsonl, which after
     a resume only the chief's holds (a worker logs into a new directory):
@@ -329,7 +329,7 @@ def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
         )
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_skip_nonfinite_with_two_replicas(tmp_path):
     """--skip_nonfinite under MirroredStrategy (the skip is decided in
     cross-replica context): steps poisoned on replica 1 only are skipped on

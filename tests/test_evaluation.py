@@ -148,7 +148,7 @@ def test_nll_protocol_reports_the_bounds_standard_error_over_batches():
     assert result["num_examples"] == 6
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_nll_protocol_on_a_trained_run(tmp_path):
     import json
     import subprocess

@@ -17,7 +17,7 @@ def _valid(workdir, split="valid"):
     return [r for r in rows if r["split"] == split][-1]
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_recall_learns_lookup_from_scratch(tmp_path):
     config = configs.override(
         configs.get_preset("mnist_recall"),
@@ -36,7 +36,7 @@ def test_recall_learns_lookup_from_scratch(tmp_path):
     assert valid["kl_a"] >= 0.8 * 4.159, valid  # log 64 = 4.16
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_learned_memory_keeps_several_slots_in_use(tmp_path):
     config = configs.override(
         configs.get_preset("mnist_learned"),

@@ -204,6 +204,7 @@ def test_gmn_table(omniglot_runs, name):
         assert np.isfinite(by_seq["stderr"]) and by_seq["stderr"] > 0
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_gmn_table_per_class_row_through_the_launcher(omniglot_runs, tmp_path):
     """`--classes`/`--shots` reach the protocol, and a row's cells do not
     depend on the other rows asked for (each row draws its own sequences):

@@ -90,6 +90,7 @@ def launch(config_json, workdir, log, kill_at=None, signal_at=None, env=None):
         )
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_a_stopped_training_does_not_count_the_pause_as_training_time(tmp_path):
     """`kill -STOP` ... `kill -CONT` inside a log interval (as the long runs
     are paused while CI runs): the interval's `steps_per_sec` leaves the
@@ -127,7 +128,7 @@ def final_values(workdir):
     return path, values
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_sigkill_at_a_seeded_step_then_rerun_is_bit_equal(tmp_path):
     """`--deterministic`: a run killed with SIGKILL at a seeded step (just
     before a step, or just before a checkpoint is written) and rerun with the
@@ -176,7 +177,7 @@ def test_sigkill_at_a_seeded_step_then_rerun_is_bit_equal(tmp_path):
     assert train_rows(full) == train_rows(part)
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
     tmp_path,
 ):
@@ -243,6 +244,7 @@ def test_sigint_and_sigterm_checkpoint_the_current_step_then_rerun_is_bit_equal(
                 assert rows[step] == loss, (name, step)
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_a_signal_in_an_evaluation_step_keeps_its_evaluation(tmp_path):
     """SIGTERM during the last step of an interval that ends in an
     evaluation: that step is evaluated and checkpointed, as in an

@@ -24,7 +24,7 @@ from vma_tf.modeling.builders import build_mlp_model
 from vma_tf.modeling.models import LatentVariableModel
 
 
-_SLOW = pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+_SLOW = pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,7 @@ _SLOW = pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by
     [
         pytest.param("mnist_recall", marks=_SLOW),
         pytest.param("mnist_learned", marks=_SLOW),
-        "mnist_vae",
+        pytest.param("mnist_vae", marks=_SLOW),
         "omniglot_fewshot",
         pytest.param("omniglot_learned", marks=_SLOW),
     ],
@@ -84,7 +84,7 @@ def test_run_writes_everything(tmp_path, preset):
         assert any("memory.Smemory" in k for k in values)  # "/" is escaped ".S"
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 @pytest.mark.parametrize("preset", ["mnist_recall", "omniglot_fewshot"])
 def test_resume_is_exact(tmp_path, preset):
     """20 steps + resume to 40 == 40 uninterrupted steps, bit for bit (MNIST:
@@ -114,6 +114,7 @@ def test_resume_is_exact(tmp_path, preset):
     assert evals(full) == [40] and evals(part) == [20, 40]
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_bfloat16_training_keeps_float32_state_and_resumes_in_float32(
     tmp_path, monkeypatch
 ):
@@ -392,6 +393,7 @@ def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):
     assert after[next(n for n in moved if n.startswith("optimizer/"))] == 40
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_a_run_older_than_the_evaluation_fields_keeps_them_when_resumed(tmp_path):
     """A workdir whose config.json predates `data.eval_subset` (a partial
     evaluation read the first batches): the same call trains with the value

@@ -110,7 +110,7 @@ def test_hyperband_budget_rounds_to_log_every():
     assert tuning.trial_steps(100, 10, 1) == 40  # ceil(33.3 / 10) * 10.
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_seeded_search_writes_table_and_a_trainable_best_config(tmp_path):
     """Two searches with the same seed: the same trials, the same numbers; the
     best config trains with launchers.train --config_json."""
@@ -183,7 +183,7 @@ def test_hyperband_continues_the_best_trials_from_their_checkpoints(tmp_path):
     assert [r["step"] for r in log if r["split"] == "train"] == [10, 20, 30]
 
 
-@pytest.mark.slow  # >= 40 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_distributed_search_chief_and_two_workers(tmp_path):
     """keras-tuner's gRPC oracle on 127.0.0.1: the chief serves, 2 workers run
     4 trials; every trial is recorded once, all processes exit by themselves."""
@@ -259,6 +259,7 @@ def _tiny_base():
 SETTINGS = {"tuner": "random", "max_trials": 2, "steps_per_trial": 10, "tuner_seed": 0}
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_interrupted_trial_stops_the_search_and_a_rerun_resumes_it(
     tmp_path, monkeypatch
 ):
