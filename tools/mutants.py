@@ -1168,8 +1168,8 @@ MUTANTS = (
     Mutant(
         "bf16_warning_every_build",
         "vma_tf/modeling/builders.py",
-        "            _warn_if_emulated(policy)\n",
-        "            _warn_if_emulated.__wrapped__(policy)\n",
+        "        _warn_if_emulated(policy)\n",
+        "        _warn_if_emulated.__wrapped__(policy)\n",
         ("tests/test_hardware.py::test_policy_scope_warns_once_per_process",),
     ),
     Mutant(
@@ -1250,7 +1250,7 @@ MUTANTS = (
     Mutant(
         "gmn_table_accepts_more_classes_than_characters",
         "vma_tf/protocols/_gmn_table.py",
-        "    if min(o.classes) < 1 or max(o.classes) > (most or max(o.classes)):\n",
+        "    if min(o.classes) < 1 or (most is not None and max(o.classes) > most):\n",
         "    if min(o.classes) < 1:\n",
         (
             "tests/test_protocols.py::test_bad_protocol_requests_are_one_line_errors[omniglot-gmn_table-options9-gmn_table classes=1,145: each C must be 1 to 144 (the test split's]",

@@ -50,8 +50,7 @@ def dtype_policy_scope(policy: str | None):
     emulate it (`hardware.emulated_bf16_warning`)."""
     previous = keras.config.dtype_policy()
     if policy:
-        if policy == "mixed_bfloat16":
-            _warn_if_emulated(policy)
+        _warn_if_emulated(policy)
         keras.config.set_dtype_policy(policy)
     try:
         yield
@@ -62,7 +61,8 @@ def dtype_policy_scope(policy: str | None):
 @functools.lru_cache(maxsize=None)
 def _warn_if_emulated(policy: str) -> None:
     """Prints `hardware.emulated_bf16_warning` for `policy` if there is one;
-    cached: the devices and /proc/cpuinfo are read once per process."""
+    cached per policy: the devices (and, for bfloat16, /proc/cpuinfo) are
+    read once per process."""
     gpus = len(tf.config.list_physical_devices("GPU"))
     message = hardware.emulated_bf16_warning(policy, gpus)
     if message:

@@ -363,8 +363,12 @@ def _table(run: Run, o: _TableOptions, cells) -> Result:
     images = {"test": test, "train": train}[o.split].images
     # Distinct characters per sequence, unless drawn with replacement.
     most = None if getattr(o, "with_replacement", False) else images.shape[0]
-    if min(o.classes) < 1 or max(o.classes) > (most or max(o.classes)):
-        allowed = f"1 to {most} (the {o.split} split's characters)" if most else ">= 1"
+    if min(o.classes) < 1 or (most is not None and max(o.classes) > most):
+        allowed = (
+            ">= 1"
+            if most is None
+            else f"1 to {most} (the {o.split} split's characters)"
+        )
         raise ConfigError(
             f"{o.protocol} classes={','.join(map(str, o.classes))}: each C "
             f"must be {allowed}"

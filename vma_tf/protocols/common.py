@@ -311,7 +311,7 @@ class CellCache:
         try:
             self.path.unlink(missing_ok=True)
         except OSError:
-            pass  # Never written (see `_save`).
+            pass  # A read-only run directory (see `_save`).
 
 
 def require(run: Run, protocol: str, ok: bool, what: str) -> None:
