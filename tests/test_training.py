@@ -245,7 +245,8 @@ def test_patience_ends_training_once_the_bound_stops_improving(tmp_path):
 def test_a_bound_reached_before_the_restored_step_trains_no_further(tmp_path):
     """`stop_when` (`launchers.time_to_quality`'s bounds) met at the first
     evaluation (step 10 of 40) stops the run there; rerun without its summary (a kill in the final
-    evaluation) it is evaluated again, not trained on, and a stricter bound
+    evaluation) it is evaluated again, not trained on, a rule on a split it
+    does not evaluate is refused at its next evaluation, and a stricter bound
     trains on."""
     config = tiny(steps=40, eval_every=10, checkpoint_every=40, jit=False)
     reached = ttq.stop_when([1e9], "valid")
@@ -258,7 +259,19 @@ def test_a_bound_reached_before_the_restored_step_trains_no_further(tmp_path):
         config, tmp_path, progress=False, stop_when=reached
     )
     assert again["step"] == 10 and again["steps_this_run"] == 0
+    # A rule on a split the run never evaluates is refused at the first
+    # evaluation after the restored step, not at the resume check: there a
+    # multi-worker run's chief would raise alone (the other workers' logs are
+    # empty) and leave them waiting in the collective that follows.
     (tmp_path / "summary.json").unlink()
+    with pytest.raises(configs.ConfigError, match="--split=valid_m32 is not evaluated"):
+        training.train_and_evaluate(
+            config,
+            tmp_path,
+            progress=False,
+            stop_when=ttq.stop_when([1e9], "valid_m32"),
+        )
+    assert max(r["step"] for r in read_metrics(tmp_path)) == 20  # Trained on.
     stricter = ttq.stop_when([-1e9], "valid")
     again = training.train_and_evaluate(
         config, tmp_path, progress=False, stop_when=stricter

@@ -179,3 +179,16 @@ def test_a_resumed_run_is_validated_with_the_settings_it_keeps(tmp_path):
         workdir.preflight(
             logs, tmp_path, check_data=False, given={"train.log_every", "train.steps"}
         )
+
+
+def test_checkpoints_are_numbered_by_the_step_after_the_last_dash(tmp_path):
+    # A run directory whose name has dashes and digits of its own.
+    directory = tmp_path / "run-7-of-9" / "checkpoints"
+    directory.mkdir(parents=True)
+    for step in (900, 10000, 5):
+        (directory / f"ckpt-{step}.index").write_text("")
+    (directory / "ckpt-x.index").write_text("")  # Not numbered: ignored.
+    paths = workdir.numbered_checkpoints(directory)
+    assert [workdir.step_of(p) for p in paths] == [10000, 900, 5]
+    assert workdir.checkpoint_step(directory.parent) == 10000
+    assert workdir.checkpoint_step(tmp_path) == 0

@@ -1272,6 +1272,18 @@ MUTANTS = (
             "tests/test_protocols.py::test_gradient_variance_protocol_on_a_restored_nvil_run",
         ),
     ),
+    Mutant(
+        "resume_check_raises_on_a_split_never_evaluated",
+        "vma_tf/training.py",
+        "            except ConfigError:  # A split never evaluated: every worker\n"
+        "                met = False",
+        "            except ZeroDivisionError:  # A split never evaluated: every worker\n"
+        "                met = False",
+        (
+            "tests/test_training.py::"
+            "test_a_bound_reached_before_the_restored_step_trains_no_further",
+        ),
+    ),
 )
 
 

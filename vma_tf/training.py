@@ -561,7 +561,7 @@ def _restore(model, checkpoint, checkpoint_root: pathlib.Path, init_from) -> int
     # Checkpoints are numbered by step. All workers must agree before the
     # restore, whose variable creation is itself a collective.
     distribution.check_same_step(
-        model.distribute_strategy, int(latest.rsplit("-", 1)[1]) if latest else 0
+        model.distribute_strategy, checkpointing.step_of(latest) if latest else 0
     )
     if latest:
         latest = checkpointing.restore_newest_valid(

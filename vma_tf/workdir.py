@@ -73,6 +73,11 @@ def numbered_checkpoints(directory: str | os.PathLike) -> list[str]:
     return [path for _, path in sorted(found, reverse=True)]
 
 
+def step_of(checkpoint: str | os.PathLike) -> int:
+    """The step `N` a checkpoint prefix `.../ckpt-N` is numbered by."""
+    return int(str(checkpoint).rpartition("-")[2])
+
+
 def checkpoint_step(workdir: pathlib.Path) -> int:
     """The step of the newest checkpoint in `workdir/checkpoints` (0: none).
 
@@ -85,7 +90,7 @@ def checkpoint_step(workdir: pathlib.Path) -> int:
     a run stopped in between logged a step it did not save.
     """
     paths = numbered_checkpoints(pathlib.Path(workdir, "checkpoints"))
-    return int(paths[0].rpartition("-")[2]) if paths else 0
+    return step_of(paths[0]) if paths else 0
 
 
 def read_summary(workdir: pathlib.Path) -> dict | None:

@@ -145,7 +145,7 @@ def _by_step(run: Run, measure) -> dict:
                 file=sys.stderr,
             )
             continue
-        by_step[path.rsplit("-", 1)[1]] = measure()
-    loaded = [p for p in paths if p.rsplit("-", 1)[1] == str(run.step)]
+        by_step[str(checkpointing.step_of(path))] = measure()
+    loaded = [p for p in paths if checkpointing.step_of(p) == run.step]
     checkpointing.restore(checkpoint, loaded[0])
     return by_step
