@@ -235,6 +235,11 @@ TABLE = [
         ["--preset=omniglot_gmn", "--mixed_memory", "--memory_per_class=16"],
         "--mixed_memory has nothing to mix: --memory_per_class=16 is every drawing",
     ),
+    (
+        "train",
+        ["--preset=omniglot_fewshot", "--mixed_memory", "--memory_per_class=1"],
+        "--mixed_memory has nothing to mix: with --memory_per_class=1 every",
+    ),
     # -- launchers.train: dotted overrides generated from the schema ---------
     (
         "train",

@@ -342,17 +342,23 @@ def test_episode_mixed_memory(split, c: int, t: int, mpc: int, f: int, a: int) -
         assert len({tuple(n) for n in counts}) > steps // 2
 
 
+def _by_seed(make, first: int, draws: int) -> np.ndarray:
+    """`make(seed)` for the seeds `[first, 0 .. draws - 1]`, stacked (one
+    tf.data pass: quicker than eager calls)."""
+    seeds = tf.data.Dataset.range(draws).map(
+        lambda i: tf.stack([tf.constant(first, tf.int64), i])
+    )
+    return next(iter(seeds.map(make).batch(draws))).numpy()
+
+
 def test_memory_counts_are_uniform_compositions_within_caps() -> None:
     # 8 characters, 32 rows: a part is k with probability C(31-k, 6) / C(31, 7)
     # (23 % for one row); compositions beyond the cap are redrawn.
     from math import comb
 
     def counts(first: int, n: int, per: int, cap: int, draws: int) -> np.ndarray:
-        seeds = tf.data.Dataset.range(draws).map(
-            lambda i: tf.stack([tf.constant(first, tf.int64), i])
-        )
         make = lambda seed: omniglot._memory_counts(seed, n, per, cap=cap)
-        return next(iter(seeds.map(make).batch(draws))).numpy()
+        return _by_seed(make, first, draws)
 
     draws = counts(1, 8, 4, cap=16, draws=3000)
     assert draws.dtype == np.int32 and draws.shape == (3000, 8)
@@ -373,6 +379,46 @@ def test_memory_counts_are_uniform_compositions_within_caps() -> None:
         omniglot._memory_counts(tf.constant([4, 5]), 8, 4, cap=16),
         omniglot._memory_counts(tf.constant([4, 5]), 8, 4, cap=16),
     )
+    # 8 characters of 16 rows, cap 19 (T = 1, Mpc = 16): almost no drawn
+    # composition fits, so the exact draw decides; a part is j with
+    # probability N[7, 128 - j] / N[8, 128], never the even split throughout.
+    log_n = omniglot._capped_compositions(8, 128, 19)
+    near = counts(3, 8, 16, cap=19, draws=400)
+    assert np.all(near.sum(axis=1) == 128) and near.min() >= 1 and near.max() <= 19
+    assert not np.any(np.all(near == 16, axis=1))
+    for j in (10, 16, 19):
+        want = np.exp(log_n[7, 128 - j] - log_n[8, 128])
+        got = np.mean(near == j)
+        assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / near.size) + 0.005
+
+
+@pytest.mark.parametrize("n,per,cap", [(3, 2, 3), (4, 3, 5), (2, 5, 6), (5, 2, 2)])
+def test_capped_composition_counts_are_exact(n: int, per: int, cap: int) -> None:
+    # N[k, r] against enumeration, and the exact draw's chain of conditionals
+    # N[k - 1, r - j] / N[k, r] gives each split probability 1 / N[n, n * per].
+    import itertools
+
+    total = n * per
+    log_n = omniglot._capped_compositions(n, total, cap)
+    for k in range(n + 1):
+        for r in range(total + 1):
+            ways = sum(
+                sum(c) == r for c in itertools.product(range(1, cap + 1), repeat=k)
+            )
+            assert (np.exp(log_n[k, r]) if ways else 0.0) == pytest.approx(ways)
+    splits = [
+        c for c in itertools.product(range(1, cap + 1), repeat=n) if sum(c) == total
+    ]
+    for split in splits:
+        log_p, rest = 0.0, total
+        for i, j in enumerate(split):
+            log_p += log_n[n - i - 1, rest - j] - log_n[n - i, rest]
+            rest -= j
+        assert log_p == pytest.approx(-np.log(len(splits)), abs=1e-12)
+    # The sampler itself: only those splits, each of them (a few hundred draws).
+    make = lambda seed: omniglot._uniform_capped_counts(seed, n, per, cap)
+    seen = {tuple(c) for c in _by_seed(make, 7, 30 * len(splits))}
+    assert seen == set(splits)
 
 
 def test_episode_deterministic(split) -> None:

@@ -1284,6 +1284,33 @@ MUTANTS = (
             "test_a_bound_reached_before_the_restored_step_trains_no_further",
         ),
     ),
+    Mutant(
+        "mixed_memory_falls_back_to_the_even_split",
+        "vma_tf/data/omniglot.py",
+        "lambda: _uniform_capped_counts(seed, n, per, cap),",
+        "lambda: tf.fill([n], per),",
+        (
+            "tests/test_omniglot_data.py::"
+            "test_memory_counts_are_uniform_compositions_within_caps",
+        ),
+    ),
+    Mutant(
+        "capped_compositions_one_part_short",
+        "vma_tf/data/omniglot.py",
+        "parts = np.arange(1, min(cap, r - k + 1) + 1)",
+        "parts = np.arange(1, min(cap, r - k + 1))",
+        ("tests/test_omniglot_data.py::test_capped_composition_counts_are_exact",),
+    ),
+    Mutant(
+        "mixed_memory_with_one_row_each_accepted",
+        "vma_tf/configs/validation.py",
+        "if d.mixed_memory and d.memory_per_class == 1:",
+        "if d.mixed_memory and d.memory_per_class == -1:",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written"
+            "[train:--preset=omniglot_fewshot --mixed_memory --memory_per_class=1]",
+        ),
+    ),
 )
 
 

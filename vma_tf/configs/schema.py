@@ -177,7 +177,8 @@ class DataConfig:
         False,
         "Training episodes: keep the memory's (batch_classes + "
         "confounder_classes) * memory_per_class rows but split them among the "
-        "episode's characters at random (at least one each), so a target's "
+        "episode's characters at random (at least one each, at most the "
+        "drawings a character has left; uniformly among such splits), so a target's "
         "character has from one drawing in memory to many, as in Table 1's "
         "sequences (false: the paper's episodes, memory_per_class each). "
         "Evaluation episodes are never mixed.",

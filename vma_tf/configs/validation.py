@@ -231,6 +231,11 @@ def _check_episodes(config: Config) -> None:
             f"{d.memory_per_class} is every drawing a character has left after "
             f"--targets_per_class={d.targets_per_class}; lower --memory_per_class"
         )
+    if d.mixed_memory and d.memory_per_class == 1:  # One row each, at least one each.
+        raise ConfigError(
+            "--mixed_memory has nothing to mix: with --memory_per_class=1 every "
+            "character keeps its one row; give --memory_per_class >= 2"
+        )
     chars = min(SPLIT_SIZES[d.dataset].values())
     if d.batch_classes + d.confounder_classes + d.absent_classes > chars:
         absent = f" + --absent_classes={d.absent_classes}" if d.absent_classes else ""

@@ -340,14 +340,18 @@ _COMPOSITION_TRIES = 32
 
 def _memory_counts(seed, n: int, per: int, cap: int) -> tf.Tensor:
     """Random memory rows per character: int32 `[n]` counts summing to
-    `n * per`, each in `[1, cap]` (stateless in `seed`; needs `per <= cap`).
+    `n * per`, each in `[1, cap]`, uniformly among all such splits
+    (stateless in `seed`; needs `per <= cap`).
 
     A uniform random composition of `n * per` into `n` positive parts (`n - 1`
     distinct cut points among the `n * per - 1` gaps, uniformly): with the
     few-shot sizes (8 characters, 4 rows each on average) a character has one
     row in memory in 23 % of episodes, two in 18 %, four or more in 45 %. Of
     `_COMPOSITION_TRIES` compositions drawn at once, the first within `cap` is
-    kept; if none is, the even split, `per` each.
+    kept: uniform among those within `cap`. If none is (likely only when `per`
+    is near `cap`: 8 characters of 16 rows, cap 19), one is drawn from that
+    same distribution exactly, character by character
+    (`_uniform_capped_counts`), so the draw stays uniform whatever the sizes.
     """
     total = n * per
     if n == 1:
@@ -361,7 +365,52 @@ def _memory_counts(seed, n: int, per: int, cap: int) -> tf.Tensor:
     counts = bounds[:, 1:] - bounds[:, :-1]  # [R, n], each >= 1, sum total
     fits = tf.reduce_all(counts <= cap, axis=-1)  # [R]
     first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
-    return tf.where(tf.reduce_any(fits), counts[first], tf.fill([n], per))
+    return tf.cond(
+        tf.reduce_any(fits),
+        lambda: counts[first],
+        lambda: _uniform_capped_counts(seed, n, per, cap),
+    )
+
+
+def _capped_compositions(n: int, total: int, cap: int) -> np.ndarray:
+    """`log N[k, r]` for `k <= n`, `r <= total`: the log of the number of
+    ways to split `r` rows among `k` characters with 1 to `cap` rows each
+    (`-inf`: none), by `N[k, r] = sum_{j=1..cap} N[k - 1, r - j]`.
+
+    Returns:
+        float64 `[n + 1, total + 1]`.
+    """
+    log_n = np.full((n + 1, total + 1), -np.inf)
+    log_n[0, 0] = 0.0
+    for k in range(1, n + 1):
+        for r in range(k, min(total, k * cap) + 1):
+            parts = np.arange(1, min(cap, r - k + 1) + 1)
+            log_n[k, r] = np.logaddexp.reduce(log_n[k - 1, r - parts])
+    return log_n
+
+
+def _uniform_capped_counts(seed, n: int, per: int, cap: int) -> tf.Tensor:
+    """`_memory_counts`' exact draw: with `r` rows left for `k` characters,
+    the next takes `j` with probability `N[k - 1, r - j] / N[k, r]`
+    (`_capped_compositions`), so every split within `cap` has probability
+    `1 / N[n, n * per]`. int32 `[n]`, stateless in `seed`."""
+    total = n * per
+    log_n = _capped_compositions(n, total, cap)
+    logits = np.full((n + 1, total + 1, cap), -np.inf, np.float32)
+    for j in range(1, cap + 1):  # logits[k, r, j - 1] = log N[k - 1, r - j]
+        logits[1:, j:, j - 1] = log_n[:-1, : total + 1 - j]
+    table = tf.constant(logits)
+    rest = tf.constant(total, tf.int32)
+    counts = []
+    for i in range(n):
+        row = tf.gather(table[n - i], rest)[None]  # [1, cap]
+        part_seed = tf.random.experimental.stateless_fold_in(seed, i)
+        take = tf.random.stateless_categorical(row, 1, seed=part_seed, dtype=tf.int32)[
+            0, 0
+        ]
+        counts.append(take + 1)
+        rest -= take + 1
+    return tf.stack(counts)
 
 
 def _gather_drawings(images, chars: tf.Tensor, drawers: tf.Tensor):
