@@ -123,7 +123,6 @@ IGNORED = {
         for field in (
             "prior",
             "gumbel_temperature",
-            "tie_pyramid",
             "tie_embedders",
             "prior_z_init",
             "encoder_context_init",

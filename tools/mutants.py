@@ -1311,6 +1311,13 @@ MUTANTS = (
             "[train:--preset=omniglot_fewshot --mixed_memory --memory_per_class=1]",
         ),
     ),
+    Mutant(
+        "soft_attention_q_on_the_readout_pyramid",
+        "vma_tf/modeling/builders.py",
+        '"soft_attention": ModelKind(_build_soft_attention, False, True),',
+        '"soft_attention": ModelKind(_build_soft_attention, False, False),',
+        ("tests/test_conv.py::test_soft_attention_q_has_its_own_pyramid_unless_tied",),
+    ),
 )
 
 

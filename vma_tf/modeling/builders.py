@@ -210,25 +210,28 @@ class ConvParts:
         )
 
     def encoder(self, conditional: bool):
-        """q(z|x) on m's pyramid, or q(z|x, m_a) on the joint pyramid."""
+        """q(z|x, m_a) (`conditional`) or q(z|x): on a pyramid of its own,
+        or on m's with `tie_pyramid` (the VAE, which reads no m, has only
+        that one)."""
         z2 = 2 * self.config.latent_dim
-        if not conditional:
-            pyramid = self.memory_net
-        elif self.config.tie_pyramid:
+        reads_memory = MODEL_KINDS[self.config.kind].reads_memory
+        if self.config.tie_pyramid or not reads_memory:
             pyramid = self.memory_net
         else:
-            pyramid = self._encoder_pyramid()
+            pyramid = self._encoder_pyramid(joint=conditional)
         return conv.ConvEncoder(
             pyramid, self.hidden, z2, conditional=conditional, name="encoder"
         )
 
-    def _encoder_pyramid(self) -> conv.ConvPyramid:
-        """q(z|x, m_a)'s own (untied) pyramid; its first conv is the m-half."""
+    def _encoder_pyramid(self, joint: bool) -> conv.ConvPyramid:
+        """q's own (untied) pyramid: of x and m_a (`joint`: the VMA's
+        q(z|x, m_a), whose first conv has the m-half) or of x alone (the
+        soft-attention baseline's q(z|x))."""
         c = self.config
         pyramid = conv.ConvPyramid(
-            c.channels, joint=True, fast=c.fast_convs, name="encoder_pyramid"
+            c.channels, joint=joint, fast=c.fast_convs, name="encoder_pyramid"
         )
-        if c.encoder_context_init == "zeros":
+        if joint and c.encoder_context_init == "zeros":
             pyramid.convs[0].kernel_initializer = keras.initializers.Zeros()
         return pyramid
 
@@ -317,16 +320,19 @@ class ModelKind(NamedTuple):
     Attributes:
         build: `(parts, config, common kwargs) -> LatentVariableModel`.
         has_addresses: the model has a discrete address (`VMA`).
+        reads_memory: its decoder reads memory (`VMA`, soft attention): q's
+            conv pyramid is then its own unless `tie_pyramid`.
     """
 
     build: Callable
     has_addresses: bool
+    reads_memory: bool
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
-    "vma": ModelKind(_build_vma, True),
-    "vae": ModelKind(_build_vae, False),
-    "soft_attention": ModelKind(_build_soft_attention, False),
+    "vma": ModelKind(_build_vma, True, True),
+    "vae": ModelKind(_build_vae, False, False),
+    "soft_attention": ModelKind(_build_soft_attention, False, True),
 }
 ARCHITECTURES: dict[str, type] = {"mlp": MLPParts, "conv": ConvParts}
 
