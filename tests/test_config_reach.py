@@ -128,6 +128,8 @@ IGNORED = {
             "encoder_context_init",
         )
     },
+    ("conv_soft", "tie_pyramid"): "soft attention's q(z|x) always shares the "
+    "read-out m(z)'s pyramid (measured better than a pyramid of its own)",
     **{
         (family, field): _EPISODIC
         for family in ("mlp_vma", "mlp_vma_gumbel", "conv_vma", "conv_soft")

@@ -1312,11 +1312,13 @@ MUTANTS = (
         ),
     ),
     Mutant(
-        "soft_attention_q_on_the_readout_pyramid",
+        "soft_attention_q_on_a_pyramid_of_its_own",
         "vma_tf/modeling/builders.py",
-        '"soft_attention": ModelKind(_build_soft_attention, False, True),',
-        '"soft_attention": ModelKind(_build_soft_attention, False, False),',
-        ("tests/test_conv.py::test_soft_attention_q_has_its_own_pyramid_unless_tied",),
+        "        if not conditional:\n            pyramid = self.memory_net\n",
+        "        if not conditional:\n            pyramid = conv.ConvPyramid(\n"
+        '                self.config.channels, fast=False, name="q_pyramid"\n'
+        "            )\n",
+        ("tests/test_conv.py::test_soft_attention_q_shares_the_readout_pyramid",),
     ),
 )
 

@@ -296,9 +296,9 @@ class ModelConfig:
     # Tying q too measured 5.4 nats worse at 3000 steps (RESULTS.md).
     tie_pyramid: bool = _field(
         False,
-        "Also share q's conv downscaling layers with m's pyramid: q(z|x, m_a)'s "
-        "with m_a's for the VMA, q(z|x)'s with the read-out m(z)'s for soft "
-        "attention (conv only).",
+        "Also share q(z|x, m_a)'s conv downscaling layers with m_a's pyramid "
+        "(the conv VMA; soft attention's q(z|x) always shares the read-out "
+        "m(z)'s pyramid).",
         short=True,
     )
     # Under XLA on the 2-core CPU the 13 -> 26 upconv is 1.7x faster this way
