@@ -219,8 +219,8 @@ class ModelConfig:
     memory_size: int = _field(256, "Memory slots |M|.", short=True, minimum=1)
     memory_dim: int = _field(
         256,
-        "Size of one learned memory entry (episodic entries have the shape of "
-        "an image).",
+        "Size of one learned memory entry of the MLP models (episodic entries, "
+        "and the conv models' learned ones, have the shape of an image).",
         minimum=1,
     )
     hidden_units: tuple[int, ...] = _field(

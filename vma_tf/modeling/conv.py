@@ -4,8 +4,9 @@ Architecture, with the choices where the paper is ambiguous:
 
 * `ConvPyramid`: 6 conv layers, 3x3 kernels, `channels` maps (48 or 64; 32
   for the small model), ReLU, stride 2 in every second layer: 26 -> 26 -> 13
-  -> 13 -> 7 -> 7 -> 4 (or 28 -> 14 -> 7 -> 4). It returns the last activation
-  at each resolution, `(a1, a3, a5, a6)`, for the decoder's skip paths.
+  -> 13 -> 7 -> 7 -> 4 (or 28 -> 14 -> 7 -> 4). It returns the first layer's
+  pre-activation and the activations `(pre0, a0, a2, a4, top)` at 26, 26, 13,
+  7 and 4, for the decoder's skip paths (`ConvPyramid.call`).
 * **Tying.** One `ConvPyramid` of m is shared by p(z|m_a) and p(x|m_a, z)
   (we read the paper's "we tie the parameters of the convolutional
   downscaling layers in q(z|m) and p(x|m, z)" as p(z|m), the other network of
