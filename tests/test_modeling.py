@@ -274,8 +274,8 @@ def _fit_losses(jit, kind="vma", memory="episodic", steps=3):
 @pytest.mark.parametrize(
     "kind,memory",
     [
-        ("vma", "episodic"),
         # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+        pytest.param("vma", "episodic", marks=pytest.mark.slow),
         pytest.param("vma", "learned", marks=pytest.mark.slow),
         ("vae", "episodic"),
     ],
@@ -307,6 +307,7 @@ def test_same_seed_same_numbers():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_nonfinite_step_is_recorded():
     _, _, model = _fit_losses(True, steps=2)
     assert int(model.first_nonfinite_step.numpy()) == -1

@@ -379,6 +379,7 @@ def test_nonfinite_gradient_with_a_finite_loss_stops_training(tmp_path, monkeypa
     assert all(np.isfinite(r["loss"]) for r in rows)
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_skip_nonfinite_changes_nothing_and_counts(tmp_path, monkeypatch):
     """--skip_nonfinite: every step after 20 is NaN; the run finishes, steps
     21-40 are counted, and no weight or Adam moment moved (only the step
@@ -683,7 +684,14 @@ def test_warm_start_from_another_architecture_is_refused(tmp_path, warm_start_so
     )
 
 
-@pytest.mark.parametrize("damage", ["truncate_data", "garbage_index"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
+        pytest.param("truncate_data", marks=pytest.mark.slow),
+        "garbage_index",
+    ],
+)
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
     tmp_path, capsys, damage
 ):
