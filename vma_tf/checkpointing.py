@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from vma_tf.errors import CheckpointMismatchError
-from vma_tf.workdir import numbered_checkpoints, step_of
+from vma_tf.workdir import numbered_checkpoints
 
 
 def _variable_map(variables, strip_scope: bool) -> dict[str, tf.Variable]:

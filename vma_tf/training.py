@@ -61,7 +61,13 @@ from vma_tf.modeling.models import (
     METRIC_NAMES,
     LatentVariableModel,
 )
-from vma_tf.workdir import atomic_write, preflight, read_summary, workdir_lock
+from vma_tf.workdir import (
+    atomic_write,
+    preflight,
+    read_summary,
+    step_of,
+    workdir_lock,
+)
 
 # An evaluation whose mean KL(q(z|x, m_a) || p(z|m_a)) is below this (nats)
 # prints `unused_z_warning`: z carries almost nothing about the target.
@@ -561,7 +567,7 @@ def _restore(model, checkpoint, checkpoint_root: pathlib.Path, init_from) -> int
     # Checkpoints are numbered by step. All workers must agree before the
     # restore, whose variable creation is itself a collective.
     distribution.check_same_step(
-        model.distribute_strategy, checkpointing.step_of(latest) if latest else 0
+        model.distribute_strategy, step_of(latest) if latest else 0
     )
     if latest:
         latest = checkpointing.restore_newest_valid(

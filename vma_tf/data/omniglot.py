@@ -405,11 +405,10 @@ def _uniform_capped_counts(seed, n: int, per: int, cap: int) -> tf.Tensor:
     for i in range(n):
         row = tf.gather(table[n - i], rest)[None]  # [1, cap]
         part_seed = tf.random.experimental.stateless_fold_in(seed, i)
-        take = tf.random.stateless_categorical(row, 1, seed=part_seed, dtype=tf.int32)[
-            0, 0
-        ]
-        counts.append(take + 1)
-        rest -= take + 1
+        draw = tf.random.stateless_categorical(row, 1, seed=part_seed, dtype=tf.int32)
+        take = draw[0, 0] + 1  # Column j - 1 is j rows.
+        counts.append(take)
+        rest -= take
     return tf.stack(counts)
 
 

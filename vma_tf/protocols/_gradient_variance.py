@@ -131,6 +131,7 @@ def _by_step(run: Run, measure) -> dict:
         `{str(step): measure()}`.
     """
     from vma_tf import checkpointing
+    from vma_tf.workdir import step_of
 
     checkpoint = checkpointing.make_checkpoint(run.model)
     paths = checkpointing.numbered_checkpoints(run.workdir / "checkpoints")
@@ -145,7 +146,7 @@ def _by_step(run: Run, measure) -> dict:
                 file=sys.stderr,
             )
             continue
-        by_step[str(checkpointing.step_of(path))] = measure()
-    loaded = [p for p in paths if checkpointing.step_of(p) == run.step]
+        by_step[str(step_of(path))] = measure()
+    loaded = [p for p in paths if step_of(p) == run.step]
     checkpointing.restore(checkpoint, loaded[0])
     return by_step
