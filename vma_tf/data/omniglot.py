@@ -438,7 +438,7 @@ def episode_batch_fn(
 ) -> Callable[[tf.Tensor], dict]:
     """Batch maker for few-shot episodes (paper section 4.2).
 
-    For each step, C + F distinct characters are drawn without replacement, each
+    For each step, C + F + A distinct characters are drawn without replacement, each
     with probability proportional to `1 / (n_alphabets * size of its alphabet)`
     (a random alphabet, then a random character of it), by Gumbel top-k. The
     first C are target classes, the last F confounders. Each character's 20
