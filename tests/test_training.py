@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import keras
 import numpy as np
@@ -504,9 +505,9 @@ def test_resume_drops_a_last_metrics_line_cut_short(tmp_path, capsys):
     # Opened at step 20 (the rows past it dropped), it holds the rows kept.
     assert MetricsLog(tmp_path, 20).rows == [r for r in rows if r["step"] <= 20]
     lines = whole.splitlines()
-    bad = "\n".join([lines[0], "not json", *lines[1:]]) + "\n"
-    metrics.write_text(bad)
-    with pytest.raises(WorkdirError, match="metrics.jsonl line 2 is not a metrics row"):
+    bad = "\n".join([lines[0], "", "not json", *lines[1:]]) + "\n"
+    metrics.write_text(bad)  # The number counts the blank line too.
+    with pytest.raises(WorkdirError, match="metrics.jsonl line 3 is not a metrics row"):
         MetricsLog(tmp_path, 20)
     assert metrics.read_text() == bad
 
@@ -605,6 +606,18 @@ def test_foreign_workdir_is_refused_before_anything_is_written(
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("content", ["not json", '{"experiment": "theirs"}'])
+def test_evaluating_a_workdir_with_a_foreign_config_is_one_line(tmp_path, content):
+    """`load_run` (launchers.evaluate, export): a config.json that is not ours
+    is one line naming the file, not a traceback."""
+    from vma_tf import experiment
+
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(WorkdirError, match="config.json is not a readable vma_tf") as e:
+        experiment.load_run(tmp_path)
+    assert "\n" not in str(e.value)
+
+
 def test_unwritable_workdir_writes_nothing(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -623,16 +636,20 @@ def warm_start_source(tmp_path_factory):
 def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(
     tmp_path, monkeypatch, warm_start_source
 ):
-    """Right after the warm start every model variable equals the source's
+    """Right after the warm start every model weight equals the source's
     checkpoint exactly (the target's own seed initialises them otherwise),
-    and the optimizer starts at step 0."""
+    the run's own state (seed streams, first non-finite step) is the new
+    run's, not the source's, and the optimizer starts at step 0."""
     source, target = warm_start_source, tmp_path / "big"
     trained = checkpoint_values(source)
     loaded, real_warm_start = {}, checkpointing.warm_start
 
     def warm_start(model, run_dir):
         path = real_warm_start(model, run_dir)
+        own = {id(v) for v in model.run_state()}
         loaded["values"] = [v.numpy() for v in model.variables]
+        loaded["own"] = [id(v) in own for v in model.variables]
+        loaded["run_state"] = [v.numpy().tolist() for v in model.run_state()]
         loaded["iterations"] = int(model.optimizer.iterations.numpy())
         return path
 
@@ -653,8 +670,13 @@ def test_warm_start_copies_the_model_and_starts_a_fresh_optimizer(
     assert loaded["iterations"] == 0
     # Checkpoint keys are `model/NNN...` by variable index: sorted, in order.
     assert len(loaded["values"]) == len(trained)
-    for key, value in zip(sorted(trained), loaded["values"]):
-        np.testing.assert_array_equal(value, trained[key], err_msg=key)
+    assert sum(loaded["own"]) == 3
+    for key, value, own in zip(sorted(trained), loaded["values"], loaded["own"]):
+        if not own:
+            np.testing.assert_array_equal(value, trained[key], err_msg=key)
+    # Seed 1's streams from their start (the source's train stream has moved
+    # on 20 steps), no non-finite step.
+    assert loaded["run_state"] == [[1, 0], [2, 0], -1]
     # After 10 steps from the warm start the weights moved, but far less than
     # from a fresh initialisation: compare against the source's weights.
     after = checkpoint_values(target)
@@ -718,6 +740,30 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
     assert ours.keys() == ref.keys()
     for name in ours:
         np.testing.assert_array_equal(ours[name], ref[name], err_msg=name)
+
+
+def test_a_stop_at_an_unreadable_checkpoints_step_saves_that_step(
+    tmp_path, monkeypatch
+):
+    """Resumed from ckpt-20 past an unreadable ckpt-25 (a signal's step), a
+    stop at step 25 saves it again: the manager's state file still names the
+    bad one, which the stop took for this step's save (the run then fell
+    back to 20 on every rerun)."""
+    from vma_tf.errors import Interrupted
+
+    def stop_at_25(monitor):
+        monitor.signal, monitor.from_peer = signal.SIGTERM, False
+        return monitor._step() == 25
+
+    monkeypatch.setattr(training._Monitor, "_signalled", stop_at_25)
+    config, workdir = tiny(steps=40, jit=False), tmp_path / "run"
+    with pytest.raises(Interrupted, match="checkpointed step 25"):
+        training.train_and_evaluate(config, workdir, progress=False)
+    (workdir / "checkpoints" / "ckpt-25.index").write_bytes(b"not a checkpoint")
+    with pytest.raises(Interrupted, match="checkpointed step 25"):
+        training.train_and_evaluate(config, workdir, progress=False)  # From 20.
+    reader = tf.train.load_checkpoint(str(workdir / "checkpoints" / "ckpt-25"))
+    assert reader.get_variable_to_shape_map()  # Readable again.
 
 
 @pytest.mark.parametrize("damage", ["state_deleted", "state_empty", "newest_gone"])

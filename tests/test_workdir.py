@@ -1,6 +1,7 @@
 """`workdir.atomic_write`: the mode of any new file, nothing left behind on
 failure (no TensorFlow import)."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -179,6 +180,100 @@ def test_a_resumed_run_is_validated_with_the_settings_it_keeps(tmp_path):
         workdir.preflight(
             logs, tmp_path, check_data=False, given={"train.log_every", "train.steps"}
         )
+
+
+def _run_at(path, step, **values):
+    """A fake run directory: config.json of `mnist_recall` with `values`, and
+    a checkpoint at `step` (none: 0)."""
+    from vma_tf import configs
+
+    config = configs.override(configs.get_preset("mnist_recall"), steps=50000, **values)
+    (path / "checkpoints").mkdir(parents=True)
+    (path / "config.json").write_text(config.to_json())
+    if step:
+        (path / "checkpoints" / f"ckpt-{step}.index").write_text("")
+    return config
+
+
+def test_a_drop_cannot_move_into_the_steps_the_run_has_trained(tmp_path):
+    """At 47000 without a drop, `--lr_drop_step=45000` would act from 47000
+    while config.json said 45000: refused in one line. At the resumed step or
+    later it joins. A run that dropped at 45000 cannot move the drop later
+    (steps 45000-46999 ran at 1e-4), remove it, or change the rate after it.
+    Before any checkpoint nothing has trained."""
+    from vma_tf import configs
+
+    def resume(run, config, given=("train.lr_drop_step",)):
+        return workdir.preflight(config, run, check_data=False, given=set(given))[0]
+
+    plain = _run_at(tmp_path / "plain", 47000)
+    for step in (47000, 48000):
+        config = configs.override(plain, lr_drop_step=step)
+        assert resume(tmp_path / "plain", config) == config
+    with pytest.raises(
+        configs.ConfigError,
+        match=r"^--lr_drop_step=45000 would change the learning rate of steps the "
+        r"run has trained \(it ran at 0.0003 at step 45000 with lr_drop_step=0, "
+        r"newest checkpoint 47000\); a new drop must be at or after step 47000$",
+    ):
+        resume(tmp_path / "plain", configs.override(plain, lr_drop_step=45000))
+    dropped = _run_at(tmp_path / "dropped", 47000, lr_drop_step=45000)
+    assert resume(tmp_path / "dropped", dropped) == dropped
+    for step in (48000, 0):
+        with pytest.raises(configs.ConfigError, match=f"^--lr_drop_step={step} "):
+            resume(tmp_path / "dropped", configs.override(dropped, lr_drop_step=step))
+    with pytest.raises(configs.ConfigError, match="^--lr_after_drop=5e-05 would"):
+        resume(
+            tmp_path / "dropped",
+            configs.override(dropped, lr_after_drop=5e-5),
+            given=("train.lr_after_drop",),
+        )
+    fresh = _run_at(tmp_path / "fresh", 0, lr_drop_step=45000)
+    config = configs.override(fresh, lr_drop_step=100)
+    assert resume(tmp_path / "fresh", config) == config
+
+
+def test_a_resumed_run_keeps_how_it_began(tmp_path, capsys):
+    """A warm-started run with checkpoints of its own resumes without its
+    source (moved or lost) and without `--init_from`, which config.json
+    keeps; another `--init_from` (or one for a run begun from scratch) is
+    refused in one line. With no checkpoint yet the warm start is still to
+    come: its source is checked. A changed execution setting is printed."""
+    from vma_tf import configs
+
+    lost = str(tmp_path / "lost_source")
+    run = tmp_path / "run"
+    began = _run_at(run, 3000, init_from=lost)
+    command = dataclasses.replace(  # `override` leaves a field given None as it is.
+        began, train=dataclasses.replace(began.train, init_from=None)
+    )
+    assert workdir.preflight(command, run, check_data=False, given=set())[0] == began
+    given = {"train.init_from"}
+    assert workdir.preflight(began, run, check_data=False, given=given)[0] == began
+    other = configs.override(began, init_from=str(tmp_path / "other"))
+    with pytest.raises(
+        configs.ConfigError,
+        match=r"^--init_from=\S+/other given for a run that resumes from its own "
+        r"checkpoint 3000 \(warm-started from \S+/lost_source\); leave",
+    ):
+        workdir.preflight(other, run, check_data=False, given=given)
+    scratch = _run_at(tmp_path / "scratch", 3000)
+    with pytest.raises(configs.ConfigError, match=r"\(started from scratch\)"):
+        workdir.preflight(
+            configs.override(scratch, init_from=lost),
+            tmp_path / "scratch",
+            check_data=False,
+            given=given,
+        )
+    _run_at(tmp_path / "new", 0, init_from=lost)
+    with pytest.raises(configs.ConfigError, match="is not a run directory"):
+        workdir.preflight(began, tmp_path / "new", check_data=False, given=given)
+    capsys.readouterr()
+    jit = configs.override(began, jit=not began.train.jit)
+    workdir.preflight(jit, run, check_data=False, given=set())
+    assert capsys.readouterr().out == (
+        f"{run}: train.jit={jit.train.jit!r} (the run had {began.train.jit!r})\n"
+    )
 
 
 def test_checkpoints_are_numbered_by_the_step_after_the_last_dash(tmp_path):

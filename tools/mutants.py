@@ -411,7 +411,7 @@ MUTANTS = (
     Mutant(
         "metrics_line_cut_short_is_fatal",
         "vma_tf/metrics_log.py",
-        "            if number == len(lines):\n",
+        "            if number == lines[-1][0]:\n",
         "            if False:\n",
         ("tests/test_training.py::test_resume_drops_a_last_metrics_line_cut_short",),
     ),
@@ -1319,6 +1319,43 @@ MUTANTS = (
         '                self.config.channels, fast=False, name="q_pyramid"\n'
         "            )\n",
         ("tests/test_conv.py::test_soft_attention_q_shares_the_readout_pyramid",),
+    ),
+    Mutant(
+        "drop_moved_into_trained_steps_accepted",
+        "vma_tf/workdir.py",
+        "    for s in sorted(p for p in points if p < step):\n",
+        "    for s in sorted(p for p in points if p < 0):\n",
+        (
+            "tests/test_workdir.py::"
+            "test_a_drop_cannot_move_into_the_steps_the_run_has_trained",
+        ),
+    ),
+    Mutant(
+        "init_from_an_execution_field_again",
+        "vma_tf/workdir.py",
+        '        ("data", "data_dir"),\n',
+        '        ("data", "data_dir"),\n        ("train", "init_from"),\n',
+        ("tests/test_workdir.py::test_a_resumed_run_keeps_how_it_began",),
+    ),
+    Mutant(
+        "warm_start_copies_the_seed_streams",
+        "vma_tf/checkpointing.py",
+        "    own = {id(v) for v in model.run_state()}\n",
+        "    own = set()\n",
+        (
+            "tests/test_training.py::"
+            "test_warm_start_copies_the_model_and_starts_a_fresh_optimizer",
+        ),
+    ),
+    Mutant(
+        "stop_trusts_the_managers_latest_checkpoint",
+        "vma_tf/training.py",
+        "        if step != self._saved_step:\n",
+        "        if not (self.manager.latest_checkpoint or '').endswith(f'-{step}'):\n",
+        (
+            "tests/test_training.py::"
+            "test_a_stop_at_an_unreadable_checkpoints_step_saves_that_step",
+        ),
     ),
 )
 

@@ -168,17 +168,22 @@ def restore_newest_valid(checkpoint: tf.train.Checkpoint, directory, warn=print)
 
 
 def warm_start(model: keras.Model, run_dir) -> str:
-    """Loads every model variable from the newest checkpoint of `run_dir`.
+    """Loads the model's weights from the newest checkpoint of `run_dir`.
 
-    The optimizer is left as it is (fresh). Raises `CheckpointMismatchError`
-    when `run_dir` has no checkpoint or its model variables differ from
-    `model`'s (names or shapes). Returns the checkpoint path.
+    Every model variable but `model.run_state()` (the seed streams and the
+    first non-finite step, which stay the new run's: its `--seed` seeds its
+    samples). The optimizer is left as it is (fresh). Raises
+    `CheckpointMismatchError` when `run_dir` has no checkpoint or its model
+    variables differ from `model`'s (names or shapes). Returns the
+    checkpoint path.
     """
     path = newest(pathlib.Path(run_dir).expanduser() / "checkpoints")
     if path is None:
         raise CheckpointMismatchError(f"--init_from={run_dir} has no checkpoint")
+    own = {id(v) for v in model.run_state()}
+    weights = _variable_map(model.variables, strip_scope=False)  # Keys by index.
     checkpoint = tf.train.Checkpoint(
-        model=_variable_map(model.variables, strip_scope=False)
+        model={k: v for k, v in weights.items() if id(v) not in own}
     )
     try:
         checkpoint.restore(path).expect_partial().assert_existing_objects_matched()

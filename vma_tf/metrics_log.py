@@ -86,14 +86,18 @@ def _rows_up_to(path: pathlib.Path, step: int) -> list[tuple[str, dict[str, Any]
     Raises:
         WorkdirError: a line before the last is not a JSON row with a step.
     """
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = [
+        (number, line)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if line.strip()
+    ]
     kept = []
-    for number, line in enumerate(lines, 1):
+    for number, line in lines:
         try:
             row = json.loads(line)
             row_step = row["step"]
         except (ValueError, TypeError, KeyError):
-            if number == len(lines):
+            if number == lines[-1][0]:
                 print(f"{path}: its last line was cut short; dropped", file=sys.stderr)
                 continue
             raise WorkdirError(

@@ -137,6 +137,10 @@ class _Monitor(keras.callbacks.Callback):
         self._t0 = self._last_end = time.perf_counter()
         self._paused = 0.0
         self._start_step = self._epoch_start = start_step
+        # The step of the newest checkpoint known good: the restored one, then
+        # each saved. Not the manager's `latest_checkpoint`, which still names
+        # an unreadable newest checkpoint the restore fell back from.
+        self._saved_step = start_step or None
 
     def on_train_batch_end(self, batch, logs=None):
         self._last_end = time.perf_counter()
@@ -189,7 +193,7 @@ class _Monitor(keras.callbacks.Callback):
         bad = int(self.model.first_nonfinite_step.numpy())
         if bad >= 0 or not all(math.isfinite(float(logs[k])) for k in METRIC_NAMES):
             bad_step = bad if bad >= 0 else step
-            last = self.manager.latest_checkpoint or "none"
+            last = "none" if self._saved_step is None else self._checkpoint_path()
             raise NonFiniteError(
                 f"non-finite loss or gradient at step {bad_step}; training "
                 f"stopped, last good checkpoint: {last}"
@@ -207,9 +211,8 @@ class _Monitor(keras.callbacks.Callback):
             self._check_finite(step, logs)
             rate = self._rate(step)
             self.history.append(self._train_row(step, logs, rate))
-        latest = self.manager.latest_checkpoint or ""
-        if not latest.endswith(f"-{step}"):
-            self.manager.save(checkpoint_number=step)
+        if step != self._saved_step:
+            self._save(step)
         name = signal.Signals(self.signal).name
         if self.from_peer:
             name += " to another worker"
@@ -218,6 +221,13 @@ class _Monitor(keras.callbacks.Callback):
             "the same command to resume",
             exit_code=128 + self.signal,
         )
+
+    def _save(self, step: int) -> None:
+        self.manager.save(checkpoint_number=step)
+        self._saved_step = step
+
+    def _checkpoint_path(self) -> str:
+        return os.path.join(self.manager.directory, f"ckpt-{self._saved_step}")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -259,7 +269,7 @@ class _Monitor(keras.callbacks.Callback):
                 self.stopped = self.agreed(bool(self.stop_when(records)))
                 self.model.stop_training = self.stopped
         if step % t.checkpoint_every == 0 or step >= t.steps or self.stopped:
-            self.manager.save(checkpoint_number=step)
+            self._save(step)
         if self._signalled():
             self._stop()
         if self.progbar is not None:

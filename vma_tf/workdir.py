@@ -50,6 +50,10 @@ def atomic_write(path: pathlib.Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(
+                f.fileno()
+            )  # On disk before the rename: no empty file after a crash.
         os.chmod(tmp, new_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
@@ -112,8 +116,8 @@ def check_workdir(
     A resumed run must match its config.json but for the fields of
     `configs.RESUMABLE_FIELDS`. With `given` (the `"section.name"` fields set
     on the command line), a resumable field not given keeps the run's value
-    (but those of where and how it executes: data_dir, init_from, strategy,
-    jit, fast_convs, deterministic, keep_checkpoints):
+    (but those of where and how it executes: data_dir, strategy, jit,
+    fast_convs, deterministic, keep_checkpoints; a change of one is printed):
     rerunning a run's command without, say, `--lr_drop_step` or
     `--precision` does not move its learning-rate drop or change its
     precision, and one given with a new value is printed.
@@ -178,7 +182,58 @@ def check_workdir(
                     f"{old_d[section].get(key)!r}, not {value!r}; use another "
                     "--workdir or the same flags to resume"
                 )
+    step = checkpoint_step(workdir)
+    _check_trained_schedule(workdir, step, old.train, config.train)
+    _check_init_from(workdir, step, old.train.init_from, config.train.init_from)
     return config
+
+
+def _check_trained_schedule(
+    workdir: pathlib.Path, step: int, old: configs.TrainConfig, new: configs.TrainConfig
+) -> None:
+    """Fails unless `new` gives the learning rate `old` gave at every step
+    the run has trained (`0 .. step - 1`): a drop moved into the past would
+    act from `step` on while config.json said it acted from the earlier step.
+
+    Both schedules are constant but at their drop steps, so comparing them
+    at step 0 and at each drop step before `step` compares every step.
+    """
+    points = {0} | {d for d in (old.lr_drop_step, new.lr_drop_step) if d}
+    for s in sorted(p for p in points if p < step):
+        if old.learning_rate_at(s) == new.learning_rate_at(s):
+            continue
+        changed = (
+            "lr_drop_step" if old.lr_drop_step != new.lr_drop_step else "lr_after_drop"
+        )
+        raise ConfigError(
+            f"--{changed}={getattr(new, changed)} would change the learning rate "
+            f"of steps the run has trained (it ran at {old.learning_rate_at(s):g} "
+            f"at step {s} with {changed}={getattr(old, changed)}, newest "
+            f"checkpoint {step}); a new drop must be at or after step {step}"
+        )
+
+
+def _check_init_from(
+    workdir: pathlib.Path, step: int, old: str | None, new: str | None
+) -> None:
+    """Fails if a run with checkpoints of its own is given another
+    `--init_from` than it started with: it resumes from its own checkpoints
+    (the flag would do nothing), and config.json must keep how it began."""
+    if not step or old == new:
+        return
+    same = (
+        old
+        and new
+        and pathlib.Path(old).expanduser().absolute()
+        == (pathlib.Path(new).expanduser().absolute())
+    )
+    if not same:
+        began = f"warm-started from {old}" if old else "started from scratch"
+        raise ConfigError(
+            f"--init_from={new or ''} given for a run that resumes from its own "
+            f"checkpoint {step} ({began}); leave --init_from out or give the "
+            "run's own to resume it"
+        )
 
 
 # Resumable fields that say where or how a run executes, not what it
@@ -186,7 +241,6 @@ def check_workdir(
 _EXECUTION_FIELDS = frozenset(
     {
         ("data", "data_dir"),
-        ("train", "init_from"),
         ("train", "strategy"),
         ("train", "jit"),
         ("model", "fast_convs"),
@@ -201,14 +255,16 @@ def _resume_settings(
 ) -> Config:
     """`config` with each resumable field (but `_EXECUTION_FIELDS`) not in
     `given` set to the run's (`old`) value; prints each given one that
-    changes the run's value."""
+    changes the run's value, and each execution field that does."""
     sections = {}
-    for section, name in sorted(configs.RESUMABLE_FIELDS - _EXECUTION_FIELDS):
+    for section, name in sorted(configs.RESUMABLE_FIELDS):
         before = getattr(getattr(old, section), name)
         now = getattr(getattr(config, section), name)
         if before == now:
             continue
-        if f"{section}.{name}" in given:
+        if (section, name) in _EXECUTION_FIELDS:
+            print(f"{workdir}: {section}.{name}={now!r} (the run had {before!r})")
+        elif f"{section}.{name}" in given:
             print(f"{workdir}: {section}.{name}={now!r} given (the run has {before!r})")
         else:
             sections.setdefault(section, {})[name] = before
@@ -372,7 +428,7 @@ def preflight(
     # A resumed run is validated as it will run: with the settings it keeps.
     config = configs.validate(check_workdir(workdir, config, given))
     check_tf_config(config.train.strategy, os.environ.get("TF_CONFIG"))
-    if config.train.init_from:
+    if config.train.init_from and not checkpoint_step(workdir):  # Will warm-start.
         source = pathlib.Path(config.train.init_from).expanduser()
         if not (source / "checkpoints").is_dir():
             raise WorkdirError(

@@ -382,7 +382,8 @@ class TrainConfig:
         0,
         "From this step on, Adam runs at --lr_after_drop (a multiple of "
         "--log_every; 0: --learning_rate throughout, the paper's setting). "
-        "May be added to a run in progress.",
+        "May be added to a run in progress, at or after its newest "
+        "checkpoint's step.",
         short=True,
         minimum=0,
         resumable=True,
@@ -429,8 +430,8 @@ class TrainConfig:
     init_from: str | None = _field(
         None,
         "Warm start: initial weights from this run directory's newest "
-        "checkpoint (optimizer and step start fresh; only without a "
-        "checkpoint of its own).",
+        "checkpoint (optimizer, step and seed streams start fresh; only "
+        "without a checkpoint of its own; a resumed run keeps it).",
         short=True,
         resumable=True,
     )

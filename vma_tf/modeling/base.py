@@ -132,6 +132,17 @@ class LatentVariableModel(keras.Model):
         self._skipped = keras.metrics.Sum(name="skipped_steps")
         self._trackers = [keras.metrics.Mean(name=n) for n in METRIC_NAMES]
 
+    def run_state(self) -> list:
+        """The variables that belong to the run, not to the model: the
+        training and evaluation seed streams and the first non-finite step.
+        A warm start (`checkpointing.warm_start`) keeps the new run's own, so
+        its `--seed` seeds its samples."""
+        return [
+            self.seed_generator.state,
+            self.eval_seed_generator.state,
+            self.first_nonfinite_step,
+        ]
+
     # -- subclasses implement -------------------------------------------------
     def compute_terms(
         self,
