@@ -21,6 +21,8 @@ target (3 nats, 5 points).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pathlib
 import shlex
@@ -32,12 +34,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF is imported.
 
 from absl import app, flags  # noqa: E402
 
-from launchers.common import fail, parse_flags  # noqa: E402
+from launchers.common import (  # noqa: E402
+    build_config,
+    define_config_flags,
+    fail,
+    given_fields,
+    parse_flags,
+)
 from vma_tf import configs, reproduction  # noqa: E402
 from vma_tf import time_to_quality as ttq  # noqa: E402
 from vma_tf.configs.schema import PRECISIONS  # noqa: E402
 from vma_tf.errors import ConfigError, WorkdirError  # noqa: E402
-from vma_tf.workdir import check_output_file  # noqa: E402
+from vma_tf.workdir import check_output_file, check_workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -140,6 +148,25 @@ def _list(rows, runs_dir: pathlib.Path) -> None:
             print("  " + _shown(reproduction.evaluate_command(e, runs_dir)))
 
 
+def _check_trained_as_asked(name: str, argv: list[str], runs_dir: pathlib.Path) -> None:
+    """Fails unless the run `runs_dir/name`, which `_run` skips as trained,
+    was trained as its `launchers.train` arguments `argv` ask: the checks a
+    resume makes (config.json's model and data, the learning-rate schedule,
+    `--init_from`), which a skipped run would otherwise escape (an older
+    model's run under the row's name; a drop asked of a run trained
+    without one)."""
+    fv = flags.FlagValues()
+    define_config_flags("mnist_recall", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "", flag_values=fv)
+    flags.DEFINE_boolean("progress", True, "", flag_values=fv)
+    fv(["launchers.train", *argv[1:]])
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # A resume's notes.
+            check_workdir(runs_dir / name, build_config(fv), given_fields(fv))
+    except ConfigError as e:
+        fail(f"{name} is trained, but not as asked: {e}")
+
+
 def _run(rows, runs_dir: pathlib.Path) -> None:
     seen = set()
     for kind, what, argv in _commands(rows, runs_dir):
@@ -155,6 +182,7 @@ def _run(rows, runs_dir: pathlib.Path) -> None:
             rule = reproduction.step_rule(what, FLAGS.steps, FLAGS.patience)
             done = reproduction.trained_to(runs_dir / what.name, *rule)
             if done:
+                _check_trained_as_asked(what.name, argv, runs_dir)
                 print(f"skip training {what.name}: {done}")
                 continue
             base = what.base

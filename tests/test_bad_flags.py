@@ -230,6 +230,37 @@ TABLE = [
         ["--preset=mnist_recall", "--config.model.kind=vae"],
         "--config.data.task=recall needs --config.model.kind='vma'",
     ),
+    # Accepted, these did nothing (episode and recall fields elsewhere, a rate
+    # after no drop) or crashed after TensorFlow loaded (no memory filled).
+    (
+        "train",
+        ["--preset=mnist_learned", "--absent_classes=3"],
+        "--absent_classes is for the episodic datasets",
+    ),
+    (
+        "train",
+        ["--preset=mnist_learned", "--eval_memory_size=2048"],
+        "--eval_memory_size=2048 is for --config.data.task=recall, not 'batches'",
+    ),
+    ("train", ["--lr_after_drop=5e-5"], "--lr_after_drop=5e-05 needs --lr_drop_step"),
+    (
+        "train",
+        [
+            "--preset=omniglot_learned",
+            "--config.data.task=recall",
+            "--config.model.memory=episodic",
+        ],
+        "--config.data.task=recall is for binarized_mnist",
+    ),
+    (
+        "train",
+        [
+            "--preset=omniglot_learned",
+            "--config.model.kind=soft_attention",
+            "--config.model.memory=episodic",
+        ],
+        "kind='soft_attention' needs learned memory",
+    ),
     (
         "train",
         ["--preset=omniglot_gmn", "--mixed_memory", "--memory_per_class=16"],

@@ -115,6 +115,17 @@ def test_estimator_flags_and_the_old_baseline_flag():
         configs.override(base, estimator="rws", baseline="geometric")
     with pytest.raises(configs.ConfigError, match="--baseline=geometric"):
         configs.validate(configs.override(nvil, baseline="geometric"))
+    # Over a geometric base, arithmetic is plain VIMCO; beside an estimator
+    # that is not its own, either baseline is a conflict.
+    assert configs.override(geo, baseline="arithmetic").model.estimator == "vimco"
+    for estimator, baseline in (
+        ("vimco", "geometric"),
+        ("vimco_geometric", "arithmetic"),
+    ):
+        with pytest.raises(
+            configs.ConfigError, match=f"conflicts with --estimator={estimator}$"
+        ):
+            configs.override(base, estimator=estimator, baseline=baseline)
     gumbel = configs.override(base, estimator="gumbel", straight_through=True)
     assert configs.validate(gumbel).model.straight_through
     with pytest.raises(configs.ConfigError, match="--estimator=nvil needs a VMA"):

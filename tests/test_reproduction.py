@@ -135,6 +135,14 @@ def fake_run(path, evals, last, saved=None):
     (path / "summary.json").write_text(json.dumps(summary))
 
 
+def fake_config(path):
+    """config.json of the fake run `path` as its row's command trains it
+    (what `--action=run` checks before skipping it as trained)."""
+    trainings = {t.name: t for t in reproduction.trainings(reproduction.ROWS)}
+    command = reproduction.train_command(trainings[path.name], path.parent)
+    (path / "config.json").write_text(parse_train(command).to_json())
+
+
 def test_report_and_skip_rules(tmp_path):
     runs = tmp_path / "runs"
     fake_run(runs / "gmn", {5000: 120.0, 10000: 100.0, 11000: 101.0}, 11000)
@@ -272,6 +280,7 @@ def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "--precision=float32 --seed=0" in proc.stdout.splitlines()[1]
     args = ["--action=run", "--rows=gmn_table", f"--runs_dir={runs}", "--steps=2000"]
+    fake_config(runs / "gmn")
     proc = run_launcher("reproduce", args)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
@@ -280,14 +289,40 @@ def test_launcher_lists_and_runs_nothing_when_done(tmp_path):
     ]
 
 
+def test_a_run_trained_otherwise_is_not_skipped_as_done(tmp_path):
+    """A run trained to the rule but not as the row's command asks is refused
+    in one line, not skipped and reported: the older model under the row's
+    name, or a learning-rate drop asked of a run trained without one."""
+    runs = tmp_path / "runs"
+    fake_run(runs / "gmn", {1000: 150.0, 2000: 140.0}, 2000)
+    fake_config(runs / "gmn")
+    config = json.loads((runs / "gmn" / "config.json").read_text())
+    args = ["--action=run", "--rows=gmn_table", f"--runs_dir={runs}", "--steps=2000"]
+    proc = run_launcher("reproduce", [*args, "--lr_drop_step=1000"])
+    assert proc.returncode == 2 and not proc.stdout, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(
+        "error: gmn is trained, but not as asked: --lr_drop_step=1000 would change"
+    )
+    config["model"]["hidden_units"] = [128]  # The preset's model until 2026-12-07.
+    (runs / "gmn" / "config.json").write_text(json.dumps(config))
+    proc = run_launcher("reproduce", args)
+    assert proc.returncode == 2 and not proc.stdout, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: gmn is trained, but not as asked: --workdir={runs / 'gmn'} holds a "
+        "run with model.hidden_units=(128,), not (); use another --workdir or the "
+        "same flags to resume"
+    )
+
+
 def test_launcher_runs_a_chosen_run_and_its_evaluations_only(tmp_path):
     """--runs: one run of the rows (one lane of two processes); evaluations
     that need another run are left to that lane."""
     runs = tmp_path / "runs"
     fake_run(runs / "fewshot_vae_c48", {1000: 150.0}, 1000)
+    fake_config(runs / "fewshot_vae_c48")
     args = ["--action=run", "--rows=fewshot", f"--runs_dir={runs}", "--steps=1000"]
     proc = run_launcher("reproduce", [*args, "--runs=fewshot_vae_c48", "--patience=0"])
-    # launchers.evaluate fails (a fake run has no config.json); reproduce stops.
+    # launchers.evaluate fails (a fake run has no real checkpoint); reproduce stops.
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines()[-1].startswith(
         "error: exit 2: python -m launchers.evaluate"
@@ -386,6 +421,7 @@ def test_a_continuation_waits_for_its_base_then_trains_its_own_steps(tmp_path):
         "error: bgeval_k32 continues bgeval: train bgeval to the step rule first"
     )
     fake_run(runs / "bgeval_k32", {}, 3000)
+    fake_config(runs / "bgeval_k32")
     proc = run_launcher("reproduce", [*args, "--runs=bgeval_k32"])
     assert (
         proc.stdout.splitlines()[0] == "skip training bgeval_k32: trained to step 3000"
@@ -393,7 +429,7 @@ def test_a_continuation_waits_for_its_base_then_trains_its_own_steps(tmp_path):
     text = reproduction.report_rows(
         [reproduction.ROWS_BY_NAME["classification_bgeval_k32"]], runs
     )
-    assert "| bgeval_k32 | 3000 | 0.4 | -, after bgeval |" in text
+    assert "| bgeval_k32 | 3000 | 0.4 | mixed_bfloat16, after bgeval |" in text
 
 
 # Stands in for a training: on SIGINT / SIGTERM it "checkpoints" for a second

@@ -1357,6 +1357,70 @@ MUTANTS = (
             "test_a_stop_at_an_unreadable_checkpoints_step_saves_that_step",
         ),
     ),
+    Mutant(
+        "episode_fields_ignored_off_episodes",
+        "vma_tf/configs/validation.py",
+        "        for name in _EPISODE_FIELDS:\n",
+        "        for name in _EPISODE_FIELDS[5:]:\n",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--preset=mnist_learned --absent_classes=3]",
+        ),
+    ),
+    Mutant(
+        "eval_memory_size_ignored_off_recall",
+        "vma_tf/configs/validation.py",
+        'if d.task != "recall" and d.eval_memory_size:',
+        'if d.task == "none" and d.eval_memory_size:',
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--preset=mnist_learned --eval_memory_size=2048]",
+        ),
+    ),
+    Mutant(
+        "rate_after_no_drop_accepted",
+        "vma_tf/configs/validation.py",
+        "    if not t.lr_drop_step and t.lr_after_drop",
+        "    if False and t.lr_after_drop",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--lr_after_drop=5e-5]",
+        ),
+    ),
+    Mutant(
+        "recall_on_omniglot_accepted",
+        "vma_tf/configs/validation.py",
+        'if d.task == "recall" and d.dataset != "binarized_mnist":',
+        'if d.task == "recall" and d.dataset == "none":',
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--preset=omniglot_learned --config.data.task=recall "
+            "--config.model.memory=episodic]",
+        ),
+    ),
+    Mutant(
+        "soft_attention_batches_with_episodic_memory_accepted",
+        "vma_tf/configs/validation.py",
+        'if m.kind != "vae" and m.memory != "learned":',
+        'if m.kind == "vma" and m.memory != "learned":',
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--preset=omniglot_learned --config.model.kind=soft_attention "
+            "--config.model.memory=episodic]",
+        ),
+    ),
+    Mutant(
+        "baseline_beside_another_estimator_accepted",
+        "vma_tf/configs/overrides.py",
+        "given not in (None, wanted)",
+        "given not in (None, wanted, *VIMCO_ESTIMATORS)",
+        ("tests/test_configs.py::test_estimator_flags_and_the_old_baseline_flag",),
+    ),
+    Mutant(
+        "reproduce_skips_a_run_trained_otherwise",
+        "launchers/reproduce.py",
+        "                _check_trained_as_asked(what.name, argv, runs_dir)\n",
+        "",
+        (
+            "tests/test_reproduction.py::"
+            "test_a_run_trained_otherwise_is_not_skipped_as_done",
+        ),
+    ),
 )
 
 

@@ -62,17 +62,19 @@ def override(config: Config, **values: Any) -> Config:
 
 
 def _apply_baseline(baseline: str, config: Config, model: dict[str, Any]) -> None:
-    """The legacy `--baseline`: geometric means `--estimator=vimco_geometric`."""
+    """The legacy `--baseline`: geometric means `--estimator=vimco_geometric`,
+    arithmetic `--estimator=vimco` (also over a geometric base config); an
+    estimator given beside it must be that one."""
     check_choice("baseline", baseline, BASELINES)
-    if baseline != "geometric":
-        return
-    estimator = model.get("estimator", config.model.estimator)
-    if estimator not in VIMCO_ESTIMATORS:
+    wanted = "vimco_geometric" if baseline == "geometric" else "vimco"
+    given = model.get("estimator")
+    estimator = config.model.estimator if given is None else given
+    if estimator not in VIMCO_ESTIMATORS or given not in (None, wanted):
         raise ConfigError(
-            f"--baseline=geometric is VIMCO's leave-one-out baseline; it does not "
-            f"apply to --estimator={estimator} (use --estimator=vimco_geometric)"
+            f"--baseline={baseline} is VIMCO's leave-one-out baseline of "
+            f"--estimator={wanted}; it conflicts with --estimator={estimator}"
         )
-    model["estimator"] = "vimco_geometric"
+    model["estimator"] = wanted
 
 
 def _derive_episode(config: Config, sections: dict[str, dict[str, Any]]) -> Config:

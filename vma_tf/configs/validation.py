@@ -30,6 +30,16 @@ SPLIT_SIZES = {
 }
 assert tuple(SPLIT_SIZES) == DATASETS
 DRAWERS_PER_CHARACTER = 20
+# The data fields only episodes read (`data.omniglot.episode_batch_fn`).
+_EPISODE_FIELDS = (
+    "batch_classes",
+    "targets_per_class",
+    "memory_per_class",
+    "confounder_classes",
+    "absent_classes",
+    "rotated_classes",
+    "mixed_memory",
+)
 
 
 def check_choice(flag: str, value: Any, allowed: tuple[Any, ...]) -> None:
@@ -139,6 +149,11 @@ def _check_train(t: TrainConfig) -> None:
                 f"--{flag}={value} must be a positive multiple of "
                 f"--log_every={t.log_every}"
             )
+    if not t.lr_drop_step and t.lr_after_drop != FIELDS["train.lr_after_drop"].default:
+        raise ConfigError(
+            f"--lr_after_drop={t.lr_after_drop} needs --lr_drop_step (the step "
+            "it takes effect); without a drop it would do nothing"
+        )
     if t.lr_drop_step % t.log_every:
         raise ConfigError(
             f"--lr_drop_step={t.lr_drop_step} must be 0 or a multiple of "
@@ -161,12 +176,23 @@ def _check_task(config: Config) -> None:
             f"--config.data.dataset={d.dataset!r} needs "
             f"--config.model.architecture={wanted!r}"
         )
-    for flag in ("rotated_classes", "mixed_memory"):
-        if getattr(d, flag) and d.task != "episodes":
-            raise ConfigError(
-                f"--{flag} is for the episodic datasets "
-                f"({', '.join(EPISODIC_DATASETS)}), not {d.dataset!r}"
-            )
+    if d.task != "episodes":  # Set, they would do nothing.
+        for name in _EPISODE_FIELDS:
+            if getattr(d, name) != FIELDS[f"data.{name}"].default:
+                raise ConfigError(
+                    f"--{FIELDS[f'data.{name}'].flag} is for the episodic datasets "
+                    f"({', '.join(EPISODIC_DATASETS)}), not {d.dataset!r}"
+                )
+    if d.task != "recall" and d.eval_memory_size:
+        raise ConfigError(
+            f"--eval_memory_size={d.eval_memory_size} is for "
+            f"--config.data.task=recall, not {d.task!r}"
+        )
+    if d.task == "recall" and d.dataset != "binarized_mnist":
+        raise ConfigError(
+            f"--config.data.task=recall is for binarized_mnist (its images in "
+            f"memory), not {d.dataset!r}"
+        )
     if d.task == "recall":
         _check_recall(config)
     elif d.task == "episodes":
@@ -258,10 +284,10 @@ def _check_episodes(config: Config) -> None:
 
 def _check_batches(config: Config) -> None:
     d, m, t = config.data, config.model, config.train
-    if m.kind == "vma" and m.memory != "learned":
+    if m.kind != "vae" and m.memory != "learned":
         raise ConfigError(
-            "--config.data.task=batches with --config.model.kind='vma' needs "
-            "learned memory (nothing would fill an episodic memory)"
+            f"--config.data.task=batches with --config.model.kind={m.kind!r} "
+            "needs learned memory (nothing would fill an episodic memory)"
         )
     smallest = min(SPLIT_SIZES[d.dataset].values())
     if t.batch_size > smallest:
