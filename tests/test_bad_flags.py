@@ -245,6 +245,11 @@ TABLE = [
     ("train", ["--lr_after_drop=5e-5"], "--lr_after_drop=5e-05 needs --lr_drop_step"),
     (
         "train",
+        ["--config.data.eval_seed=9223372036854775808"],
+        "--config.data.eval_seed=9223372036854775808 must be in [0, 2**31 - 1]",
+    ),
+    (
+        "train",
         [
             "--preset=omniglot_learned",
             "--config.data.task=recall",

@@ -164,6 +164,10 @@ def _check_train(t: TrainConfig) -> None:
 def _check_task(config: Config) -> None:
     """The dataset, task, architecture and memory fit together."""
     d, m = config.data, config.model
+    if not 0 <= d.eval_seed < 2**31:  # As --seed: a TensorFlow int64 seed.
+        raise ConfigError(
+            f"--config.data.eval_seed={d.eval_seed} must be in [0, 2**31 - 1]"
+        )
     if (d.task == "episodes") != (d.dataset in EPISODIC_DATASETS):
         raise ConfigError(
             f"--config.data.dataset={d.dataset!r} does not fit "
