@@ -292,6 +292,7 @@ def test_patience_stops_every_worker_where_the_chief_s_history_says(tmp_path):
     assert summary["step"] == 20 and summary["steps_this_run"] == 0
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_mirrored_two_local_replicas_equal_two_workers(runs, tmp_path):
     """2 replicas in one process (MirroredStrategy on 2 logical CPUs) see the
     same per-replica batches and seeds as 2 workers: the same numbers; XLA

@@ -286,6 +286,7 @@ def test_a_bound_reached_before_the_restored_step_trains_no_further(tmp_path):
     assert training._periodic(rows) == rows[:1]
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_lr_drop_takes_effect_at_its_step_and_may_join_a_run_in_progress(tmp_path):
     """`--lr_drop_step`: with a learning rate too small to move any weight
     before it, the weights at the drop step are the first run's untouched
@@ -742,6 +743,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
         np.testing.assert_array_equal(ours[name], ref[name], err_msg=name)
 
 
+@pytest.mark.slow  # A signal path, as the others (BUILD.md "Tests").
 def test_a_stop_at_an_unreadable_checkpoints_step_saves_that_step(
     tmp_path, monkeypatch
 ):
@@ -869,6 +871,7 @@ def test_log_intervals():
     assert training.log_intervals(50, 30, 10) == []  # Keras would never stop.
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_resume_with_steps_below_the_checkpoint_is_one_line(tmp_path):
     """A run whose newest checkpoint is past --steps (and did not end there)
     is refused; Keras would otherwise train on without end."""
