@@ -599,7 +599,7 @@ def _tiny_float32_vma(estimator, memory="episodic"):
         pytest.param("vimco_geometric", marks=pytest.mark.slow),
         "nvil",
         "rws",
-        "gumbel",
+        pytest.param("gumbel", marks=pytest.mark.slow),  # >= 30 s (BUILD.md "Tests").
     ],
 )
 def test_every_estimator_trains_under_xla(estimator, tmp_path):

@@ -314,6 +314,7 @@ def test_a_run_trained_otherwise_is_not_skipped_as_done(tmp_path):
     )
 
 
+@pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_launcher_runs_a_chosen_run_and_its_evaluations_only(tmp_path):
     """--runs: one run of the rows (one lane of two processes); evaluations
     that need another run are left to that lane."""
