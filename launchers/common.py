@@ -135,6 +135,22 @@ def define_config_flags(
         _define(f"config.{spec.key}", spec, __name__, fv)
 
 
+def define_train_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """The flags of `launchers.train`: the config flags (`--preset`
+    mnist_recall), `--workdir` and `--progress` (also for a launcher that
+    parses a training command, `launchers.reproduce`)."""
+    define_config_flags("mnist_recall", flag_values=flag_values)
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "Run directory (created; resumed if it holds a checkpoint).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_boolean(
+        "progress", True, "Show a progress bar.", flag_values=flag_values
+    )
+
+
 def config_overrides(
     flag_values: flags.FlagValues = flags.FLAGS,
 ) -> dict[str, tuple[str, Any]]:

@@ -36,7 +36,7 @@ from absl import app, flags  # noqa: E402
 
 from launchers.common import (  # noqa: E402
     build_config,
-    define_config_flags,
+    define_train_flags,
     fail,
     given_fields,
     parse_flags,
@@ -156,9 +156,7 @@ def _check_trained_as_asked(name: str, argv: list[str], runs_dir: pathlib.Path) 
     model's run under the row's name; a drop asked of a run trained
     without one)."""
     fv = flags.FlagValues()
-    define_config_flags("mnist_recall", flag_values=fv)
-    flags.DEFINE_string("workdir", None, "", flag_values=fv)
-    flags.DEFINE_boolean("progress", True, "", flag_values=fv)
+    define_train_flags(fv)
     fv(["launchers.train", *argv[1:]])
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # A resume's notes.

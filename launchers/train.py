@@ -21,7 +21,7 @@ from absl import app, flags  # noqa: E402
 from launchers.common import (  # noqa: E402
     build_config,
     check_common,
-    define_config_flags,
+    define_train_flags,
     fail,
     given_fields,
     import_tensorflow_quietly,
@@ -30,11 +30,7 @@ from launchers.common import (  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-define_config_flags("mnist_recall")
-flags.DEFINE_string(
-    "workdir", None, "Run directory (created; resumed if it holds a checkpoint)."
-)
-flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+define_train_flags()
 
 
 def main(argv):

@@ -1387,8 +1387,10 @@ MUTANTS = (
     Mutant(
         "recall_on_omniglot_accepted",
         "vma_tf/configs/validation.py",
-        'if d.task == "recall" and d.dataset != "binarized_mnist":',
-        'if d.task == "recall" and d.dataset == "none":',
+        '    if d.dataset != "binarized_mnist":\n        raise ConfigError(\n'
+        '            f"--config.data.task=recall is for',
+        '    if d.dataset == "none":\n        raise ConfigError(\n'
+        '            f"--config.data.task=recall is for',
         (
             "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[train:--preset=omniglot_learned --config.data.task=recall "
             "--config.model.memory=episodic]",

@@ -9,7 +9,6 @@ benchmarks share.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 
@@ -18,9 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from vma_tf import checkpointing
-from vma_tf.configs import Config, ConfigError
+from vma_tf.configs import Config
 from vma_tf.data.experiments import make_data
 from vma_tf.errors import WorkdirError
+from vma_tf.workdir import read_config
 from vma_tf.modeling.builders import build_model as build_network
 from vma_tf.modeling.builders import dtype_policy_scope
 from vma_tf.modeling.models import VMA, LatentVariableModel, SoftAttentionVAE
@@ -117,12 +117,7 @@ def load_run(workdir, dtype_policy: str | None = None):
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise WorkdirError(f"--workdir={workdir} has no config.json (not a run)")
-    try:
-        config = Config.from_dict(json.loads(config_path.read_text()))
-    except (ValueError, ConfigError) as e:
-        raise WorkdirError(
-            f"{config_path} is not a readable vma_tf config ({e})"
-        ) from None
+    _, config = read_config(config_path)
     directory = workdir / "checkpoints"
     if checkpointing.newest(directory) is None:
         raise WorkdirError(f"--workdir={workdir} has no checkpoint yet")

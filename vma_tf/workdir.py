@@ -51,9 +51,8 @@ def atomic_write(path: pathlib.Path, text: str) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
-            os.fsync(
-                f.fileno()
-            )  # On disk before the rename: no empty file after a crash.
+            # On disk before the rename: no empty file after a crash.
+            os.fsync(f.fileno())
         os.chmod(tmp, new_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
@@ -75,6 +74,19 @@ def numbered_checkpoints(directory: str | os.PathLike) -> list[str]:
         if match:
             found.append((int(match.group(2)), str(index.with_suffix(""))))
     return [path for _, path in sorted(found, reverse=True)]
+
+
+def read_config(path: pathlib.Path) -> tuple[dict, Config]:
+    """A run's config.json: `(its raw JSON, the Config it reads as)`.
+
+    Raises:
+        WorkdirError: not JSON, or not a vma_tf config (one line).
+    """
+    try:
+        raw = json.loads(path.read_text())
+        return raw, Config.from_dict(raw)
+    except (ValueError, ConfigError) as e:
+        raise WorkdirError(f"{path} is not a readable vma_tf config ({e})") from None
 
 
 def step_of(checkpoint: str | os.PathLike) -> int:
@@ -148,12 +160,9 @@ def check_workdir(
             )
         return config
     try:
-        raw = json.loads(saved.read_text())
-        old = Config.from_dict(raw)
-    except (ValueError, ConfigError) as e:
-        raise WorkdirError(
-            f"{saved} is not a readable vma_tf config ({e}); use another --workdir"
-        ) from None
+        raw, old = read_config(saved)
+    except WorkdirError as e:
+        raise WorkdirError(f"{e}; use another --workdir") from None
     if old.name != config.name:
         raise WorkdirError(
             f"--workdir={workdir} holds a {old.name!r} run, not {config.name!r}"

@@ -192,11 +192,6 @@ def _check_task(config: Config) -> None:
             f"--eval_memory_size={d.eval_memory_size} is for "
             f"--config.data.task=recall, not {d.task!r}"
         )
-    if d.task == "recall" and d.dataset != "binarized_mnist":
-        raise ConfigError(
-            f"--config.data.task=recall is for binarized_mnist (its images in "
-            f"memory), not {d.dataset!r}"
-        )
     if d.task == "recall":
         _check_recall(config)
     elif d.task == "episodes":
@@ -207,6 +202,11 @@ def _check_task(config: Config) -> None:
 
 def _check_recall(config: Config) -> None:
     d, m = config.data, config.model
+    if d.dataset != "binarized_mnist":
+        raise ConfigError(
+            f"--config.data.task=recall is for binarized_mnist (its images in "
+            f"memory), not {d.dataset!r}"
+        )
     sizes = SPLIT_SIZES[d.dataset]
     if m.kind != "vma":  # Its memory and test episodes would be dropped unsaid.
         raise ConfigError(
