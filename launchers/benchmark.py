@@ -25,6 +25,7 @@ from absl import app, flags
 
 from launchers.common import (
     build_config,
+    config_overrides,
     define_config_flags,
     fail,
     import_tensorflow_quietly,
@@ -67,7 +68,8 @@ flags.DEFINE_string("json", None, "Write the report here as JSON.")
 flags.DEFINE_boolean(
     "conv_layers",
     False,
-    "Instead: time each stride-2/transposed conv, Keras' layer vs fast_convs.",
+    "Instead: time each stride-2/transposed conv, Keras' layer vs fast_convs "
+    "(reads --channels, default 64, --steps, --warmup and --json only).",
 )
 flags.DEFINE_string(
     "precision",
@@ -127,13 +129,62 @@ def _checked_config(sizes: list[int]) -> configs.Config:
     return config
 
 
+# What --conv_layers reads besides --steps, --warmup and --json.
+_CONV_FLAGS = ("channels",)
+
+
+def _conv_layers() -> None:
+    """`--conv_layers`: each stride-2 / transposed conv timed, Keras' layer
+    against `fast_convs` (`benchmark.conv_layer_timings`); a flag it does
+    not use is refused."""
+    try:
+        given = [n for n, _ in config_overrides().values() if n not in _CONV_FLAGS]
+    except configs.ConfigError as e:
+        fail(str(e))
+    given += [
+        n
+        for n in (
+            "preset",
+            "memory_sizes",
+            "eval_samples",
+            "input_batches",
+            "precision",
+        )
+        if FLAGS[n].present
+    ]
+    if given:
+        fail(
+            f"--{given[0]} does not apply with --conv_layers (it reads "
+            "--channels, --steps, --warmup and --json)"
+        )
+    for flag, minimum in (("steps", 1), ("warmup", 0), ("channels", 1)):
+        value = getattr(FLAGS, flag)
+        if value is not None and value < minimum:
+            fail(f"--{flag}={value} must be >= {minimum}")
+    if FLAGS.json:
+        try:
+            check_output_file("--json", FLAGS.json)
+        except configs.ConfigError as e:  # WorkdirError
+            fail(str(e))
+    import_tensorflow_quietly()
+    from vma_tf import benchmark  # TensorFlow: only after every check.
+
+    rows = benchmark.conv_layer_timings(
+        channels=FLAGS.channels or 64, steps=FLAGS.steps, warmup=FLAGS.warmup
+    )
+    print(benchmark.format_conv_layers(rows))
+    if FLAGS.json:
+        atomic_write(
+            pathlib.Path(FLAGS.json), json.dumps({"conv_layers": rows}, indent=2) + "\n"
+        )
+        print(f"wrote {FLAGS.json}")
+
+
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; all options are --flags")
     if FLAGS.conv_layers:
-        from vma_tf import benchmark  # TensorFlow.
-
-        print(benchmark.format_conv_layers(benchmark.conv_layer_timings()))
+        _conv_layers()
         return
 
     sizes = _memory_sizes()

@@ -45,7 +45,7 @@ from vma_tf import configs, reproduction  # noqa: E402
 from vma_tf import time_to_quality as ttq  # noqa: E402
 from vma_tf.configs.schema import PRECISIONS  # noqa: E402
 from vma_tf.errors import ConfigError, WorkdirError  # noqa: E402
-from vma_tf.workdir import check_output_file, check_workdir  # noqa: E402
+from vma_tf.workdir import check_workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -259,7 +259,9 @@ def main(argv):
         if FLAGS.action != "report":
             fail(f"--figure applies to --action=report only, not {FLAGS.action}")
         try:
-            figure = check_output_file("--figure", FLAGS.figure)
+            from vma_tf import plotting
+
+            figure = plotting.check_figure_file("--figure", FLAGS.figure)
         except WorkdirError as e:
             fail(str(e))
     try:

@@ -9,8 +9,9 @@ then print the training steps and time each took.
 Training is `launchers.train`'s (the same config flags, resumable: rerun the
 same command to continue) and stops at the first evaluation that reaches
 every bound, or at --steps. A bound can only be seen reached at an
-evaluation (every --eval_every steps). `--notrain` only reads DIR's
-metrics.jsonl. Definitions (first step, training time, resumed runs):
+evaluation (every --eval_every steps) of the run's periodic split (`valid`
+on MNIST, `test` on Omniglot; --split picks another the run evaluates
+periodically). `--notrain` only reads DIR's metrics.jsonl. Definitions (first step, training time, resumed runs):
 `vma_tf.time_to_quality`.
 """
 
@@ -54,9 +55,9 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string(
     "split",
-    "test",
-    "Evaluation split whose nll_bound is compared (test: the periodic one of "
-    "the Omniglot presets; valid for the MNIST presets).",
+    None,
+    "Evaluation split whose nll_bound is compared; one the run evaluates "
+    "periodically. Default: its first (valid on MNIST, test on Omniglot).",
 )
 flags.DEFINE_boolean(
     "train", True, "Train (or resume) first; --notrain only reports on --workdir."
@@ -85,9 +86,10 @@ def _report_only() -> pathlib.Path:
     return workdir
 
 
-def _train(thresholds: tuple[float, ...]) -> pathlib.Path:
+def _train(thresholds: tuple[float, ...]) -> tuple[pathlib.Path, str]:
     """Trains (or resumes) the flags' config in --workdir until every bound
-    is reached or --steps; skips training when the log says either is done."""
+    is reached on the split or --steps; skips training when the log says
+    either is done. Returns the workdir and the split."""
     from vma_tf.data.files import DataError
     from vma_tf.errors import ConfigError, Interrupted, NonFiniteError
     from vma_tf.workdir import check_data_files, preflight
@@ -97,15 +99,14 @@ def _train(thresholds: tuple[float, ...]) -> pathlib.Path:
         config, workdir = preflight(
             config, FLAGS.workdir, check_data=False, given=given_fields()
         )
+        split = _split(config)
         try:
-            done = ttq.already_done(
-                workdir, thresholds, config.train.steps, FLAGS.split
-            )
+            done = ttq.already_done(workdir, thresholds, config.train.steps, split)
         except ValueError as e:  # A bad line in metrics.jsonl.
             fail(f"--workdir={FLAGS.workdir}: {e}")
         if done:
             print(f"{done}; not training")
-            return workdir
+            return workdir, split
         import_tensorflow_quietly()
         check_data_files(config)
         from vma_tf import training
@@ -114,14 +115,30 @@ def _train(thresholds: tuple[float, ...]) -> pathlib.Path:
             config,
             workdir,
             progress=FLAGS.progress,
-            stop_when=ttq.stop_when(thresholds, FLAGS.split),
+            stop_when=ttq.stop_when(thresholds, split),
         )
     except (ConfigError, DataError, NonFiniteError) as e:
         fail(str(e))
     except Interrupted as e:  # SIGINT / SIGTERM: the current step is saved.
         print(str(e), file=sys.stderr)
         sys.exit(e.exit_code)
-    return workdir
+    return workdir, split
+
+
+def _split(config) -> str:
+    """--split, checked against the splits `config` evaluates periodically
+    (before any training), or the first of them."""
+    from vma_tf.configs import periodic_splits
+
+    splits = periodic_splits(config)
+    if FLAGS.split is None:
+        return splits[0]
+    if FLAGS.split not in splits:
+        fail(
+            f"--split={FLAGS.split} is not evaluated periodically by this run "
+            f"(it evaluates {', '.join(splits)}); use one of them"
+        )
+    return FLAGS.split
 
 
 def _title(workdir: pathlib.Path) -> str:
@@ -139,14 +156,18 @@ def main(argv):
         thresholds = ttq.check_thresholds(FLAGS.quality)
     except ValueError as e:
         fail(f"--quality={','.join(FLAGS.quality)} {e}")
-    if not FLAGS.split:
+    if FLAGS.split is not None and not FLAGS.split:
         fail("--split must name an evaluation split, e.g. test")
-    workdir = _train(thresholds) if FLAGS.train else _report_only()
+    if FLAGS.train:
+        workdir, split = _train(thresholds)
+    else:
+        workdir, split = _report_only(), FLAGS.split
     try:
         rows = ttq.read_metrics(workdir / "metrics.jsonl")
-        report = ttq.time_to_quality(rows, thresholds, FLAGS.split)
+        split = split or ttq.periodic_split(rows)
+        report = ttq.time_to_quality(rows, thresholds, split)
     except ValueError as e:
-        fail(f"--workdir={FLAGS.workdir}, --split={FLAGS.split}: {e}")
+        fail(f"--workdir={FLAGS.workdir}, --split={split}: {e}")
     print(ttq.format_report(report, _title(workdir)))
 
 

@@ -471,6 +471,27 @@ TABLE = [
     ("benchmark", ["--json={run}"], "is a directory, not a file"),
     (
         "benchmark",
+        ["--conv_layers", "--memory_sizes=8"],
+        "--memory_sizes does not apply with --conv_layers (it reads --channels,",
+    ),
+    (
+        "benchmark",
+        ["--conv_layers", "--precision=mixed_bfloat16"],
+        "--precision does not apply with --conv_layers",
+    ),
+    (
+        "benchmark",
+        ["--conv_layers", "--num_samples=4"],
+        "--num_samples does not apply with --conv_layers",
+    ),
+    ("benchmark", ["--conv_layers", "--channels=0"], "--channels=0 must be >= 1"),
+    (
+        "benchmark",
+        ["--conv_layers", "--json=/nonexistent/dir/b.json"],
+        "--json=/nonexistent/dir/b.json",
+    ),
+    (
+        "benchmark",
         ["--json={run}/config.json/b.json"],
         "config.json is not a directory",
     ),
@@ -579,6 +600,16 @@ TABLE = [
         ["--workdir={run}", "--quality=90", "--notrain", "--channels=32"],
         "--channels does not apply with --notrain",
     ),
+    (
+        "time_to_quality",
+        ["--workdir={new}", "--quality=90", "--preset=mnist_vae", "--split=test"],
+        "--split=test is not evaluated periodically by this run (it evaluates valid)",
+    ),
+    (
+        "time_to_quality",
+        ["--workdir={new}", "--quality=90", "--split=valid"],
+        "--split=valid is not evaluated periodically by this run (it evaluates test)",
+    ),
     # -- launchers.prepare_data ---------------------------------------------
     ("prepare_data", ["positional"], "unexpected arguments ['positional']"),
     ("prepare_data", ["--datasets=nope"], "--datasets=nope unknown; choose from"),
@@ -652,6 +683,11 @@ TABLE = [
         "reproduce",
         ["--action=report", "--runs_dir={run}", "--figure={new}/curves.png"],
         "does not exist",
+    ),
+    (
+        "reproduce",
+        ["--action=report", "--runs_dir={run}", "--figure={new}.txt"],
+        "new.txt must end in a figure suffix: .avif, .eps",
     ),
 ]
 

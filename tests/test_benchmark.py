@@ -10,6 +10,8 @@ import sys
 import pytest
 import tensorflow as tf
 
+from helpers import run_launcher
+
 from vma_tf import benchmark
 
 
@@ -85,8 +87,14 @@ def test_benchmark_launcher_smoke(tmp_path):
     assert "ms/step" in proc.stdout and "|M|" in proc.stdout
 
 
-def test_conv_layer_timings_smoke():
-    rows = benchmark.conv_layer_timings(batch=2, channels=4, steps=1)
-    assert len(rows) == 6
+def test_conv_layers_launcher_reads_channels_steps_and_json(tmp_path):
+    """`--conv_layers` times the six convs with --channels maps and writes
+    its rows to --json (it used to ignore both)."""
+    out = tmp_path / "conv.json"
+    args = ["--conv_layers", "--channels=4", "--steps=2", "--warmup=0", f"--json={out}"]
+    proc = run_launcher("benchmark", args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["conv_layers"]
+    assert len(rows) == 6 and "Keras ms" in proc.stdout
+    assert all(r["input_shape"][-1] == 4 for r in rows)
     assert all(r["keras_ms"] > 0 and r["fast_ms"] > 0 for r in rows)
-    assert "Keras ms" in benchmark.format_conv_layers(rows)

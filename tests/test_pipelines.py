@@ -138,3 +138,24 @@ def test_mnist_recall_sample_memory_follows_eval_seed():
     assert a.shape == (8, 784)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "preset,fields",
+    [
+        ("mnist_vae", {}),
+        ("mnist_recall", {"memory_size": 8}),
+        ("mnist_recall", {"memory_size": 8, "eval_memory_size": 16}),
+        ("mnist_recall", {"memory_size": 8, "eval_memory_size": 8}),
+        ("omniglot_learned", {}),
+        ("omniglot_fewshot", {}),
+    ],
+)
+def test_periodic_splits_name_the_periodic_evaluations(preset, fields):
+    """`configs.periodic_splits` (what the reporting tools and
+    `launchers.time_to_quality` check --split against before TensorFlow
+    loads) names exactly the datasets training evaluates periodically."""
+    from vma_tf.data.experiments import make_data
+
+    config = configs.override(configs.get_preset(preset), **fields)
+    assert tuple(make_data(config).evals) == configs.periodic_splits(config)

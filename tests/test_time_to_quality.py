@@ -136,6 +136,26 @@ def test_launcher_reports_on_an_existing_run(tmp_path):
     assert proc.stderr.startswith(f"error: --workdir={run}") and "line 1" in proc.stderr
 
 
+def test_launcher_reads_the_runs_periodic_split_by_default(tmp_path):
+    """On an MNIST run (periodic `valid`, plus the final evaluation's `test`
+    row at the last step) --notrain reads `valid` unless --split says."""
+    rows = [
+        train(100, 10),
+        evaluation(100, 99.0, split="valid"),
+        train(200, 10),
+        evaluation(200, 97.0, split="valid"),
+        evaluation(200, 96.0),  # The final test evaluation.
+    ]
+    run = fake_run(tmp_path / "run", rows)
+    args = ["--notrain", "--quality=98", f"--workdir={run}"]
+    proc = run_launcher("time_to_quality", args)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 evaluations" in proc.stdout and "97.000" in proc.stdout
+    proc = run_launcher("time_to_quality", [*args, "--split=test"])
+    assert proc.returncode == 0, proc.stderr
+    assert "1 evaluations" in proc.stdout and "96.000" in proc.stdout
+
+
 def test_launcher_does_not_train_a_run_that_reached_every_bound(tmp_path):
     """Training mode on a run whose log already reaches the bounds: checked
     against the flags' config (same as resuming), then only the report (no

@@ -1,11 +1,11 @@
-"""Budget curves of long runs: the test bound at fixed step budgets, and a figure.
+"""Budget curves of long runs: the periodic bound at fixed step budgets, and a figure.
 
     python tools/budget_curves.py --run "few-shot VMA=~/vma_runs/long/fewshot_vma_c48:68.8" \
         --run "few-shot VAE=~/vma_runs/long/fewshot_vae_c48:90.8" --out docs/budget_curves.png
 
 Each `--run` is `LABEL=WORKDIR[:PAPER]` (PAPER: the paper's number, drawn as a dashed line).
-Prints one Markdown row per run: the periodic bound (the run's `--split` evaluation, K of
-the training command) at each budget (the last evaluation at or before it), the last step,
+Prints one Markdown row per run: the periodic bound (K of the training command; the run's
+periodic split, `valid` on MNIST and `test` on Omniglot, or `--split`) at each budget (the last evaluation at or before it), the last step,
 the best bound and the training time to the last step (`vma_tf.time_to_quality`; the last
 step may be past the last evaluation). No TensorFlow.
 """
@@ -36,12 +36,27 @@ def parse_run(text: str) -> tuple[str, pathlib.Path, float | None]:
     return label, pathlib.Path(path).expanduser(), value
 
 
-def table(runs, budgets, split: str) -> tuple[str, dict]:
-    """Markdown table and `{label: points}`."""
+def parse_budgets(text: str) -> list[int]:
+    """`5000,10000` -> `[5000, 10000]`: positive step counts, increasing."""
+    try:
+        budgets = [int(b) for b in text.split(",")]
+    except ValueError:
+        budgets = []
+    if not budgets or min(budgets) < 1 or budgets != sorted(set(budgets)):
+        raise ValueError(
+            f"--budgets={text!r} must be increasing positive step counts, "
+            "e.g. 5000,10000,20000,50000"
+        )
+    return budgets
+
+
+def table(runs, budgets, split: str | None = None) -> tuple[str, dict]:
+    """Markdown table and `{label: points}` (each run's periodic split, or
+    `split`)."""
     head = [
         "run",
         "paper",
-        *(f"{b // 1000}k" for b in budgets),
+        *(ttq.budget_label(b) for b in budgets),
         "last step",
         "best",
         "train h",
@@ -50,9 +65,10 @@ def table(runs, budgets, split: str) -> tuple[str, dict]:
     curves = {}
     for label, workdir, paper in runs:
         rows = ttq.read_metrics(workdir / "metrics.jsonl")
-        points = ttq.curve(rows, split)
+        run_split = split or ttq.periodic_split(rows)
+        points = ttq.curve(rows, run_split)
         if not points:
-            raise ValueError(f"{workdir}: no {split!r} evaluation in metrics.jsonl")
+            raise ValueError(f"{workdir}: no {run_split!r} evaluation in metrics.jsonl")
         curves[label] = points
         # The last trained step and the training time to it (of the history
         # a resumed run kept), which may be past the last evaluation.
@@ -70,19 +86,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", required=True)
     parser.add_argument("--budgets", default="5000,10000,20000,50000")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--out", help="write the figure here (PNG)")
+    parser.add_argument(
+        "--split", help="evaluation split read (default: each run's periodic one)"
+    )
+    parser.add_argument("--out", help="write the figure here (.png, .pdf, .svg, ...)")
     args = parser.parse_args(argv)
     try:
         runs = [parse_run(r) for r in args.run]
-        budgets = [int(b) for b in args.budgets.split(",")]
+        budgets = parse_budgets(args.budgets)
+        out = plotting.check_figure_file("--out", args.out) if args.out else None
         text, curves = table(runs, budgets, args.split)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(text)
-    if args.out:
-        plotting.budget_curves(args.out, curves, {r[0]: r[2] for r in runs})
+    if out:
+        plotting.budget_curves(out, curves, {r[0]: r[2] for r in runs})
         print(f"wrote {args.out}")
     return 0
 

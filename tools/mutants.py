@@ -1423,6 +1423,41 @@ MUTANTS = (
             "test_a_run_trained_otherwise_is_not_skipped_as_done",
         ),
     ),
+    Mutant(
+        "recall_extra_eval_split_not_named",
+        "vma_tf/configs/fields.py",
+        '        return ("valid", *(f"valid_m{n}" for n in sizes if n != m.memory_size))',
+        '        return ("valid",)',
+        (
+            "tests/test_pipelines.py::test_periodic_splits_name_the_periodic_evaluations",
+        ),
+    ),
+    Mutant(
+        "budget_curves_read_test_on_mnist",
+        "tools/budget_curves.py",
+        "run_split = split or ttq.periodic_split(rows)",
+        'run_split = split or "test"',
+        ("tests/test_budget_curves.py::test_each_run_is_read_on_its_periodic_split",),
+    ),
+    Mutant(
+        "time_to_quality_split_unchecked_before_training",
+        "launchers/time_to_quality.py",
+        "    if FLAGS.split not in splits:",
+        "    if False:",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[time_to_quality:--workdir={new} --quality=90 --preset=mnist_vae --split=test]",
+        ),
+    ),
+    Mutant(
+        "conv_layers_ignores_channels",
+        "launchers/benchmark.py",
+        "channels=FLAGS.channels or 64,",
+        "channels=64,",
+        (
+            "tests/test_benchmark.py::"
+            "test_conv_layers_launcher_reads_channels_steps_and_json",
+        ),
+    ),
 )
 
 

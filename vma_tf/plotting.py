@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 import os
+import pathlib
 
 import numpy as np
+
+
+def check_figure_file(flag: str, path: str | os.PathLike):
+    """Fails (nothing written) unless `path` can be written as a figure: a
+    file `workdir.check_output_file` accepts, with a suffix matplotlib writes
+    (`.png`, `.pdf`, `.svg`, ...).
+
+    Returns:
+        The absolute `pathlib.Path`.
+
+    Raises:
+        WorkdirError: the one-line reason, naming `flag`.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from vma_tf.workdir import WorkdirError, check_output_file
+
+    kinds = sorted(FigureCanvasBase.get_supported_filetypes())
+    if pathlib.Path(path).suffix[1:].lower() not in kinds:
+        raise WorkdirError(
+            f"{flag}={path} must end in a figure suffix: "
+            f"{', '.join('.' + k for k in kinds)}"
+        )
+    return check_output_file(flag, path)
 
 
 def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:

@@ -665,7 +665,7 @@ def _run_cells(t: Training, runs_dir: pathlib.Path, budgets) -> list[str]:
     if not path.is_file():
         return [t.name, "not started", "-", "-", *("-" for _ in budgets)]
     rows = ttq.read_metrics(path)
-    split = ttq.plateau_split(r.get("split") for r in rows) or "test"
+    split = ttq.periodic_split(rows)
     points = ttq.curve(rows, split)
     hours = ttq.train_seconds(rows) / 3600
     workdir = runs_dir / t.name
@@ -689,7 +689,7 @@ def curves(rows: Sequence[Row], runs_dir: pathlib.Path) -> tuple[dict, dict]:
         if not path.is_file():
             continue
         rows_ = ttq.read_metrics(path)
-        split = ttq.plateau_split(r.get("split") for r in rows_) or "test"
+        split = ttq.periodic_split(rows_)
         points = ttq.curve(rows_, split)
         if points:
             out[t.name], papers[t.name] = points, t.paper
@@ -711,7 +711,7 @@ def report_rows(
     for row in rows:
         out += [f"### {row.name}", "", f"paper: {row.paper}", ""]
         head = ["run", "steps", "train h", "training"]
-        head += [f"{b // 1000}k" for b in budgets]
+        head += [ttq.budget_label(b) for b in budgets]
         out += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for t in row.trainings:
             out.append("| " + " | ".join(_run_cells(t, runs_dir, budgets)) + " |")

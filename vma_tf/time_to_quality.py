@@ -394,6 +394,19 @@ def plateau_split(splits: Iterable[str]) -> str | None:
     return next((s for s in ("valid", "test") if s in splits), None)
 
 
+def periodic_split(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The split a run's rows evaluate periodically, which the reporting
+    tools read by default: `plateau_split` of the rows' splits (`valid` on
+    MNIST, whose final evaluation adds a `test` row at the last step), or
+    `test` before any evaluation."""
+    return plateau_split(r.get("split") for r in rows) or "test"
+
+
+def budget_label(steps: int) -> str:
+    """A step budget as a column label: `5k`, `1.5k`, `500`."""
+    return f"{steps / 1000:g}k" if steps >= 1000 else str(steps)
+
+
 def plateaued(
     rows: Iterable[Mapping[str, Any]], patience: int, split: str
 ) -> int | None:

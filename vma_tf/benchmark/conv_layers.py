@@ -11,10 +11,16 @@ from vma_tf.modeling import conv
 
 
 def conv_layer_timings(
-    batch: int = 128, channels: int = 64, steps: int = 15
+    batch: int = 128, channels: int = 64, steps: int = 15, warmup: int = 2
 ) -> list[dict[str, Any]]:
     """Forward+backward ms of each stride-2 / transposed conv of the Omniglot
     nets, Keras' layer against its `fast_convs` form, under XLA (median).
+
+    Args:
+        batch: B of the `[B, H, W, channels]` input.
+        channels: input and output channels of each conv.
+        steps: timed calls of each (median reported).
+        warmup: untimed calls after compilation.
 
     Returns:
         Rows `{"layer", "input_shape", "keras_ms", "fast_ms"}`.
@@ -43,7 +49,7 @@ def conv_layer_timings(
                 return tape.gradient(loss, [x, *layer.trainable_variables])
 
             fn = tf.function(fwd_bwd, jit_compile=True)
-            timing = time_calls(fn, (x,), steps, warmup=2)
+            timing = time_calls(fn, (x,), steps, warmup=warmup)
             row["fast_ms" if fast else "keras_ms"] = 1e3 * timing["median_sec"]
         rows.append(row)
     return rows

@@ -22,6 +22,7 @@ from vma_tf.configs.fields import (
     FieldSpec,
     episode_sizes,
     flag_name,
+    periodic_splits,
     x_shape,
 )
 from vma_tf.configs.overrides import field_spec, load_json, override
@@ -101,6 +102,7 @@ __all__ = [
     "get_preset",
     "load_json",
     "override",
+    "periodic_splits",
     "validate",
     "x_shape",
 ]

@@ -85,6 +85,21 @@ def x_shape(config: Config) -> tuple[int, ...]:
     return (28, 28, 1)
 
 
+def periodic_splits(config: Config) -> tuple[str, ...]:
+    """Names of the evaluations `config`'s training runs every `eval_every`
+    steps, as its `metrics.jsonl` rows name them: `valid` on binarized MNIST
+    (recall adds `valid_m{N}` for an `eval_memory_size` N other than the
+    memory's), `test` on Omniglot. The first is the one the patience rule
+    and the reporting tools read by default (`time_to_quality.plateau_split`)."""
+    m, d = config.model, config.data
+    if d.dataset != "binarized_mnist":
+        return ("test",)
+    if m.kind == "vma" and d.task == "recall":
+        sizes = [d.eval_memory_size] if d.eval_memory_size else []
+        return ("valid", *(f"valid_m{n}" for n in sizes if n != m.memory_size))
+    return ("valid",)
+
+
 def episode_sizes(data: DataConfig) -> tuple[int, int]:
     """`(batch_size, memory_size)` of a few-shot episode."""
     return (
