@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 
 import keras
 import numpy as np
@@ -511,6 +512,45 @@ def test_resume_drops_a_last_metrics_line_cut_short(tmp_path, capsys):
     with pytest.raises(WorkdirError, match="metrics.jsonl line 3 is not a metrics row"):
         MetricsLog(tmp_path, 20)
     assert metrics.read_text() == bad
+
+
+def _event_steps(directory):
+    """`{file name: [(tag, step)]}` of the scalar events of a `tb` directory."""
+    from tensorflow.core.util import event_pb2
+
+    out = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        events = [
+            event_pb2.Event.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(str(path))
+        ]
+        out[path.name] = [(v.tag, e.step) for e in events for v in e.summary.value]
+    return out
+
+
+def test_resume_drops_tensorboard_events_past_the_checkpoint(tmp_path):
+    """Events a killed process logged past the checkpoint (and a record cut
+    short) are dropped when the run resumes, as metrics.jsonl's rows are:
+    TensorBoard shows each step once. Files with nothing past it are kept
+    byte for byte."""
+    tb = tmp_path / "tb"
+    for steps in ((5, 10), (15, 20, 25)):  # Two processes' files.
+        writer = tf.summary.create_file_writer(str(tb))
+        with writer.as_default():
+            for step in steps:
+                tf.summary.scalar("train/loss", float(step), step=step)
+        writer.close()
+        time.sleep(1.1)  # Another file name (its timestamp).
+    first, second = sorted(tb.glob("events.out.tfevents.*"))
+    kept = first.read_bytes()
+    second.write_bytes(second.read_bytes() + b"\x10\x00\x00")  # Cut short.
+    MetricsLog(tmp_path, 15)  # Opens its own (empty) file.
+    steps = _event_steps(tb)
+    assert steps.pop(first.name) == [("train/loss", 5), ("train/loss", 10)]
+    assert steps.pop(second.name) == [("train/loss", 15)]
+    assert list(steps.values()) == [[]]
+    assert first.read_bytes() == kept
+    assert not [p for p in tb.iterdir() if "tfevents" not in p.name]
 
 
 def test_resume_with_an_edited_config_is_refused(tmp_path):

@@ -1458,6 +1458,16 @@ MUTANTS = (
             "test_conv_layers_launcher_reads_channels_steps_and_json",
         ),
     ),
+    Mutant(
+        "tensorboard_keeps_events_past_the_checkpoint",
+        "vma_tf/metrics_log.py",
+        '            drop_events_past(workdir / "tb", start_step)\n',
+        "            pass\n",
+        (
+            "tests/test_training.py::"
+            "test_resume_drops_tensorboard_events_past_the_checkpoint",
+        ),
+    ),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -22,6 +23,11 @@ from vma_tf.workdir import atomic_write
 class MetricsLog:
     """Appends JSON lines to metrics.jsonl and scalars to TensorBoard.
 
+    On resume, both drop what was logged past the checkpoint resumed from
+    (steps a killed process ran and the resumed run redoes): the rows of
+    metrics.jsonl, and the events of the run's TensorBoard files
+    (`drop_events_past`), so no curve shows a step twice.
+
     Attributes:
         path: the run's `metrics.jsonl`.
         rows: its rows up to the step resumed from, as read when it opened
@@ -35,6 +41,8 @@ class MetricsLog:
             kept = _rows_up_to(self.path, start_step)
             atomic_write(self.path, "".join(line + "\n" for line, _ in kept))
             self.rows = [row for _, row in kept]
+        if (workdir / "tb").is_dir():
+            drop_events_past(workdir / "tb", start_step)
         self.writer = tf.summary.create_file_writer(str(workdir / "tb"))
 
     def write(
@@ -74,6 +82,45 @@ class MetricsLog:
         with self.writer.as_default(step=int(step)):
             tf.summary.image(name, grid[np.newaxis, ..., np.newaxis])
         self.writer.flush()
+
+
+def drop_events_past(directory: pathlib.Path, step: int) -> list[pathlib.Path]:
+    """Rewrites each TensorBoard event file in `directory` without its events
+    of steps past `step` (and without a last record cut short by a kill),
+    each via a temporary file and `os.replace`; files with nothing to drop
+    are left as they are.
+
+    Args:
+        directory: a run's `tb` directory.
+        step: the step resumed from; events at or before it are kept.
+
+    Returns:
+        The files rewritten.
+    """
+    from tensorflow.core.util import event_pb2
+
+    rewritten = []
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        records, cut = [], False
+        try:
+            for record in tf.data.TFRecordDataset(str(path)):
+                records.append(record.numpy())
+        except tf.errors.DataLossError:  # A last record cut short.
+            cut = True
+        kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+        if len(kept) == len(records) and not cut:
+            continue
+        tmp = path.with_name(f".rewrite.{os.getpid()}.tmp")  # Not read by TensorBoard.
+        try:
+            with tf.io.TFRecordWriter(str(tmp)) as writer:
+                for record in kept:
+                    writer.write(record)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        rewritten.append(path)
+    return rewritten
 
 
 def _rows_up_to(path: pathlib.Path, step: int) -> list[tuple[str, dict[str, Any]]]:
