@@ -228,6 +228,7 @@ def _model_objective(model, x, estimator):
 @pytest.mark.parametrize(
     "memory,estimator",
     [
+        ("learned", "vimco"),
         ("learned", "vimco_geometric"),
         ("learned", "nvil"),
         ("episodic", "nvil"),
@@ -379,6 +380,56 @@ def test_nvil_running_statistics_update_values(float64):
     model.loss_and_terms(x, mem, seed, training=False)
     model.loss_and_terms(x, mem, seed, update_statistics=False)
     assert (nvil.centre.numpy(), nvil.variance.numpy()) == moved
+
+
+def test_model_vimco_is_the_arithmetic_leave_one_out(float64):
+    """The default estimator by name, through the model: the surrogate of
+    `vimco_objective(..., "arithmetic")` (the paper's), with its gradients,
+    and not the geometric one's or the bound's (no score term)."""
+    model, x, mem = _tiny_vma("learned")
+    variables = model.trainable_variables
+    grads = {}
+    for name in ("model", "arithmetic", "geometric", "bound"):
+        with tf.GradientTape() as tape:
+            terms = model.compute_terms(x, mem, 3, seed=(4, 2))
+            if name == "model":
+                value = model.objective(terms, x, "vimco")
+            elif name == "bound":
+                value = estimators.iwae_bound(terms.log_weights)
+            else:
+                value = _vimco(terms, name)
+        grads[name] = [g.numpy() for g in tape.gradient(value, variables)]
+        if name == "model":
+            surrogate = value.numpy()
+        elif name == "arithmetic":
+            np.testing.assert_allclose(surrogate, value.numpy(), rtol=1e-12)
+    for g, h in zip(grads["model"], grads["arithmetic"]):
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-14)
+    for other in ("geometric", "bound"):
+        assert any(
+            not np.allclose(g, h) for g, h in zip(grads["model"], grads[other])
+        ), other
+
+
+def test_nvil_statistics_ignore_a_non_finite_batch(float64):
+    """A step with a NaN log-weight (one `--skip_nonfinite` skips) leaves c
+    and v as they were: once NaN they would make every later loss NaN. The
+    next finite step moves them and gives a finite loss."""
+    model, x, mem = _tiny_vma("learned", "nvil")
+    nvil = model.nvil_baseline
+    nvil.centre.assign(1.5)
+    nvil.variance.assign(3.0)
+    seed = tf.constant([5, 9])
+    _, terms = model.loss_and_terms(x, mem, seed, update_statistics=False)
+    poisoned = terms._replace(
+        log_weights=tf.tensor_scatter_nd_update(
+            terms.log_weights, [[0, 0]], tf.constant([np.nan], terms.log_weights.dtype)
+        ),
+    )
+    model.training_objective(poisoned, x)
+    assert (nvil.centre.numpy(), nvil.variance.numpy()) == (1.5, 3.0)
+    loss, _ = model.loss_and_terms(x, mem, seed)
+    assert np.isfinite(loss.numpy()) and nvil.centre.numpy() != 1.5
 
 
 def test_enumeration_detects_a_biased_estimator(float64):

@@ -587,6 +587,33 @@ def test_classification(omniglot_runs):
     assert one["importance_weighted"]["accuracy"] == 1.0
 
 
+def test_episode_labels_follow_the_characters_not_the_row_order():
+    """Classes are the targets' characters in target order; memory entries
+    get their character's class wherever they sit (`tf.repeat` of the class
+    ids would be right only for class-major memory)."""
+    memory, x = classification.episode_labels([7, 3, 3, 9, 7, 9], [3, 9, 7])
+    np.testing.assert_array_equal(x, [0, 1, 2])
+    np.testing.assert_array_equal(memory, [2, 0, 0, 1, 2, 1])
+    memory, x = classification.episode_labels([4, 4, 8, 8], [8, 4])
+    np.testing.assert_array_equal(memory, [1, 1, 0, 0])
+    np.testing.assert_array_equal(x, [0, 1])
+    with pytest.raises(ValueError, match=r"memory characters \[5\] have no target"):
+        classification.episode_labels([4, 5], [4])
+
+
+def test_classification_under_mixed_bfloat16(omniglot_runs):
+    """`--precision=mixed_bfloat16` (bfloat16 networks, q(a|x) in the
+    head's float32): both rules run; 1-way is right by both."""
+    run = protocols.load(omniglot_runs[1].workdir, "mixed_bfloat16")
+    assert run.model.compute_dtype == "bfloat16"
+    result, _ = protocols.classification_protocol(
+        run, num_samples=2, num_examples=2, settings=((1, 2), (3, 2)), iw_episodes=1
+    )
+    one, three = (result["settings"][k] for k in ("1-way 2-shot", "3-way 2-shot"))
+    assert one["q(a|x)"]["accuracy"] == one["importance_weighted"]["accuracy"] == 1
+    assert 0 <= three["q(a|x)"]["accuracy"] <= 1
+
+
 def test_classification_episode_alphabets(omniglot_runs):
     """Within-alphabet episodes run; more alphabets than the test split has
     is one line naming the flag."""

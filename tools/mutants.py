@@ -214,8 +214,8 @@ MUTANTS = (
     Mutant(
         "nvil_centre_decay_reversed",
         "vma_tf/modeling/nvil.py",
-        "a * self.centre + (1.0 - a) * tf.cast(mean, self.centre.dtype)",
-        "(1.0 - a) * self.centre + a * tf.cast(mean, self.centre.dtype)",
+        "moved = a * statistic + (1.0 - a) * value",
+        "moved = (1.0 - a) * statistic + a * value",
         ("tests/test_estimators.py::test_nvil_running_statistics_update_values",),
     ),
     Mutant(
@@ -1466,6 +1466,40 @@ MUTANTS = (
         (
             "tests/test_training.py::"
             "test_resume_drops_tensorboard_events_past_the_checkpoint",
+        ),
+    ),
+    Mutant(
+        "default_vimco_is_geometric",
+        "vma_tf/modeling/estimator_registry.py",
+        '"vimco": GradientEstimator("vimco", discrete_terms, _vimco("arithmetic")),',
+        '"vimco": GradientEstimator("vimco", discrete_terms, _vimco("geometric")),',
+        ("tests/test_estimators.py::test_model_vimco_is_the_arithmetic_leave_one_out",),
+    ),
+    Mutant(
+        "default_vimco_is_the_bound",
+        "vma_tf/modeling/estimator_registry.py",
+        '"vimco": GradientEstimator("vimco", discrete_terms, _vimco("arithmetic")),',
+        '"vimco": GradientEstimator("vimco", discrete_terms, _bound),',
+        (
+            "tests/test_estimators.py::"
+            "test_model_estimators_are_unbiased_by_exact_enumeration[learned-vimco]",
+        ),
+    ),
+    Mutant(
+        "nvil_statistics_take_a_nan_batch",
+        "vma_tf/modeling/nvil.py",
+        "statistic.assign(tf.where(finite, moved, statistic))",
+        "statistic.assign(moved)",
+        ("tests/test_estimators.py::test_nvil_statistics_ignore_a_non_finite_batch",),
+    ),
+    Mutant(
+        "classification_labels_by_sorted_character",
+        "vma_tf/classification.py",
+        "enumerate(dict.fromkeys(x_label.tolist()))",
+        "enumerate(sorted(set(x_label.tolist())))",
+        (
+            "tests/test_protocols.py::"
+            "test_episode_labels_follow_the_characters_not_the_row_order",
         ),
     ),
 )

@@ -31,8 +31,34 @@ def address_class_probs(model, x, memory, memory_labels, num_classes: int):
         float `[B, N]` class probabilities (rows sum to 1).
     """
     q_a, _ = model.address_distributions(x, memory)
-    onehot = tf.one_hot(memory_labels, num_classes, dtype=model.compute_dtype)
-    return tf.matmul(q_a.probs_parameter(), onehot)
+    probs = q_a.probs_parameter()  # The head's dtype: float32 at any policy.
+    return tf.matmul(probs, tf.one_hot(memory_labels, num_classes, dtype=probs.dtype))
+
+
+def episode_labels(memory_label, x_label) -> tuple[np.ndarray, np.ndarray]:
+    """An episode's class labels in `[0, N)`, from its character labels.
+
+    Class i is the i-th distinct character among the targets, so the labels
+    do not depend on how the episode orders its rows.
+
+    Args:
+        memory_label: int `[|M|]` character of each memory entry; each is
+            the character of some target.
+        x_label: int `[B]` character of each target.
+
+    Returns:
+        int32 `([|M|], [B])` class of each memory entry and of each target.
+
+    Raises:
+        ValueError: a memory entry of a character no target has.
+    """
+    x_label, memory_label = np.asarray(x_label), np.asarray(memory_label)
+    place = {c: i for i, c in enumerate(dict.fromkeys(x_label.tolist()))}
+    missing = set(memory_label.tolist()) - set(place)
+    if missing:
+        raise ValueError(f"memory characters {sorted(missing)} have no target")
+    classes = lambda labels: np.array([place[c] for c in labels.tolist()], np.int32)
+    return classes(memory_label), classes(x_label)
 
 
 def own_slot_recall(model, x, memory):

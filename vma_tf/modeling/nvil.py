@@ -87,14 +87,17 @@ class NVILBaseline(keras.layers.Layer):
         return tf.maximum(tf.sqrt(tf.convert_to_tensor(self.variance)), 1.0)
 
     def update(self, mean, variance) -> None:
-        """Moves c and v towards this batch's mean and variance."""
+        """Moves c and v towards this batch's mean and variance; a batch
+        whose statistics are not finite (a step `--skip_nonfinite` skips)
+        leaves both as they are: a NaN in them would stay, and make every
+        later loss NaN."""
         a = self.decay
-        self.centre.assign(
-            a * self.centre + (1.0 - a) * tf.cast(mean, self.centre.dtype)
-        )
-        self.variance.assign(
-            a * self.variance + (1.0 - a) * tf.cast(variance, self.variance.dtype)
-        )
+        mean = tf.cast(mean, self.centre.dtype)
+        variance = tf.cast(variance, self.variance.dtype)
+        finite = tf.math.is_finite(mean) & tf.math.is_finite(variance)
+        for statistic, value in ((self.centre, mean), (self.variance, variance)):
+            moved = a * statistic + (1.0 - a) * value
+            statistic.assign(tf.where(finite, moved, statistic))
 
     def get_config(self):
         return {

@@ -99,14 +99,15 @@ def classification_protocol(
             )
         except ValueError as e:  # One line naming the flag.
             raise ConfigError(f"classification, {ways}-way {shots}-shot: {e}") from e
-        labels_m = tf.repeat(tf.range(ways), shots)
-        truth = np.arange(ways)
         acc_q, acc_iw = [], []
         for i, ep in enumerate(from_counter(make, 0, o.num_examples or 1000)):
-            p = q_probs(ep["x"], ep["memory"], labels_m, ways)
+            labels_m, truth = classification.episode_labels(
+                ep["memory_label"], ep["x_label"]
+            )
+            p = q_probs(ep["x"], ep["memory"], tf.constant(labels_m), ways)
             acc_q.append(np.mean(np.argmax(p.numpy(), -1) == truth))
             if i < o.iw_episodes and o.num_samples > 0:
-                p = iw(ep["x"], ep["memory"], labels_m.numpy(), ways, seed=(o.seed, i))
+                p = iw(ep["x"], ep["memory"], labels_m, ways, seed=(o.seed, i))
                 acc_iw.append(np.mean(np.argmax(p, -1) == truth))
         key = f"{ways}-way {shots}-shot"
         results[key] = {"q(a|x)": classification.accuracy_interval(acc_q)}
