@@ -113,6 +113,12 @@ def _settings(workdir: pathlib.Path):
             f"--steps_per_trial={FLAGS.steps_per_trial} must be a positive "
             f"multiple of --log_every={every}"
         )
+    if FLAGS.tuner == "hyperband" and FLAGS.steps_per_trial < 2 * every:
+        raise ConfigError(
+            f"--tuner=hyperband needs --steps_per_trial >= 2 * --log_every "
+            f"({2 * every}): with {FLAGS.steps_per_trial} its short and long "
+            "trials would train the same steps"
+        )
     settings = {
         "tuner": FLAGS.tuner,
         "max_trials": FLAGS.max_trials,

@@ -560,6 +560,11 @@ TABLE = [
     ("tune", ["--workdir={new}", "--tuner_seed=-1"], "flag --tuner_seed=-1"),
     ("tune", ["--workdir={new}", "--similarity=foo"], "flag --similarity=foo"),
     ("tune", ["--steps_per_trial=100"], "--workdir is required"),
+    (
+        "tune",
+        ["--workdir={new}", "--tuner=hyperband", "--steps_per_trial=100"],
+        "--tuner=hyperband needs --steps_per_trial >= 2 * --log_every (200)",
+    ),
     # -- launchers.time_to_quality -------------------------------------------
     (
         "time_to_quality",

@@ -104,6 +104,14 @@ def test_hypermodel_maps_values_onto_the_config():
     )
 
 
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_every_oracle_is_seeded_also_by_seed_zero(tuner):
+    """keras-tuner draws a random seed for 0; the default --tuner_seed=0
+    must still give the same search twice."""
+    seeds = [tuning.make_oracle(tuner, 2, s).seed for s in (0, 0, 5)]
+    assert seeds == [1, 1, 6]
+
+
 def test_hyperband_budget_rounds_to_log_every():
     assert tuning.trial_steps(30, 10, None) == 30
     assert [tuning.trial_steps(30, 10, e) for e in (1, 2, 3)] == [10, 20, 30]
@@ -112,17 +120,12 @@ def test_hyperband_budget_rounds_to_log_every():
 
 @pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_seeded_search_writes_table_and_a_trainable_best_config(tmp_path):
-    """Two searches with the same seed: the same trials, the same numbers; the
-    best config trains with launchers.train --config_json."""
+    """Two searches with the same (default) seed: the same trials, the same
+    numbers; the best config trains with launchers.train --config_json."""
     results = []
     for name in ("a", "b"):
         proc = run(
-            tune_command(
-                tmp_path / name,
-                "--max_trials=2",
-                "--steps_per_trial=10",
-                "--tuner_seed=3",
-            )
+            tune_command(tmp_path / name, "--max_trials=2", "--steps_per_trial=10")
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         rows = json.loads((tmp_path / name / "trials.json").read_text())
@@ -177,6 +180,12 @@ def test_hyperband_continues_the_best_trials_from_their_checkpoints(tmp_path):
     steps = sorted(r["metric/steps"] for r in rows)
     assert steps == [10.0, 10.0, 10.0, 30.0]
     (long,) = [r for r in rows if r["metric/steps"] == 30.0]
+    # Hyperband promotes the lowest bound (the objective is minimised).
+    best = min(
+        (r for r in rows if r["metric/steps"] == 10.0), key=lambda r: r["objective"]
+    )
+    hp = lambda r: {k: v for k, v in r.items() if k.startswith("hp/")}
+    assert hp(long) == hp(best)
     text = (pathlib.Path(long["workdir"]) / "metrics.jsonl").read_text()
     log = [json.loads(line) for line in text.splitlines()]
     # Continued from a 10-step trial's checkpoint (copied), not retrained.

@@ -1502,6 +1502,35 @@ MUTANTS = (
             "test_episode_labels_follow_the_characters_not_the_row_order",
         ),
     ),
+    Mutant(
+        "tuner_seed_zero_unseeded",
+        "vma_tf/tuning.py",
+        "    seed = seed + 1\n",
+        "",
+        (
+            "tests/test_tuning.py::"
+            "test_every_oracle_is_seeded_also_by_seed_zero[random]",
+        ),
+    ),
+    Mutant(
+        "hyperband_rungs_of_equal_steps_accepted",
+        "launchers/tune.py",
+        'if FLAGS.tuner == "hyperband" and FLAGS.steps_per_trial < 2 * every:',
+        "if False:",
+        (
+            "tests/test_bad_flags.py::test_bad_flags_one_line_exit_2_nothing_written[tune:--workdir={new} --tuner=hyperband --steps_per_trial=100]",
+        ),
+    ),
+    Mutant(
+        "tuner_maximises_the_bound",
+        "vma_tf/tuning.py",
+        'keras_tuner.Objective(OBJECTIVE, direction="min")',
+        'keras_tuner.Objective(OBJECTIVE, direction="max")',
+        (
+            "tests/test_tuning.py::"
+            "test_hyperband_continues_the_best_trials_from_their_checkpoints",
+        ),
+    ),
 )
 
 

@@ -55,6 +55,7 @@ from typing import Any
 
 import keras_tuner
 
+from vma_tf import time_to_quality as ttq
 from vma_tf.configs import (
     FIELDS_BY_NAME,
     TUNERS,
@@ -222,14 +223,17 @@ class VMATuner(keras_tuner.Tuner):
         except (Interrupted, ConfigError, DataError) as e:
             raise StopSearch(e) from e
         split = "valid" if "valid" in summary["metrics"] else _first_eval(summary)
-        valid, train = summary["metrics"][split], summary["metrics"].get("train", {})
+        train = summary["metrics"].get("train", {})
         bound = objective_bound(workdir, split)
+        # The last periodic evaluation of the split (summary's `test` of an
+        # Omniglot run is the final one, on the whole test set).
+        periodic = ttq.curve(ttq.read_metrics(workdir / "metrics.jsonl"), split)
         metrics = {
             OBJECTIVE: bound["nll_bound"]["mean"],
             "kl_a": bound["kl_a"]["mean"],
             "kl_z": bound["kl_z"]["mean"],
             "recon": bound["recon"]["mean"],
-            "trial_nll_bound": float(valid["nll_bound"]),
+            "trial_nll_bound": float(periodic[-1][1]),
             "train_nll_bound": float(train.get("nll_bound", math.nan)),
             "steps": float(summary["step"]),
             "steps_per_sec": float(summary["steps_per_sec"] or 0.0),
@@ -290,8 +294,15 @@ def _searched(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_oracle(tuner: str, max_trials: int, seed: int) -> keras_tuner.Oracle:
-    """The keras-tuner oracle `tuner` (random, bayesian or hyperband)."""
+    """The keras-tuner oracle `tuner` (random, bayesian or hyperband).
+
+    Args:
+        seed: `--tuner_seed` (>= 0). The oracle gets `seed + 1`: keras-tuner
+            draws a random seed for 0 (`seed or random.randint(...)`), which
+            left the default search unseeded.
+    """
     objective = keras_tuner.Objective(OBJECTIVE, direction="min")
+    seed = seed + 1
     if tuner == "random":
         return keras_tuner.oracles.RandomSearchOracle(
             objective=objective, max_trials=max_trials, seed=seed
