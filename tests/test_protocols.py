@@ -607,11 +607,10 @@ def test_classification_under_mixed_bfloat16(omniglot_runs):
     run = protocols.load(omniglot_runs[1].workdir, "mixed_bfloat16")
     assert run.model.compute_dtype == "bfloat16"
     result, _ = protocols.classification_protocol(
-        run, num_samples=2, num_examples=2, settings=((1, 2), (3, 2)), iw_episodes=1
+        run, num_samples=2, num_examples=1, settings=((1, 2),), iw_episodes=1, jit=False
     )
-    one, three = (result["settings"][k] for k in ("1-way 2-shot", "3-way 2-shot"))
+    one = result["settings"]["1-way 2-shot"]
     assert one["q(a|x)"]["accuracy"] == one["importance_weighted"]["accuracy"] == 1
-    assert 0 <= three["q(a|x)"]["accuracy"] <= 1
 
 
 def test_classification_episode_alphabets(omniglot_runs):
