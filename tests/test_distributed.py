@@ -466,3 +466,79 @@ def test_workers_that_cannot_see_the_chiefs_checkpoint_refuse(runs, tmp_path):
     for log in logs:
         assert "error: the workers resume from different checkpoints" in log.read_text()
     assert train_rows(runs["multi"]).keys() == {10, 20, 30, 40}
+
+
+# One SGD step of a small MNIST VAE on `x`, under the default strategy or on
+# two logical CPUs (MirroredStrategy), every replica seeded alike; prints the
+# weights' change as JSON.
+ONE_STEP = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+mirrored = sys.argv[1] == "mirrored"
+if mirrored:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from vma_tf import configs
+from vma_tf.modeling.builders import build_model
+from vma_tf.modeling.models import LatentVariableModel
+from vma_tf.modeling.nonfinite import NonFiniteGuard
+
+def same_seed(seed):  # Both replicas draw the noise of one device.
+    context = tf.distribute.get_replica_context()
+    return seed, context.num_replicas_in_sync if context else 1
+LatentVariableModel._replica_seed = staticmethod(same_seed)
+config = configs.override(
+    configs.get_preset("mnist_vae"), hidden_units=(16,), latent_dim=2, num_samples=3
+)
+rows = (np.random.default_rng(0).uniform(size=(4, 784)) > 0.5).astype(np.float32)
+x = np.concatenate([rows, rows]) if mirrored else rows  # Each replica: rows.
+strategy = (
+    tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    if mirrored else tf.distribute.get_strategy()
+)
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    model = build_model(config.model, (784,), seed=0)
+    model.compute_terms(rows, None, 3, seed=(0, 0))
+    model.compile(
+        optimizer=NonFiniteGuard(keras.optimizers.SGD(0.01), model.first_nonfinite_step),
+        jit_compile=False,
+    )
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    before = [v.numpy() for v in model.trainable_variables]
+    model.fit(tf.data.Dataset.from_tensors({"x": x}), epochs=1, verbose=0)
+    moved = [
+        (v.numpy() - b).ravel().tolist()
+        for v, b in zip(model.trainable_variables, before)
+    ]
+print(json.dumps(moved))
+"""
+
+
+@pytest.mark.slow  # Two TensorFlow processes, as the other strategy tests.
+def test_two_replicas_step_as_one_device_on_the_global_mean(tmp_path):
+    """Each replica's loss is divided by R and the optimizer sums the
+    replicas' gradients: on a global batch of two copies of the same rows,
+    with the same noise on both replicas, one SGD step moves every weight
+    exactly as one device on those rows does (Adam, which training uses,
+    would hide a wrong scale)."""
+
+    def moved(strategy):
+        proc = subprocess.run(
+            [sys.executable, "-c", ONE_STEP, strategy],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [np.array(v) for v in json.loads(proc.stdout.splitlines()[-1])]
+
+    one, two = moved("default"), moved("mirrored")
+    assert len(one) == len(two) > 4
+    assert sum(np.abs(v).sum() for v in one) > 0
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-9)

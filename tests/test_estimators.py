@@ -649,8 +649,8 @@ def _tiny_float32_vma(estimator, memory="episodic"):
         pytest.param("vimco", marks=pytest.mark.slow),
         pytest.param("vimco_geometric", marks=pytest.mark.slow),
         "nvil",
-        "rws",
-        pytest.param("gumbel", marks=pytest.mark.slow),  # >= 30 s (BUILD.md "Tests").
+        pytest.param("rws", marks=pytest.mark.slow),  # >= 30 s (BUILD.md "Tests").
+        pytest.param("gumbel", marks=pytest.mark.slow),
     ],
 )
 def test_every_estimator_trains_under_xla(estimator, tmp_path):

@@ -752,7 +752,7 @@ def test_warm_start_from_another_architecture_is_refused(tmp_path, warm_start_so
     [
         # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
         pytest.param("truncate_data", marks=pytest.mark.slow),
-        "garbage_index",
+        pytest.param("garbage_index", marks=pytest.mark.slow),
     ],
 )
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(

@@ -1531,6 +1531,16 @@ MUTANTS = (
             "test_hyperband_continues_the_best_trials_from_their_checkpoints",
         ),
     ),
+    Mutant(
+        "replica_loss_not_divided_by_replicas",
+        "vma_tf/modeling/base.py",
+        "scaled = loss / replicas if replicas > 1 else loss",
+        "scaled = loss",
+        (
+            "tests/test_distributed.py::"
+            "test_two_replicas_step_as_one_device_on_the_global_mean",
+        ),
+    ),
 )
 
 
