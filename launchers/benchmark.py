@@ -96,15 +96,17 @@ def _memory_sizes() -> list[int]:
         )
     if any(s < 1 for s in sizes):
         fail(f"--memory_sizes={','.join(FLAGS.memory_sizes)} must all be >= 1")
-    for flag, minimum in (
-        ("steps", 1),
-        ("warmup", 0),
-        ("eval_samples", 0),
-        ("input_batches", 0),
-    ):
-        if getattr(FLAGS, flag) < minimum:
-            fail(f"--{flag}={getattr(FLAGS, flag)} must be >= {minimum}")
+    _check_minimums(steps=1, warmup=0, eval_samples=0, input_batches=0)
     return sizes
+
+
+def _check_minimums(**minimums: int) -> None:
+    """Fails on the first flag below its minimum (a flag left unset, None,
+    passes)."""
+    for flag, minimum in minimums.items():
+        value = getattr(FLAGS, flag)
+        if value is not None and value < minimum:
+            fail(f"--{flag}={value} must be >= {minimum}")
 
 
 def _checked_config(sizes: list[int]) -> configs.Config:
@@ -157,10 +159,7 @@ def _conv_layers() -> None:
             f"--{given[0]} does not apply with --conv_layers (it reads "
             "--channels, --steps, --warmup and --json)"
         )
-    for flag, minimum in (("steps", 1), ("warmup", 0), ("channels", 1)):
-        value = getattr(FLAGS, flag)
-        if value is not None and value < minimum:
-            fail(f"--{flag}={value} must be >= {minimum}")
+    _check_minimums(steps=1, warmup=0, channels=1)
     if FLAGS.json:
         try:
             check_output_file("--json", FLAGS.json)

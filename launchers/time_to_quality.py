@@ -11,8 +11,8 @@ same command to continue) and stops at the first evaluation that reaches
 every bound, or at --steps. A bound can only be seen reached at an
 evaluation (every --eval_every steps) of the run's periodic split (`valid`
 on MNIST, `test` on Omniglot; --split picks another the run evaluates
-periodically). `--notrain` only reads DIR's metrics.jsonl. Definitions (first step, training time, resumed runs):
-`vma_tf.time_to_quality`.
+periodically). `--notrain` only reads DIR's metrics.jsonl. Definitions
+(first step, training time, resumed runs): `vma_tf.time_to_quality`.
 """
 
 from __future__ import annotations

@@ -36,17 +36,26 @@ FLAGS = {
     "jit": False,
 }
 
-# Runs launchers.train in a subprocess; keeps a worker's temporary directory
-# (normally deleted) so the test can read its checkpoint, and optionally
-# splits the CPU into 2 logical devices for MirroredStrategy.
-DRIVER = r"""
-import sys, types
-two_cpus = sys.argv.pop(1) == "1"
+# Splits the CPU into 2 logical devices if `two_cpus` (before TF starts).
+LOGICAL_CPUS = r"""
 import tensorflow as tf
 if two_cpus:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+
+# Runs launchers.train in a subprocess; keeps a worker's temporary directory
+# (normally deleted) so the test can read its checkpoint, and optionally
+# splits the CPU into 2 logical devices for MirroredStrategy.
+DRIVER = (
+    r"""
+import sys, types
+two_cpus = sys.argv.pop(1) == "1"
+"""
+    + LOGICAL_CPUS
+    + r"""
+if two_cpus:
     mirrored = tf.distribute.MirroredStrategy
     tf.distribute.MirroredStrategy = lambda: mirrored(["/cpu:0", "/cpu:1"])
 from vma_tf import training
@@ -89,6 +98,7 @@ from launchers import train
 sys.argv[0] = "launchers.train"
 app.run(train.main)
 """
+)
 
 
 def flag_args(workdir, **overrides):
@@ -471,15 +481,14 @@ def test_workers_that_cannot_see_the_chiefs_checkpoint_refuse(runs, tmp_path):
 # One SGD step of a small MNIST VAE on `x`, under the default strategy or on
 # two logical CPUs (MirroredStrategy), every replica seeded alike; prints the
 # weights' change as JSON.
-ONE_STEP = r"""
+ONE_STEP = (
+    r"""
 import json, sys
 import numpy as np
-import tensorflow as tf
-mirrored = sys.argv[1] == "mirrored"
-if mirrored:
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+mirrored = two_cpus = sys.argv[1] == "mirrored"
+"""
+    + LOGICAL_CPUS
+    + r"""
 import keras
 from vma_tf import configs
 from vma_tf.modeling.builders import build_model
@@ -516,6 +525,7 @@ with strategy.scope():
     ]
 print(json.dumps(moved))
 """
+)
 
 
 @pytest.mark.slow  # Two TensorFlow processes, as the other strategy tests.

@@ -5,9 +5,10 @@
 
 Each `--run` is `LABEL=WORKDIR[:PAPER]` (PAPER: the paper's number, drawn as a dashed line).
 Prints one Markdown row per run: the periodic bound (K of the training command; the run's
-periodic split, `valid` on MNIST and `test` on Omniglot, or `--split`) at each budget (the last evaluation at or before it), the last step,
-the best bound and the training time to the last step (`vma_tf.time_to_quality`; the last
-step may be past the last evaluation). No TensorFlow.
+periodic split, `valid` on MNIST and `test` on Omniglot, or `--split`) at each budget (the
+last evaluation at or before it), the last step, the best bound and the training time to the
+last step (`vma_tf.time_to_quality`; the last step may be past the last evaluation). No
+TensorFlow.
 """
 
 from __future__ import annotations
