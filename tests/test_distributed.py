@@ -478,6 +478,31 @@ def test_workers_that_cannot_see_the_chiefs_checkpoint_refuse(runs, tmp_path):
     assert train_rows(runs["multi"]).keys() == {10, 20, 30, 40}
 
 
+# A small MNIST VAE's config, 4 binary rows, and on two logical CPUs
+# (`mirrored`) a global batch `x` of two copies of them, every replica seeded
+# as one device is: the same step on either strategy moves the weights alike.
+SAME_NOISE = r"""
+import keras
+from vma_tf import configs
+from vma_tf.modeling.models import LatentVariableModel
+
+def same_seed(seed):  # Both replicas draw the noise of one device.
+    context = tf.distribute.get_replica_context()
+    return seed, context.num_replicas_in_sync if context else 1
+LatentVariableModel._replica_seed = staticmethod(same_seed)
+config = configs.override(
+    configs.get_preset("mnist_vae"), hidden_units=(16,), latent_dim=2, num_samples=3,
+    jit=False,
+)
+rows = (np.random.default_rng(0).uniform(size=(4, 784)) > 0.5).astype(np.float32)
+x = np.concatenate([rows, rows]) if mirrored else rows  # Each replica: rows.
+strategy = (
+    tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    if mirrored else tf.distribute.get_strategy()
+)
+"""
+
+
 # One SGD step of a small MNIST VAE on `x`, under the default strategy or on
 # two logical CPUs (MirroredStrategy), every replica seeded alike; prints the
 # weights' change as JSON.
@@ -488,26 +513,10 @@ import numpy as np
 mirrored = two_cpus = sys.argv[1] == "mirrored"
 """
     + LOGICAL_CPUS
+    + SAME_NOISE
     + r"""
-import keras
-from vma_tf import configs
 from vma_tf.modeling.builders import build_model
-from vma_tf.modeling.models import LatentVariableModel
 from vma_tf.modeling.nonfinite import NonFiniteGuard
-
-def same_seed(seed):  # Both replicas draw the noise of one device.
-    context = tf.distribute.get_replica_context()
-    return seed, context.num_replicas_in_sync if context else 1
-LatentVariableModel._replica_seed = staticmethod(same_seed)
-config = configs.override(
-    configs.get_preset("mnist_vae"), hidden_units=(16,), latent_dim=2, num_samples=3
-)
-rows = (np.random.default_rng(0).uniform(size=(4, 784)) > 0.5).astype(np.float32)
-x = np.concatenate([rows, rows]) if mirrored else rows  # Each replica: rows.
-strategy = (
-    tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    if mirrored else tf.distribute.get_strategy()
-)
 with strategy.scope():
     keras.utils.set_random_seed(0)
     model = build_model(config.model, (784,), seed=0)
@@ -548,6 +557,72 @@ def test_two_replicas_step_as_one_device_on_the_global_mean(tmp_path):
         return [np.array(v) for v in json.loads(proc.stdout.splitlines()[-1])]
 
     one, two = moved("default"), moved("mirrored")
+    assert len(one) == len(two) > 4
+    assert sum(np.abs(v).sum() for v in one) > 0
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-9)
+
+
+# Training's own model and Adam (`experiment.build_model`): under the default
+# strategy, 2 steps on `rows`, a checkpoint (`checkpointing`), one more step;
+# on two logical CPUs (MirroredStrategy), the checkpoint restored by
+# training's `restore_newest_valid`, then the same step. Prints the step
+# restored and the weights' change in that step as JSON.
+RESUME_STEP = (
+    r"""
+import json, pathlib, sys
+import numpy as np
+mirrored = two_cpus = sys.argv[1] == "mirrored"
+directory = pathlib.Path(sys.argv[2])
+"""
+    + LOGICAL_CPUS
+    + SAME_NOISE
+    + r"""
+from vma_tf import checkpointing
+from vma_tf.experiment import build_model
+with strategy.scope():
+    model = build_model(config, (784,), {"x": rows})
+    checkpoint = checkpointing.make_checkpoint(model)
+    if mirrored:
+        checkpointing.restore_newest_valid(checkpoint, directory)
+    else:
+        model.fit(tf.data.Dataset.from_tensors({"x": x}).repeat(2), verbose=0)
+        tf.train.CheckpointManager(checkpoint, directory, 1).save(2)
+    step = int(model.optimizer.iterations.numpy())
+    before = [v.numpy() for v in model.trainable_variables]
+    model.fit(tf.data.Dataset.from_tensors({"x": x}), verbose=0)
+    moved = [
+        (v.numpy() - b).ravel().tolist()
+        for v, b in zip(model.trainable_variables, before)
+    ]
+print(json.dumps({"step": step, "moved": moved}))
+"""
+)
+
+
+@pytest.mark.slow  # Two TensorFlow processes, as the other strategy tests.
+def test_default_strategy_checkpoint_resumes_under_mirrored(tmp_path):
+    """A run checkpointed on one device and resumed on two replicas (a rerun
+    with --strategy=mirrored): its weights, Adam moments, step counter and
+    seed streams restore across the strategies, so the next step (same
+    global-mean gradient, the same noise on both replicas) moves every
+    weight as the one-device run's next step does. A lost Adam state or
+    step counter would change the step's size; lost seed streams its noise."""
+
+    def step(strategy):
+        proc = subprocess.run(
+            [sys.executable, "-c", RESUME_STEP, strategy, str(tmp_path / "ckpt")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout.splitlines()[-1])
+        return out["step"], [np.array(v) for v in out["moved"]]
+
+    (saved, one), (resumed, two) = step("default"), step("mirrored")
+    assert saved == resumed == 2
     assert len(one) == len(two) > 4
     assert sum(np.abs(v).sum() for v in one) > 0
     for a, b in zip(one, two):

@@ -1541,6 +1541,19 @@ MUTANTS = (
             "test_two_replicas_step_as_one_device_on_the_global_mean",
         ),
     ),
+    Mutant(
+        "adam_moments_not_checkpointed",
+        "vma_tf/checkpointing.py",
+        "optimizer=_variable_map(model.optimizer.variables, strip_scope=True),",
+        "optimizer=_variable_map(\n"
+        '            [v for v in model.optimizer.variables if "iteration" in v.path],\n'
+        "            strip_scope=True,\n"
+        "        ),",
+        (
+            "tests/test_distributed.py::"
+            "test_default_strategy_checkpoint_resumes_under_mirrored",
+        ),
+    ),
 )
 
 
