@@ -7,9 +7,9 @@ REST for `--url=http://HOST:8501`, gRPC for `--url=grpc://HOST:8500` (needs
 the optional tensorflow-serving-api package). Array inputs come from .npy or
 .npz files (np.load with allow_pickle=False; an .npz holds the input under
 its own name, e.g. "x", or a single array), or from a comma-separated list of
-image files (grayscale, scaled to [0, 1], `[N, H, W, 1]`; `--flatten` for
-MNIST's `[N, 784]`, `--invert` for dark strokes on white). `--inputs=FILE.npz`
-gives any inputs by name. Only the inputs the signature takes are sent:
+image files (8-bit, or 16-bit grayscale, scaled to [0, 1], `[N, H, W, 1]`;
+opaque only; `--flatten` for MNIST's `[N, 784]`, `--invert` for dark strokes
+on white). `--inputs=FILE.npz` gives any inputs by name. Only the inputs the signature takes are sent:
   log_likelihood*  x, memory, num_samples, seed
   address*         x, memory, k
   sample*          memory, num, seed
@@ -28,9 +28,11 @@ import pathlib
 import re
 import sys
 
-from absl import app, flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TF (gRPC) loads.
 
-from launchers.common import fail, parse_flags
+from absl import app, flags  # noqa: E402
+
+from launchers.common import fail, parse_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -131,7 +133,7 @@ def _load_images(flag: str, files):
             fail(f"--{flag}: no such image {f}")
         try:
             with Image.open(f) as im:
-                images.append(np.asarray(im.convert("L"), np.float32) / 255.0)
+                images.append(_gray(flag, f, im))
         except OSError as e:
             fail(f"--{flag}: cannot read image {f} ({e})")
     if len({im.shape for im in images}) > 1:
@@ -142,6 +144,29 @@ def _load_images(flag: str, files):
     if FLAGS.flatten:
         batch = batch.reshape(len(batch), -1)
     return batch
+
+
+def _gray(flag: str, path, im):
+    """An opened image as float32 `[H, W]` in [0, 1]: 8-bit images (any
+    colour mode, through Pillow's luminance) and 16-bit grayscale; one error
+    line for what would read as other values (see-through pixels, whose
+    colour is undefined; 32-bit and float images)."""
+    import numpy as np
+
+    if "A" in im.getbands() or "transparency" in im.info:
+        if np.asarray(im.convert("RGBA").getchannel("A")).min() < 255:
+            fail(
+                f"--{flag}: image {path} has transparent pixels; save it opaque "
+                "(strokes on a solid background)"
+            )
+    if im.mode.startswith("I;16"):
+        return np.asarray(im, np.float32) / 65535.0
+    if im.mode in ("I", "F"):
+        fail(
+            f"--{flag}: image {path} is {im.mode} (32-bit); save it as 8- or "
+            "16-bit grayscale"
+        )
+    return np.asarray(im.convert("L"), np.float32) / 255.0
 
 
 def _parse_seed(spec: str):

@@ -508,13 +508,50 @@ def test_query_launcher_invert_and_flatten_images(tmp_path):
     )
 
 
+def test_query_launcher_reads_16_bit_and_colour_images(tmp_path):
+    """A 16-bit grayscale PNG is scaled by 65535 (an 8-bit conversion clips
+    it to 0 or 1), and an opaque RGBA one reads as its luminance / 255."""
+    from PIL import Image
+
+    deep = (np.arange(12).reshape(3, 4) * 5000).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    colour = np.full((3, 4, 4), 255, np.uint8)
+    colour[..., :3] = np.arange(12, dtype=np.uint8).reshape(3, 4, 1) * 20
+    Image.fromarray(colour, "RGBA").save(tmp_path / "colour.png")
+    np.save(tmp_path / "memory.npy", np.zeros([2, 12], np.float32))
+    for name, want in (("deep", deep / 65535.0), ("colour", colour[..., 0] / 255.0)):
+        proc = run_launcher(
+            "query",
+            [
+                "--signature=address",
+                f"--x={tmp_path / name}.png",
+                f"--memory={tmp_path / 'memory.npy'}",
+                "--print_request",
+            ],
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        got = np.array(json.loads(proc.stdout)["inputs"]["x"])
+        np.testing.assert_allclose(got, want[None, ..., None], rtol=0, atol=1e-6)
+
+
 def test_query_launcher_bad_flags_give_one_line(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
     np.save(tmp_path / "x.npy", np.zeros([1, 784], np.float32))
     x = f"--x={tmp_path / 'x.npy'}"
+    np.save(tmp_path / "text.npy", np.array([["a"] * 784]))
+    from PIL import Image
+
+    see_through = np.full((2, 3, 4), 255, np.uint8)
+    see_through[1, 2, 3] = 0
+    Image.fromarray(see_through, "RGBA").save(tmp_path / "alpha.png")
     cases = [
         (["--signature=classify"], "--url is required"),
+        (["--print_request", f"--x={tmp_path / 'text.npy'}"], "'x' must hold numbers"),
+        (
+            ["--print_request", f"--x={tmp_path / 'alpha.png'}", "--flatten"],
+            "alpha.png has transparent pixels",
+        ),
         (["--url=localhost:8501"], "must start with http://"),
         (["--url=http://h:1", f"--x={tmp_path / 'obj.npy'}"], "cannot read"),
         (["--url=http://h:1", f"--x={tmp_path / 'obj.npz'}"], "cannot read"),
@@ -565,6 +602,37 @@ def test_integer_inputs_are_never_silently_changed():
     for inputs, message in bad:
         with pytest.raises(serving_client.ServingError, match=message):
             serving_client.predict("http://h:8501", "classify", inputs)
+
+
+def test_grpc_channel_has_no_message_size_limit(served, loaded, monkeypatch):
+    """gRPC's default 4 MiB receive limit would refuse a large reply (sampled
+    images, q(a|x) over a large memory) that REST takes: the client's channel
+    lifts both limits."""
+    grpc = pytest.importorskip("grpc")
+    apis = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+    opened = []
+
+    class Channel:
+        def close(self):
+            pass
+
+    def insecure_channel(target, options=()):
+        opened.append((target, dict(options)))
+        return Channel()
+
+    monkeypatch.setattr(grpc, "insecure_channel", insecure_channel)
+    monkeypatch.setattr(apis, "PredictionServiceStub", FakeStub(loaded["mnist_recall"]))
+    inputs = served["mnist_recall"]["inputs"]["sample"]
+    serving_client.predict("grpc://127.0.0.1:9", "sample", inputs)
+    assert opened == [
+        (
+            "127.0.0.1:9",
+            {
+                "grpc.max_send_message_length": -1,
+                "grpc.max_receive_message_length": -1,
+            },
+        )
+    ]
 
 
 def test_grpc_without_the_package_is_one_clear_error(monkeypatch):
@@ -644,6 +712,28 @@ def test_served_large_memory_samples_as_compute_terms(served, tmp_path, monkeypa
     one_stage = in_process(model, inputs)["log_likelihood"]["nll_bound"]
     assert len(memory) == 8
     assert not np.allclose(one_stage, expected["log_likelihood"]["nll_bound"])
+
+
+@pytest.mark.parametrize(("preset", "rows"), [(PRESETS[0], 1), (PRESETS[1], 7)])
+def test_served_bound_in_chunks_equals_compute_terms(
+    served, preset, rows, tmp_path, monkeypatch
+):
+    """`log_likelihood` streams its K * N rows in chunks of `CHUNK_ROWS`
+    (lowered here: N = 3 queries, so chunks of 1 sample, or of 2 with the last
+    one's second sample past K = 5 masked out); the numbers are those of one
+    `compute_terms` draw of K samples."""
+    from vma_tf.export import signatures
+
+    run = served[preset]
+    _, model, data, _ = load_run(run["workdir"])
+    monkeypatch.setattr(signatures, "CHUNK_ROWS", rows)
+    exported = tf.saved_model.load(
+        str(export.export_model(model, data.x_shape, tmp_path, 1))
+    )
+    inputs = run["inputs"]["log_likelihood"]
+    assert len(inputs["x"]) == 3 and inputs["num_samples"] == K == 5
+    got = call(exported, "log_likelihood", inputs)
+    assert_outputs_equal(got, run["expected"]["log_likelihood"], preset)
 
 
 def test_soft_attention_with_learned_memory_serves_its_memory(tmp_path, monkeypatch):

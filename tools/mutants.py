@@ -1554,6 +1554,16 @@ MUTANTS = (
             "test_default_strategy_checkpoint_resumes_under_mirrored",
         ),
     ),
+    Mutant(
+        "served_chunk_tail_not_masked",
+        "vma_tf/export/signatures.py",
+        "valid = (j * c + tf.range(c) < num_samples)[:, None]  # [c, 1]",
+        "valid = (j * c + tf.range(c) >= 0)[:, None]",
+        (
+            "tests/test_export.py::test_served_bound_in_chunks_equals_compute_terms"
+            "[omniglot_fewshot-7]",
+        ),
+    ),
 )
 
 

@@ -42,6 +42,13 @@ GRPC_MISSING = (
 )
 
 
+# gRPC channel options: no client-side limit on request or reply size.
+UNLIMITED_MESSAGES = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+)
+
+
 class ServingError(RuntimeError):
     """The server (or the transport) reported an error; one-line message."""
 
@@ -58,7 +65,8 @@ def as_inputs(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     Raises:
         ServingError: an integer input (`k`, `seed`, `memory_labels`, ...)
             holding a non-integer or a value outside int32, which a cast
-            would silently change (merging labels, say).
+            would silently change (merging labels, say); a float input (`x`,
+            `memory`) holding no numbers (text, objects).
     """
     out = {}
     for name, value in inputs.items():
@@ -74,6 +82,12 @@ def as_inputs(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
                 raise ServingError(
                     f"input {name!r} must lie in the int32 range "
                     f"[{info.min}, {info.max}]; got {array.min()}..{array.max()}"
+                )
+        elif dtype is not None:
+            array = np.asarray(value)
+            if array.dtype.kind not in "fiub":
+                raise ServingError(
+                    f"input {name!r} must hold numbers; got {array.dtype}"
                 )
         out[name] = np.asarray(value, dtype=dtype)
     return out
@@ -229,7 +243,9 @@ def predict_grpc(
         request.model_spec.version.value = int(version)
     for name, value in as_inputs(inputs).items():
         request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-    channel = grpc.insecure_channel(target)
+    # gRPC's own 4 MiB message limit would refuse a large reply (sampled
+    # images, q(a|x) over a large memory) that TF Serving sends and REST takes.
+    channel = grpc.insecure_channel(target, options=UNLIMITED_MESSAGES)
     try:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(request, timeout=timeout)

@@ -12,15 +12,20 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import tensorflow as tf
 
-from vma_tf import estimators
 from vma_tf.errors import ExportError
 from vma_tf.export.validation import Validator, fmt_shape
 from vma_tf.modeling.models import VAE, VMA, SoftAttentionVAE
 
 # Upper bound of `num_samples` and `num` per request (bounds the work).
 MAX_DRAWS = 10_000
+
+# `log_likelihood` evaluates its K * N (sample, query) rows in chunks of about
+# this many (at least one sample of every query per chunk), so the server's
+# memory does not grow with K. Read when a model is exported.
+CHUNK_ROWS = 4096
 
 # Every signature input, by the parameter name of the methods below.
 INPUT_SPECS = {
@@ -199,21 +204,45 @@ class ServingFunctions:
         )
         seed = v.seed(seed)
         n = tf.shape(x)[0]
-        # K is a tensor here, and `compute_terms` takes a Python K: the K
-        # copies of x are evaluated as one batch of K * N with K = 1. Its noise
-        # is the same Philox stream in the same layout as a `[K, N]` draw, so
-        # every number equals `compute_terms(x, memory, K, seed)`.
-        multiples = tf.concat(
-            [[num_samples], tf.ones([len(self.x_shape)], tf.int32)], 0
+        # K is a tensor here, and `compute_terms` takes a Python K: c copies
+        # of x are evaluated as one batch of c * N with K = 1, chunk j from
+        # sample offset j. Its noise is the same Philox stream in the same
+        # layout as rows j*c ... j*c + c - 1 of a `[K, N]` draw, so every
+        # number equals `compute_terms(x, memory, K, seed)`'s to rounding. The
+        # last chunk's rows past K are drawn and masked out.
+        c = tf.minimum(tf.maximum(CHUNK_ROWS // n, 1), num_samples)
+        multiples = tf.concat([[c], tf.ones([len(self.x_shape)], tf.int32)], 0)
+        tiled = tf.tile(x, multiples)
+
+        def chunk(j, log_sum, kl_z, recon, kl_a):
+            terms = self.model.compute_terms(tiled, memory, 1, seed, sample_offset=j)
+            valid = (j * c + tf.range(c) < num_samples)[:, None]  # [c, 1]
+
+            def total(t, fill):  # [c * N] -> [N], over the chunk's valid rows.
+                return tf.where(valid, tf.reshape(t, [c, n]), fill)
+
+            this = tf.reduce_logsumexp(total(terms.log_weights, -np.inf), 0)
+            log_sum = tf.reduce_logsumexp(tf.stack([log_sum, this]), 0)
+            return (
+                j + 1,
+                log_sum,
+                kl_z + tf.reduce_sum(total(terms.kl_z, 0.0), 0),
+                recon + tf.reduce_sum(total(terms.recon, 0.0), 0),
+                terms.kl_a[:n],
+            )
+
+        zeros = tf.zeros([n], self.model.head_dtype)
+        _, log_sum, kl_z, recon, kl_a = tf.while_loop(
+            lambda j, *_: j * c < num_samples,
+            chunk,
+            (tf.constant(0), zeros - np.inf, zeros, zeros, zeros),
         )
-        terms = self.model.compute_terms(tf.tile(x, multiples), memory, 1, seed)
-        per_sample = lambda t: tf.reshape(t, [num_samples, n])  # [K, N]
-        mean = lambda t: tf.reduce_mean(per_sample(t), axis=0)
+        k = tf.cast(num_samples, log_sum.dtype)
         return {
-            "nll_bound": -estimators.iwae_bound(per_sample(terms.log_weights)),
-            "kl_a": terms.kl_a[:n],
-            "kl_z": mean(terms.kl_z),
-            "recon": mean(terms.recon),
+            "nll_bound": tf.math.log(k) - log_sum,
+            "kl_a": kl_a,
+            "kl_z": kl_z / k,
+            "recon": recon / k,
         }
 
     def log_likelihood_without_memory(self, x, num_samples, seed):
