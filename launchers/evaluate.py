@@ -259,8 +259,7 @@ def _recorded(options: Options) -> dict:
         name: getattr(options, name) if name in names else FLAGS[name].value
         for name in ALWAYS_RECORDED
     }
-    if out["num_samples"] is None:  # Not a K-sample protocol.
-        out["num_samples"] = BoundOptions.num_samples
+    # A protocol without K (figures, address_usage) records num_samples null.
     for name in names:
         if name in OPTION_FLAGS and name not in out:
             out[name] = getattr(options, name)
@@ -332,15 +331,15 @@ def main(argv):
         "results": result,
     }
     written = _write(out, report, figures)
-    what = (
-        f"{options.num_draws} draws, the run's K"
-        if hasattr(options, "num_draws")
-        else f"K = {recorded['num_samples']}"
-    )
+    what = [f"protocol {FLAGS.protocol}"]
+    if hasattr(options, "num_draws"):
+        what.append(f"{options.num_draws} draws, the run's K")
+    elif recorded["num_samples"] is not None:
+        what.append(f"K = {recorded['num_samples']}")
     if getattr(options, "split", "test") != "test":
-        what += f", the {options.split} split's characters"
+        what.append(f"the {options.split} split's characters")
     run = runs[0]
-    print(f"{run.config.name} @ step {run.step}, protocol {FLAGS.protocol}, {what}")
+    print(f"{run.config.name} @ step {run.step}, {', '.join(what)}")
     for line in _summary_lines(result):
         print(line)
     for p in written:

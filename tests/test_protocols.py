@@ -642,6 +642,7 @@ def test_figures_through_the_launcher(omniglot_runs, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
+    assert ", protocol figures\n" in proc.stdout  # No K: it draws no bound.
     for name in (
         "figures.json",
         "learning_curves.png",
@@ -651,10 +652,10 @@ def test_figures_through_the_launcher(omniglot_runs, tmp_path):
     ):
         assert (tmp_path / name).stat().st_size > 0, name
     # The report records the four common options (as it always has), although
-    # `figures` takes only --seed.
+    # `figures` takes only --seed: the flags' values, no K (it draws no bound).
     report = json.loads((tmp_path / "figures.json").read_text())
     assert report["options"] == {
-        "num_samples": 1000,
+        "num_samples": None,
         "num_examples": 0,
         "chunk_size": 100,
         "seed": 0,
