@@ -14,6 +14,20 @@ if "VMA_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
     os.environ["VMA_DATA_DIR"] = str(SHARED_DATA)
 
 
+def pytest_sessionstart(session):
+    """With `VMA_REQUIRE_DATA=1` (set by `.ci/run`) a missing data directory
+    stops the run: the modules that read the shared files (test_omniglot_data,
+    test_data_files) would otherwise skip, and CI skips no test."""
+    if os.environ.get("VMA_REQUIRE_DATA") != "1":
+        return
+    root = os.environ.get("VMA_DATA_DIR")
+    if not root or not (pathlib.Path(root) / "SHA256SUMS").is_file():
+        raise pytest.UsageError(
+            f"VMA_REQUIRE_DATA=1 but VMA_DATA_DIR={root} holds no SHA256SUMS: "
+            "point it at the shared data directory"
+        )
+
+
 def _grouped_files():
     """The test files that mark themselves `xdist_group`."""
     here = pathlib.Path(__file__).parent

@@ -276,6 +276,11 @@ TABLE = [
         ["--preset=omniglot_fewshot", "--mixed_memory", "--memory_per_class=1"],
         "--mixed_memory has nothing to mix: with --memory_per_class=1 every",
     ),
+    (
+        "train",
+        ["--preset=omniglot_fewshot", "--mixed_memory", "--batch_classes=1"],
+        "--mixed_memory has nothing to mix: memory holds one character",
+    ),
     # -- launchers.train: dotted overrides generated from the schema ---------
     (
         "train",

@@ -428,7 +428,24 @@ def test_gmn_tables_split_train_draws_the_training_characters(
         protocols.gmn_table(run, split="valid", **kw)
 
 
-def test_robustness(omniglot_runs, tmp_path):
+def test_robustness(omniglot_runs, tmp_path, monkeypatch):
+    """A's point at C characters has C characters in memory, each with the
+    run's examples (C x memory_per_class rows; targets of at most the run's
+    batch_classes of them, the others confounders); B's point at k examples
+    has every test character with k each; the points' bounds differ."""
+    from vma_tf.data import experiments
+
+    made = []  # (targets, confounders, per class, memory rows) per point.
+    episodes = experiments.episodes
+
+    def spy(config, split, stream, **kw):
+        make = episodes(config, split, stream, **kw)
+        batch = make(tf.constant(0, tf.int64))
+        sizes = ("batch_classes", "confounder_classes", "memory_per_class")
+        made.append((*(kw[k] for k in sizes), int(batch["memory"].shape[0])))
+        return make
+
+    monkeypatch.setattr(experiments, "episodes", spy)
     result, figs = protocols.robustness(
         omniglot_runs[0],
         num_samples=3,
@@ -438,6 +455,13 @@ def test_robustness(omniglot_runs, tmp_path):
         jit=False,
     )
     _check(result)
+    d = omniglot_runs[0].config.data
+    per, total = d.memory_per_class, 144
+    targets = lambda n: min(n, d.batch_classes)
+    assert made == [
+        *((targets(n), n - targets(n), per, n * per) for n in (1, 2, 4)),
+        *((targets(total), total - targets(total), k, total * k) for k in (1, 2)),
+    ]
     a = result["A_classes"]
     assert [a[k]["classes"] for k in a] == [1, 2, 4]
     assert a["4"]["optimal_reference"] - a["1"]["optimal_reference"] == pytest.approx(
@@ -445,6 +469,7 @@ def test_robustness(omniglot_runs, tmp_path):
     )
     b = result["B_examples_per_class"]
     assert [b[k]["memory_per_class"] for k in b] == [1, 2]
+    assert len({p["nll_bound"]["mean"] for p in (*a.values(), *b.values())}) == 5
     figs["robustness"](tmp_path / "f.png")
     # Resumable like gmn_table: a point left on disk by an interrupted run is
     # taken (here a marked copy), the others recomputed to the same numbers.
@@ -585,6 +610,53 @@ def test_classification(omniglot_runs):
     one = result["settings"]["1-way 2-shot"]
     assert one["q(a|x)"]["accuracy"] == 1.0
     assert one["importance_weighted"]["accuracy"] == 1.0
+
+
+def test_classification_scores_each_query_against_its_own_class(
+    omniglot_runs, monkeypatch
+):
+    """The protocol's bookkeeping on known class probabilities: each query's
+    predicted class is the argmax over classes (its row), compared with its
+    character's class; accuracy is the mean over episodes and ci95 its 95 %
+    normal interval. Here every query is right in even episodes and wrong
+    in odd ones (3-way 2-shot, 4 episodes): 0.5 by both rules."""
+    ways, shots, episodes = 3, 2, 4
+    guess = (np.arange(ways) + 1) % ways  # Not symmetric: axis 0 differs.
+    probs = np.eye(ways, dtype=np.float32)[guess]
+    calls = []
+
+    def q_probs(model, x, memory, labels, n):
+        assert (x.shape[0], memory.shape[0], n) == (ways, ways * shots, ways)
+        return tf.constant(probs)
+
+    def iw_probs(self, x, memory, labels, n, seed):
+        assert (x.shape[0], memory.shape[0], n) == (ways, ways * shots, ways)
+        return probs
+
+    episode_labels = classification.episode_labels
+
+    def labels(memory_labels, x_labels):
+        memory, truth = episode_labels(memory_labels, x_labels)
+        np.testing.assert_array_equal(truth, np.arange(ways))
+        calls.append(1)
+        return memory, guess if len(calls) % 2 else np.arange(ways)
+
+    monkeypatch.setattr(classification, "address_class_probs", q_probs)
+    monkeypatch.setattr(classification.ImportanceClassifier, "__call__", iw_probs)
+    monkeypatch.setattr(classification, "episode_labels", labels)
+    result, _ = protocols.classification_protocol(
+        omniglot_runs[1],
+        num_samples=2,
+        num_examples=episodes,
+        settings=((ways, shots),),
+        iw_episodes=episodes,
+        jit=False,
+    )
+    ci95 = 1.96 * np.std([1, 0, 1, 0], ddof=1) / np.sqrt(episodes)
+    for rule in ("q(a|x)", "importance_weighted"):
+        r = result["settings"][f"{ways}-way {shots}-shot"][rule]
+        assert r["accuracy"] == 0.5 and r["episodes"] == episodes, rule
+        assert r["ci95"] == pytest.approx(ci95, rel=1e-12), rule
 
 
 def test_episode_labels_follow_the_characters_not_the_row_order():

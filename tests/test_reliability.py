@@ -130,10 +130,12 @@ def final_values(workdir):
 
 @pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.
 def test_sigkill_at_a_seeded_step_then_rerun_is_bit_equal(tmp_path):
-    """`--deterministic`: a run killed with SIGKILL at a seeded step (just
-    before a step, or just before a checkpoint is written) and rerun with the
-    same command ends with every weight, Adam moment and seed state bit-equal
-    to an uninterrupted run, with the same loss at every step."""
+    """`--deterministic`: a run killed with SIGKILL just before a step, and
+    one killed just before a checkpoint is written, each at a seeded step
+    inside a checkpoint interval (so steps past the last checkpoint are lost
+    and run again), and rerun with the same command, end with every weight,
+    Adam moment and seed state bit-equal to an uninterrupted run, with the
+    same loss at every step (the lost steps' rows replaced, not doubled)."""
     steps, every = 60, 7
     config = tiny(
         steps=steps,
@@ -144,37 +146,36 @@ def test_sigkill_at_a_seeded_step_then_rerun_is_bit_equal(tmp_path):
     )
     config_json = tmp_path / "config.json"
     config_json.write_text(config.to_json())
-    rng = random.Random(15)  # Seeded: the same kill point on every run.
-    phase = rng.choice(["begin", "save"])
-    kill_step = rng.randint(8, 45) if phase == "begin" else every * rng.randint(2, 6)
-    print(f"kill point: {phase} of step {kill_step}")
-    last_checkpoint = (kill_step - (phase == "begin")) // every * every
-    if phase == "save":
-        last_checkpoint -= every
-    full, part = tmp_path / "full", tmp_path / "part"
-    procs = [
-        launch(config_json, full, tmp_path / "full.log"),
-        launch(config_json, part, tmp_path / "part.log", f"{kill_step}:{phase}"),
+    rng = random.Random(15)  # Seeded: the same kill points on every run.
+    begin = every * rng.randint(1, 5) + rng.randint(2, every - 1)  # Not after a save.
+    kills = {"begin": begin, "save": every * rng.randint(2, 6)}
+    print(f"kill points: {kills}")
+    runs = {name: tmp_path / name for name in ("full", *kills)}
+    procs = [launch(config_json, runs["full"], tmp_path / "full.log")] + [
+        launch(config_json, runs[p], tmp_path / f"{p}.log", f"{at}:{p}")
+        for p, at in kills.items()
     ]
     codes = wait_all(procs, timeout=300)
-    assert codes == [0, -signal.SIGKILL], [
-        (tmp_path / f"{n}.log").read_text()[-3000:] for n in ("full", "part")
+    assert codes == [0, -signal.SIGKILL, -signal.SIGKILL], [
+        (tmp_path / f"{n}.log").read_text()[-3000:] for n in runs
     ]
-    done = kill_step - 1 if phase == "begin" else kill_step
-    assert max(step for step, _ in train_rows(part)) == done
-
-    rerun = launch(config_json, part, tmp_path / "rerun.log")
-    assert wait_all([rerun], timeout=300) == [0], (tmp_path / "rerun.log").read_text()
-    log = (tmp_path / "rerun.log").read_text()
-    assert f"at step {last_checkpoint}" in log, log[-3000:]
-
-    path_a, a = final_values(full)
-    path_b, b = final_values(part)
-    assert path_a.endswith(f"ckpt-{steps}") and path_b.endswith(f"ckpt-{steps}")
-    assert a.keys() == b.keys() and len(a) > 30
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    assert train_rows(full) == train_rows(part)
+    path_a, a = final_values(runs["full"])
+    assert path_a.endswith(f"ckpt-{steps}") and len(a) > 30
+    for phase, at in kills.items():
+        part = runs[phase]
+        done = at - 1 if phase == "begin" else at
+        last_checkpoint = (at - 1) // every * every
+        assert done - last_checkpoint >= 1, (phase, at)  # Steps are lost.
+        assert max(step for step, _ in train_rows(part)) == done
+        rerun = launch(config_json, part, tmp_path / f"{phase}_rerun.log")
+        assert wait_all([rerun], timeout=300) == [0]
+        log = (tmp_path / f"{phase}_rerun.log").read_text()
+        assert f"at step {last_checkpoint}" in log, log[-3000:]
+        path_b, b = final_values(part)
+        assert path_b.endswith(f"ckpt-{steps}") and a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"{phase} {name}")
+        assert train_rows(runs["full"]) == train_rows(part), phase
 
 
 @pytest.mark.slow  # >= 30 s (BUILD.md "Tests"): `make test-slow`, run by CI.

@@ -1564,6 +1564,30 @@ MUTANTS = (
             "[omniglot_fewshot-7]",
         ),
     ),
+    Mutant(
+        "robustness_without_confounders",
+        "vma_tf/protocols/_robustness.py",
+        "confounder_classes=num_classes - targets,",
+        "confounder_classes=0,",
+        ("tests/test_protocols.py::test_robustness",),
+    ),
+    Mutant(
+        "robustness_b_keeps_the_runs_examples",
+        "vma_tf/protocols/_robustness.py",
+        "memory_per_class=per_class,",
+        "memory_per_class=c.data.memory_per_class,",
+        ("tests/test_protocols.py::test_robustness",),
+    ),
+    Mutant(
+        "classification_argmax_over_queries",
+        "vma_tf/protocols/_classification.py",
+        "acc_q.append(np.mean(np.argmax(p.numpy(), -1) == truth))",
+        "acc_q.append(np.mean(np.argmax(p.numpy(), 0) == truth))",
+        (
+            "tests/test_protocols.py::"
+            "test_classification_scores_each_query_against_its_own_class",
+        ),
+    ),
 )
 
 

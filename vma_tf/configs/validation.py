@@ -266,6 +266,12 @@ def _check_episodes(config: Config) -> None:
             "--mixed_memory has nothing to mix: with --memory_per_class=1 every "
             "character keeps its one row; give --memory_per_class >= 2"
         )
+    if d.mixed_memory and d.batch_classes + d.confounder_classes == 1:
+        raise ConfigError(
+            "--mixed_memory has nothing to mix: memory holds one character "
+            f"(--batch_classes={d.batch_classes} + --confounder_classes="
+            f"{d.confounder_classes}); give two or more"
+        )
     chars = min(SPLIT_SIZES[d.dataset].values())
     if d.batch_classes + d.confounder_classes + d.absent_classes > chars:
         absent = f" + --absent_classes={d.absent_classes}" if d.absent_classes else ""
