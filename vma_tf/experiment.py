@@ -88,9 +88,11 @@ def build_model(
         # MultiWorkerMirroredStrategy rejects ("Attempt to convert a value
         # ({'x': PerReplica...}) with an unsupported type (<class 'dict'>)").
         model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    if isinstance(
-        tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
-    ):
+    strategy = tf.distribute.get_strategy()
+    if (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.num_replicas_in_sync > 1
+    ):  # One worker: Keras passes the outputs through, scalars as they are.
         _vectorize_step_outputs(model)
     return model
 

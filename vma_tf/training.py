@@ -368,25 +368,36 @@ def train_and_evaluate(
     config, workdir = preflight(config, workdir)
     if config.train.deterministic:  # Before any TF op; process-wide.
         tf.config.experimental.enable_op_determinism()
-    strategy = distribution.make_strategy(config.train.strategy)  # Before any TF op.
-    distribution.check_batch(config, strategy.num_replicas_in_sync)
-    task_type, task_id, chief = distribution.task_info(strategy)
-    if chief:
-        write_dir = workdir
-    else:  # Workers write into a temporary directory (deleted at the end).
-        write_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"vma_{task_type}{task_id}_"))
-        print(f"{task_type} {task_id}: not the chief, writing into {write_dir}")
-    data = make_data(config)
-    write_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with workdir_lock(write_dir):
-            with strategy.scope():
-                summary = _train(
-                    config, write_dir, data, progress and chief, workdir, stop_when
-                )
-    finally:
-        if not chief:
-            shutil.rmtree(write_dir, ignore_errors=True)
+    with _held_while_starting(config.train.strategy) as held:
+        # Before any TF op; then the holding handlers over TF's SIGTERM one.
+        strategy = distribution.make_strategy(config.train.strategy)
+        held.install()
+        distribution.check_batch(config, strategy.num_replicas_in_sync)
+        task_type, task_id, chief = distribution.task_info(strategy)
+        if chief:
+            write_dir = workdir
+        else:  # Workers write into a temporary directory (deleted at the end).
+            write_dir = pathlib.Path(
+                tempfile.mkdtemp(prefix=f"vma_{task_type}{task_id}_")
+            )
+            print(f"{task_type} {task_id}: not the chief, writing into {write_dir}")
+        data = make_data(config)
+        write_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with workdir_lock(write_dir):
+                with strategy.scope():
+                    summary = _train(
+                        config,
+                        write_dir,
+                        data,
+                        progress and chief,
+                        workdir,
+                        stop_when,
+                        held,
+                    )
+        finally:
+            if not chief:
+                shutil.rmtree(write_dir, ignore_errors=True)
     if not chief:
         summary = {
             **summary,
@@ -404,10 +415,12 @@ def _train(
     progress: bool,
     restore_dir: pathlib.Path | None = None,
     stop_when: Callable[[list[dict[str, Any]]], bool] | None = None,
+    held: _HeldSignals | None = None,
 ):
     """Trains in `workdir`; resumes from `restore_dir/checkpoints` (default
     `workdir`), the chief's directory for a non-chief worker. `stop_when`:
-    as in `train_and_evaluate`."""
+    as in `train_and_evaluate`; `held`: signals received while starting
+    (`_held_while_starting`)."""
     t = config.train
     example = data.make_batch(tf.constant(0, tf.int64))
     with dtype_policy_scope(t.precision):
@@ -447,7 +460,7 @@ def _train(
         monitor.history.extend(r for r in log.rows if r.get("step") == start_step)
     t0 = time.perf_counter()
     step = start_step
-    with _checkpoint_on_signals(monitor, model.distribute_strategy):
+    with _checkpoint_on_signals(monitor, model.distribute_strategy, held):
         if start_step and stop_when is not None:
             # A resumed run that had met its rule (--patience, or the bounds
             # of `launchers.time_to_quality`) by the restored step, and was
@@ -615,8 +628,66 @@ def _summary(config, workdir, model, start_step, wall, records) -> dict[str, Any
     }
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _HeldSignals:
+    """SIGINT / SIGTERM received while a `multi_worker` run starts.
+
+    Attributes:
+        signal: the first signal's number, or None.
+        originals: `{signal: handler}` installed before the holding began.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.originals: dict = {}
+        self._active = False
+
+    def _handler(self, signum, frame):
+        self.signal = self.signal or signum
+        signal.signal(signum, self.originals[signum])  # A second acts at once.
+
+    def install(self) -> None:
+        """(Re)installs the holding handlers for the signals not yet
+        received. Called again once the strategy exists: TensorFlow's
+        preemption notifier of `MultiWorkerMirroredStrategy` takes SIGTERM
+        over at the C level (and would swallow it), unseen by Python."""
+        if not self._active:
+            return
+        for s in _STOP_SIGNALS:
+            if self.signal != s:
+                previous = signal.signal(s, self._handler)
+                self.originals.setdefault(s, previous)
+
+
 @contextlib.contextmanager
-def _checkpoint_on_signals(monitor: _Monitor, strategy: tf.distribute.Strategy):
+def _held_while_starting(strategy: str):
+    """Under `--strategy=multi_worker`, holds SIGINT and SIGTERM while the
+    worker starts (the cluster, data, model and restore, which are collectives
+    with the other workers): the first is recorded, and training's monitor
+    acts on it at the first step, where every worker agrees to stop
+    (`_checkpoint_on_signals`). A worker dying there would leave the others
+    waiting in collectives. A second signal acts at once. Other strategies
+    (one process, nothing written yet) keep the default actions."""
+    held = _HeldSignals()
+    held._active = strategy == "multi_worker" and (
+        threading.current_thread() is threading.main_thread()
+    )
+    held.install()
+    try:
+        yield held
+    finally:
+        for s, h in held.originals.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _checkpoint_on_signals(
+    monitor: _Monitor,
+    strategy: tf.distribute.Strategy,
+    held: _HeldSignals | None = None,
+):
     """While training, SIGINT and SIGTERM set `monitor.signal`: the monitor
     checkpoints the step that is running when it ends, and stops with
     `Interrupted`. A second signal acts at once (the previous handler is
@@ -624,8 +695,10 @@ def _checkpoint_on_signals(monitor: _Monitor, strategy: tf.distribute.Strategy):
     after every step (`monitor.any_worker`, one small all-reduce), so a
     signal to any one of them stops all at the same step, each checkpointing
     it (a worker stopping alone would leave the others waiting in
-    collectives). SIGCONT (a stopped process continuing) calls
-    `monitor.resumed`, so that the pause is not counted as training time."""
+    collectives). A signal `held` while the run started is acted on at the
+    first step, as one received then. SIGCONT (a stopped process continuing)
+    calls `monitor.resumed`, so that the pause is not counted as training
+    time."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -636,8 +709,12 @@ def _checkpoint_on_signals(monitor: _Monitor, strategy: tf.distribute.Strategy):
         monitor.signal = signum
         signal.signal(signum, previous[signum])
 
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, handler) for s in signals}
+    previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
+    if held is not None:
+        previous.update(held.originals)  # Not the holding handlers.
+        if held.signal is not None:  # Its second one acts at once.
+            monitor.signal = held.signal
+            signal.signal(held.signal, previous[held.signal])
     if hasattr(signal, "SIGCONT"):  # Not on Windows.
         cont = signal.SIGCONT
         previous[cont] = signal.signal(cont, lambda signum, frame: monitor.resumed())
