@@ -106,7 +106,7 @@ flags.DEFINE_integer(
     0,
     "TensorFlow threads of each training and evaluation process (intra- and "
     "inter-op; 0: TF's default, all cores). Two lanes on two cores: 1 each "
-    "(6-13 %% more steps/s).",
+    "(6-15 %% more steps/s).",
     lower_bound=0,
 )
 

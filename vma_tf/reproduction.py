@@ -483,8 +483,9 @@ def thread_env(threads: int) -> dict[str, str]:
     """Environment variables giving each TensorFlow process of a run
     `threads` intra-op and inter-op threads ({} for TF's default, all cores).
 
-    Two lanes on two cores train 6-13 % more steps/s with one thread each
-    than with TF's two each (BENCHMARKS.md "Two lanes on two cores").
+    Two lanes on two cores train 6-15 % more steps/s (6-13 % less time per
+    step) with one thread each than with TF's two each (BENCHMARKS.md "Two
+    lanes on two cores", 2026-12-03).
     """
     if threads < 0:
         raise ValueError(f"threads must be >= 0, not {threads}")

@@ -81,8 +81,10 @@ def _omniglot(
         decoder_refine=2,
         prior_z_init=prior_z_init,
     )
-    # TF's own (oneDNN) conv kernels: 1.5x faster than XLA's on CPU for
-    # these nets (BENCHMARKS.md); pass --jit to compile with XLA (e.g. GPU).
+    # TF's own (oneDNN) conv kernels: 1.1-1.6x faster than XLA's for these
+    # nets on the CPUs measured (BENCHMARKS.md: 1.54x and 1.11x on an AVX-512
+    # EPYC, 1.11-1.18x on an AVX2 Zen 3); pass --jit to compile with XLA
+    # (e.g. GPU).
     train = TrainConfig(jit=False)
     config = Config(name=name, data=data, model=model, train=train)
     return override(config)  # Derives batch and memory size of episodes.
