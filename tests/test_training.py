@@ -948,21 +948,63 @@ def test_finished_run_ignores_rows_past_its_checkpoint(tmp_path):
     assert training._plateaued_at(workdir / "metrics.jsonl", 80, 40)
 
 
+def test_a_rerun_ending_at_a_checkpoint_between_evaluations_evaluates_it(tmp_path):
+    """`--steps` set to the newest checkpoint, which a kill left between two
+    evaluations (ckpt-30, evaluations every 20): nothing to train, and the
+    run's last step gets the periodic evaluation every run's last step has,
+    so the summary holds `valid` as an uninterrupted 30-step run's does."""
+    config = tiny(steps=40, checkpoint_every=10, jit=False)
+    workdir = tmp_path / "run"
+    training.train_and_evaluate(config, workdir, progress=False)
+    for path in (workdir / "checkpoints").glob("ckpt-40.*"):
+        path.unlink()
+    (workdir / "summary.json").unlink()
+    shorter = configs.override(config, steps=30)
+    again = training.train_and_evaluate(shorter, workdir, progress=False)
+    assert again["steps_this_run"] == 0 and again["step"] == 30
+    straight = training.train_and_evaluate(
+        shorter, tmp_path / "straight", progress=False
+    )
+    assert sorted(again["metrics"]) == sorted(straight["metrics"])
+    assert sorted(again["metrics"]) == ["test", "train", "valid"]
+    assert again["metrics"]["valid"] == pytest.approx(straight["metrics"]["valid"])
+    rows = [r["split"] for r in read_metrics(workdir) if r["step"] == 30]
+    assert sorted(rows) == ["test", "train", "valid"]
+
+
 def test_a_rerun_with_nothing_to_train_summarises_as_the_run_did(tmp_path):
     """Killed in its final evaluation (no summary.json), a finished run's
-    rerun evaluates again and writes the summary an uninterrupted run wrote:
-    the train and periodic rows of its last step too, not the test split
-    alone."""
-    config = tiny(steps=40, jit=False)
+    rerun writes the summary an uninterrupted run wrote: the train and
+    periodic rows of its last step too, not the final splits alone. It takes
+    the final rows already written (marked `final`) and evaluates only the
+    splits the kill left out: every final split has one row at the step."""
+    config = tiny(steps=40, jit=False, eval_memory_size=32)  # Finals: test, test_m32.
     workdir = tmp_path / "run"
     first = training.train_and_evaluate(config, workdir, progress=False)
+    metrics = workdir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    finals = [json.loads(line)["split"] for line in lines if '"final": true' in line]
+    assert finals == ["test", "test_m32"]
     (workdir / "summary.json").unlink()
+    metrics.write_text("".join(lines[:-1]))  # Killed in test_m32's evaluation.
     again = training.train_and_evaluate(config, workdir, progress=False)
     assert again["steps_this_run"] == 0
-    assert (
-        sorted(again["metrics"])
-        == sorted(first["metrics"])
-        == ["test", "train", "valid"]
+    assert metrics.read_text().splitlines(keepends=True)[:-1] == lines[:-1]
+    at_40 = [
+        (r["split"], r.get("final")) for r in read_metrics(workdir) if r["step"] == 40
+    ]
+    assert sorted(at_40, key=str) == sorted(
+        [("train", None), ("valid", None), ("valid_m32", None)]
+        + [("test", True), ("test_m32", True)],
+        key=str,
     )
-    for split in ("train", "valid"):
+    assert sorted(again["metrics"]) == sorted(first["metrics"])
+    assert sorted(first["metrics"]) == [
+        "test",
+        "test_m32",
+        "train",
+        "valid",
+        "valid_m32",
+    ]
+    for split in first["metrics"]:
         assert again["metrics"][split] == pytest.approx(first["metrics"][split])

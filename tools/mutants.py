@@ -346,8 +346,8 @@ MUTANTS = (
     Mutant(
         "final_evaluation_repeats_the_periodic_one",
         "vma_tf/training.py",
-        "        if not (split in done and data.evals[split] is ds)\n",
-        "",
+        '        and data.evals[r["split"]] is data.final_evals.get(r["split"])\n',
+        "        and False\n",
         ("tests/test_training.py::test_run_writes_everything",),
     ),
     Mutant(
@@ -1586,6 +1586,26 @@ MUTANTS = (
         (
             "tests/test_protocols.py::"
             "test_classification_scores_each_query_against_its_own_class",
+        ),
+    ),
+    Mutant(
+        "final_rows_evaluated_again",
+        "vma_tf/training.py",
+        'finals = {r["split"]: r for r in at_step if r.get("final")}',
+        "finals = {}",
+        (
+            "tests/test_training.py::"
+            "test_a_rerun_with_nothing_to_train_summarises_as_the_run_did",
+        ),
+    ),
+    Mutant(
+        "last_step_left_without_its_evaluation",
+        "vma_tf/training.py",
+        "        if missing:\n",
+        "        if False:\n",
+        (
+            "tests/test_training.py::"
+            "test_a_rerun_ending_at_a_checkpoint_between_evaluations_evaluates_it",
         ),
     ),
 )

@@ -46,8 +46,16 @@ class MetricsLog:
         self.writer = tf.summary.create_file_writer(str(workdir / "tb"))
 
     def write(
-        self, split: str, step: int, values: dict[str, float], steps_per_sec: float
+        self,
+        split: str,
+        step: int,
+        values: dict[str, float],
+        steps_per_sec: float,
+        final: bool = False,
     ) -> dict[str, Any]:
+        """Appends one row (and its TensorBoard scalars); returns it. `final`
+        marks a row of the final evaluation (`"final": true`), which a rerun
+        stopped in that evaluation takes instead of evaluating it again."""
         record = {
             "split": split,
             "step": int(step),
@@ -65,6 +73,7 @@ class MetricsLog:
             **{k: float(values[k]) for k in ("learning_rate",) if k in values},
             "steps_per_sec": float(steps_per_sec),
             "wall_time": time.time(),
+            **({"final": True} if final else {}),
         }
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")

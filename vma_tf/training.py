@@ -289,6 +289,7 @@ def evaluate(
     step: int,
     log: MetricsLog | None = None,
     warn_unused_z: bool = False,
+    final: bool = False,
 ) -> list[dict[str, Any]]:
     """Runs `test_step` over each eval set (fixed eval seed); logs each split.
 
@@ -319,7 +320,7 @@ def evaluate(
         if warn_unused_z and float(values["kl_z"]) < UNUSED_Z_MAX_KL:
             print(unused_z_warning(split, step, float(values["kl_z"])))
         if log is not None:
-            records.append(log.write(split, step, values, rate))
+            records.append(log.write(split, step, values, rate, final))
         else:
             records.append({"split": split, "step": step, **values})
     return records
@@ -486,12 +487,31 @@ def _train(
             if monitor.stopped:
                 break
     wall = time.perf_counter() - t0
+    step = int(model.optimizer.iterations.numpy())
+    # Rows restored from the log (a rerun that trained nothing) are only in
+    # the chief's history under multi_worker: there every worker evaluates
+    # every final split alike (collectives), none taken from history.
+    shared = monitor.any_worker is None or step > start_step
+    if shared and step == start_step and step >= t.steps:
+        # Nothing trained and the run's last step was not an evaluation step
+        # (e.g. `--steps` set to a checkpoint a kill left between two
+        # evaluations): its periodic evaluation, as the last step has.
+        missing = {
+            s: ds
+            for s, ds in data.evals.items()
+            if not any(r["step"] == step and r["split"] == s for r in monitor.history)
+        }
+        if missing:
+            monitor.history.extend(
+                evaluate(model, missing, step, log, _warn_unused_z(config))
+            )
+            log.image("samples", step, plotting.tile(sample_fn()))
     final = _final_evaluation(
         model,
         data,
-        int(model.optimizer.iterations.numpy()),
+        step,
         log,
-        monitor.history,
+        monitor.history if shared else [],
         _warn_unused_z(config),
     )
     plotting.save_grid(
@@ -566,18 +586,24 @@ def _plateaued_at(path: pathlib.Path, step: int, patience: int) -> bool:
 
 
 def _final_evaluation(model, data, step, log, history, warn_unused_z):
-    """The records of `data.final_evals` at `step`: a split the periodic
-    evaluation has just run at this step on the same dataset (the episodic
-    presets' `test`) is taken from `history`, not evaluated and logged again."""
-    done = {
-        r["split"]: r for r in history if r["step"] == step and r["split"] in data.evals
+    """The records of `data.final_evals` at `step`, taken from `history` where
+    it has them: a split the periodic evaluation has just run at this step on
+    the same dataset (the episodic presets' `test`), and the final rows a run
+    stopped in its final evaluation wrote before (marked `final`; a rerun
+    evaluates only the splits it had not reached, so no row is written
+    twice). The others are evaluated and logged, marked `final`."""
+    at_step = [r for r in history if r["step"] == step]
+    finals = {r["split"]: r for r in at_step if r.get("final")}
+    periodic = {
+        r["split"]: r
+        for r in at_step
+        if not r.get("final")
+        and r["split"] in data.evals
+        and data.evals[r["split"]] is data.final_evals.get(r["split"])
     }
-    todo = {
-        split: ds
-        for split, ds in data.final_evals.items()
-        if not (split in done and data.evals[split] is ds)
-    }
-    fresh = evaluate(model, todo, step, log, warn_unused_z)
+    done = {**periodic, **finals}
+    todo = {s: ds for s, ds in data.final_evals.items() if s not in done}
+    fresh = evaluate(model, todo, step, log, warn_unused_z, final=True)
     records = {**done, **{r["split"]: r for r in fresh}}
     return [records[split] for split in data.final_evals]
 
