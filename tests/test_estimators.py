@@ -648,7 +648,7 @@ def _tiny_float32_vma(estimator, memory="episodic"):
         # VIMCO's compiled step is exercised by every training test already.
         pytest.param("vimco", marks=pytest.mark.slow),
         pytest.param("vimco_geometric", marks=pytest.mark.slow),
-        "nvil",
+        pytest.param("nvil", marks=pytest.mark.slow),  # 37.9 s at 5a7716e.
         pytest.param("rws", marks=pytest.mark.slow),  # >= 30 s (BUILD.md "Tests").
         pytest.param("gumbel", marks=pytest.mark.slow),
     ],
