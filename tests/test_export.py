@@ -349,6 +349,20 @@ BAD_INPUTS = [
         r"x must be float32 \[N, 26, 26, 1\]",
     ),
     (MNIST, "address", "x", lambda m: 2 * m["x"], r"x values must lie in \[0, 1\]"),
+    (
+        MNIST,
+        "log_likelihood",
+        "x",
+        lambda m: np.full_like(m["x"], np.nan),
+        r"x values must lie in \[0, 1\]",
+    ),
+    (
+        OMNI,
+        "sample",
+        "memory",
+        lambda m: 2 * m["memory"],
+        r"memory values must lie in \[0, 1\]",
+    ),
     (OMNI, "classify", "x", lambda m: m["x"][:0], r"x must not be empty \(N >= 1"),
     (MNIST, "log_likelihood", "x", lambda m: m["x"][:0], r"x must not be empty"),
     (MNIST, "log_likelihood", "memory", lambda m: m["memory"][:0], "must not be empty"),
@@ -665,6 +679,9 @@ def test_learned_memory_and_vae_exports(tmp_path, preset, monkeypatch):
     if preset == "mnist_vae":
         assert set(sigs) == {"serving_default", "log_likelihood", "sample"}
         np.testing.assert_array_equal(got["kl_a"], 0.0)
+        np.testing.assert_allclose(
+            sample["images"], model.sample(NUM, tf.constant(SEED)), rtol=1e-5, atol=1e-6
+        )
         # Over REST its lone output comes back unnamed, and is named.
         monkeypatch.setattr(urllib.request, "urlopen", FakeServing(loaded_model))
         inputs = {"num": NUM, "seed": SEED}
@@ -686,8 +703,20 @@ def test_learned_memory_and_vae_exports(tmp_path, preset, monkeypatch):
     np.testing.assert_allclose(with_memory["nll_bound"], got["nll_bound"], rtol=1e-6)
     probs = sigs["address"](x=x, k=tf.constant(TOP))["probs"]
     assert probs.shape == (2, 8)
+    q_a, _ = model.address_distributions(x, None)
+    np.testing.assert_allclose(probs, q_a.probs_parameter(), rtol=1e-5, atol=1e-7)
+    seed_a, seed_z = tf.unstack(
+        tf.random.experimental.stateless_split(tf.constant(SEED), 2)
+    )
+    addresses = model.sample_prior_addresses(NUM, None, seed_a)
+    np.testing.assert_array_equal(sample["addresses"], addresses)
+    np.testing.assert_allclose(
+        sample["images"], model.sample(addresses, None, seed_z), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match="memory must be float32"):
         sigs["address_with_memory"](x=x, memory=x, k=tf.constant(TOP))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="memory values must be"):
+        sigs["log_likelihood_with_memory"](memory=learned * np.nan, **ll)
 
 
 def test_served_large_memory_samples_as_compute_terms(served, tmp_path, monkeypatch):
@@ -734,6 +763,25 @@ def test_served_bound_in_chunks_equals_compute_terms(
     assert len(inputs["x"]) == 3 and inputs["num_samples"] == K == 5
     got = call(exported, "log_likelihood", inputs)
     assert_outputs_equal(got, run["expected"]["log_likelihood"], preset)
+
+
+def test_served_bound_equals_compute_terms_above_k_n_entries(served, loaded):
+    """With more entries than samples (|M| = 8 > K N = 5) `compute_terms`
+    runs the z part per sample, on the addressed entries only; the served
+    graph (|M| unknown when built) runs it per entry: the same numbers."""
+    run = served[MNIST]
+    _, model, _, _ = load_run(run["workdir"])
+    inputs = dict(run["inputs"]["log_likelihood"], x=run["inputs"]["address"]["x"][:1])
+    assert len(inputs["memory"]) > K * len(inputs["x"])
+    terms = model.compute_terms(inputs["x"], inputs["memory"], K, tf.constant(SEED))
+    got = call(loaded[MNIST], "log_likelihood", inputs)
+    want = {
+        "nll_bound": -estimators.iwae_bound(terms.log_weights).numpy(),
+        "kl_a": terms.kl_a.numpy(),
+        "kl_z": terms.kl_z.numpy(),
+        "recon": terms.recon.numpy(),
+    }
+    assert_outputs_equal(got, want, "per sample")
 
 
 def test_soft_attention_with_learned_memory_serves_its_memory(tmp_path, monkeypatch):
