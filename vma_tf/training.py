@@ -252,6 +252,16 @@ class _Monitor(keras.callbacks.Callback):
             values = {k: v for k, v in values.items() if k not in METRIC_NAMES}
         return self.log.write("train", step, values, rate)
 
+    def evaluate_periodic(self, step: int, evals) -> list[dict[str, Any]]:
+        """The periodic evaluation of `evals` at `step`: logged, kept in
+        the history, with the samples image; returns its records."""
+        records = evaluate(
+            self.model, evals, step, self.log, _warn_unused_z(self.config)
+        )
+        self.history.extend(records)
+        self.log.image("samples", step, plotting.tile(self.sample_fn()))
+        return records
+
     def on_epoch_end(self, epoch, logs=None):
         t = self.config.train
         step = self._step()
@@ -260,11 +270,7 @@ class _Monitor(keras.callbacks.Callback):
         record = self._train_row(step, logs, rate)
         self.history.append(record)
         if step % t.eval_every == 0 or step >= t.steps:
-            records = evaluate(
-                self.model, self.evals, step, self.log, _warn_unused_z(self.config)
-            )
-            self.history.extend(records)
-            self.log.image("samples", step, plotting.tile(self.sample_fn()))
+            records = self.evaluate_periodic(step, self.evals)
             if self.stop_when is not None and step < t.steps:
                 self.stopped = self.agreed(bool(self.stop_when(records)))
                 self.model.stop_training = self.stopped
@@ -502,10 +508,8 @@ def _train(
             if not any(r["step"] == step and r["split"] == s for r in monitor.history)
         }
         if missing:
-            monitor.history.extend(
-                evaluate(model, missing, step, log, _warn_unused_z(config))
-            )
-            log.image("samples", step, plotting.tile(sample_fn()))
+            monitor.set_model(model)  # Keras sets it in `fit`, never called here.
+            monitor.evaluate_periodic(step, missing)
     final = _final_evaluation(
         model,
         data,
@@ -665,10 +669,10 @@ class _HeldSignals:
         originals: `{signal: handler}` installed before the holding began.
     """
 
-    def __init__(self):
+    def __init__(self, active: bool):
         self.signal: int | None = None
         self.originals: dict = {}
-        self._active = False
+        self._active = active
 
     def _handler(self, signum, frame):
         self.signal = self.signal or signum
@@ -696,9 +700,9 @@ def _held_while_starting(strategy: str):
     (`_checkpoint_on_signals`). A worker dying there would leave the others
     waiting in collectives. A second signal acts at once. Other strategies
     (one process, nothing written yet) keep the default actions."""
-    held = _HeldSignals()
-    held._active = strategy == "multi_worker" and (
-        threading.current_thread() is threading.main_thread()
+    held = _HeldSignals(
+        strategy == "multi_worker"
+        and threading.current_thread() is threading.main_thread()
     )
     held.install()
     try:
